@@ -1,0 +1,86 @@
+"""Tunable constants of the overlay, with the reasoning behind each default.
+
+Budget: in a stable ring a node sends 2 heartbeats per `heartbeat_s` (one to each immediate
+neighbour) plus one table probe and its answer per `table_probe_s`: 2/5 + 2/10 = 0.6 messages
+per node per second, under the 1/s ceiling we hold ourselves to (MSPastry stayed under 0.5).
+A crashed node is noticed by both neighbours after `missed_heartbeats` silent periods plus
+`probe_attempts` unanswered probes (10.5 + 2 x 1.0 = 12.5 s), and the rest of its leaf-set
+holders drop it after one more verifying probe: within 15 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayConfig:
+    leaf_size: int = 16
+    """L: L/2 nodes kept on each side (Pastry: 16 or 32; FreePastry used 24)."""
+
+    heartbeat_s: float = 5.0
+    """Period of the heartbeat each node sends to both immediate neighbours."""
+
+    missed_heartbeats: float = 2.1
+    """Silence, in heartbeat periods, after which a neighbour is probed directly."""
+
+    probe_timeout_s: float = 1.0
+    """How long a probe waits for its answer."""
+
+    probe_attempts: int = 2
+    """Unanswered probes in a row after which a peer is declared failed."""
+
+    table_probe_s: float = 10.0
+    """One routing-table entry is probed (liveness and round trip) every this many seconds."""
+
+    sweep_gap_s: float = 0.25
+    """Pace of the table sweep started when a failure is seen (probe every entry soon)."""
+
+    sweep_min_interval_s: float = 60.0
+    """At most one table sweep per this many seconds."""
+
+    route_ack_timeout_s: float = 0.6
+    """A routed message not acknowledged by the next hop within this is sent another way."""
+
+    route_attempts: int = 4
+    """Next hops tried for one routed message before it is dropped."""
+
+    max_pending_routes: int = 4096
+    """Routed messages awaiting a hop acknowledgement; beyond it, new ones go unacknowledged."""
+
+    max_pending_pings: int = 256
+    """Probes in flight; candidates beyond it are not probed (they come round again)."""
+
+    join_timeout_s: float = 4.0
+    """A join that got no answer from the root within this is retried (next seed)."""
+
+    heal_first_retry_s: float = 2.0
+    """First retry of a peer lost to failure; each later retry waits twice as long..."""
+
+    heal_max_retry_s: float = 60.0
+    """...up to this, so a partition of any length heals within about a minute of its end."""
+
+    heal_forget_s: float = 3600.0
+    """A lost peer that stays silent this long is forgotten."""
+
+    heal_record_size: int = 16
+    """Lost peers remembered for healing (oldest forgotten first)."""
+
+    gossip_hint_s: float = 60.0
+    """For this long after dropping a dead peer, a node tells neighbours that still list it."""
+
+    merge_lookup_gap_s: float = 5.0
+    """At most one ring-merge lookup per this many seconds."""
+
+    def __post_init__(self) -> None:
+        if self.leaf_size < 2 or self.leaf_size % 2 or self.leaf_size > 32:
+            raise ValueError("leaf_size must be even, between 2 and 32")
+        for name in ("heartbeat_s", "probe_timeout_s", "table_probe_s", "route_ack_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.probe_attempts < 1 or self.route_attempts < 1:
+            raise ValueError("attempt counts must be at least 1")
+
+    @property
+    def silence_s(self) -> float:
+        return self.heartbeat_s * self.missed_heartbeats

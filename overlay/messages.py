@@ -1,0 +1,108 @@
+"""The overlay's wire messages (type codes 1-31).
+
+Node lists travel as ids only; the real runtime's link layer resolves ids to addresses.
+"""
+
+from __future__ import annotations
+
+from overlay.wire import BOOL, ID, NESTED, U32, U64, Message, ids, number, optional, uint, wire_message
+
+MAX_LIST = 64  # a leaf set (<= 32) or a routing-table row (16) plus slack
+MAX_HOPS = 255
+
+
+@wire_message(1, ids(MAX_LIST))
+class Heartbeat(Message):
+    """Sent to each immediate neighbour every heartbeat interval; carries the sender's leaf
+    set so that neighbours learn of nodes they miss (concurrent joins, merges)."""
+
+    leaf: tuple[int, ...]
+
+
+@wire_message(2, U64, BOOL, BOOL)
+class Ping(Message):
+    """Liveness and round-trip probe. `want_leaf` asks for the leaf set in the answer."""
+
+    seq: int
+    want_leaf: bool
+    active: bool
+
+
+@wire_message(3, U64, BOOL, optional(ids(MAX_LIST)))
+class Pong(Message):
+    seq: int
+    active: bool
+    leaf: tuple[int, ...] | None
+
+
+@wire_message(4, ID)
+class JoinRequest(Message):
+    """Asks a node to route a join (or a ring-merge lookup) toward `joiner`'s id."""
+
+    joiner: int
+
+
+@wire_message(5, ids(MAX_LIST * 2), optional(ids(MAX_LIST)))
+class JoinReply(Message):
+    """Sent straight to the joiner by every node on the join route: its table rows that
+    matter to the joiner; the root (the last node) also sends its leaf set."""
+
+    nodes: tuple[int, ...]
+    leaf: tuple[int, ...] | None
+
+
+@wire_message(6, number(3600.0))
+class Hello(Message):
+    """A node that just became active announces itself; `rtt` is the round trip it measured
+    to the receiver (0 if none), so the receiver can weigh it for its routing table."""
+
+    rtt: float
+
+
+@wire_message(7)
+class Leave(Message):
+    """Graceful departure: the receiver drops the sender at once."""
+
+
+@wire_message(8, ID)
+class Departed(Message):
+    """`node` was found dead by the sender; the receiver verifies before it forgets it."""
+
+    node: int
+
+
+@wire_message(9, uint(31))
+class RowRequest(Message):
+    """Lazy routing-table repair: asks for the receiver's table row `row`."""
+
+    row: int
+
+
+@wire_message(10, uint(31), ids(16))
+class RowReply(Message):
+    row: int
+    nodes: tuple[int, ...]
+
+
+@wire_message(11, ID, U64, ID, uint(MAX_HOPS), NESTED)
+class Route(Message):
+    """A message routed toward `key`; every hop acknowledges `seq` to the previous hop."""
+
+    key: int
+    seq: int
+    origin: int
+    hops: int
+    payload: Message
+
+
+@wire_message(12, U64)
+class RouteAck(Message):
+    seq: int
+
+
+@wire_message(13, ID, U32)
+class Lookup(Message):
+    """A bare routed probe used by the simulator's checkers and benchmarks."""
+
+    requester: int
+    tag: int

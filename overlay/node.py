@@ -1,0 +1,705 @@
+"""One Pastry node as a sans-IO state machine.
+
+Inputs:  `start(now, seeds)`, `receive(src, msg, now)`, `handle_timer(now)`, `route(...)`,
+         `send(...)`, `leave(now)`.
+Outputs: `out` (a list of `(destination id, message)` pairs the driver drains and transmits),
+         `next_deadline` (when the driver must call `handle_timer`), and upcalls into the
+         `OverlayApp` above (deliver / forward / receive_direct / ...).
+
+The node never reads a clock, touches a socket or spawns a task, so the same object runs under
+the discrete-event simulator and under the trio runtime.
+
+Protocol in brief (the reasoning behind each constant is in `overlay.config`):
+- Join: the joiner asks a seed to route a `JoinRequest` toward the joiner's id. Every node on
+  the route sends the joiner its useful table rows; the root also sends its leaf set. The joiner
+  probes those nodes (`Ping` with `want_leaf`), takes the live ones, probes any closer node their
+  answers reveal, and becomes *active* only when no such probe is outstanding (MSPastry's
+  consistent join). Then it says `Hello` to everyone it knows, and they add it.
+- Failure detection: each active node heartbeats both immediate neighbours; a neighbour silent
+  for `silence_s` is probed, and declared failed after `probe_attempts` unanswered probes. The
+  detector tells its leaf set (`Departed`); each receiver verifies with one probe and drops it.
+- Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
+  of nodes it should have (probing them first); a node that recently dropped a dead peer tells a
+  neighbour that still lists it.
+- Routing table: filled from join replies and from every active node heard; kept nearest by
+  measured round trips; probed one entry at a time, swept fully after a failure is seen, and
+  repaired lazily by asking a node of the same row for its row.
+- Routing: Pastry's rule; every hop is acknowledged, an unacknowledged hop is re-sent another
+  way (the silent peer is suspected and probed).
+- Partition heal: peers lost to failure stay in a bounded record and are retried at a doubling
+  interval; one that answers again triggers a merge lookup (a `JoinRequest` for our own id routed
+  through it), which pulls the other ring's view of our neighbourhood in.
+"""
+
+from __future__ import annotations
+
+import random
+from heapq import heappop, heappush
+from itertools import chain
+from typing import Any, Callable
+
+from overlay.config import OverlayConfig
+from overlay.ids import digit, ring_distance, shared_prefix_len
+from overlay.leafset import LeafSet
+from overlay.messages import (
+    Departed,
+    Heartbeat,
+    Hello,
+    JoinReply,
+    JoinRequest,
+    Leave,
+    Ping,
+    Pong,
+    Route,
+    RouteAck,
+    RowReply,
+    RowRequest,
+)
+from overlay.routing_table import UNKNOWN_RTT, RoutingTable
+from overlay.wire import Message
+
+INF = float("inf")
+
+# Node states.
+JOINING, CONFIRMING, ACTIVE, LEFT = "joining", "confirming", "active", "left"
+
+# Why a peer is probed, in rising order of what a missing answer means.
+P_CANDIDATE, P_HEAL, P_CONFIRM, P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR = range(7)
+_RETRIED = frozenset((P_TABLE, P_SUSPECT, P_NEIGHBOUR))
+_FATAL = frozenset((P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
+
+# Timer kinds.
+T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN = range(8)
+
+# What a sent message is counted as.
+C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
+
+JOIN_ATTEMPTS = 4  # join requests before a node with seeds starts a ring of its own
+HELLO_NO_RTT = 0.0
+
+
+class OverlayApp:
+    """Upcalls from the overlay to the layer above. The defaults ignore everything."""
+
+    def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
+        """`payload`, routed toward `key`, arrived at its root (this node)."""
+
+    def forward(self, key: int, payload: Message, next_hop: int) -> Message | None:
+        """`payload` passes through on its way to `next_hop`; return it (or a replacement)
+        to let it go on, or None to consume it here."""
+        return payload
+
+    def receive_direct(self, src: int, payload: Message) -> None:
+        """A message sent point-to-point by `src` with `OverlayNode.send`."""
+
+    def activated(self) -> None:
+        """The node joined the ring and may now be a root."""
+
+    def leafset_changed(self) -> None:
+        """Leaf-set membership changed (roots of nearby keys may have moved)."""
+
+    def peer_failed(self, peer: int) -> None:
+        """`peer` was declared failed (or left)."""
+
+
+_NULL_APP = OverlayApp()
+
+
+class OverlayNode:
+    __slots__ = (
+        "id", "config", "rng", "app", "out", "now", "state", "leaf", "table", "sent",
+        "dropped", "_timers", "_seq", "_pings", "_pinged", "_routes", "_suspects", "_lost",
+        "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
+        "_last_merge", "_heal_at",
+    )
+
+    def __init__(
+        self,
+        node_id: int,
+        rng: random.Random,
+        config: OverlayConfig | None = None,
+        app: OverlayApp | None = None,
+    ) -> None:
+        self.id = node_id
+        self.config = config or OverlayConfig()
+        self.rng = rng
+        self.app = app or _NULL_APP
+        self.out: list[tuple[int, Message]] = []
+        self.now = 0.0
+        self.state = JOINING
+        self.leaf = LeafSet(node_id, self.config.leaf_size)
+        self.table = RoutingTable(node_id)
+        self.sent = [0, 0, 0]  # by C_* category
+        self.dropped = 0  # routed messages given up after every attempt
+        self._timers: list[tuple[float, int, int]] = []
+        self._seq = 0
+        self._pings: dict[int, list[Any]] = {}  # seq -> [peer, sent_at, purpose, attempt, want_leaf]
+        self._pinged: dict[int, int] = {}  # peer -> seq of its probe in flight
+        self._routes: dict[int, tuple[Route, int, int, tuple[int, ...]]] = {}
+        self._suspects: set[int] = set()
+        self._lost: dict[int, list[float]] = {}  # peer -> [lost_at, next_try, interval, last_try]
+        self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
+        self._seeds: tuple[int, ...] = ()
+        self._join_tries = 0
+        self._table_cursor = 0
+        self._sweep: list[int] | None = None
+        self._last_sweep = -INF
+        self._last_merge = -INF
+        self._heal_at = INF
+
+    # ===================================================================== driver interface
+    @property
+    def active(self) -> bool:
+        return self.state == ACTIVE
+
+    @property
+    def next_deadline(self) -> float:
+        return self._timers[0][0] if self._timers else INF
+
+    def start(self, now: float, seeds: tuple[int, ...] | list[int] = ()) -> None:
+        """Join the ring through `seeds` (node ids), or found a new ring if there are none."""
+        self.now = now
+        self._seeds = tuple(s for s in seeds if s != self.id)
+        if not self._seeds:
+            self._activate()
+        else:
+            self._send_join()
+
+    def receive(self, src: int, msg: Message, now: float) -> None:
+        self.now = now
+        if self.state == LEFT:
+            return
+        heard = self._heard
+        if src in heard:
+            heard[src] = now
+        handler = _HANDLERS.get(type(msg))
+        if handler is None:
+            self.app.receive_direct(src, msg)
+        else:
+            handler(self, src, msg)
+
+    def handle_timer(self, now: float) -> None:
+        self.now = now
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, kind, arg = heappop(timers)
+            _TIMERS[kind](self, arg)
+
+    def leave(self, now: float) -> None:
+        """Depart gracefully: tell every known peer, then go silent."""
+        self.now = now
+        if self.state == ACTIVE:
+            for peer in set(chain(self.leaf.members(), self.table.entries())):
+                self._send(peer, Leave(), C_MAINTENANCE)
+        self.state = LEFT
+        self._timers.clear()
+        self._routes.clear()
+        self._pings.clear()
+        self._pinged.clear()
+
+    # ====================================================================== app interface
+    # Called from upcalls (the clock is current) or by the driver with `now`.
+    def route(self, key: int, payload: Message, now: float | None = None) -> None:
+        """Send `payload` toward the live node numerically closest to `key`."""
+        if now is not None:
+            self.now = now
+        self._route_step(Route(key, 0, self.id, 0, payload))
+
+    def send(self, peer: int, payload: Message, now: float | None = None) -> None:
+        """Send `payload` straight to `peer` (delivered by its app's `receive_direct`)."""
+        if now is not None:
+            self.now = now
+        self._send(peer, payload, C_ROUTE)
+
+    def next_hop(self, key: int, avoid: tuple[int, ...] | frozenset[int] = ()) -> int | None:
+        """Pastry's routing rule; None when this node is the root for `key`."""
+        suspects = self._suspects
+        if suspects:
+            avoid = frozenset(avoid) | suspects
+        leaf = self.leaf
+        if leaf.in_range(key):
+            best = leaf.closest(key, avoid)
+            return None if best == self.id else best
+        row = shared_prefix_len(self.id, key)
+        node = self.table.get(row, digit(key, row))
+        if node is not None and node not in avoid:
+            return node
+        # Rare case: any known node at least as long a prefix and numerically closer.
+        best = self.id
+        best_d = ring_distance(best, key)
+        for node in chain(leaf.members(), self.table.entries()):
+            if node in avoid or shared_prefix_len(node, key) < row:
+                continue
+            d = ring_distance(node, key)
+            if d < best_d or (d == best_d and node < best):
+                best, best_d = node, d
+        return None if best == self.id else best
+
+    def known_peers(self) -> set[int]:
+        return set(chain(self.leaf.members(), self.table.entries()))
+
+    # ========================================================================== internals
+    def _send(self, dest: int, msg: Message, category: int) -> None:
+        self.out.append((dest, msg))
+        self.sent[category] += 1
+
+    def _at(self, when: float, kind: int, arg: int = 0) -> None:
+        heappush(self._timers, (when, kind, arg))
+
+    def _jitter(self, period: float) -> float:
+        return period * self.rng.uniform(0.75, 1.25)
+
+    # ----------------------------------------------------------------------------- join
+    def _send_join(self) -> None:
+        seed = self._seeds[self._join_tries % len(self._seeds)]
+        self._join_tries += 1
+        self._send(seed, JoinRequest(self.id), C_JOIN)
+        backoff = min(2 ** (self._join_tries - 1), 8)
+        self._at(self.now + self.config.join_timeout_s * backoff, T_JOIN)
+
+    def _on_join_timer(self, _: int) -> None:
+        if self.state != JOINING:
+            return
+        if self._join_tries >= JOIN_ATTEMPTS * len(self._seeds):
+            # Nobody answers: found a ring of our own and keep trying the seeds as lost peers,
+            # so that rings started apart merge once the seeds are reachable.
+            self._activate()
+            for seed in self._seeds:
+                self._remember_lost(seed)
+            return
+        self._send_join()
+
+    def _on_join_request(self, src: int, msg: JoinRequest) -> None:
+        if self.state == ACTIVE:
+            self._route_step(Route(msg.joiner, 0, self.id, 0, msg))
+
+    def _answer_join(self, joiner: int, final: bool) -> None:
+        """Hand the joiner the table rows it can use and, at the root, the leaf set.
+
+        A node sharing l digits with the joiner sends rows l-1 and l: successive route hops
+        share more digits, so each of the joiner's rows gets candidates from two nodes, enough
+        to choose the nearer one without probing every row of every hop.
+        """
+        upto = shared_prefix_len(self.id, joiner)
+        rows = self.table.rows
+        nodes = [n for r in range(max(upto - 1, 0), min(upto + 1, len(rows)))
+                 for n in rows[r] if n is not None]
+        nodes.append(self.id)
+        leaf = self.leaf.members() if final else None
+        self._send(joiner, JoinReply(tuple(nodes), leaf), C_JOIN)
+
+    def _on_join_reply(self, src: int, msg: JoinReply) -> None:
+        self._heard_active(src)
+        if msg.leaf is not None and self.state == JOINING:
+            # The root's leaf set becomes our tentative one; each member must answer a probe
+            # (and show us its own leaf set) before we go active. Holding them tentatively
+            # means only genuinely closer nodes named in the answers are probed next.
+            self.state = CONFIRMING
+            for node in chain(msg.leaf, (src,)):
+                if node != self.id:
+                    self.leaf.add(node)
+                    self._ping(node, P_CONFIRM, want_leaf=True)
+            self._leaf_changed()
+        if msg.leaf is not None:
+            self._learn(msg.leaf)
+        self._learn(msg.nodes, measure=self.state != ACTIVE)
+        self._maybe_activate()
+
+    def _maybe_activate(self) -> None:
+        if self.state == CONFIRMING and not any(p[2] == P_CONFIRM for p in self._pings.values()):
+            self._activate()
+
+    def _activate(self) -> None:
+        self.state = ACTIVE
+        cfg, now, rng = self.config, self.now, self.rng
+        self._at(now + rng.uniform(0, cfg.heartbeat_s), T_HEARTBEAT)
+        self._at(now + cfg.silence_s, T_WATCH)
+        self._at(now + rng.uniform(0, cfg.table_probe_s), T_TABLE)
+        table = self.table
+        for peer in set(chain(self.leaf.members(), table.entries())):
+            rtt = table.rtt_of(peer)
+            self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
+        self._leaf_changed()
+        self.app.activated()
+
+    # --------------------------------------------------------------------- learning peers
+    def _heard_active(self, peer: int, rtt: float | None = None) -> None:
+        """`peer` spoke to us directly and is active: it is alive; place it where it fits."""
+        if peer == self.id:
+            return
+        revived = self._lost.pop(peer, None) is not None
+        self._suspects.discard(peer)
+        if self.leaf.add(peer):
+            self._leaf_changed()
+        self.table.consider(peer, rtt)
+        if revived and self.state == ACTIVE:
+            self._merge_via(peer)
+
+    def _learn(self, nodes: tuple[int, ...] | list[int], measure: bool = False) -> None:
+        """Nodes named by others: probe the ones that would improve our state.
+
+        `measure` also probes nodes that would only compete for an occupied table cell, so
+        that the nearest one wins it (a joiner does this for the rows handed to it).
+        """
+        leaf, table, lost, pinged, me = self.leaf, self.table, self._lost, self._pinged, self.id
+        right, left = leaf.right, leaf.left
+        for node in nodes:
+            if node in right or node in left or node == me or node in pinged:
+                continue
+            record = lost.get(node)
+            if record is not None:
+                # A peer we lost is named alive by someone: retry it early (partition heal).
+                if self.now - record[3] >= self.config.merge_lookup_gap_s:
+                    record[3] = self.now
+                    self._ping(node, P_HEAL)
+                continue
+            if leaf.fits(node):
+                self._ping(node, P_CONFIRM if self.state == CONFIRMING else P_CANDIDATE,
+                           want_leaf=self.state == CONFIRMING)
+            elif table.cell_free(node) or (measure and node not in table):
+                self._ping(node, P_CANDIDATE)
+
+    def _leaf_changed(self) -> None:
+        nbs = self.leaf.neighbours()
+        heard = self._heard
+        if tuple(heard) != nbs:
+            self._heard = {nb: heard.get(nb, self.now) for nb in nbs}
+        if self.state == ACTIVE:
+            self.app.leafset_changed()
+
+    # ------------------------------------------------------------------------------ probes
+    def _ping(self, peer: int, purpose: int, want_leaf: bool = False, attempt: int = 1) -> None:
+        if peer == self.id:
+            return
+        seq = self._pinged.get(peer)
+        if seq is not None:
+            state = self._pings[seq]
+            if purpose > state[2]:
+                state[2] = purpose
+            if want_leaf and not state[4]:
+                # The probe in flight did not ask for the leaf set: ask again under the same
+                # sequence number; the answer without it is then not taken as the reply.
+                state[4] = True
+                self._send(peer, Ping(seq, True, self.state == ACTIVE), C_MAINTENANCE)
+            return
+        if len(self._pings) >= self.config.max_pending_pings:
+            return
+        self._seq += 1
+        seq = self._seq
+        self._pings[seq] = [peer, self.now, purpose, attempt, want_leaf]
+        self._pinged[peer] = seq
+        category = C_MAINTENANCE if self.state == ACTIVE else C_JOIN
+        self._send(peer, Ping(seq, want_leaf, self.state == ACTIVE), category)
+        self._at(self.now + self.config.probe_timeout_s, T_PING, seq)
+
+    def _on_ping(self, src: int, msg: Ping) -> None:
+        if msg.active:
+            self._heard_active(src)
+        leaf = self.leaf.members() if msg.want_leaf else None
+        category = C_MAINTENANCE if msg.active else C_JOIN
+        self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf), category)
+
+    def _on_pong(self, src: int, msg: Pong) -> None:
+        state = self._pings.get(msg.seq)
+        if state is None or state[0] != src:
+            return
+        if state[4] and msg.leaf is None:
+            return  # answer to the first probe; the one that carries the leaf set follows
+        del self._pings[msg.seq]
+        del self._pinged[src]
+        if msg.active:
+            self._heard_active(src, self.now - state[1])
+        else:
+            self._suspects.discard(src)
+        if msg.leaf:
+            self._learn(msg.leaf)
+        if state[2] == P_CONFIRM:
+            self._maybe_activate()
+
+    def _on_ping_timer(self, seq: int) -> None:
+        state = self._pings.pop(seq, None)
+        if state is None:
+            return
+        peer, _, purpose, attempt, want_leaf = state
+        del self._pinged[peer]
+        if purpose in _RETRIED and attempt < self.config.probe_attempts:
+            self._ping(peer, purpose, want_leaf, attempt + 1)
+        elif purpose in _FATAL:
+            self._declare_failed(peer, purpose)
+        elif purpose == P_CONFIRM:
+            if self.leaf.remove(peer):
+                self._leaf_changed()
+            self._maybe_activate()
+
+    # ------------------------------------------------------------------ failure handling
+    def _declare_failed(self, peer: int, purpose: int) -> None:
+        """`peer` missed its probes. Who is told depends on how it was found:
+        - a leaf member found by its neighbour (or by a lost hop): the leaf set must drop it,
+          and the table entries are told too, as an alarm that makes them sweep their tables;
+        - a table entry found by a probe: the leaf set is told, so the alarm reaches the
+          nodes nearby, whose tables likely hold the same dead node;
+        - a peer verified after a notice: nobody (the detector told everyone already).
+        """
+        in_leaf = self.leaf.remove(peer)
+        cell = self.table.remove(peer)
+        self._suspects.discard(peer)
+        if not in_leaf and cell is None:
+            return
+        self._remember_lost(peer)
+        told: tuple[int, ...] | set[int] = ()
+        if in_leaf and purpose in (P_NEIGHBOUR, P_SUSPECT):
+            told = set(chain(self.leaf.members(), self.table.entries()))
+        elif purpose == P_TABLE:
+            told = self.leaf.members()
+        for member in told:
+            self._send(member, Departed(peer), C_MAINTENANCE)
+        if in_leaf:
+            self._leaf_changed()
+            self._repair_leaf()
+        if cell is not None:
+            self._repair_cell(*cell)
+        self._start_sweep()
+        self.app.peer_failed(peer)
+
+    def _drop(self, peer: int) -> None:
+        """Forget a peer that left gracefully."""
+        in_leaf = self.leaf.remove(peer)
+        cell = self.table.remove(peer)
+        self._suspects.discard(peer)
+        if in_leaf:
+            self._leaf_changed()
+            self._repair_leaf()
+        if cell is not None:
+            self._repair_cell(*cell)
+        if in_leaf or cell is not None:
+            self.app.peer_failed(peer)
+
+    def _repair_leaf(self) -> None:
+        """Ask the farthest member of a short side for its leaf set."""
+        leaf = self.leaf
+        for side in (leaf.left, leaf.right):
+            if len(side) < leaf.half and side:
+                self._ping(side[-1], P_CANDIDATE, want_leaf=True)
+
+    def _repair_cell(self, row: int, col: int) -> None:
+        """Pastry's lazy repair: a node in the same row (or a deeper one) has our cell's
+        candidates in its own row `row`."""
+        rows = self.table.rows
+        for r in range(row, len(rows)):
+            peers = [n for n in rows[r] if n is not None]
+            if peers:
+                self._send(self.rng.choice(peers), RowRequest(row), C_MAINTENANCE)
+                return
+
+    def _on_row_request(self, src: int, msg: RowRequest) -> None:
+        self._send(src, RowReply(msg.row, self.table.row(msg.row)), C_MAINTENANCE)
+
+    def _on_row_reply(self, src: int, msg: RowReply) -> None:
+        self._learn(msg.nodes)
+
+    def _on_departed(self, src: int, msg: Departed) -> None:
+        node = msg.node
+        if node == self.id:
+            self._send(src, Hello(HELLO_NO_RTT), C_MAINTENANCE)  # a false alarm about us
+            return
+        if node in self.leaf or node in self.table:
+            self._ping(node, P_VERIFY)
+        self._start_sweep()  # failures come in bunches: check the whole table soon
+
+    def _on_leave(self, src: int, msg: Leave) -> None:
+        self._drop(src)
+
+    def _on_hello(self, src: int, msg: Hello) -> None:
+        self._heard_active(src, msg.rtt or None)
+
+    # -------------------------------------------------------------------- heartbeats
+    def _on_heartbeat_timer(self, _: int) -> None:
+        if self.state != ACTIVE:
+            return
+        members = self.leaf.members()
+        for nb in self.leaf.neighbours():
+            self._send(nb, Heartbeat(members), C_MAINTENANCE)
+        self._at(self.now + self.config.heartbeat_s, T_HEARTBEAT)
+
+    def _on_heartbeat(self, src: int, msg: Heartbeat) -> None:
+        self._heard_active(src)
+        lost = self._lost
+        if lost:
+            now, hint = self.now, self.config.gossip_hint_s
+            for node in msg.leaf:
+                record = lost.get(node)
+                if record is not None and now - record[0] < hint:
+                    self._send(src, Departed(node), C_MAINTENANCE)
+        self._learn(msg.leaf)
+
+    def _on_watch_timer(self, _: int) -> None:
+        if self.state != ACTIVE:
+            return
+        now, silence = self.now, self.config.silence_s
+        next_check = now + silence
+        for nb, heard in self._heard.items():
+            if now - heard >= silence:
+                self._ping(nb, P_NEIGHBOUR)
+            else:
+                next_check = min(next_check, heard + silence)
+        self._at(max(next_check, now + self.config.probe_timeout_s), T_WATCH)
+
+    # ------------------------------------------------------------------- routing table
+    def _on_table_timer(self, _: int) -> None:
+        """Every third tick asks a random node of one row for its copy of that row (Pastry's
+        periodic row exchange: it fills cells that joins left empty); the other ticks probe
+        one entry, round robin, for liveness and round trip."""
+        if self.state != ACTIVE:
+            return
+        self._at(self.now + self.config.table_probe_s, T_TABLE)
+        self._table_cursor += 1
+        table = self.table
+        if self._table_cursor % 3 == 0 and table.rows:
+            row = (self._table_cursor // 3) % len(table.rows)
+            peers = table.row(row)
+            if peers:
+                self._send(self.rng.choice(peers), RowRequest(row), C_MAINTENANCE)
+            return
+        entries = [n for n in table.entries() if n not in self.leaf]
+        if entries:
+            probe_tick = self._table_cursor - self._table_cursor // 3
+            self._ping(entries[probe_tick % len(entries)], P_TABLE)
+
+    def _start_sweep(self) -> None:
+        if self.state != ACTIVE or self.now - self._last_sweep < self.config.sweep_min_interval_s:
+            return
+        self._last_sweep = self.now
+        self._sweep = [n for n in self.table.entries() if n not in self.leaf]
+        self._at(self.now + self.config.sweep_gap_s, T_SWEEP)
+
+    def _on_sweep_timer(self, _: int) -> None:
+        sweep = self._sweep
+        if not sweep or self.state != ACTIVE:
+            self._sweep = None
+            return
+        peer = sweep.pop()
+        if peer in self.table:
+            self._ping(peer, P_TABLE)
+        if sweep:
+            self._at(self.now + self.config.sweep_gap_s, T_SWEEP)
+        else:
+            self._sweep = None
+
+    # ----------------------------------------------------------------------- routing
+    def _route_step(self, msg: Route, avoid: tuple[int, ...] = (), attempt: int = 1) -> None:
+        payload = msg.payload
+        join = type(payload) is JoinRequest
+        nh = self.next_hop(msg.key, avoid + (payload.joiner,) if join else avoid)
+        if join:
+            if payload.joiner != self.id and (attempt == 1 or nh is None):
+                self._answer_join(payload.joiner, final=nh is None)
+            if nh is None:
+                return
+        elif nh is None:
+            self.app.deliver(msg.key, payload, msg.origin, msg.hops)
+            return
+        elif attempt == 1:
+            forwarded = self.app.forward(msg.key, payload, nh)
+            if forwarded is None:
+                return
+            if forwarded is not payload:
+                msg = Route(msg.key, msg.seq, msg.origin, msg.hops, forwarded)
+        self._seq += 1
+        seq = self._seq
+        self._send(nh, Route(msg.key, seq, msg.origin, msg.hops + 1, msg.payload),
+                   C_JOIN if join else C_ROUTE)
+        if len(self._routes) < self.config.max_pending_routes:
+            self._routes[seq] = (msg, nh, attempt, avoid)
+            self._at(self.now + self.config.route_ack_timeout_s, T_ROUTE, seq)
+
+    def _on_route(self, src: int, msg: Route) -> None:
+        if self.state != ACTIVE:
+            return  # no ack: the sender will try another way
+        self._send(src, RouteAck(msg.seq), C_ROUTE)
+        self._route_step(msg)
+
+    def _on_route_ack(self, src: int, msg: RouteAck) -> None:
+        pending = self._routes.get(msg.seq)
+        if pending is not None and pending[1] == src:
+            del self._routes[msg.seq]
+
+    def _on_route_timer(self, seq: int) -> None:
+        pending = self._routes.pop(seq, None)
+        if pending is None:
+            return
+        msg, nh, attempt, avoid = pending
+        self._suspects.add(nh)
+        self._ping(nh, P_SUSPECT)
+        if attempt >= self.config.route_attempts:
+            self.dropped += 1
+            return
+        self._route_step(msg, avoid + (nh,), attempt + 1)
+
+    # ------------------------------------------------------------------- partition heal
+    def _remember_lost(self, peer: int) -> None:
+        cfg, now = self.config, self.now
+        lost = self._lost
+        if peer not in lost and len(lost) >= cfg.heal_record_size:
+            del lost[min(lost, key=lambda p: lost[p][0])]
+        first = self._jitter(cfg.heal_first_retry_s)
+        lost[peer] = [now, now + first, cfg.heal_first_retry_s, now]
+        self._arm_heal(now + first)
+
+    def _arm_heal(self, when: float) -> None:
+        if when < self._heal_at:
+            self._heal_at = when
+            self._at(when, T_HEAL)
+
+    def _on_heal_timer(self, _: int) -> None:
+        if self.now < self._heal_at:
+            return  # superseded by an earlier arming
+        self._heal_at = INF
+        if self.state == LEFT:
+            return
+        cfg, now = self.config, self.now
+        lost = self._lost
+        for peer in [p for p, rec in lost.items() if now - rec[0] > cfg.heal_forget_s]:
+            del lost[peer]
+        soonest = INF
+        for peer, rec in lost.items():
+            if rec[1] <= now:
+                rec[3] = now
+                rec[2] = min(rec[2] * 2, cfg.heal_max_retry_s)
+                rec[1] = now + self._jitter(rec[2])
+                self._ping(peer, P_HEAL)
+            soonest = min(soonest, rec[1])
+        if soonest < INF:
+            self._arm_heal(soonest)
+
+    def _merge_via(self, peer: int) -> None:
+        """`peer` came back from the dead: ask its side of the ring where we belong."""
+        if self.now - self._last_merge >= self.config.merge_lookup_gap_s:
+            self._last_merge = self.now
+            self._send(peer, JoinRequest(self.id), C_MAINTENANCE)
+
+
+_HANDLERS: dict[type, Callable[[OverlayNode, int, Any], None]] = {
+    Heartbeat: OverlayNode._on_heartbeat,
+    Ping: OverlayNode._on_ping,
+    Pong: OverlayNode._on_pong,
+    JoinRequest: OverlayNode._on_join_request,
+    JoinReply: OverlayNode._on_join_reply,
+    Hello: OverlayNode._on_hello,
+    Leave: OverlayNode._on_leave,
+    Departed: OverlayNode._on_departed,
+    RowRequest: OverlayNode._on_row_request,
+    RowReply: OverlayNode._on_row_reply,
+    Route: OverlayNode._on_route,
+    RouteAck: OverlayNode._on_route_ack,
+}
+
+_TIMERS: dict[int, Callable[[OverlayNode, int], None]] = {
+    T_HEARTBEAT: OverlayNode._on_heartbeat_timer,
+    T_WATCH: OverlayNode._on_watch_timer,
+    T_PING: OverlayNode._on_ping_timer,
+    T_ROUTE: OverlayNode._on_route_timer,
+    T_TABLE: OverlayNode._on_table_timer,
+    T_SWEEP: OverlayNode._on_sweep_timer,
+    T_HEAL: OverlayNode._on_heal_timer,
+    T_JOIN: OverlayNode._on_join_timer,
+}

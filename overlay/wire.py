@@ -1,0 +1,243 @@
+"""The wire codec: typed message classes <-> versioned msgpack frames.
+
+A frame is the msgpack array `[WIRE_VERSION, type, field, ...]`. Each message class is a slotted
+dataclass with a `TYPE` code and a `SPEC` tuple naming the wire kind of every field in order;
+`decode` checks every field against its kind (type, length, range) before a message object
+exists, so the protocol cores never see a value they did not expect. Anything malformed raises
+`DecodeError` and nothing else: the driver closes that link and carries on.
+
+Layers register their own classes (the overlay uses type codes below 32, the messaging layer
+above), and a routed message carries the upper layer's message as a nested frame body.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import msgpack
+
+WIRE_VERSION = 1
+MAX_FRAME = 16 * 1024 * 1024
+MAX_NESTING = 4
+
+
+class DecodeError(ValueError):
+    """A frame that is not a valid message of this protocol version."""
+
+
+class Message:
+    """Base of every wire message: subclasses are `@wire_message` slotted dataclasses."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int] = -1
+    SPEC: ClassVar[tuple[Any, ...]] = ()
+
+
+# -- field kinds ----------------------------------------------------------------------------
+class Kind:
+    """How one field travels: `pack` makes it msgpack-able, `unpack` validates and rebuilds."""
+
+    def pack(self, value: Any) -> Any:
+        return value
+
+    def unpack(self, raw: Any, depth: int) -> Any:
+        raise NotImplementedError
+
+
+class _Id(Kind):
+    def pack(self, value: int) -> bytes:
+        return value.to_bytes(16, "big")
+
+    def unpack(self, raw: Any, depth: int) -> int:
+        if type(raw) is not bytes or len(raw) != 16:
+            raise DecodeError("node id must be 16 bytes")
+        return int.from_bytes(raw, "big")
+
+
+class _Ids(Kind):
+    """A list of ids, packed as one byte string of 16 bytes per id."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def pack(self, value: tuple[int, ...]) -> bytes:
+        return b"".join(v.to_bytes(16, "big") for v in value)
+
+    def unpack(self, raw: Any, depth: int) -> tuple[int, ...]:
+        if type(raw) is not bytes or len(raw) % 16:
+            raise DecodeError("id list must be a multiple of 16 bytes")
+        if len(raw) > 16 * self.limit:
+            raise DecodeError(f"id list longer than {self.limit}")
+        return tuple(int.from_bytes(raw[i : i + 16], "big") for i in range(0, len(raw), 16))
+
+
+class _UInt(Kind):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def unpack(self, raw: Any, depth: int) -> int:
+        if type(raw) is not int or not 0 <= raw <= self.limit:
+            raise DecodeError(f"integer out of range 0..{self.limit}")
+        return raw
+
+
+class _Bool(Kind):
+    def unpack(self, raw: Any, depth: int) -> bool:
+        if type(raw) is not bool:
+            raise DecodeError("expected a bool")
+        return raw
+
+
+class _Float(Kind):
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def pack(self, value: float) -> float:
+        return float(value)
+
+    def unpack(self, raw: Any, depth: int) -> float:
+        if type(raw) is int:
+            raw = float(raw)
+        if type(raw) is not float or not math.isfinite(raw) or not 0.0 <= raw <= self.limit:
+            raise DecodeError(f"number out of range 0..{self.limit}")
+        return raw
+
+
+class _Bytes(Kind):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def unpack(self, raw: Any, depth: int) -> bytes:
+        if type(raw) is not bytes or len(raw) > self.limit:
+            raise DecodeError(f"expected at most {self.limit} bytes")
+        return raw
+
+
+class _Str(Kind):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def unpack(self, raw: Any, depth: int) -> str:
+        if type(raw) is not str or len(raw) > self.limit:
+            raise DecodeError(f"expected a string of at most {self.limit} characters")
+        return raw
+
+
+class _Optional(Kind):
+    def __init__(self, inner: Kind) -> None:
+        self.inner = inner
+
+    def pack(self, value: Any) -> Any:
+        return None if value is None else self.inner.pack(value)
+
+    def unpack(self, raw: Any, depth: int) -> Any:
+        return None if raw is None else self.inner.unpack(raw, depth)
+
+
+class _Nested(Kind):
+    """Another registered message, carried as `[type, field, ...]` (a routed payload)."""
+
+    def pack(self, value: Message) -> list[Any]:
+        return _body(value)
+
+    def unpack(self, raw: Any, depth: int) -> Message:
+        if depth >= MAX_NESTING:
+            raise DecodeError("messages nested too deeply")
+        if type(raw) is not list or not raw:
+            raise DecodeError("nested message must be a non-empty array")
+        return _from_body(raw[0], raw[1:], depth + 1)
+
+
+ID = _Id()
+BOOL = _Bool()
+NESTED = _Nested()
+U32 = _UInt(2**32 - 1)
+U64 = _UInt(2**64 - 1)
+
+
+def ids(limit: int) -> Kind:
+    return _Ids(limit)
+
+
+def uint(limit: int) -> Kind:
+    return _UInt(limit)
+
+
+def number(limit: float) -> Kind:
+    return _Float(limit)
+
+
+def blob(limit: int) -> Kind:
+    return _Bytes(limit)
+
+
+def text(limit: int) -> Kind:
+    return _Str(limit)
+
+
+def optional(inner: Kind) -> Kind:
+    return _Optional(inner)
+
+
+# -- registry ----------------------------------------------------------------------------------
+_REGISTRY: dict[int, type[Message]] = {}
+
+
+def wire_message(type_code: int, *spec: Kind):
+    """Class decorator: make a slotted dataclass of the class and register its wire type."""
+
+    def wrap(cls: type) -> type[Message]:
+        if type_code in _REGISTRY:
+            raise ValueError(f"wire type {type_code} registered twice")
+        new = dataclasses.dataclass(slots=True, eq=True, repr=True)(cls)
+        if len(dataclasses.fields(new)) != len(spec):
+            raise TypeError(f"{cls.__name__}: SPEC does not match the fields")
+        new.TYPE = type_code
+        new.SPEC = spec
+        _REGISTRY[type_code] = new
+        return new
+
+    return wrap
+
+
+def _body(msg: Message) -> list[Any]:
+    out: list[Any] = [msg.TYPE]
+    for kind, name in zip(msg.SPEC, msg.__slots__):
+        out.append(kind.pack(getattr(msg, name)))
+    return out
+
+
+def _from_body(type_code: Any, fields: list[Any], depth: int) -> Message:
+    cls = _REGISTRY.get(type_code) if type(type_code) is int else None
+    if cls is None:
+        raise DecodeError(f"unknown message type {type_code!r}")
+    if len(fields) != len(cls.SPEC):
+        raise DecodeError(f"{cls.__name__} takes {len(cls.SPEC)} fields, got {len(fields)}")
+    values = [kind.unpack(raw, depth) for kind, raw in zip(cls.SPEC, fields)]
+    return cls(*values)
+
+
+def encode(msg: Message) -> bytes:
+    """One frame body for `msg`."""
+    body = _body(msg)
+    body.insert(0, WIRE_VERSION)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(data: bytes) -> Message:
+    """Parse and validate one frame; raise DecodeError for anything malformed."""
+    if len(data) > MAX_FRAME:
+        raise DecodeError("frame too large")
+    try:
+        # unpackb bounds every string, array and map by the frame's own length.
+        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.exceptions.UnpackException) as exc:
+        # msgpack's errors (ExtraData, FormatError, StackError, OutOfData) are ValueErrors.
+        raise DecodeError(f"not a msgpack frame: {exc}") from None
+    if type(raw) is not list or len(raw) < 2:
+        raise DecodeError("frame must be an array [version, type, ...]")
+    if type(raw[0]) is not int or raw[0] != WIRE_VERSION:
+        raise DecodeError(f"unsupported wire version {raw[0]!r}")
+    return _from_body(raw[1], raw[2:], 0)

@@ -1,0 +1,1 @@
+"""A deterministic discrete-event simulator that runs thousands of overlay cores."""

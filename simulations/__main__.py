@@ -1,0 +1,5 @@
+import sys
+
+from simulations.cli import main
+
+sys.exit(main())

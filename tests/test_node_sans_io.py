@@ -1,0 +1,91 @@
+"""The overlay core driven by hand: no clock, no network, no simulator."""
+
+import random
+
+from overlay.messages import Heartbeat, JoinRequest, Lookup, Ping
+from overlay.node import ACTIVE, OverlayApp, OverlayNode
+
+
+class Recorder(OverlayApp):
+    def __init__(self):
+        self.delivered = []
+
+    def deliver(self, key, payload, origin, hops):
+        self.delivered.append((key, payload, origin, hops))
+
+
+def shuttle(nodes, now, rounds=50):
+    """Deliver every queued message instantly, `rounds` times or until quiet."""
+    for _ in range(rounds):
+        moved = False
+        for node in list(nodes.values()):
+            out, node.out = node.out, []
+            for dest, msg in out:
+                moved = True
+                if dest in nodes:
+                    nodes[dest].receive(node.id, msg, now)
+        if not moved:
+            return
+
+
+def test_two_nodes_join_by_hand():
+    rng = random.Random(1)
+    a = OverlayNode(10, rng)
+    b = OverlayNode(2**127, rng)
+    nodes = {a.id: a, b.id: b}
+    a.start(0.0)
+    assert a.state == ACTIVE and a.next_deadline < float("inf")
+    b.start(0.0, seeds=[a.id])
+    assert b.out == [(a.id, JoinRequest(b.id))]
+    shuttle(nodes, 0.001)
+    assert b.state == ACTIVE
+    assert a.leaf.members() == (b.id,) and b.leaf.members() == (a.id,)
+
+
+def test_routing_delivers_at_the_closest_node_by_hand():
+    rng = random.Random(2)
+    ids = sorted(rng.getrandbits(128) for _ in range(6))
+    apps = {i: Recorder() for i in ids}
+    nodes = {i: OverlayNode(i, rng, app=apps[i]) for i in ids}
+    nodes[ids[0]].start(0.0)
+    for i in ids[1:]:
+        nodes[i].start(0.0, seeds=[ids[0]])
+        shuttle(nodes, 0.0)
+    assert all(n.active for n in nodes.values())
+    key = ids[3] + 5
+    nodes[ids[0]].route(key, Lookup(ids[0], 7), now=0.0)
+    shuttle(nodes, 0.0)
+    assert apps[ids[3]].delivered == [(key, Lookup(ids[0], 7), ids[0], 1)]
+
+
+def test_timers_fire_only_when_asked():
+    rng = random.Random(3)
+    a = OverlayNode(1, rng)
+    b = OverlayNode(2**100, rng)
+    nodes = {a.id: a, b.id: b}
+    a.start(0.0)
+    b.start(0.0, seeds=[a.id])
+    shuttle(nodes, 0.0)
+    a.out.clear()
+    a.handle_timer(a.config.heartbeat_s * 1.3)
+    assert any(isinstance(msg, Heartbeat) for _, msg in a.out)
+
+
+def test_silent_neighbour_is_probed_then_dropped():
+    rng = random.Random(4)
+    a = OverlayNode(1, rng)
+    b = OverlayNode(2**100, rng)
+    nodes = {a.id: a, b.id: b}
+    a.start(0.0)
+    b.start(0.0, seeds=[a.id])
+    shuttle(nodes, 0.0)
+    # b dies; a keeps its clock moving and hears nothing.
+    t, probes = 0.0, 0
+    while b.id in a.leaf and t < 60:
+        t = a.next_deadline
+        a.handle_timer(t)
+        probes += sum(1 for dest, msg in a.out if dest == b.id and isinstance(msg, Ping))
+        a.out.clear()
+    assert b.id not in a.leaf
+    assert probes == a.config.probe_attempts
+    assert t <= a.config.silence_s + a.config.probe_attempts * a.config.probe_timeout_s + 0.01

@@ -1,0 +1,154 @@
+"""The overlay at scale in the simulator: joins, routing, repair, partitions, churn."""
+
+import math
+
+import pytest
+
+from simulations import checkers
+from simulations.scenarios import (
+    ScenarioOptions,
+    detection_time,
+    make_sim,
+    measure_maintenance,
+    run_lookups,
+    scenario_churn,
+    scenario_mass_failure,
+    scenario_partition,
+)
+from tests.conftest import converged_ring
+
+
+@pytest.mark.slow
+def test_stable_ring_of_1000_routes_every_lookup_to_the_root():
+    sim = converged_ring(1000, seed=11)
+    result = run_lookups(sim, 10_000, rate=2000)
+    assert result["lookups"] == 10_000
+    assert result["correct_ratio"] == 1.0 and result["duplicates"] == 0
+    assert result["mean_hops"] <= math.log(1000, 16)
+    assert result["max_hops"] <= math.ceil(math.log(1000, 16)) + 1
+    assert checkers.check_leaf_sets(sim).ok
+    tables = checkers.check_routing_tables(sim)
+    assert tables.ok and tables.fill_ratio > 0.95
+    assert checkers.check_routing(sim, 2000).ok
+
+
+def test_checkers_catch_a_broken_leaf_set_and_a_dead_table_entry(ring300):
+    sim = ring300
+    assert checkers.all_ok(sim)
+    node = sim.nodes[sim.active[5]]
+    dropped = node.leaf.right[0]
+    node.leaf.remove(dropped)
+    assert not checkers.check_leaf_sets(sim).ok
+    node.leaf.add(dropped)
+    assert checkers.check_leaf_sets(sim).ok
+    ghost = next(iter(node.table.entries())) ^ 1  # same cell, an id nobody has
+    cell = node.table.cell_of(ghost)
+    node.table.rows[cell[0]][cell[1]] = ghost
+    assert checkers.check_routing_tables(sim).dead == 1
+
+
+def test_maintenance_stays_under_one_message_per_node_second_and_crashes_are_seen(ring300):
+    sim = ring300
+    rate = measure_maintenance(sim, 60.0)
+    assert rate <= 1.0
+    detected = detection_time(sim)
+    assert detected is not None and detected <= 15.0
+
+
+def test_graceful_leave_is_seen_at_once(ring300):
+    sim = ring300
+    leaver = sim.random_active()
+    holders = [n for n in sim.nodes.values() if leaver in n.leaf]
+    sim.leave(leaver)
+    sim.run_for(1.0)
+    assert not any(leaver in n.leaf for n in holders)
+    assert sim.run_until(lambda: checkers.check_leaf_sets(sim).ok, timeout=30, check_every=1) is not None
+    # Routing tables that still name the leaver find out by their periodic probes.
+    assert sim.run_until(lambda: checkers.all_ok(sim), timeout=600, check_every=5) is not None
+
+
+def test_restarted_node_with_the_same_id_rejoins(ring300):
+    sim = ring300
+    victim = sim.random_active()
+    sim.crash(victim)
+    sim.run_for(2.0)
+    sim.add_node(victim)
+    assert sim.run_until(lambda: victim in sim.active and checkers.all_ok(sim), 120, 1) is not None
+    assert sim.nodes[victim].active
+
+
+def test_lookups_survive_loss_and_duplication():
+    sim = converged_ring(200, seed=3, loss=0.02, duplicate=0.01)
+    result = run_lookups(sim, 2000, rate=500)
+    assert result["correct_ratio"] >= 0.99
+    assert checkers.check_leaf_sets(sim).ok
+
+
+def test_mass_failure_of_ten_percent_is_repaired():
+    result = scenario_mass_failure(ScenarioOptions(nodes=400, seed=5, lookups=1000))
+    assert result["failed"] == 40
+    assert result["repair_s"] is not None
+    assert result["checks_passed"]
+    assert result["correct_ratio_during_repair"] >= 0.99
+
+
+@pytest.mark.parametrize("groups, isolate", [(2, False), (3, False), (2, True)])
+def test_partition_heals_within_30_seconds(groups, isolate):
+    opts = ScenarioOptions(nodes=400, seed=9, lookups=1000, groups=groups, isolate=isolate)
+    result = scenario_partition(opts)
+    assert result["repair_s"] is not None and result["repair_s"] <= 30.0
+    assert result["checks_passed"]
+
+
+@pytest.mark.slow
+def test_churn_keeps_lookups_correct():
+    opts = ScenarioOptions(nodes=500, seed=4, churn_s=200.0, session_s=600.0)
+    result = scenario_churn(opts)
+    assert result["replaced"] > 100
+    assert result["correct_ratio"] >= 0.99
+    assert result["duplicates"] == 0
+    assert result["repair_s"] is not None
+
+
+def test_rings_started_apart_merge_when_they_can_reach_each_other():
+    sim = converged_ring(100, seed=12)
+    sim.net.partition([list(sim.nodes)])  # everyone so far in group 0
+    loner = sim.new_id()
+    sim.net.groups[loner] = 1
+    seed = sim.random_active()
+    sim.add_node(loner, seeds=(seed,))
+    sim.run_for(60.0)  # its seed never answers: it founds a ring of its own
+    assert sim.nodes[loner].active and len(sim.nodes[loner].leaf) == 0
+    sim.net.heal()
+    assert sim.run_until(lambda: checkers.all_ok(sim), timeout=120, check_every=1) is not None
+
+
+def test_wire_codec_carries_a_whole_simulation():
+    sim = converged_ring(80, seed=2, wire=True)
+    assert run_lookups(sim, 300, rate=300)["correct_ratio"] == 1.0
+
+
+def _chaos_digest(seed: int) -> str:
+    opts = ScenarioOptions(nodes=120, seed=seed, loss=0.01, duplicate=0.01)
+    sim = make_sim(opts)
+    sim.add_node()
+    for i in range(1, opts.nodes):
+        sim.at(i * 0.05, sim.add_node)
+    sim.run_for(10.0)
+    for _ in range(10):
+        sim.crash(sim.random_active())
+        sim.add_node()
+        sim.run_for(1.0)
+    ids = list(sim.active)
+    sim.net.partition([ids[::2], ids[1::2]])
+    sim.lookups.schedule(200, 50)
+    sim.run_for(20.0)
+    sim.net.heal()
+    sim.run_for(30.0)
+    return sim.digest() + f"|{sim.lookups.summary()}"
+
+
+def test_same_seed_same_run_bit_for_bit():
+    first = _chaos_digest(21)
+    assert first == _chaos_digest(21)
+    assert first != _chaos_digest(22)

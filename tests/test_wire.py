@@ -1,0 +1,110 @@
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import overlay.messages as m
+from overlay.ids import RING
+from overlay.wire import MAX_FRAME, WIRE_VERSION, DecodeError, decode, encode
+
+ids = st.integers(min_value=0, max_value=RING - 1)
+id_lists = st.lists(ids, max_size=m.MAX_LIST).map(tuple)
+u64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+lookups = st.builds(m.Lookup, ids, st.integers(0, 2**32 - 1))
+messages = st.one_of(
+    st.builds(m.Heartbeat, id_lists),
+    st.builds(m.Ping, u64, st.booleans(), st.booleans()),
+    st.builds(m.Pong, u64, st.booleans(), st.none() | id_lists),
+    st.builds(m.JoinRequest, ids),
+    st.builds(m.JoinReply, id_lists, st.none() | id_lists),
+    st.builds(m.Hello, st.floats(min_value=0, max_value=3600)),
+    st.just(m.Leave()),
+    st.builds(m.Departed, ids),
+    st.builds(m.RowRequest, st.integers(0, 31)),
+    st.builds(m.RowReply, st.integers(0, 31), st.lists(ids, max_size=16).map(tuple)),
+    st.builds(m.Route, ids, u64, ids, st.integers(0, m.MAX_HOPS), lookups),
+    st.builds(m.RouteAck, u64),
+    lookups,
+)
+
+
+@given(messages)
+def test_every_message_round_trips(msg):
+    assert decode(encode(msg)) == msg
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_decode_error(data):
+    try:
+        decode(data)
+    except DecodeError:
+        pass
+
+
+@settings(max_examples=500)
+@given(messages, st.data())
+def test_mutated_frames_only_raise_decode_error(msg, data):
+    frame = bytearray(encode(msg))
+    action = data.draw(st.sampled_from(["flip", "truncate", "extend", "splice"]))
+    if action == "flip":
+        i = data.draw(st.integers(0, len(frame) - 1))
+        frame[i] ^= data.draw(st.integers(1, 255))
+    elif action == "truncate":
+        frame = frame[: data.draw(st.integers(0, len(frame) - 1))]
+    elif action == "extend":
+        frame += data.draw(st.binary(min_size=1, max_size=20))
+    else:
+        i = data.draw(st.integers(0, len(frame)))
+        frame[i:i] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        decode(bytes(frame))
+    except DecodeError:
+        pass
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.binary(max_size=40)
+    | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=4), children, max_size=4),
+    max_leaves=30,
+))
+def test_well_formed_msgpack_of_any_shape_only_raises_decode_error(obj):
+    frames = [msgpack.packb(obj), msgpack.packb([WIRE_VERSION, 11, obj, obj, obj, obj, obj])]
+    for frame in frames:
+        try:
+            decode(frame)
+        except DecodeError:
+            pass
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ([WIRE_VERSION + 1, 2, 1, False, False], "version"),
+        ([True, 2, 1, False, False], "version"),
+        ([WIRE_VERSION, 99], "unknown"),
+        ([WIRE_VERSION, 2, 1, False], "fields"),
+        ([WIRE_VERSION, 2, -1, False, False], "range"),
+        ([WIRE_VERSION, 2, 1, 0, False], "bool"),
+        ([WIRE_VERSION, 4, b"short"], "16 bytes"),
+        ([WIRE_VERSION, 1, b"x" * 17], "multiple of 16"),
+        ([WIRE_VERSION, 1, b"x" * 16 * (m.MAX_LIST + 1)], "longer"),
+        ([WIRE_VERSION, 6, float("nan")], "range"),
+        ([WIRE_VERSION, 11, b"k" * 16, 1, b"o" * 16, 1, []], "nested"),
+        ([WIRE_VERSION, 11, b"k" * 16, 1, b"o" * 16, 1,
+          [11, b"k" * 16, 1, b"o" * 16, 1,
+           [11, b"k" * 16, 1, b"o" * 16, 1,
+            [11, b"k" * 16, 1, b"o" * 16, 1,
+             [11, b"k" * 16, 1, b"o" * 16, 1, [12, 1]]]]]], "deeply"),
+    ],
+)
+def test_invalid_fields_are_named(body, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode(msgpack.packb(body))
+
+
+def test_oversized_frame_is_refused_before_parsing():
+    with pytest.raises(DecodeError, match="too large"):
+        decode(b"\x00" * (MAX_FRAME + 1))
