@@ -11,7 +11,7 @@ In a ring of fewer than L+1 nodes a node can sit on both sides at once; that is 
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 
 from overlay.ids import MASK, RING, ring_distance
 
@@ -85,7 +85,28 @@ class LeafSet:
         return cw <= self._rmax or RING - cw <= self._lmax
 
     def closest(self, key: int, avoid: object = ()) -> int:
-        """The member or owner numerically closest to `key` (ties: the smaller id)."""
+        """The member or owner numerically closest to `key` (ties: the smaller id), skipping
+        the nodes in `avoid`.
+
+        For a key inside a complete set's range the answer is one of the two nodes next to
+        the key on its arc, found by bisection; otherwise every member is compared.
+        """
+        if not avoid and self._rmax != RING and self._lmax != RING:
+            cw = (key - self.owner) & MASK
+            if cw <= self._rmax:
+                side, dist, measure = self.right, cw, self._cw
+            elif RING - cw <= self._lmax:
+                side, dist, measure = self.left, RING - cw, self._ccw
+            else:
+                side = None
+            if side is not None:
+                i = bisect_left(side, dist, key=measure)
+                before = side[i - 1] if i else self.owner
+                if i == len(side):
+                    return before
+                after = side[i]
+                da, db = ring_distance(before, key), ring_distance(after, key)
+                return before if da < db or (da == db and before < after) else after
         best = self.owner
         best_d = ring_distance(best, key)
         for side in (self.right, self.left):

@@ -34,7 +34,7 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 from __future__ import annotations
 
 import random
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from itertools import chain
 from typing import Any, Callable
 
@@ -56,6 +56,7 @@ from overlay.messages import (
     RowRequest,
 )
 from overlay.routing_table import UNKNOWN_RTT, RoutingTable
+from overlay.timeouts import TimeoutQueue
 from overlay.wire import Message
 
 INF = float("inf")
@@ -110,7 +111,7 @@ class OverlayNode:
         "id", "config", "rng", "app", "out", "now", "state", "leaf", "table", "sent",
         "dropped", "_timers", "_seq", "_pings", "_pinged", "_routes", "_suspects", "_lost",
         "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
-        "_last_merge", "_heal_at",
+        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
     )
 
     def __init__(
@@ -146,6 +147,8 @@ class OverlayNode:
         self._last_sweep = -INF
         self._last_merge = -INF
         self._heal_at = INF
+        self._ping_timeouts = TimeoutQueue(self.config.probe_timeout_s)
+        self._route_timeouts = TimeoutQueue(self.config.route_ack_timeout_s)
 
     # ===================================================================== driver interface
     @property
@@ -193,6 +196,8 @@ class OverlayNode:
                 self._send(peer, Leave(), C_MAINTENANCE)
         self.state = LEFT
         self._timers.clear()
+        self._ping_timeouts.clear()
+        self._route_timeouts.clear()
         self._routes.clear()
         self._pings.clear()
         self._pinged.clear()
@@ -245,6 +250,18 @@ class OverlayNode:
 
     def _at(self, when: float, kind: int, arg: int = 0) -> None:
         heappush(self._timers, (when, kind, arg))
+
+    def _cancel(self, kind: int, queue: TimeoutQueue) -> None:
+        """Nothing waits in `queue` any more: drop its timer so the node is not woken for it."""
+        if queue.armed:
+            queue.clear()
+            timers = self._timers
+            for i, entry in enumerate(timers):
+                if entry[1] == kind:
+                    timers[i] = timers[-1]
+                    timers.pop()
+                    heapify(timers)
+                    break
 
     def _jitter(self, period: float) -> float:
         return period * self.rng.uniform(0.75, 1.25)
@@ -390,7 +407,9 @@ class OverlayNode:
         self._pinged[peer] = seq
         category = C_MAINTENANCE if self.state == ACTIVE else C_JOIN
         self._send(peer, Ping(seq, want_leaf, self.state == ACTIVE), category)
-        self._at(self.now + self.config.probe_timeout_s, T_PING, seq)
+        deadline = self._ping_timeouts.push(self.now, seq)
+        if deadline is not None:
+            self._at(deadline, T_PING)
 
     def _on_ping(self, src: int, msg: Ping) -> None:
         if msg.active:
@@ -407,6 +426,9 @@ class OverlayNode:
             return  # answer to the first probe; the one that carries the leaf set follows
         del self._pings[msg.seq]
         del self._pinged[src]
+        if not self._pings:
+            self._cancel(T_PING, self._ping_timeouts)
+            self._shrink_pings()
         if msg.active:
             self._heard_active(src, self.now - state[1])
         else:
@@ -416,12 +438,27 @@ class OverlayNode:
         if state[2] == P_CONFIRM:
             self._maybe_activate()
 
-    def _on_ping_timer(self, seq: int) -> None:
+    def _on_ping_timer(self, _: int) -> None:
+        queue = self._ping_timeouts
+        for seq in queue.expire(self.now):
+            self._ping_expired(seq)
+        deadline = queue.rearm()
+        if deadline is not None:
+            self._at(deadline, T_PING)
+
+    def _shrink_pings(self) -> None:
+        """Dicts never give memory back; after a burst of probes (a join) start afresh."""
+        self._pings = {}
+        self._pinged = {}
+
+    def _ping_expired(self, seq: int) -> None:
         state = self._pings.pop(seq, None)
         if state is None:
             return
         peer, _, purpose, attempt, want_leaf = state
         del self._pinged[peer]
+        if not self._pings:
+            self._shrink_pings()
         if purpose in _RETRIED and attempt < self.config.probe_attempts:
             self._ping(peer, purpose, want_leaf, attempt + 1)
         elif purpose in _FATAL:
@@ -610,7 +647,9 @@ class OverlayNode:
                    C_JOIN if join else C_ROUTE)
         if len(self._routes) < self.config.max_pending_routes:
             self._routes[seq] = (msg, nh, attempt, avoid)
-            self._at(self.now + self.config.route_ack_timeout_s, T_ROUTE, seq)
+            deadline = self._route_timeouts.push(self.now, seq)
+            if deadline is not None:
+                self._at(deadline, T_ROUTE)
 
     def _on_route(self, src: int, msg: Route) -> None:
         if self.state != ACTIVE:
@@ -622,8 +661,18 @@ class OverlayNode:
         pending = self._routes.get(msg.seq)
         if pending is not None and pending[1] == src:
             del self._routes[msg.seq]
+            if not self._routes:
+                self._cancel(T_ROUTE, self._route_timeouts)
 
-    def _on_route_timer(self, seq: int) -> None:
+    def _on_route_timer(self, _: int) -> None:
+        queue = self._route_timeouts
+        for seq in queue.expire(self.now):
+            self._route_expired(seq)
+        deadline = queue.rearm()
+        if deadline is not None:
+            self._at(deadline, T_ROUTE)
+
+    def _route_expired(self, seq: int) -> None:
         pending = self._routes.pop(seq, None)
         if pending is None:
             return

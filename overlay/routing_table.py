@@ -10,11 +10,13 @@ table costs a few hundred bytes, not 512 slots.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator
 
 from overlay.ids import BASE, digit, shared_prefix_len
 
 UNKNOWN_RTT = float("inf")
+_UNKNOWN_ROW = [UNKNOWN_RTT] * BASE
 
 
 class RoutingTable:
@@ -23,7 +25,7 @@ class RoutingTable:
     def __init__(self, owner: int) -> None:
         self.owner = owner
         self.rows: list[list[int | None]] = []
-        self.rtts: list[list[float]] = []
+        self.rtts: list[array[float]] = []  # packed doubles: no float object per cell
         self.size = 0
 
     def cell_of(self, node: int) -> tuple[int, int]:
@@ -60,7 +62,7 @@ class RoutingTable:
         row, col = self.cell_of(node)
         while len(self.rows) <= row:
             self.rows.append([None] * BASE)
-            self.rtts.append([UNKNOWN_RTT] * BASE)
+            self.rtts.append(array("d", _UNKNOWN_ROW))
         cells = self.rows[row]
         current = cells[col]
         if current == node:

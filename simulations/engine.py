@@ -126,34 +126,44 @@ class Simulation:
         self._push(when, _CALL, fn)
 
     def _flush(self, node: OverlayNode) -> None:
+        """Send what `node` produced and keep one wake-up pending at its next deadline."""
         out = self._outbox
         if out:
-            src = node.id
-            for dest, msg in out:
-                self._transmit(src, dest, msg)
+            self._transmit(node.id, out)
             out.clear()
         deadline = node.next_deadline
         if deadline < self._wake.get(node.id, INF):
             self._wake[node.id] = deadline
             self._push(deadline, _WAKE, node.id)
 
-    def _transmit(self, src: int, dest: int, msg: Message) -> None:
-        self.messages_sent += 1
+    def _transmit(self, src: int, out: list[tuple[int, Message]]) -> None:
+        """Put each message on the network: dropped (partition, dead destination, loss),
+        delayed, possibly duplicated. This is the hottest loop of the simulator."""
         net = self.net
-        if dest not in net.positions or net.blocked(src, dest):
-            self.messages_dropped += 1
-            return
+        positions = net.positions
+        here = positions[src]
+        groups = net.groups
+        my_group = groups.get(src, 0) if groups is not None else 0
         cfg = net.config
-        rng = self.rng
-        if cfg.loss and rng.random() < cfg.loss:
-            self.messages_dropped += 1
-            return
-        if self.wire:
-            msg = decode(encode(msg))
-        self._seq += 1
-        heappush(self._heap, (self.now + net.delay(src, dest), self._seq, _DELIVER, dest, src, msg))
-        if cfg.duplicate and rng.random() < cfg.duplicate:
-            self._push(self.now + net.delay(src, dest), _DELIVER, dest, src, msg)
+        faulty = cfg.loss or cfg.duplicate
+        delay = net.delay
+        heap = self._heap
+        now = self.now
+        self.messages_sent += len(out)
+        for dest, msg in out:
+            there = positions.get(dest)
+            if there is None or (groups is not None and groups.get(dest, 0) != my_group):
+                self.messages_dropped += 1
+                continue
+            if faulty and cfg.loss and self.rng.random() < cfg.loss:
+                self.messages_dropped += 1
+                continue
+            if self.wire:
+                msg = decode(encode(msg))
+            self._seq += 1
+            heappush(heap, (now + delay(here, there), self._seq, _DELIVER, dest, src, msg))
+            if faulty and cfg.duplicate and self.rng.random() < cfg.duplicate:
+                self._push(now + delay(here, there), _DELIVER, dest, src, msg)
 
     # ----------------------------------------------------------------------------- running
     def run_until_time(self, end: float) -> None:

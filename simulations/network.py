@@ -46,24 +46,14 @@ class Network:
     def forget(self, node: int) -> None:
         self.positions.pop(node, None)
 
-    def delay(self, a: int, b: int) -> float:
-        """One-way delay of one message from a to b (fresh jitter each call)."""
+    def delay(self, here: complex, there: complex) -> float:
+        """One-way delay of one message between two positions (fresh jitter each call)."""
         cfg = self.config
-        positions = self.positions
         return (
             cfg.min_delay_s
-            + abs(positions[a] - positions[b]) * cfg.per_unit_s
+            + abs(here - there) * cfg.per_unit_s
             - math.log(1.0 - self.rng.random()) * cfg.jitter_s  # exponential jitter
         )
-
-    def base_rtt(self, a: int, b: int) -> float:
-        """The round trip without jitter: what proximity routing should approach."""
-        cfg = self.config
-        return 2 * (cfg.min_delay_s + abs(self.positions[a] - self.positions[b]) * cfg.per_unit_s)
-
-    def blocked(self, a: int, b: int) -> bool:
-        groups = self.groups
-        return groups is not None and groups.get(a, 0) != groups.get(b, 0)
 
     def partition(self, groups: list[list[int]]) -> None:
         """Split the nodes: group i's members only reach each other (unlisted nodes: group 0)."""

@@ -75,10 +75,23 @@ class LookupTracker:
         self.hops.append(hops)
 
     def schedule(self, count: int, rate: float) -> float:
-        """Issue `count` lookups at `rate` per simulated second from now; returns the end."""
-        start = self.sim.now
-        for i in range(count):
-            self.sim.at(start + i / rate, self.issue)
+        """Issue `count` lookups at `rate` per simulated second from now; returns the end.
+
+        One pending event at a time (each issue schedules the next), so a million lookups
+        do not sit in the event heap at once."""
+        sim = self.sim
+        start = sim.now
+        sent = 0
+
+        def next_lookup() -> None:
+            nonlocal sent
+            self.issue()
+            sent += 1
+            if sent < count:
+                sim.at(start + sent / rate, next_lookup)
+
+        if count > 0:
+            sim.at(start, next_lookup)
         return start + count / rate
 
     @property

@@ -86,3 +86,15 @@ def test_range_and_closest():
 def test_size_must_be_even():
     with pytest.raises(ValueError):
         LeafSet(1, 7)
+
+
+@given(ids, st.lists(ids, min_size=20, max_size=60), ids)
+def test_closest_by_bisection_matches_a_full_scan(owner, nodes, key):
+    leaf = LeafSet(owner, 16)
+    for n in nodes:
+        leaf.add(n)
+    everyone = [owner, *leaf.members()]
+    expected = min(everyone, key=lambda n: (ring_distance(n, key), n))
+    if leaf.in_range(key):
+        assert leaf.closest(key) == expected
+    assert leaf.closest(key, avoid={-1}) == expected  # the scanning path

@@ -1,0 +1,111 @@
+"""Scale benchmark of the ring simulator: N nodes join, then many routed lookups.
+
+    python scripts/bench_ring.py --nodes 10000 --lookups 100000
+
+Prints wall time, simulated events per wall second (with the real protocol handlers), peak RSS
+and memory per node ((peak RSS - RSS before the nodes exist) / N), hops and correctness, and
+whether every checker passed. `--json` prints one JSON object instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from simulations import checkers  # noqa: E402
+from simulations.scenarios import ScenarioOptions, build_ring, make_sim, measure_maintenance, run_lookups  # noqa: E402
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--lookups", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--join-rate", type=float, default=0.0, help="joins per simulated second")
+    parser.add_argument("--skip-checks", action="store_true", help="skip the full checkers at the end")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    rss_before = rss_bytes()
+    wall0 = time.perf_counter()
+    opts = ScenarioOptions(nodes=args.nodes, seed=args.seed, join_rate=args.join_rate)
+    sim = make_sim(opts)
+    built = build_ring(sim, opts)
+    wall_join = time.perf_counter() - wall0
+    events_join = sim.events
+
+    maintenance = measure_maintenance(sim, 30.0)
+    wall1 = time.perf_counter()
+    events1 = sim.events
+    lookups = run_lookups(sim, args.lookups, rate=max(1000.0, args.lookups / 20))
+    wall_lookups = time.perf_counter() - wall1
+    events_lookups = sim.events - events1
+    wall_total = time.perf_counter() - wall0
+    peak = peak_rss_bytes()
+
+    result = {
+        "nodes": args.nodes,
+        "seed": args.seed,
+        "converged": built["converged"],
+        "join_msgs_per_join": round(built["join_msgs_per_join"], 1),
+        "join_sim_s": round(built["join_s"], 1),
+        "join_wall_s": round(wall_join, 2),
+        "join_events": events_join,
+        "join_events_per_s": round(events_join / wall_join),
+        "lookups": lookups["lookups"],
+        "correct_ratio": lookups["correct_ratio"],
+        "mean_hops": round(lookups["mean_hops"], 4),
+        "max_hops": lookups["max_hops"],
+        "log16_n": round(math.log(args.nodes, 16), 3),
+        "lookup_wall_s": round(wall_lookups, 2),
+        "lookup_events_per_s": round(events_lookups / wall_lookups),
+        "maintenance_msgs_per_node_s": round(maintenance, 4),
+        "events": sim.events,
+        "events_per_s": round(sim.events / wall_total),
+        "wall_s": round(wall_total, 2),
+        "rss_before_mb": round(rss_before / 2**20, 1),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "bytes_per_node": round((peak - rss_before) / args.nodes),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    if not args.skip_checks:
+        t = time.perf_counter()
+        leaf = checkers.check_leaf_sets(sim)
+        table = checkers.check_routing_tables(sim)
+        routing = checkers.check_routing(sim, 2000)
+        result.update(
+            leaf_sets_exact=leaf.ok,
+            tables_sound=table.ok,
+            table_fill_ratio=round(table.fill_ratio, 4),
+            routing_consistent=routing.ok,
+            checks_passed=leaf.ok and table.ok and routing.ok and lookups["correct_ratio"] == 1.0,
+            check_wall_s=round(time.perf_counter() - t, 2),
+        )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
