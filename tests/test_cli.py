@@ -1,0 +1,60 @@
+"""The command lines: `python -m simulations`, `iris sim`, and the README's code example."""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from iris.cli import main as iris_main
+from simulations.cli import main as sim_main
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+REQUIRED = {"scenario", "nodes", "seed", "lookups", "correct_ratio", "mean_hops", "max_hops",
+            "checks_passed", "maintenance_msgs_per_node_s", "wall_s", "events"}
+
+
+def test_python_m_simulations_prints_one_json_object():
+    out = subprocess.run(
+        [sys.executable, "-m", "simulations", "join", "--nodes", "60", "--seed", "3",
+         "--lookups", "500", "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    result = json.loads(out)
+    assert REQUIRED <= result.keys()
+    assert result["scenario"] == "join" and result["nodes"] == 60 and result["seed"] == 3
+    assert result["checks_passed"] is True and result["correct_ratio"] == 1.0
+
+
+@pytest.mark.parametrize("scenario", ["mass-failure", "partition"])
+def test_repair_scenarios_report_repair_time(scenario, capsys):
+    code = iris_main(["sim", scenario, "--nodes", "80", "--lookups", "300", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert REQUIRED | {"repair_s"} <= result.keys()
+    assert result["repair_s"] is not None
+
+
+def test_readable_report(capsys):
+    assert sim_main(["join", "--nodes", "40", "--lookups", "200"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("scenario join: 40 nodes, seed 1")
+    assert re.search(r"correct_ratio\s+1", out)
+
+
+def test_bad_arguments_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        sim_main(["join", "--nodes", "1"])
+    assert "--nodes must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sim_main(["join", "--loss", "1.5"])
+
+
+def test_readme_code_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert "reached its root after 1 hops" in out
