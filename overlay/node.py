@@ -344,8 +344,12 @@ class OverlayNode:
         """`peer` spoke to us directly and is active: it is alive; place it where it fits."""
         if peer == self.id:
             return
-        revived = self._lost.pop(peer, None) is not None
-        self._suspects.discard(peer)
+        revived = False
+        if self._lost and peer in self._lost:
+            del self._lost[peer]
+            revived = True
+        if self._suspects:
+            self._suspects.discard(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
         self.table.consider(peer, rtt)
@@ -363,7 +367,7 @@ class OverlayNode:
         for node in nodes:
             if node in right or node in left or node == me or node in pinged:
                 continue
-            record = lost.get(node)
+            record = lost.get(node) if lost else None
             if record is not None:
                 # A peer we lost is named alive by someone: retry it early (partition heal).
                 if self.now - record[3] >= self.config.merge_lookup_gap_s:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator
 
-from overlay.ids import BASE, digit, shared_prefix_len
+from overlay.ids import BASE, DIGIT_BITS, ID_BITS, digit, shared_prefix_len
 
 UNKNOWN_RTT = float("inf")
 _UNKNOWN_ROW = [UNKNOWN_RTT] * BASE
@@ -57,9 +57,11 @@ class RoutingTable:
 
         A measured `rtt` for the incumbent is refreshed too. Returns True when the cell changed.
         """
-        if node == self.owner:
+        diff = node ^ self.owner
+        if not diff:
             return False
-        row, col = self.cell_of(node)
+        row = (ID_BITS - diff.bit_length()) >> 2  # cell_of, inlined: this is a hot path
+        col = (node >> (ID_BITS - DIGIT_BITS * (row + 1))) & (BASE - 1)
         while len(self.rows) <= row:
             self.rows.append([None] * BASE)
             self.rtts.append(array("d", _UNKNOWN_ROW))
