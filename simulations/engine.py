@@ -169,28 +169,31 @@ class Simulation:
     def run_until_time(self, end: float) -> None:
         """Process every event due up to simulated time `end`, then set the clock to `end`."""
         heap, nodes, wake, flush = self._heap, self.nodes, self._wake, self._flush
-        while heap and heap[0][0] <= end:
-            when, _, kind, a, b, c = heappop(heap)
-            self.now = when
-            if kind == _DELIVER:
-                self.events += 1
-                node = nodes.get(a)
-                if node is None:
-                    self.messages_dropped += 1
-                    continue
-                node.receive(b, c, when)
-                flush(node)
-            elif kind == _WAKE:
-                if wake.get(a) != when:
-                    continue  # superseded by an earlier wake-up, or the node is gone
-                self.events += 1
-                del wake[a]
-                node = nodes[a]
-                node.handle_timer(when)
-                flush(node)
-            else:
-                self.events += 1
-                a()
+        events = 0
+        try:
+            while heap and heap[0][0] <= end:
+                when, _, kind, a, b, c = heappop(heap)
+                self.now = when
+                if kind == _DELIVER:
+                    events += 1
+                    node = nodes.get(a)
+                    if node is None:
+                        self.messages_dropped += 1
+                    else:
+                        node.receive(b, c, when)
+                        flush(node)
+                elif kind == _WAKE:
+                    if wake.get(a) == when:  # else superseded by an earlier wake-up, or gone
+                        events += 1
+                        del wake[a]
+                        node = nodes[a]
+                        node.handle_timer(when)
+                        flush(node)
+                else:
+                    events += 1
+                    a()
+        finally:
+            self.events += events
         self.now = max(self.now, end)
 
     def run_for(self, seconds: float) -> None:
