@@ -106,3 +106,12 @@ class Lookup(Message):
 
     requester: int
     tag: int
+
+
+@wire_message(14, U64, NESTED)
+class Direct(Message):
+    """A point-to-point message the receiver acknowledges (`RouteAck(seq)`), for the layer
+    above when it must know that a specific peer got it."""
+
+    seq: int
+    payload: Message

@@ -43,6 +43,7 @@ from overlay.ids import digit, ring_distance, shared_prefix_len
 from overlay.leafset import LeafSet
 from overlay.messages import (
     Departed,
+    Direct,
     Heartbeat,
     Hello,
     JoinReply,
@@ -70,7 +71,7 @@ _RETRIED = frozenset((P_TABLE, P_SUSPECT, P_NEIGHBOUR))
 _FATAL = frozenset((P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
 
 # Timer kinds.
-T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN = range(8)
+T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN, T_APP = range(9)
 
 # What a sent message is counted as.
 C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
@@ -101,6 +102,12 @@ class OverlayApp:
 
     def peer_failed(self, peer: int) -> None:
         """`peer` was declared failed (or left)."""
+
+    def timer(self, token: int) -> None:
+        """A timer set with `OverlayNode.schedule(when, token)` is due."""
+
+    def undeliverable(self, peer: int, payload: Message) -> None:
+        """`peer` did not acknowledge `payload` sent with `send_acked` (it is being probed)."""
 
 
 _NULL_APP = OverlayApp()
@@ -136,7 +143,8 @@ class OverlayNode:
         self._seq = 0
         self._pings: dict[int, list[Any]] = {}  # seq -> [peer, sent_at, purpose, attempt, want_leaf]
         self._pinged: dict[int, int] = {}  # peer -> seq of its probe in flight
-        self._routes: dict[int, tuple[Route, int, int, tuple[int, ...]]] = {}
+        # seq -> (message, next hop, attempt, avoided hops); attempt 0 marks a `send_acked`
+        self._routes: dict[int, tuple[Route | Direct, int, int, tuple[int, ...]]] = {}
         self._suspects: set[int] = set()
         self._lost: dict[int, list[float]] = {}  # peer -> [lost_at, next_try, interval, last_try]
         self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
@@ -203,6 +211,11 @@ class OverlayNode:
         self._pinged.clear()
 
     # ====================================================================== app interface
+    def set_time(self, now: float) -> None:
+        """Drivers call this before an application input (the messaging layer's calls read
+        the node's clock)."""
+        self.now = now
+
     # Called from upcalls (the clock is current) or by the driver with `now`.
     def route(self, key: int, payload: Message, now: float | None = None) -> None:
         """Send `payload` toward the live node numerically closest to `key`."""
@@ -215,6 +228,29 @@ class OverlayNode:
         if now is not None:
             self.now = now
         self._send(peer, payload, C_ROUTE)
+
+    def schedule(self, when: float, token: int) -> None:
+        """Wake the app at `when` (its `timer(token)` upcall); part of `next_deadline`."""
+        self._at(when, T_APP, token)
+
+    def is_root(self, key: int) -> bool:
+        """Would a message routed toward `key` be delivered here?"""
+        return self.state == ACTIVE and self.next_hop(key) is None
+
+    def send_acked(self, peer: int, payload: Message, now: float | None = None) -> None:
+        """Like `send`, but the peer acknowledges it; without an acknowledgement in time the
+        app hears `undeliverable(peer, payload)` and the peer is suspected and probed."""
+        if now is not None:
+            self.now = now
+        self._seq += 1
+        seq = self._seq
+        msg = Direct(seq, payload)
+        self._send(peer, msg, C_ROUTE)
+        if len(self._routes) < self.config.max_pending_routes:
+            self._routes[seq] = (msg, peer, 0, ())
+            deadline = self._route_timeouts.push(self.now, seq)
+            if deadline is not None:
+                self._at(deadline, T_ROUTE)
 
     def next_hop(self, key: int, avoid: tuple[int, ...] | frozenset[int] = ()) -> int | None:
         """Pastry's routing rule; None when this node is the root for `key`."""
@@ -661,6 +697,10 @@ class OverlayNode:
         self._send(src, RouteAck(msg.seq), C_ROUTE)
         self._route_step(msg)
 
+    def _on_direct(self, src: int, msg: Direct) -> None:
+        self._send(src, RouteAck(msg.seq), C_ROUTE)
+        self.app.receive_direct(src, msg.payload)
+
     def _on_route_ack(self, src: int, msg: RouteAck) -> None:
         pending = self._routes.get(msg.seq)
         if pending is not None and pending[1] == src:
@@ -683,6 +723,9 @@ class OverlayNode:
         msg, nh, attempt, avoid = pending
         self._suspects.add(nh)
         self._ping(nh, P_SUSPECT)
+        if type(msg) is Direct:
+            self.app.undeliverable(nh, msg.payload)
+            return
         if attempt >= self.config.route_attempts:
             self.dropped += 1
             return
@@ -744,6 +787,7 @@ _HANDLERS: dict[type, Callable[[OverlayNode, int, Any], None]] = {
     RowReply: OverlayNode._on_row_reply,
     Route: OverlayNode._on_route,
     RouteAck: OverlayNode._on_route_ack,
+    Direct: OverlayNode._on_direct,
 }
 
 _TIMERS: dict[int, Callable[[OverlayNode, int], None]] = {
@@ -755,4 +799,5 @@ _TIMERS: dict[int, Callable[[OverlayNode, int], None]] = {
     T_SWEEP: OverlayNode._on_sweep_timer,
     T_HEAL: OverlayNode._on_heal_timer,
     T_JOIN: OverlayNode._on_join_timer,
+    T_APP: lambda node, token: node.app.timer(token),
 }

@@ -150,6 +150,28 @@ class _Nested(Kind):
         return _from_body(raw[0], raw[1:], depth + 1)
 
 
+class _Records(Kind):
+    """A list of fixed-shape records (tuples), each field of its own kind."""
+
+    def __init__(self, limit: int, kinds: tuple[Kind, ...]) -> None:
+        self.limit = limit
+        self.kinds = kinds
+
+    def pack(self, value: tuple[tuple[Any, ...], ...]) -> list[list[Any]]:
+        return [[k.pack(v) for k, v in zip(self.kinds, rec)] for rec in value]
+
+    def unpack(self, raw: Any, depth: int) -> tuple[tuple[Any, ...], ...]:
+        if type(raw) is not list or len(raw) > self.limit:
+            raise DecodeError(f"expected at most {self.limit} records")
+        width = len(self.kinds)
+        out = []
+        for rec in raw:
+            if type(rec) is not list or len(rec) != width:
+                raise DecodeError(f"a record must have {width} fields")
+            out.append(tuple(k.unpack(v, depth) for k, v in zip(self.kinds, rec)))
+        return tuple(out)
+
+
 ID = _Id()
 BOOL = _Bool()
 NESTED = _Nested()
@@ -179,6 +201,10 @@ def text(limit: int) -> Kind:
 
 def optional(inner: Kind) -> Kind:
     return _Optional(inner)
+
+
+def records(limit: int, *kinds: Kind) -> Kind:
+    return _Records(limit, kinds)
 
 
 # -- registry ----------------------------------------------------------------------------------

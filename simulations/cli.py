@@ -8,7 +8,10 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from simulations.scenarios import SCENARIOS, ScenarioOptions
+from simulations.messaging import MESSAGING_SCENARIOS, MessagingOptions
+from simulations.scenarios import SCENARIOS
+
+ALL_SCENARIOS = {**SCENARIOS, **MESSAGING_SCENARIOS}
 
 
 def build_parser(prog: str = "python -m simulations") -> argparse.ArgumentParser:
@@ -16,8 +19,8 @@ def build_parser(prog: str = "python -m simulations") -> argparse.ArgumentParser
         prog=prog,
         description="Run a deterministic simulation of the overlay and print what it measured.",
     )
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
-    defaults = ScenarioOptions()
+    parser.add_argument("scenario", choices=sorted(ALL_SCENARIOS))
+    defaults = MessagingOptions()
     parser.add_argument("--nodes", type=int, default=defaults.nodes)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--lookups", type=int, default=defaults.lookups,
@@ -41,16 +44,26 @@ def build_parser(prog: str = "python -m simulations") -> argparse.ArgumentParser
                         help="probability that a message is delivered twice")
     parser.add_argument("--wire", action="store_true",
                         help="encode and decode every message through the wire codec")
+    parser.add_argument("--requests", type=int, default=defaults.requests,
+                        help="messaging: requests to clusters")
+    parser.add_argument("--request-rate", type=float, default=defaults.request_rate)
+    parser.add_argument("--broadcasts", type=int, default=defaults.broadcasts)
+    parser.add_argument("--publishes", type=int, default=defaults.publishes)
+    parser.add_argument("--tunnel-messages", type=int, default=defaults.tunnel_messages)
+    parser.add_argument("--tunnel-big-mib", type=int, default=defaults.tunnel_big_mib,
+                        help="messaging: size of the one large tunnel message (0: none)")
+    parser.add_argument("--churn-fraction", type=float, default=defaults.churn_fraction,
+                        help="messaging-churn: fraction of the nodes replaced")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
-def options_from(args: argparse.Namespace) -> ScenarioOptions:
-    names = {f.name for f in fields(ScenarioOptions)}
-    return ScenarioOptions(**{k: v for k, v in vars(args).items() if k in names})
+def options_from(args: argparse.Namespace) -> MessagingOptions:
+    names = {f.name for f in fields(MessagingOptions)}
+    return MessagingOptions(**{k: v for k, v in vars(args).items() if k in names})
 
 
-def validate(parser: argparse.ArgumentParser, opts: ScenarioOptions) -> None:
+def validate(parser: argparse.ArgumentParser, opts: MessagingOptions) -> None:
     if opts.nodes < 2:
         parser.error("--nodes must be at least 2")
     if opts.groups < 2:
@@ -80,7 +93,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m simulations") -> 
     args = parser.parse_args(argv)
     opts = options_from(args)
     validate(parser, opts)
-    result = SCENARIOS[args.scenario](opts)
+    result = ALL_SCENARIOS[args.scenario](opts)
     if args.json:
         print(json.dumps(result))
     else:

@@ -30,7 +30,7 @@ from simulations.workload import LookupTracker, RingApp
 INF = float("inf")
 _DELIVER, _WAKE, _CALL = 0, 1, 2
 
-AppFactory = Callable[["Simulation", int], OverlayApp]
+AppFactory = Callable[["Simulation", OverlayNode], OverlayApp]
 
 
 class Simulation:
@@ -57,9 +57,13 @@ class Simulation:
         self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
         self._seq = 0
         self._wake: dict[int, float] = {}
+        self._link_last: dict[tuple[int, int], float] = {}  # FIFO links: last arrival per link
         self._outbox: list[tuple[int, Message]] = []
         self.lookups = LookupTracker(self)
         self._retired_sent = [0, 0, 0]  # what nodes that are gone had sent
+        # Called after every input to a node, before its output is sent: a workload drains
+        # the application events of the node's app there.
+        self.after_call: Callable[[OverlayNode], None] | None = None
 
     # ------------------------------------------------------------------ node lifecycle
     def new_id(self) -> int:
@@ -72,7 +76,8 @@ class Simulation:
         """Create a node and start it: it joins through a random active node (or `seeds`)."""
         if node_id is None:
             node_id = self.new_id()
-        node = OverlayNode(node_id, self.rng, self.config, self.app_factory(self, node_id))
+        node = OverlayNode(node_id, self.rng, self.config)
+        node.app = self.app_factory(self, node)
         node.out = self._outbox
         self.nodes[node_id] = node
         self.net.place(node_id)
@@ -127,6 +132,8 @@ class Simulation:
 
     def _flush(self, node: OverlayNode) -> None:
         """Send what `node` produced and keep one wake-up pending at its next deadline."""
+        if self.after_call is not None:
+            self.after_call(node)
         out = self._outbox
         if out:
             self._transmit(node.id, out)
@@ -160,10 +167,26 @@ class Simulation:
                 continue
             if self.wire:
                 msg = decode(encode(msg))
+            arrival = now + delay(here, there)
+            if cfg.fifo:
+                arrival = self._in_order(src, dest, arrival)
             self._seq += 1
-            heappush(heap, (now + delay(here, there), self._seq, _DELIVER, dest, src, msg))
+            heappush(heap, (arrival, self._seq, _DELIVER, dest, src, msg))
             if faulty and cfg.duplicate and self.rng.random() < cfg.duplicate:
                 self._push(now + delay(here, there), _DELIVER, dest, src, msg)
+
+    def _in_order(self, src: int, dest: int, arrival: float) -> float:
+        """No message overtakes an earlier one on the same link."""
+        links = self._link_last
+        link = (src, dest)
+        last = links.get(link)
+        if last is not None and arrival <= last:
+            arrival = last + 1e-9
+        links[link] = arrival
+        if len(links) > 100_000:  # forget links with nothing in flight
+            now = self.now
+            self._link_last = {k: t for k, t in links.items() if t > now}
+        return arrival
 
     # ----------------------------------------------------------------------------- running
     def run_until_time(self, end: float) -> None:

@@ -29,6 +29,10 @@ class NetworkConfig:
     loss: float = 0.0
     duplicate: float = 0.0
 
+    fifo: bool = False
+    """Keep each link's messages in order, as TCP does (the messaging layer's links are TCP
+    in the real runtime; its per-publisher order and tunnel chunks rely on it)."""
+
 
 class Network:
     __slots__ = ("config", "rng", "positions", "groups")
@@ -54,6 +58,11 @@ class Network:
             + abs(here - there) * cfg.per_unit_s
             - math.log(1.0 - self.rng.random()) * cfg.jitter_s  # exponential jitter
         )
+
+    def base_delay(self, a: int, b: int) -> float:
+        """One-way delay between two nodes without jitter: the direct path's latency."""
+        cfg = self.config
+        return cfg.min_delay_s + abs(self.positions[a] - self.positions[b]) * cfg.per_unit_s
 
     def partition(self, groups: list[list[int]]) -> None:
         """Split the nodes: group i's members only reach each other (unlisted nodes: group 0)."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from overlay.ids import ID_BITS
 from overlay.messages import Lookup
-from overlay.node import OverlayApp
+from overlay.node import OverlayApp, OverlayNode
 from overlay.wire import Message
 
 if TYPE_CHECKING:
@@ -23,9 +23,9 @@ class RingApp(OverlayApp):
 
     __slots__ = ("sim", "node_id")
 
-    def __init__(self, sim: Simulation, node_id: int) -> None:
+    def __init__(self, sim: Simulation, node: OverlayNode) -> None:
         self.sim = sim
-        self.node_id = node_id
+        self.node_id = node.id
 
     def activated(self) -> None:
         self.sim.mark_active(self.node_id)

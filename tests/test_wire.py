@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import iris.messages as im
 import overlay.messages as m
 from overlay.ids import RING
 from overlay.wire import MAX_FRAME, WIRE_VERSION, DecodeError, decode, encode
@@ -26,7 +27,44 @@ messages = st.one_of(
     st.builds(m.Route, ids, u64, ids, st.integers(0, m.MAX_HOPS), lookups),
     st.builds(m.RouteAck, u64),
     lookups,
+    st.builds(m.Direct, u64, lookups),
 )
+
+small = st.binary(max_size=200)
+weights = st.integers(0, 2**32 - 1)
+paths = st.lists(ids, max_size=im.MAX_ANCESTORS).map(tuple)
+messaging = st.one_of(
+    st.builds(im.Subscribe, ids, ids, weights),
+    st.builds(im.TreeAck, ids, weights, paths),
+    st.builds(im.Prune, ids),
+    st.builds(im.TreeUp, st.lists(st.tuples(ids, weights), max_size=5).map(tuple)),
+    st.builds(im.TreeDown, st.lists(st.tuples(ids, weights, paths), max_size=5).map(tuple)),
+    st.builds(im.Request, ids, u64, ids, st.integers(0, im.MAX_WALK_HOPS), small),
+    st.builds(im.Reply, u64, st.integers(0, 3), small, st.text(max_size=50)),
+    st.builds(im.Flood, ids, ids, u64, small),
+    st.builds(im.TunnelOpen, ids, ids, u64, st.integers(0, im.MAX_WALK_HOPS), weights),
+    st.builds(im.TunnelAccept, ids, u64, weights),
+    st.builds(im.TunnelData, ids, u64, u64, u64, small),
+    st.builds(im.TunnelCredit, ids, u64, u64),
+    st.builds(im.TunnelClose, ids, u64, st.text(max_size=50)),
+)
+
+
+@given(messaging)
+def test_every_messaging_message_round_trips(msg):
+    assert decode(encode(msg)) == msg
+    assert decode(encode(m.Route(1, 2, 3, 4, msg))).payload == msg
+
+
+@settings(max_examples=300)
+@given(messaging, st.integers(0, 10_000), st.integers(1, 255))
+def test_mutated_messaging_frames_only_raise_decode_error(msg, where, xor):
+    frame = bytearray(encode(msg))
+    frame[where % len(frame)] ^= xor
+    try:
+        decode(bytes(frame))
+    except DecodeError:
+        pass
 
 
 @given(messages)

@@ -1,0 +1,76 @@
+"""What the messaging core tells the application (drained from `MessagingCore.events`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Joined:
+    """A registration or subscription is grafted: members now reach it."""
+
+    name: str
+    topic: bool
+
+
+@dataclass(slots=True)
+class RequestReceived:
+    """Answer with `MessagingCore.reply(token, ...)`."""
+
+    cluster: str
+    token: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class RequestDone:
+    """The outcome of `MessagingCore.request`: `status` is OK, REMOTE_ERROR, NO_MEMBERS,
+    REFUSED or TIMEOUT (see iris.core)."""
+
+    req_id: int
+    status: int
+    payload: bytes
+    error: str
+
+
+@dataclass(slots=True)
+class BroadcastReceived:
+    cluster: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class EventReceived:
+    """Acknowledge with `MessagingCore.event_done(topic, len(payload))` once consumed."""
+
+    topic: str
+    payload: bytes
+    origin: int
+    seq: int
+
+
+@dataclass(slots=True)
+class TunnelIncoming:
+    """A peer opened a tunnel to our cluster; it is open."""
+
+    key: tuple[int, int]
+    cluster: str
+
+
+@dataclass(slots=True)
+class TunnelOpened:
+    key: tuple[int, int]
+
+
+@dataclass(slots=True)
+class TunnelMessage:
+    """One whole message; return its bytes with `tunnel_consumed` once read."""
+
+    key: tuple[int, int]
+    data: bytes
+
+
+@dataclass(slots=True)
+class TunnelClosed:
+    key: tuple[int, int]
+    reason: str

@@ -1,0 +1,145 @@
+"""The messaging layer's wire messages (type codes 32-63).
+
+Trees (one per cluster or topic, rooted at the node closest to the group id) are built by
+routed `Subscribe`s and kept alive by aggregated `TreeUp` / `TreeDown` beats between tree
+neighbours. Requests and tunnel openings are routed toward the group and then walked through
+the tree to one member; broadcasts and publishes are routed to the tree and flooded along it.
+"""
+
+from __future__ import annotations
+
+from overlay.wire import ID, U32, U64, Message, blob, ids, records, text, uint, wire_message
+
+MAX_PAYLOAD = 8 * 1024 * 1024  # one request, reply, broadcast or event
+CHUNK = 64 * 1024  # a tunnel message travels in chunks of at most this
+MAX_ANCESTORS = 16  # path to the root carried for loop avoidance
+MAX_TREE_ENTRIES = 4096  # groups in one aggregated beat
+MAX_WALK_HOPS = 64
+MAX_ERROR = 1024
+
+# Reply statuses.
+OK, REMOTE_ERROR, NO_MEMBERS, REFUSED = range(4)
+
+
+@wire_message(32, ID, ID, U32)
+class Subscribe(Message):
+    """Routed toward `group`: `subscriber` asks to become a child of the first tree node on the
+    way (or of the root); `weight` is the capacity of its subtree."""
+
+    group: int
+    subscriber: int
+    weight: int
+
+
+@wire_message(33, ID, U32, ids(MAX_ANCESTORS))
+class TreeAck(Message):
+    """Parent to new child: you are grafted; `outside` is the capacity of the tree outside
+    your subtree, `ancestors` my path to the root."""
+
+    group: int
+    outside: int
+    ancestors: tuple[int, ...]
+
+
+@wire_message(34, ID)
+class Prune(Message):
+    """Child to parent: drop me. Parent to child: you are not my child (graft again)."""
+
+    group: int
+
+
+@wire_message(35, records(MAX_TREE_ENTRIES, ID, U32))
+class TreeUp(Message):
+    """Child to parent, every tree beat: (group, capacity of my subtree) for each shared tree."""
+
+    entries: tuple[tuple[int, int], ...]
+
+
+@wire_message(36, records(MAX_TREE_ENTRIES, ID, U32, ids(MAX_ANCESTORS)))
+class TreeDown(Message):
+    """Parent to child, every tree beat: (group, capacity outside your subtree, my path to
+    the root) for each shared tree."""
+
+    entries: tuple[tuple[int, int, tuple[int, ...]], ...]
+
+
+@wire_message(37, ID, U64, ID, uint(MAX_WALK_HOPS), blob(MAX_PAYLOAD))
+class Request(Message):
+    """A request to one member of `group`: routed to the tree, then walked to a member."""
+
+    group: int
+    req_id: int
+    origin: int
+    hops: int
+    payload: bytes
+
+
+@wire_message(38, U64, uint(3), blob(MAX_PAYLOAD), text(MAX_ERROR))
+class Reply(Message):
+    """Member to requester, direct. `status`: OK, REMOTE_ERROR, NO_MEMBERS or REFUSED."""
+
+    req_id: int
+    status: int
+    payload: bytes
+    error: str
+
+
+@wire_message(39, ID, ID, U64, blob(MAX_PAYLOAD))
+class Flood(Message):
+    """A broadcast (cluster) or publish (topic): routed to the tree, then along every tree
+    edge; (origin, seq) identifies it, so no node delivers it twice."""
+
+    group: int
+    origin: int
+    seq: int
+    payload: bytes
+
+
+@wire_message(40, ID, ID, U64, uint(MAX_WALK_HOPS), U32)
+class TunnelOpen(Message):
+    """Opens a tunnel to one member of `group` (walked like a request); `window` is the
+    opener's receive window in bytes."""
+
+    group: int
+    opener: int
+    tid: int
+    hops: int
+    window: int
+
+
+@wire_message(41, ID, U64, U32)
+class TunnelAccept(Message):
+    """Member to opener: the tunnel (opener, tid) is open; `window` is the member's window."""
+
+    opener: int
+    tid: int
+    window: int
+
+
+@wire_message(42, ID, U64, U64, U64, blob(CHUNK))
+class TunnelData(Message):
+    """One chunk, in order (`seq` counts chunks). The first chunk of a message carries the
+    message's total size, later chunks carry 0."""
+
+    opener: int
+    tid: int
+    seq: int
+    total: int
+    chunk: bytes
+
+
+@wire_message(43, ID, U64, U64)
+class TunnelCredit(Message):
+    """The receiver consumed `amount` bytes: the sender may send that much more (0: a
+    keep-alive)."""
+
+    opener: int
+    tid: int
+    amount: int
+
+
+@wire_message(44, ID, U64, text(MAX_ERROR))
+class TunnelClose(Message):
+    opener: int
+    tid: int
+    reason: str

@@ -1,0 +1,159 @@
+"""The messaging layer at scale in the simulator: every pattern, churn, partition, tunnels."""
+
+import pytest
+
+from iris import events as ev
+from iris.core import NO_MEMBERS, TIMEOUT
+from simulations.messaging import (
+    MessagingOptions,
+    make_messaging_sim,
+    run_tunnel,
+    scenario_messaging,
+    scenario_messaging_churn,
+    scenario_messaging_partition,
+    setup_groups,
+)
+from simulations.scenarios import build_ring
+
+
+def small_world(nodes=120, seed=3):
+    opts = MessagingOptions(nodes=nodes, seed=seed)
+    sim, work = make_messaging_sim(opts)
+    assert build_ring(sim, opts)["converged"]
+    setup_groups(sim, work, opts)
+    return sim, work
+
+
+@pytest.mark.slow
+def test_stable_ring_every_pattern_exactly_once():
+    opts = MessagingOptions(nodes=300, seed=2, requests=20_000, request_rate=2000,
+                            tunnel_messages=2000, tunnel_big_mib=1)
+    r = scenario_messaging(opts)
+    assert r["request_success_ratio"] == 1.0
+    assert r["request_duplicates"] == 0 and r["request_misdelivered"] == 0
+    assert r["balance_max_over_mean"] <= 1.5
+    assert r["broadcast_delivery_ratio"] == 1.0 and r["broadcast_duplicates"] == 0
+    assert r["publish_delivery_ratio"] == 1.0 and r["publish_duplicates"] == 0
+    assert r["publish_order_violations"] == 0
+    assert r["tunnel_in_order"] and r["tunnel_big_intact"]
+    assert r["checks_passed"]
+
+
+def test_request_to_a_cluster_without_members_fails_at_once():
+    sim, work = small_world()
+    requester = sim.random_active()
+    work.members["nobody"] = set()
+    work.request(requester, "nobody", timeout=30.0)
+    sim.run_for(2.0)
+    (record,) = [r for r in work.requests.values() if r.cluster == "nobody"]
+    assert record.status == NO_MEMBERS  # well before the 30 s timeout
+
+
+def test_request_times_out_when_the_only_member_dies():
+    sim, work = small_world()
+    (member,) = work.members["c0"]  # the cluster of size 1
+    sim.crash(member)
+    requester = sim.random_active()
+    work.request(requester, "c0", timeout=3.0)
+    sim.run_for(5.0)
+    record = [r for r in work.requests.values() if r.cluster == "c0"][-1]
+    assert record.status in (TIMEOUT, NO_MEMBERS)
+
+
+def test_tunnel_of_100000_messages_stays_in_order_within_the_window():
+    sim, work = small_world(nodes=60, seed=5)
+    r = run_tunnel(sim, work, "c9", messages=100_000, big_mib=10, consume_bps=40e6)
+    assert r["tunnel_messages"] == 100_000 and r["tunnel_in_order"]
+    assert r["tunnel_big_intact"]
+    assert 0 < r["tunnel_max_buffered"] <= r["tunnel_window"]
+    # the reader was slow: the sender really had to wait for credit
+    assert r["tunnel_max_buffered"] > r["tunnel_window"] // 2
+
+
+def test_tunnel_peer_crash_is_reported_at_the_survivor():
+    sim, work = small_world(nodes=60, seed=6)
+    r = run_tunnel(sim, work, "c9", messages=100, big_mib=0)
+    key = r["tunnel_key"]
+    member = next(me for me, e in work.tunnel_events if isinstance(e, ev.TunnelIncoming) and e.key == key)
+    opener = key[0]
+    sim.crash(member)
+    crashed_at = sim.now
+    closed = sim.run_until(
+        lambda: any(me == opener and isinstance(e, ev.TunnelClosed) and e.key == key
+                    for me, e in work.tunnel_events), timeout=30.0, check_every=0.1)
+    assert closed is not None and closed <= 15.0, f"closed after {closed} s"
+    assert sim.now - crashed_at <= 15.0
+
+
+def test_partition_trees_merge_after_heal():
+    opts = MessagingOptions(nodes=300, seed=4, requests=4000)
+    r = scenario_messaging_partition(opts)
+    assert r["split_reachable_success_ratio"] >= 0.99
+    assert r["split_unreachable_failed"] == r["split_unreachable"]
+    assert r["recovery_s"] is not None and r["recovery_s"] <= 30.0
+    assert r["verify_request_success_ratio"] == 1.0
+    assert r["verify_broadcast_delivery_ratio"] == 1.0
+    assert r["verify_publish_delivery_ratio"] == 1.0
+    assert r["request_duplicates"] == 0 and r["request_misdelivered"] == 0
+
+
+@pytest.mark.slow
+def test_churn_keeps_requests_answered_and_nothing_duplicated():
+    opts = MessagingOptions(nodes=300, seed=8, requests=6000, churn_s=60.0, publishes=400)
+    r = scenario_messaging_churn(opts)
+    assert r["replaced"] == 30
+    assert r["request_success_ratio"] >= 0.99
+    assert r["request_duplicates"] == 0 and r["request_misdelivered"] == 0
+    assert r["broadcast_duplicates"] == 0 and r["publish_duplicates"] == 0
+    assert r["broadcast_delivery_ratio"] > 0.9 and r["publish_delivery_ratio"] > 0.9
+
+
+def test_messaging_runs_through_the_wire_codec():
+    opts = MessagingOptions(nodes=60, seed=9, requests=500, broadcasts=20, publishes=60,
+                            tunnel_messages=200, tunnel_big_mib=1, wire=True)
+    r = scenario_messaging(opts)
+    assert r["request_success_ratio"] == 1.0
+    assert r["broadcast_delivery_ratio"] == 1.0 and r["publish_delivery_ratio"] == 1.0
+    assert r["tunnel_in_order"] and r["tunnel_big_intact"]
+
+
+def test_service_limits_refuse_and_remote_errors_carry_their_text():
+    from iris.core import REFUSED, REMOTE_ERROR
+    from iris.limits import ServiceLimits
+
+    sim, work = small_world(nodes=60, seed=11)
+    member = sim.random_active()
+    work.members["slow"] = {member}
+    work.held["slow"] = []
+    work.act(member, lambda c: c.register("slow", ServiceLimits(max_concurrency=1, max_queued_bytes=0)))
+    sim.run_until(lambda: work.grafted(member, "slow", False), timeout=10, check_every=0.1)
+    requester = sim.random_active()
+    for _ in range(3):
+        work.request(requester, "slow", timeout=10.0)
+    sim.run_for(2.0)
+    slow = [r for r in work.requests.values() if r.cluster == "slow"]
+    assert [r.status for r in slow].count(REFUSED) == 2
+    assert len(work.held["slow"]) == 1
+    (holder, token), = work.held["slow"]
+    work.act(holder, lambda c: c.reply(token, error="boom"))
+    sim.run_for(2.0)
+    statuses = sorted(r.status for r in slow)
+    assert statuses == sorted([REFUSED, REFUSED, REMOTE_ERROR])
+    assert work.core(member).counters["requests_refused"] == 2
+
+
+def test_leaving_members_prune_the_tree():
+    sim, work = small_world(nodes=80, seed=12)
+    cluster = "c3"  # five members
+    members = sorted(work.members[cluster])
+    for m in members:
+        work.act(m, lambda c: c.unregister(cluster))
+    work.members[cluster] = set()
+    sim.run_for(30.0)
+    from iris.core import cluster_group
+
+    group = cluster_group(cluster)
+    assert not any(group in n.app.trees for n in sim.nodes.values())
+    work.request(sim.random_active(), cluster, timeout=20.0)
+    sim.run_for(3.0)
+    assert list(work.requests.values())[-1].status == NO_MEMBERS
