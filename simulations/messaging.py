@@ -85,7 +85,8 @@ class MessagingWorkload:
         self.tunnel_events: list[Any] = []
         self.tunnel_max_buffered = 0
         self.slow_consumer = False  # tunnel receivers consume on a clock instead of at once
-        self.held: dict[str, list[tuple[int, int]]] = {}  # clusters whose requests wait
+        # clusters whose requests wait, topics whose events are never read
+        self.held: dict[str, list[tuple[int, int]]] = {}
         self.unconsumed: dict[tuple[int, tuple[int, int]], int] = defaultdict(int)
         self._tag = 0
         self._pub_seq: dict[tuple[int, str], int] = defaultdict(int)
@@ -140,6 +141,8 @@ class MessagingWorkload:
                 record.responder = responder
                 if (requester, req_id) != (me, event.req_id):
                     self.misdelivered += 1  # a reply matched to the wrong request
+        elif kind is ev.EventReceived and event.topic in self.held:
+            self.held[event.topic].append((me, event.seq))  # an application that never reads
         elif kind is ev.BroadcastReceived or kind is ev.EventReceived:
             tag = int.from_bytes(event.payload[:8], "big")
             got = self.received[tag]
@@ -356,14 +359,42 @@ def tree_quality(sim: Simulation) -> dict[str, Any]:
     return {"max_children": max_children}
 
 
-def run_tunnel(sim: Simulation, work: MessagingWorkload, cluster: str, messages: int,
-               big_mib: int, size: int = 1024, consume_bps: float | None = None) -> dict[str, Any]:
-    """One tunnel: `messages` numbered messages, then one big message; check order.
+class TunnelRun:
+    """One tunnel from a random node to `cluster`: `messages` numbered messages, then one big
+    message; `finish()` waits for them and checks order and integrity.
 
     With `consume_bps` the receiving application reads at that many bytes per simulated
     second, so the sender runs into the window and must wait for credit."""
-    opener = sim.random_active()
-    if consume_bps is not None:
+
+    def __init__(self, sim: Simulation, work: MessagingWorkload, cluster: str, messages: int,
+                 big_mib: int, size: int = 1024, consume_bps: float | None = None) -> None:
+        self.sim, self.work, self.messages, self.big_mib = sim, work, messages, big_mib
+        self.sent = 0
+        self.opener = opener = sim.random_active()
+        if consume_bps is not None:
+            self._consume_on_a_clock(consume_bps)
+        self.key = key = work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
+        sim.run_until(lambda: self.member is not None and self.opened, timeout=15.0, check_every=0.1)
+        self.filler = b"m" * max(0, size - 8)
+        self.wall = time.perf_counter()
+        if self.opened:
+            sim.at(sim.now, self._send_some)
+
+    def _event(self, kind: type) -> tuple[int, Any] | None:
+        return next(((me, e) for me, e in self.work.tunnel_events
+                     if isinstance(e, kind) and e.key == self.key), None)
+
+    @property
+    def opened(self) -> bool:
+        return self._event(ev.TunnelOpened) is not None
+
+    @property
+    def member(self) -> int | None:
+        found = self._event(ev.TunnelIncoming)
+        return None if found is None else found[0]
+
+    def _consume_on_a_clock(self, consume_bps: float) -> None:
+        sim, work = self.sim, self.work
         work.slow_consumer = True
         period = 0.01
 
@@ -377,50 +408,50 @@ def run_tunnel(sim: Simulation, work: MessagingWorkload, cluster: str, messages:
             sim.at(sim.now + period, consume)
 
         sim.at(sim.now + period, consume)
-    key = work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
-    sim.run_until(lambda: any(isinstance(e, ev.TunnelOpened) and e.key == key
-                              for _, e in work.tunnel_events), timeout=15.0, check_every=0.1)
-    opened = any(isinstance(e, ev.TunnelOpened) and e.key == key for _, e in work.tunnel_events)
-    if not opened:
-        return {"tunnel_messages": 0, "tunnel_in_order": False, "tunnel_opened": False}
-    filler = b"m" * max(0, size - 8)
-    sent = 0
 
-    def send_some() -> None:
-        nonlocal sent
-        core = work.core(opener)
-        tunnel = core.tunnels.get(key)
+    def _send_some(self) -> None:
+        sim, work, key = self.sim, self.work, self.key
+        core = work.core(self.opener) if self.opener in sim.nodes else None
+        tunnel = core.tunnels.get(key) if core else None
         if tunnel is None:
             return
         # Keep about one window queued: the application waits for credit like a real one.
-        while sent < messages and tunnel.queued_bytes < core.config.tunnel_window:
-            work.act(opener, lambda c, i=sent: c.tunnel_send(key, i.to_bytes(8, "big") + filler))
-            sent += 1
-        if sent < messages:
-            sim.at(sim.now + 0.01, send_some)
+        while self.sent < self.messages and tunnel.queued_bytes < core.config.tunnel_window:
+            data = self.sent.to_bytes(8, "big") + self.filler
+            work.act(self.opener, lambda c: c.tunnel_send(key, data))
+            self.sent += 1
+        if self.sent < self.messages:
+            sim.at(sim.now + 0.01, self._send_some)
 
-    sim.at(sim.now, send_some)
-    big = bytes(range(256)) * (big_mib * 4096)
-    wall = time.perf_counter()
-    sim.run_until(lambda: sent >= messages and len(work.tunnel_log[key]) >= messages,
-                  timeout=600.0, check_every=0.5)
-    stream_max_buffered = work.tunnel_max_buffered
-    if big_mib:
-        work.act(opener, lambda c: c.tunnel_send(key, big))
-        sim.run_until(lambda: len(work.tunnel_log[key]) > messages, timeout=120.0, check_every=0.2)
-    log = work.tunnel_log[key]
-    numbered = log[:messages]
-    in_order = len(numbered) == messages and all(
-        int.from_bytes(m[:8], "big") == i for i, m in enumerate(numbered))
-    return {
-        "tunnel_messages": len(numbered),
-        "tunnel_in_order": in_order,
-        "tunnel_big_intact": (len(log) > messages and log[messages] == big) if big_mib else None,
-        "tunnel_max_buffered": stream_max_buffered,
-        "tunnel_window": work.core(opener).config.tunnel_window,
-        "tunnel_wall_s": round(time.perf_counter() - wall, 2),
-        "tunnel_key": key,
-    }
+    def finish(self) -> dict[str, Any]:
+        sim, work, key, messages = self.sim, self.work, self.key, self.messages
+        if not self.opened:
+            return {"tunnel_messages": 0, "tunnel_in_order": False, "tunnel_opened": False}
+        log = work.tunnel_log[key]
+        sim.run_until(lambda: self.sent >= messages and len(log) >= messages,
+                      timeout=600.0, check_every=0.5)
+        stream_max_buffered = work.tunnel_max_buffered
+        big = bytes(range(256)) * (self.big_mib * 4096)
+        if self.big_mib:
+            work.act(self.opener, lambda c: c.tunnel_send(key, big))
+            sim.run_until(lambda: len(log) > messages, timeout=120.0, check_every=0.2)
+        numbered = log[:messages]
+        in_order = len(numbered) == messages and all(
+            int.from_bytes(m[:8], "big") == i for i, m in enumerate(numbered))
+        return {
+            "tunnel_messages": len(numbered),
+            "tunnel_in_order": in_order,
+            "tunnel_big_intact": (len(log) > messages and log[messages] == big) if self.big_mib else None,
+            "tunnel_max_buffered": stream_max_buffered,
+            "tunnel_window": work.core(self.opener).config.tunnel_window,
+            "tunnel_wall_s": round(time.perf_counter() - self.wall, 2),
+            "tunnel_key": key,
+        }
+
+
+def run_tunnel(sim: Simulation, work: MessagingWorkload, cluster: str, messages: int,
+               big_mib: int, size: int = 1024, consume_bps: float | None = None) -> dict[str, Any]:
+    return TunnelRun(sim, work, cluster, messages, big_mib, size, consume_bps).finish()
 
 
 def _finish(result: dict[str, Any], sim: Simulation, wall: float) -> dict[str, Any]:
@@ -548,8 +579,15 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     result["split_unreachable"] = len(unreachable)
     result["split_unreachable_failed"] = sum(r.status is not None and r.status != OK
                                              for r in unreachable)
+    verify_start = sim.now
     result.update(verify_delivery(sim, work))
-    result.update(work.request_summary())
+    largest = max(work.members, key=lambda c: len(work.members[c]))
+    result.update(work.request_summary(largest))
+    result.update(work.flood_summary(topic=False, since=verify_start))
+    result.update(work.flood_summary(topic=True, since=verify_start))
+    result["publish_order_violations"] = work.order_violations
+    result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, 0))
+    result.pop("tunnel_key", None)
     result["checks_passed"] = (
         result["recovery_s"] is not None and result["recovery_s"] <= 30.0
         and result["split_reachable_success_ratio"] >= 0.99
@@ -558,6 +596,7 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
         and result["verify_broadcast_delivery_ratio"] == 1.0
         and result["verify_publish_delivery_ratio"] == 1.0
         and result["request_duplicates"] == 0 and result["request_misdelivered"] == 0
+        and result["tunnel_in_order"]
     )
     return _finish(result, sim, wall)
 
@@ -577,9 +616,15 @@ def scenario_messaging_churn(opts: ScenarioOptions) -> dict[str, Any]:
     victims = int(opts.nodes * opts.churn_fraction)
     replaced = 0
 
+    largest = max(work.members, key=lambda c: len(work.members[c]))
+    tunnel = TunnelRun(sim, work, largest, opts.tunnel_messages, 0)
+    spared = {tunnel.opener, tunnel.member}
+
     def replace() -> None:
         nonlocal replaced
         victim = sim.random_active()
+        while victim in spared:
+            victim = sim.random_active()
         clusters = [c for c, ms in work.members.items() if victim in ms]
         topics = [t for t, ss in work.subscribers.items() if victim in ss]
         sim.crash(victim)
@@ -607,14 +652,15 @@ def scenario_messaging_churn(opts: ScenarioOptions) -> dict[str, Any]:
     run_floods(sim, work, opts.broadcasts, opts.publishes, span)
     sim.run_for(span + 10.0)
     result["replaced"] = replaced
-    result.update(work.request_summary())
+    result.update(work.request_summary(largest))
     result.update(work.flood_summary(topic=False))
     result.update(work.flood_summary(topic=True))
     result["publish_order_violations"] = work.order_violations
-    result["tunnel_messages"] = 0
-    result["tunnel_in_order"] = None
+    result.update(tunnel.finish())
+    result.pop("tunnel_key", None)
     result["checks_passed"] = (
         result["request_success_ratio"] >= 0.99 and result["request_duplicates"] == 0
+        and result["tunnel_in_order"] and result["tunnel_messages"] == opts.tunnel_messages
         and result["request_misdelivered"] == 0 and result["broadcast_duplicates"] == 0
         and result["publish_duplicates"] == 0
     )

@@ -157,3 +157,57 @@ def test_leaving_members_prune_the_tree():
     work.request(sim.random_active(), cluster, timeout=20.0)
     sim.run_for(3.0)
     assert list(work.requests.values())[-1].status == NO_MEMBERS
+
+
+REQUIRED_KEYS = {
+    "scenario", "nodes", "seed", "requests", "request_success_ratio", "request_duplicates",
+    "request_misdelivered", "balance_max_over_mean", "broadcasts", "broadcast_delivery_ratio",
+    "broadcast_duplicates", "publishes", "publish_delivery_ratio", "publish_duplicates",
+    "publish_order_violations", "tunnel_messages", "tunnel_in_order", "checks_passed", "wall_s",
+}
+
+
+@pytest.mark.parametrize("scenario", ["messaging", "messaging-churn", "messaging-partition"])
+def test_messaging_scenarios_report_every_figure(scenario, capsys):
+    import json
+
+    from simulations.cli import main
+
+    main([scenario, "--nodes", "60", "--requests", "600", "--broadcasts", "10", "--publishes",
+          "40", "--tunnel-messages", "100", "--tunnel-big-mib", "0", "--churn-s", "30",
+          "--partition-s", "40", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert REQUIRED_KEYS <= result.keys()
+    if scenario == "messaging-partition":
+        assert result["recovery_s"] is not None
+
+
+def test_either_side_closes_a_tunnel_after_its_data():
+    sim, work = small_world(nodes=60, seed=13)
+    run = __import__("simulations.messaging", fromlist=["TunnelRun"]).TunnelRun(sim, work, "c9", 50, 0)
+    result = run.finish()
+    key, member = result["tunnel_key"], run.member
+    work.act(member, lambda c: c.tunnel_send(key, b"last words"))
+    work.act(member, lambda c: c.tunnel_close(key, "done"))
+    sim.run_for(2.0)
+    assert work.tunnel_log[key][-1] == b"last words"
+    closed = [(me, e.reason) for me, e in work.tunnel_events if isinstance(e, ev.TunnelClosed)]
+    assert (run.opener, "done") in closed and (member, "done") in closed
+    with pytest.raises(Exception, match="closed"):
+        work.act(run.opener, lambda c: c.tunnel_send(key, b"too late"))
+
+
+def test_topic_limits_drop_events_nobody_consumes():
+    from iris.limits import TopicLimits
+
+    sim, work = small_world(nodes=40, seed=14)
+    node = sim.random_active()
+    work.held["firehose"] = []
+    work.act(node, lambda c: c.subscribe("firehose", TopicLimits(max_queued_bytes=1000)))
+    sim.run_for(3.0)
+    publisher = sim.random_active()
+    for _ in range(30):
+        work.act(publisher, lambda c: c.publish("firehose", b"e" * 100))
+    sim.run_for(2.0)
+    assert len(work.held["firehose"]) == 10  # 1000 bytes of 100-byte events
+    assert work.core(node).counters["events_dropped"] == 20
