@@ -1,3 +1,34 @@
-"""Iris-style messaging over a Pastry overlay."""
+"""Iris-style messaging over a Pastry overlay.
+
+    async with iris.open_node(network_key=key, listen="127.0.0.1:0", seeds=[...]) as node:
+        await node.register("echo", handler)
+        reply = await node.request("echo", b"hi", timeout=1.0)
+"""
+
+import os
+
+from iris.api import Node, Registration, Tunnel, open_node
+from iris.errors import (
+    ClosedError,
+    IrisError,
+    JoinError,
+    LimitExceededError,
+    NoSuchClusterError,
+    RemoteError,
+    TimeoutError,
+)
+from iris.limits import ServiceLimits, TopicLimits
 
 __version__ = "0.1.0"
+
+
+def generate_network_key() -> bytes:
+    """A fresh 32-byte network key: every node of one network must share it."""
+    return os.urandom(32)
+
+
+__all__ = [
+    "ClosedError", "IrisError", "JoinError", "LimitExceededError", "NoSuchClusterError", "Node",
+    "Registration", "RemoteError", "ServiceLimits", "TimeoutError", "TopicLimits", "Tunnel",
+    "generate_network_key", "open_node",
+]

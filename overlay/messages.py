@@ -5,7 +5,7 @@ Node lists travel as ids only; the real runtime's link layer resolves ids to add
 
 from __future__ import annotations
 
-from overlay.wire import BOOL, ID, NESTED, U32, U64, Message, ids, number, optional, uint, wire_message
+from overlay.wire import BOOL, ID, NESTED, U32, U64, Message, ids, number, optional, records, text, uint, wire_message
 
 MAX_LIST = 64  # a leaf set (<= 32) or a routing-table row (16) plus slack
 MAX_HOPS = 255
@@ -115,3 +115,11 @@ class Direct(Message):
 
     seq: int
     payload: Message
+
+
+@wire_message(15, records(256, ID, text(255), uint(65535)))
+class Addresses(Message):
+    """Link layer only (never reaches a core): where the nodes named in the next frames
+    listen, so the receiver can reach every node id it is told about."""
+
+    entries: tuple[tuple[int, str, int], ...]

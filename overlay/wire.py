@@ -245,6 +245,32 @@ def _from_body(type_code: Any, fields: list[Any], depth: int) -> Message:
     return cls(*values)
 
 
+def ids_in(msg: Message) -> list[int]:
+    """Every 128-bit id a message names, nested payloads and records included (keys and
+    group ids too: a link layer resolves the ones that are nodes it knows an address for)."""
+    found: list[int] = []
+
+    def walk(kind: Kind, value: Any) -> None:
+        if value is None:
+            return
+        if kind is ID:
+            found.append(value)
+        elif isinstance(kind, _Ids):
+            found.extend(value)
+        elif isinstance(kind, _Optional):
+            walk(kind.inner, value)
+        elif kind is NESTED:
+            found.extend(ids_in(value))
+        elif isinstance(kind, _Records):
+            for rec in value:
+                for k, v in zip(kind.kinds, rec):
+                    walk(k, v)
+
+    for kind, name in zip(msg.SPEC, msg.__slots__):
+        walk(kind, getattr(msg, name))
+    return found
+
+
 def encode(msg: Message) -> bytes:
     """One frame body for `msg`."""
     body = _body(msg)

@@ -1,0 +1,374 @@
+"""The embedding API: `open_node` and `Node`, the public face for trio applications.
+
+    async with iris.open_node(network_key=key, listen="127.0.0.1:0", seeds=[...]) as node:
+        registration = await node.register("echo", handler)
+        reply = await node.request("echo", b"hi", timeout=1.0)
+
+A handler is any object with some of `async handle_request(bytes) -> bytes`,
+`async handle_broadcast(bytes)` and `async handle_tunnel(tunnel)`. Request handlers run
+concurrently up to the service's `ServiceLimits.max_concurrency` (the core hands no more at
+once and refuses what overflows its queue); an exception in `handle_request` reaches the caller
+as `RemoteError` with its message. Topic handlers run one event at a time, in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from iris import events as ev
+from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, TIMEOUT, MessagingConfig
+from iris.errors import (
+    ClosedError,
+    IrisError,
+    JoinError,
+    LimitExceededError,
+    NoSuchClusterError,
+    RemoteError,
+    TimeoutError,
+)
+from iris.limits import ServiceLimits, TopicLimits
+from iris.runtime import Address, Runtime
+from iris.tunnel import TunnelError
+from overlay.config import OverlayConfig
+
+EventHandler = Callable[[bytes], Awaitable[None]]
+
+
+def parse_address(value: str | tuple[str, int]) -> Address:
+    if isinstance(value, tuple):
+        return value[0], int(value[1])
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Registration:
+    """Handle returned by `Node.register`; `await unregister()` ends the membership."""
+
+    def __init__(self, node: Node, cluster: str) -> None:
+        self._node, self.cluster = node, cluster
+        self._active = True
+
+    async def unregister(self) -> None:
+        if self._active:
+            self._active = False
+            self._node._runtime.call(lambda: self._node._runtime.core.unregister(self.cluster))
+            self._node._handlers.pop(self.cluster, None)
+
+
+class Tunnel:
+    """An ordered, reliable, flow-controlled stream of messages to one cluster member."""
+
+    def __init__(self, node: Node, key: tuple[int, int]) -> None:
+        self._node = node
+        self.key = key
+        self._inbox: deque[bytes] = deque()
+        self._readable = trio.Event()
+        self._closed_reason: str | None = None
+
+    async def send(self, data: bytes) -> None:
+        """Queue one message; waits while the tunnel's send buffer is full."""
+        runtime = self._node._runtime
+        while True:
+            if self._closed_reason is not None:
+                raise ClosedError(f"tunnel closed: {self._closed_reason}")
+            tunnel = runtime.core.tunnels.get(self.key)
+            if tunnel is None:
+                raise ClosedError("tunnel closed")
+            if tunnel.queued_bytes < tunnel.send_buffer // 2 or not tunnel.has_output():
+                try:
+                    runtime.call(lambda: runtime.core.tunnel_send(self.key, data))
+                except TunnelError as exc:
+                    raise ClosedError(str(exc)) from None
+                return
+            await trio.sleep(0.001)
+
+    async def receive(self) -> bytes:
+        """The next message; raises ClosedError once the peer closed and all was read."""
+        while not self._inbox:
+            if self._closed_reason is not None:
+                raise ClosedError(f"tunnel closed: {self._closed_reason}")
+            self._readable = trio.Event()
+            await self._readable.wait()
+        data = self._inbox.popleft()
+        runtime = self._node._runtime
+        runtime.call(lambda: runtime.core.tunnel_consumed(self.key, len(data)))
+        return data
+
+    async def close(self) -> None:
+        runtime = self._node._runtime
+        if self.key in runtime.core.tunnels:
+            runtime.call(lambda: runtime.core.tunnel_close(self.key))
+
+    async def __aenter__(self) -> Tunnel:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _message(self, data: bytes) -> None:
+        self._inbox.append(data)
+        self._readable.set()
+
+    def _closed(self, reason: str) -> None:
+        self._closed_reason = reason
+        self._readable.set()
+
+
+class _Subscription:
+    def __init__(self, handler: EventHandler) -> None:
+        self.handler = handler
+        self.queue: deque[bytes] = deque()
+        self.wakeup = trio.Event()
+
+
+class Node:
+    """A running node. Obtain one with `open_node`."""
+
+    def __init__(self, runtime: Runtime, nursery: trio.Nursery) -> None:
+        self._runtime = runtime
+        self._nursery = nursery
+        runtime.on_events = self._on_events
+        self._waiting: dict[int, list[Any]] = {}  # req_id -> [event, outcome]
+        self._joined: dict[tuple[str, bool], trio.Event] = {}
+        self._handlers: dict[str, Any] = {}
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._tunnels: dict[tuple[int, int], Tunnel] = {}
+        self._opening: dict[tuple[int, int], trio.Event] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------------- facts
+    @property
+    def address(self) -> Address:
+        return self._runtime.host, self._runtime.port
+
+    @property
+    def id(self) -> int:
+        return self._runtime.node_id
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot of the node's view: id, peers, leaf set, table fill, groups, counters."""
+        rt = self._runtime
+        node = rt.node
+        return {
+            "id": f"{node.id:032x}",
+            "address": f"{rt.host}:{rt.port}",
+            "state": node.state,
+            "links": len(rt.links),
+            "leaf_set": [f"{n:032x}" for n in node.leaf.members()],
+            "table_entries": len(node.table),
+            "clusters": sorted(s.name for s in rt.core.services.values()),
+            "topics": sorted(t.name for t in rt.core.topics.values()),
+            "trees": len(rt.core.trees),
+            "tunnels": len(rt.core.tunnels),
+            "messages_sent": {"maintenance": node.sent[0], "join": node.sent[1], "routed": node.sent[2]},
+            "counters": {**rt.counters, **rt.core.counters},
+        }
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("node is closed")
+
+    # ------------------------------------------------------------------- clusters
+    async def register(self, cluster: str, handler: Any, limits: ServiceLimits | None = None,
+                       timeout: float = 10.0) -> Registration:
+        """Join `cluster`; returns once requests sent afterwards can reach this member."""
+        self._check_open()
+        self._handlers[cluster] = handler
+        joined = self._joined[(cluster, False)] = trio.Event()
+        self._runtime.call(lambda: self._runtime.core.register(cluster, limits))
+        with trio.fail_after(timeout):
+            await joined.wait()
+        return Registration(self, cluster)
+
+    async def request(self, cluster: str, payload: bytes, timeout: float = 5.0) -> bytes:
+        self._check_open()
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        done = trio.Event()
+        req_id = self._runtime.call(lambda: self._runtime.core.request(cluster, payload, timeout))
+        slot = self._waiting.setdefault(req_id, [done, None])
+        if slot[1] is None:
+            await done.wait()
+        self._waiting.pop(req_id, None)
+        outcome: ev.RequestDone = slot[1]
+        if outcome.status == OK:
+            return outcome.payload
+        raise _request_error(outcome)
+
+    async def broadcast(self, cluster: str, payload: bytes) -> None:
+        self._check_open()
+        self._runtime.call(lambda: self._runtime.core.broadcast(cluster, payload))
+
+    # --------------------------------------------------------------------- topics
+    async def subscribe(self, topic: str, handler: EventHandler,
+                        limits: TopicLimits | None = None, timeout: float = 10.0) -> None:
+        """Receive the events of `topic`; returns once publishes sent afterwards reach us."""
+        self._check_open()
+        sub = self._subscriptions[topic] = _Subscription(handler)
+        joined = self._joined[(topic, True)] = trio.Event()
+        self._runtime.call(lambda: self._runtime.core.subscribe(topic, limits))
+        self._nursery.start_soon(self._run_subscription, topic, sub)
+        with trio.fail_after(timeout):
+            await joined.wait()
+
+    async def unsubscribe(self, topic: str) -> None:
+        sub = self._subscriptions.pop(topic, None)
+        if sub is not None:
+            sub.wakeup.set()
+            self._runtime.call(lambda: self._runtime.core.unsubscribe(topic))
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self._check_open()
+        self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
+
+    async def _run_subscription(self, topic: str, sub: _Subscription) -> None:
+        while self._subscriptions.get(topic) is sub:
+            if not sub.queue:
+                sub.wakeup = trio.Event()
+                await sub.wakeup.wait()
+                continue
+            payload = sub.queue.popleft()
+            try:
+                await sub.handler(payload)
+            finally:
+                self._runtime.call(lambda: self._runtime.core.event_done(topic, len(payload)))
+
+    # -------------------------------------------------------------------- tunnels
+    async def tunnel(self, cluster: str, timeout: float = 5.0) -> Tunnel:
+        self._check_open()
+        key = self._runtime.call(lambda: self._runtime.core.open_tunnel(cluster, timeout))
+        tunnel = self._tunnels[key] = Tunnel(self, key)
+        opened = self._opening[key] = trio.Event()
+        await opened.wait()
+        self._opening.pop(key, None)
+        if tunnel._closed_reason is not None:
+            self._tunnels.pop(key, None)
+            if "timed out" in tunnel._closed_reason:
+                raise TimeoutError(tunnel._closed_reason)
+            if "no members" in tunnel._closed_reason:
+                raise NoSuchClusterError(tunnel._closed_reason)
+            raise IrisError(tunnel._closed_reason)
+        return tunnel
+
+    # ---------------------------------------------------------------------- events
+    def _on_events(self, events: list[Any]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is ev.RequestDone:
+                slot = self._waiting.setdefault(event.req_id, [trio.Event(), None])
+                slot[1] = event
+                slot[0].set()
+            elif kind is ev.RequestReceived:
+                self._nursery.start_soon(self._serve_request, event)
+            elif kind is ev.BroadcastReceived:
+                handler = self._handlers.get(event.cluster)
+                if handler is not None and hasattr(handler, "handle_broadcast"):
+                    self._nursery.start_soon(handler.handle_broadcast, event.payload)
+            elif kind is ev.EventReceived:
+                sub = self._subscriptions.get(event.topic)
+                if sub is not None:
+                    sub.queue.append(event.payload)
+                    sub.wakeup.set()
+            elif kind is ev.Joined:
+                joined = self._joined.get((event.name, event.topic))
+                if joined is not None:
+                    joined.set()
+            elif kind is ev.TunnelOpened:
+                opened = self._opening.get(event.key)
+                if opened is not None:
+                    opened.set()
+            elif kind is ev.TunnelIncoming:
+                tunnel = self._tunnels[event.key] = Tunnel(self, event.key)
+                handler = self._handlers.get(event.cluster)
+                if handler is not None and hasattr(handler, "handle_tunnel"):
+                    self._nursery.start_soon(self._serve_tunnel, handler, tunnel)
+                else:
+                    self._runtime.call(lambda k=event.key: self._runtime.core.tunnel_close(k, "no tunnel handler"))
+            elif kind is ev.TunnelMessage:
+                tunnel = self._tunnels.get(event.key)
+                if tunnel is not None:
+                    tunnel._message(event.data)
+            elif kind is ev.TunnelClosed:
+                tunnel = self._tunnels.pop(event.key, None)
+                if tunnel is not None:
+                    tunnel._closed(event.reason)
+                opened = self._opening.get(event.key)
+                if opened is not None:
+                    opened.set()
+
+    async def _serve_request(self, event: ev.RequestReceived) -> None:
+        handler = self._handlers.get(event.cluster)
+        core = self._runtime.core
+        try:
+            if handler is None or not hasattr(handler, "handle_request"):
+                raise IrisError("no request handler registered")
+            reply = await handler.handle_request(event.payload)
+            if not isinstance(reply, (bytes, bytearray)):
+                raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
+            self._runtime.call(lambda: core.reply(event.token, bytes(reply)))
+        except Exception as exc:  # the caller gets the text as RemoteError
+            message = str(exc) or type(exc).__name__
+            self._runtime.call(lambda: core.reply(event.token, error=message))
+
+    async def _serve_tunnel(self, handler: Any, tunnel: Tunnel) -> None:
+        try:
+            await handler.handle_tunnel(tunnel)
+        finally:
+            await tunnel.close()
+
+    # ------------------------------------------------------------------- shutdown
+    async def _shutdown(self) -> None:
+        self._closed = True
+        for slot in self._waiting.values():
+            if slot[1] is None:
+                slot[1] = ev.RequestDone(0, TIMEOUT, b"", "node closed")
+                slot[0].set()
+        self._runtime.leave()
+        await self._runtime.close()
+
+
+def _request_error(outcome: ev.RequestDone) -> IrisError:
+    if outcome.status == REMOTE_ERROR:
+        return RemoteError(outcome.error)
+    if outcome.status == NO_MEMBERS:
+        return NoSuchClusterError(outcome.error)
+    if outcome.status == REFUSED:
+        return LimitExceededError(outcome.error)
+    if outcome.error == "node closed":
+        return ClosedError("node closed")
+    return TimeoutError(outcome.error)
+
+
+@asynccontextmanager
+async def open_node(
+    network_key: bytes,
+    listen: str | Address = "127.0.0.1:0",
+    seeds: list[str | Address] | tuple[str | Address, ...] = (),
+    join_timeout: float = 30.0,
+    overlay_config: OverlayConfig | None = None,
+    messaging_config: MessagingConfig | None = None,
+) -> AsyncIterator[Node]:
+    """Start a node, join the ring (or found one when there are no seeds), and yield it.
+    Leaving the block leaves the ring gracefully."""
+    host, port = parse_address(listen)
+    runtime = Runtime(network_key, host, port, overlay_config, messaging_config)
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(runtime.serve, [parse_address(s) for s in seeds], join_timeout)
+        except* trio.TooSlowError:
+            raise JoinError(f"could not join through {list(seeds)} within {join_timeout} s") from None
+        node = Node(runtime, nursery)
+        try:
+            yield node
+        finally:
+            with trio.CancelScope(shield=True):
+                await node._shutdown()
+            nursery.cancel_scope.cancel()

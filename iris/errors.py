@@ -1,0 +1,31 @@
+"""Errors raised to applications. Every one derives from `IrisError`."""
+
+from __future__ import annotations
+
+
+class IrisError(Exception):
+    """Base of every error this package raises to an application."""
+
+
+class JoinError(IrisError):
+    """The node could not join the ring through its seeds in time."""
+
+
+class TimeoutError(IrisError):  # noqa: A001 - the package's own, distinct from the builtin
+    """No reply came within the request's timeout."""
+
+
+class RemoteError(IrisError):
+    """The remote handler raised; the message is its error text."""
+
+
+class NoSuchClusterError(IrisError):
+    """The cluster has no members (known as soon as the request reaches the tree's root)."""
+
+
+class LimitExceededError(IrisError):
+    """A limit refused the operation (service limits of the member, pending requests, buffers)."""
+
+
+class ClosedError(IrisError):
+    """The node or the tunnel is closed."""

@@ -1,0 +1,375 @@
+"""The trio driver: one `OverlayNode` + `MessagingCore` over real TCP links.
+
+Like the simulator, it only moves bytes and time: every input (a frame, a due timer, an
+application call) goes into the cores, then `_after()` sends what they produced, hands their
+events to the application layer and re-arms the one timer. No protocol decision lives here.
+
+Links: one TCP connection per peer, dialed on first use (the address comes from the directory)
+or accepted. Each starts with the handshake of `overlay.link`; until it checks out nothing else
+passes. Outgoing frames wait in two bounded queues, control (overlay maintenance) ahead of bulk,
+and one writer task coalesces what is queued into a single `send_all`. Node ids become addresses
+through `Addresses` frames: before a frame that names nodes, the sender tells the receiver where
+those nodes listen (once per link).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from iris.core import MessagingConfig, MessagingCore
+from overlay.config import OverlayConfig
+from overlay.link import FrameReader, Handshake, LinkError, Session, frame
+from overlay.messages import Addresses, Direct, Route
+from overlay.node import OverlayNode
+from overlay.wire import MAX_FRAME, DecodeError, Message, decode, encode, ids_in
+
+log = logging.getLogger("iris.runtime")
+
+HANDSHAKE_TIMEOUT_S = 5.0
+DIAL_TIMEOUT_S = 5.0
+BATCH_BYTES = 64 * 1024
+MAX_CONTROL_FRAMES = 10_000
+MAX_BULK_BYTES = 64 * 1024 * 1024
+TOLD_LIMIT = 8192
+
+Address = tuple[str, int]
+
+
+class Link:
+    """One authenticated connection to a peer, with its outgoing queues."""
+
+    def __init__(self, peer: int) -> None:
+        self.peer = peer
+        self.stream: trio.abc.Stream | None = None
+        self.session: Session | None = None
+        self.control: deque[bytes] = deque()
+        self.bulk: deque[bytes] = deque()
+        self.bulk_bytes = 0
+        self.ready = trio.Event()  # handshake done
+        self.wakeup = trio.Event()  # something to write
+        self.closed = False
+        self.told: set[int] = set()  # ids whose addresses this peer has been given
+
+    def push(self, payload: bytes, control: bool) -> bool:
+        if self.closed:
+            return False
+        if control:
+            if len(self.control) >= MAX_CONTROL_FRAMES:
+                return False
+            self.control.append(payload)
+        else:
+            if self.bulk_bytes + len(payload) > MAX_BULK_BYTES:
+                return False
+            self.bulk.append(payload)
+            self.bulk_bytes += len(payload)
+        self.wakeup.set()
+        return True
+
+
+class Runtime:
+    def __init__(
+        self,
+        network_key: bytes,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        overlay_config: OverlayConfig | None = None,
+        messaging_config: MessagingConfig | None = None,
+        node_id: int | None = None,
+    ) -> None:
+        self.network_key = network_key
+        self.host = host
+        self.port = port
+        self.node_id = node_id if node_id is not None else secrets.randbits(128)
+        self.rng = random.Random(secrets.randbits(64))
+        self.node = OverlayNode(self.node_id, self.rng, overlay_config)
+        self.core = MessagingCore(self.node, messaging_config)
+        self.directory: dict[int, Address] = {}
+        self.links: dict[int, Link] = {}
+        self.on_events: Callable[[list[Any]], None] = lambda events: None
+        self.counters: dict[str, int] = {}
+        self.joined = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._epoch = 0.0
+        self._timer_changed = trio.Event()
+        self._sleeping_until = float("inf")
+        self._closing = False
+
+    # ------------------------------------------------------------------------ lifecycle
+    def now(self) -> float:
+        return trio.current_time() - self._epoch
+
+    def _count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+
+    async def serve(self, seeds: list[Address], join_timeout: float,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, join through `seeds` (or found a ring), then run until cancelled."""
+        self._epoch = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, self._accepted, listeners)
+            nursery.start_soon(self._timer_loop)
+            with trio.fail_after(join_timeout):
+                seed_ids = await self._reach_seeds(seeds) if seeds else []
+                self.node.start(self.now(), seed_ids)
+                self._after()
+                await self.joined.wait()
+            task_status.started()
+
+    async def _reach_seeds(self, seeds: list[Address]) -> list[int]:
+        """Dial the seeds until one answers, with a growing pause between rounds."""
+        pause = 0.2
+        while True:
+            reached = []
+            for address in seeds:
+                try:
+                    reached.append(await self._dial_address(address))
+                except (OSError, LinkError, trio.TooSlowError) as exc:
+                    log.info("seed %s:%d not reachable: %s", *address, exc)
+            if reached:
+                return reached
+            await trio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def leave(self) -> None:
+        """Graceful departure: neighbours are told; the links then close."""
+        if self._closing:
+            return
+        self._closing = True
+        self.node.leave(self.now())
+        self._after()
+
+    async def close(self) -> None:
+        """Flush what the leave produced (briefly), then stop every task."""
+        with trio.move_on_after(1.0):
+            for link in list(self.links.values()):
+                while (link.control or link.bulk) and not link.closed:
+                    await trio.sleep(0.01)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------- the one loop step
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run an application call on the cores (with the clock set) and act on its output."""
+        self.node.set_time(self.now())
+        try:
+            return fn()
+        finally:
+            self._after()
+
+    def _after(self) -> None:
+        node = self.node
+        out, node.out = node.out, []
+        for dest, msg in out:
+            self._send(dest, msg)
+        if self.core.events:
+            events, self.core.events = self.core.events, []
+            self.on_events(events)
+        if node.active and not self.joined.is_set():
+            self.joined.set()
+        if node.next_deadline < self._sleeping_until:
+            self._timer_changed.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.node.next_deadline
+            self._sleeping_until = deadline
+            with trio.move_on_at(self._epoch + deadline if deadline != float("inf") else float("inf")):
+                await self._timer_changed.wait()
+            self._timer_changed = trio.Event()
+            self._sleeping_until = float("inf")
+            now = self.now()
+            if self.node.next_deadline <= now:
+                self.node.handle_timer(now)
+                self._after()
+
+    # ---------------------------------------------------------------------------- sending
+    def _send(self, dest: int, msg: Message) -> None:
+        if dest == self.node_id:
+            return
+        link = self.links.get(dest)
+        if link is None:
+            address = self.directory.get(dest)
+            if address is None or self._nursery is None:
+                self._count("sent_to_unknown_address")
+                return
+            link = self.links[dest] = Link(dest)
+            self._nursery.start_soon(self._dial, link, address)
+        control = type(msg) is not Route and type(msg) is not Direct and type(msg).TYPE < 32
+        entries = []
+        for node_id in ids_in(msg):
+            if node_id not in link.told and node_id != dest:
+                address = self.directory.get(node_id)
+                if address is not None:
+                    entries.append((node_id, address[0], address[1]))
+                    link.told.add(node_id)
+        if len(link.told) > TOLD_LIMIT:
+            link.told.clear()
+        if entries:
+            link.push(encode(Addresses(tuple(entries[:256]))), control=True)
+        if not link.push(encode(msg), control):
+            self._count("send_queue_full")
+
+    async def _writer(self, link: Link) -> None:
+        stream, session = link.stream, link.session
+        assert stream is not None and session is not None
+        while not link.closed:
+            await link.wakeup.wait()
+            link.wakeup = trio.Event()
+            while link.control or link.bulk:
+                batch = bytearray()
+                while link.control and len(batch) < BATCH_BYTES:
+                    batch += frame(session.seal(link.control.popleft()))
+                while link.bulk and len(batch) < BATCH_BYTES:
+                    payload = link.bulk.popleft()
+                    link.bulk_bytes -= len(payload)
+                    batch += frame(session.seal(payload))
+                await stream.send_all(bytes(batch))
+
+    # --------------------------------------------------------------------------- links
+    async def _dial_address(self, address: Address) -> int:
+        """Connect to a seed by address; returns its id once the handshake checks out."""
+        with trio.fail_after(DIAL_TIMEOUT_S):
+            stream = await trio.open_tcp_stream(*address)
+        try:
+            hs, leftover, reader = await self._handshake(stream, dialer=True)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        link = self._link_for_new_stream(hs.peer.node_id)
+        self._adopt(link, stream, hs, leftover, reader, address)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_link, link, reader, leftover)
+        return hs.peer.node_id
+
+    def _link_for_new_stream(self, peer: int) -> Link:
+        """Every stream gets its own Link and reader. The one registered for sending stays
+        until it closes, so a peer's frames never switch streams mid-flow (order holds);
+        a second stream (both sides dialed at once) is only read from."""
+        link = Link(peer)
+        current = self.links.get(peer)
+        if current is None or current.closed:
+            self.links[peer] = link
+        return link
+
+    async def _dial(self, link: Link, address: Address) -> None:
+        try:
+            with trio.fail_after(DIAL_TIMEOUT_S):
+                stream = await trio.open_tcp_stream(*address)
+            try:
+                hs, leftover, reader = await self._handshake(stream, dialer=True)
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        except (OSError, LinkError, trio.TooSlowError) as exc:
+            log.info("link to %s:%d failed: %s", *address, exc)
+            self._drop_link(link)
+            return
+        if hs.peer.node_id != link.peer:
+            log.info("%s:%d is now node %x, not %x", *address, hs.peer.node_id, link.peer)
+            self.directory.pop(link.peer, None)
+            self._drop_link(link)
+            link = self._link_for_new_stream(hs.peer.node_id)
+        self._adopt(link, stream, hs, leftover, reader, address)
+        await self._run_link(link, reader, leftover)
+
+    async def _accepted(self, stream: trio.SocketStream) -> None:
+        try:
+            hs, leftover, reader = await self._handshake(stream, dialer=False)
+        except (OSError, LinkError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            log.warning("incoming link refused: %s", exc)
+            await trio.aclose_forcefully(stream)
+            return
+        peer = hs.peer
+        host = peer.host
+        if host in ("0.0.0.0", "::", ""):
+            host = stream.socket.getpeername()[0]
+        link = self._link_for_new_stream(peer.node_id)
+        self._adopt(link, stream, hs, leftover, reader, (host, peer.port))
+        await self._run_link(link, reader, leftover)  # serve_listeners closes it on return
+
+    async def _handshake(self, stream: trio.abc.Stream, dialer: bool
+                         ) -> tuple[Handshake, list[bytes], FrameReader]:
+        hs = Handshake(self.network_key, self.node_id, self.host, self.port, dialer)
+        reader = FrameReader(max_frame=4096)
+        leftover: list[bytes] = []
+        with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+            await stream.send_all(frame(hs.hello()))
+            while hs.session is None:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise LinkError("peer closed during the handshake")
+                for payload in reader.feed(data):
+                    if hs.session is not None:
+                        leftover.append(payload)
+                        continue
+                    reply = hs.receive(payload)
+                    if reply is not None:
+                        await stream.send_all(frame(reply))
+        if hs.peer.node_id == self.node_id:
+            raise LinkError("connected to ourselves")
+        reader.max_frame = MAX_FRAME
+        return hs, leftover, reader
+
+    def _adopt(self, link: Link, stream: trio.abc.Stream, hs: Handshake, leftover: list[bytes],
+               reader: FrameReader, address: Address) -> None:
+        assert self._nursery is not None and hs.session is not None
+        link.stream = stream
+        link.session = hs.session
+        self.directory[link.peer] = address
+        link.ready.set()
+        link.wakeup.set()
+
+    async def _run_link(self, link: Link, reader: FrameReader, leftover: list[bytes]) -> None:
+        """Read frames until the peer closes or breaks the protocol; then drop the link."""
+        assert self._nursery is not None and link.stream is not None
+        self._nursery.start_soon(self._write_loop, link)
+        try:
+            for payload in leftover:
+                self._deliver(link, payload)
+            while not link.closed:
+                data = await link.stream.receive_some(65536)
+                if not data:
+                    break
+                for payload in reader.feed(data):
+                    self._deliver(link, payload)
+        except (LinkError, DecodeError) as exc:
+            log.warning("closing link to %x: %s", link.peer, exc)
+            self._count("links_closed_for_bad_input")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("link to %x ended: %r", link.peer, exc)
+        finally:
+            self._drop_link(link)
+            await trio.aclose_forcefully(link.stream)
+
+    async def _write_loop(self, link: Link) -> None:
+        try:
+            await self._writer(link)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._drop_link(link)
+
+    def _deliver(self, link: Link, sealed: bytes) -> None:
+        assert link.session is not None
+        msg = decode(link.session.open(sealed))
+        if type(msg) is Addresses:
+            for node_id, host, port in msg.entries:
+                if node_id != self.node_id:
+                    self.directory[node_id] = (host, port)
+            return
+        self.node.receive(link.peer, msg, self.now())
+        self._after()
+
+    def _drop_link(self, link: Link) -> None:
+        link.closed = True
+        link.wakeup.set()
+        if self.links.get(link.peer) is link:
+            del self.links[link.peer]

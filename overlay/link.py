@@ -1,0 +1,172 @@
+"""The secure link between two nodes, sans-IO: framing, handshake, sealed frames.
+
+Framing: every frame is a 4-byte big-endian length and that many bytes; a length above
+`MAX_FRAME` is an error (the link closes) before any byte of the body is buffered.
+
+Handshake (both sides speak at once, then each checks the other):
+1. each side sends HELLO = msgpack [version, ephemeral X25519 public key, node id, listen host,
+   listen port];
+2. both compute the X25519 shared secret and derive, with HKDF-SHA256 salted with the network
+   key over the transcript (dialer's HELLO then listener's HELLO), four keys: one AEAD key and
+   one MAC key per direction;
+3. each sends FINISHED = HMAC-SHA256(its MAC key, transcript) and checks the other's: a peer
+   without the network key cannot produce it, and nothing routed passes before it checks out.
+Ephemeral keys give forward secrecy; the network key never leaves the process.
+
+Session: ChaCha20-Poly1305 with a per-direction key and a 64-bit counter as nonce. The receiver
+accepts only the exact next counter, so a replayed, reordered, altered or forged frame fails
+and closes the link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import msgpack
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from overlay.wire import MAX_FRAME
+
+LINK_VERSION = 1
+HEADER = 4
+NETWORK_KEY_BYTES = 32
+_INFO = b"iris link v1"
+
+
+class LinkError(Exception):
+    """The peer broke the framing, the handshake or the session: close the link."""
+
+
+def frame(payload: bytes) -> bytes:
+    if len(payload) > MAX_FRAME:
+        raise LinkError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME}")
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+class FrameReader:
+    """Accumulates stream bytes; yields whole frames."""
+
+    __slots__ = ("_buffer", "max_frame")
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buffer = bytearray()
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buffer
+        buf += data
+        frames = []
+        while len(buf) >= HEADER:
+            size = int.from_bytes(buf[:HEADER], "big")
+            if size > self.max_frame:
+                raise LinkError(f"peer announced a frame of {size} bytes (limit {self.max_frame})")
+            if len(buf) < HEADER + size:
+                break
+            frames.append(bytes(buf[HEADER : HEADER + size]))
+            del buf[: HEADER + size]
+        return frames
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHello:
+    node_id: int
+    host: str
+    port: int
+
+
+class Session:
+    """Seals outgoing and opens incoming frames for one established link."""
+
+    __slots__ = ("_send", "_recv", "_send_counter", "_recv_counter")
+
+    def __init__(self, send_key: bytes, recv_key: bytes) -> None:
+        self._send = ChaCha20Poly1305(send_key)
+        self._recv = ChaCha20Poly1305(recv_key)
+        self._send_counter = 0
+        self._recv_counter = 0
+
+    @staticmethod
+    def _nonce(counter: int) -> bytes:
+        return b"\x00\x00\x00\x00" + counter.to_bytes(8, "big")
+
+    def seal(self, plaintext: bytes) -> bytes:
+        nonce = self._nonce(self._send_counter)
+        self._send_counter += 1
+        return self._send.encrypt(nonce, plaintext, None)
+
+    def open(self, sealed: bytes) -> bytes:
+        try:
+            plaintext = self._recv.decrypt(self._nonce(self._recv_counter), sealed, None)
+        except Exception:  # InvalidTag: altered, forged, replayed or out of order
+            raise LinkError("frame failed authentication (altered, forged, replayed or reordered)") from None
+        self._recv_counter += 1
+        return plaintext
+
+
+class Handshake:
+    """One side of the handshake. Feed it the peer's frames; it tells what to send."""
+
+    def __init__(self, network_key: bytes, node_id: int, host: str, port: int, dialer: bool) -> None:
+        if len(network_key) != NETWORK_KEY_BYTES:
+            raise ValueError(f"the network key must be {NETWORK_KEY_BYTES} bytes")
+        self._network_key = network_key
+        self._dialer = dialer
+        self._private = X25519PrivateKey.generate()
+        public = self._private.public_key().public_bytes_raw()
+        self._hello = msgpack.packb([LINK_VERSION, public, node_id.to_bytes(16, "big"), host, port])
+        self._peer_hello: bytes | None = None
+        self._keys: tuple[bytes, bytes, bytes, bytes] | None = None
+        self._transcript = b""
+        self.peer: PeerHello | None = None
+        self.session: Session | None = None
+
+    def hello(self) -> bytes:
+        """The first frame to send."""
+        return self._hello
+
+    def receive(self, payload: bytes) -> bytes | None:
+        """Take the peer's next handshake frame. Returns a frame to send (our FINISHED) or
+        None; `session` is set once the peer's FINISHED checked out."""
+        if self._peer_hello is None:
+            return self._take_hello(payload)
+        if self.session is None:
+            self._check_finished(payload)
+            return None
+        raise LinkError("unexpected handshake frame")
+
+    def _take_hello(self, payload: bytes) -> bytes:
+        try:
+            fields = msgpack.unpackb(payload, raw=False)
+        except Exception:
+            raise LinkError("handshake hello is not msgpack") from None
+        if (type(fields) is not list or len(fields) != 5 or fields[0] != LINK_VERSION
+                or type(fields[1]) is not bytes or len(fields[1]) != 32
+                or type(fields[2]) is not bytes or len(fields[2]) != 16
+                or type(fields[3]) is not str or len(fields[3]) > 255
+                or type(fields[4]) is not int or not 0 <= fields[4] <= 65535):
+            raise LinkError("malformed handshake hello (or another protocol version)")
+        self._peer_hello = payload
+        self.peer = PeerHello(int.from_bytes(fields[2], "big"), fields[3], fields[4])
+        try:
+            shared = self._private.exchange(X25519PublicKey.from_public_bytes(fields[1]))
+        except Exception:
+            raise LinkError("bad ephemeral key") from None
+        first, second = (self._hello, payload) if self._dialer else (payload, self._hello)
+        self._transcript = hashlib.sha256(first + second).digest()
+        material = HKDF(algorithm=hashes.SHA256(), length=128, salt=self._network_key,
+                        info=_INFO + self._transcript).derive(shared)
+        d2l_key, l2d_key, d_mac, l_mac = (material[i : i + 32] for i in range(0, 128, 32))
+        self._keys = (d2l_key, l2d_key, d_mac, l_mac) if self._dialer else (l2d_key, d2l_key, l_mac, d_mac)
+        return hmac.new(self._keys[2], self._transcript, hashlib.sha256).digest()
+
+    def _check_finished(self, payload: bytes) -> None:
+        assert self._keys is not None
+        expected = hmac.new(self._keys[3], self._transcript, hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, payload):
+            raise LinkError("peer does not know the network key (handshake proof failed)")
+        self.session = Session(self._keys[0], self._keys[1])

@@ -1,0 +1,77 @@
+"""The secure link, sans-IO: framing, handshake with the network key, sealed frames."""
+
+import os
+
+import pytest
+
+from overlay.link import FrameReader, Handshake, LinkError, Session, frame
+
+
+def pair(key_a=None, key_b=None):
+    key = os.urandom(32)
+    a = Handshake(key_a or key, 1, "127.0.0.1", 1000, dialer=True)
+    b = Handshake(key_b or key, 2, "127.0.0.1", 2000, dialer=False)
+    fin_a = a.receive(b.hello())
+    fin_b = b.receive(a.hello())
+    return a, b, fin_a, fin_b
+
+
+def test_handshake_gives_matching_sessions():
+    a, b, fin_a, fin_b = pair()
+    a.receive(fin_b)
+    b.receive(fin_a)
+    assert a.peer.node_id == 2 and b.peer.node_id == 1 and b.peer.port == 1000
+    for i in range(3):
+        assert b.session.open(a.session.seal(b"to b %d" % i)) == b"to b %d" % i
+        assert a.session.open(b.session.seal(b"to a")) == b"to a"
+
+
+def test_wrong_network_key_fails_the_proof():
+    a, b, fin_a, fin_b = pair(key_a=os.urandom(32), key_b=os.urandom(32))
+    with pytest.raises(LinkError, match="network key"):
+        b.receive(fin_a)
+    with pytest.raises(LinkError, match="network key"):
+        a.receive(fin_b)
+
+
+def test_replayed_reordered_altered_and_forged_frames_are_rejected():
+    a, b, fin_a, fin_b = pair()
+    a.receive(fin_b)
+    b.receive(fin_a)
+    first, second = a.session.seal(b"one"), a.session.seal(b"two")
+    with pytest.raises(LinkError):
+        b.session.open(second)  # reordered
+    assert b.session.open(first) == b"one"
+    with pytest.raises(LinkError):
+        b.session.open(first)  # replayed
+    altered = bytearray(second)
+    altered[0] ^= 1
+    with pytest.raises(LinkError):
+        b.session.open(bytes(altered))
+    with pytest.raises(LinkError):
+        b.session.open(Session(os.urandom(32), os.urandom(32)).seal(b"forged"))
+
+
+def test_garbage_hello_is_an_error():
+    b = Handshake(os.urandom(32), 2, "h", 1, dialer=False)
+    for junk in (b"", b"\xc1", b"\x93\x01\x02\x03", os.urandom(40)):
+        with pytest.raises(LinkError):
+            Handshake(os.urandom(32), 2, "h", 1, dialer=False).receive(junk)
+    with pytest.raises(ValueError):
+        Handshake(b"short", 1, "h", 1, dialer=True)
+    assert b.session is None
+
+
+def test_frames_split_and_joined_at_any_byte():
+    data = frame(b"alpha") + frame(b"") + frame(b"x" * 1000)
+    reader = FrameReader()
+    out = []
+    for i in range(len(data)):
+        out += reader.feed(data[i : i + 1])
+    assert out == [b"alpha", b"", b"x" * 1000]
+
+
+def test_oversized_frame_is_refused_from_its_header():
+    reader = FrameReader(max_frame=100)
+    with pytest.raises(LinkError, match="101 bytes"):
+        reader.feed((101).to_bytes(4, "big"))
