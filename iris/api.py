@@ -360,15 +360,26 @@ async def open_node(
     Leaving the block leaves the ring gracefully."""
     host, port = parse_address(listen)
     runtime = Runtime(network_key, host, port, overlay_config, messaging_config)
+    join_failed = False
+    body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         try:
             await nursery.start(runtime.serve, [parse_address(s) for s in seeds], join_timeout)
         except* trio.TooSlowError:
-            raise JoinError(f"could not join through {list(seeds)} within {join_timeout} s") from None
-        node = Node(runtime, nursery)
-        try:
-            yield node
-        finally:
-            with trio.CancelScope(shield=True):
-                await node._shutdown()
+            join_failed = True
+        if join_failed:
             nursery.cancel_scope.cancel()
+        else:
+            node = Node(runtime, nursery)
+            try:
+                yield node
+            except BaseException as exc:  # re-raised below, outside the nursery's group
+                body_error = exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    await node._shutdown()
+                nursery.cancel_scope.cancel()
+    if join_failed:
+        raise JoinError(f"could not join through {list(seeds)} within {join_timeout} s")
+    if body_error is not None:
+        raise body_error

@@ -1,23 +1,146 @@
-"""The `iris` command line. Subcommands grow with the project; today: `iris sim`."""
+"""The `iris` command line: keygen, node, demo, sim."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import sys
+from typing import Any
+
+log = logging.getLogger("iris.node")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    import iris
+
+    path = args.path
+    if os.path.exists(path) and not args.force:
+        print(f"iris keygen: {path} exists (use --force to overwrite)", file=sys.stderr)
+        return 1
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(iris.generate_network_key())
+    os.chmod(path, 0o600)
+    print(f"wrote a network key to {path} (mode 0600)")
+    return 0
+
+
+def read_key(path: str) -> bytes:
+    with open(path, "rb") as f:
+        key = f.read()
+    if len(key) != 32:
+        raise SystemExit(f"iris: {path} is not a network key (expected 32 bytes, got {len(key)})")
+    return key
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import trio
+
+    import iris
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key = read_key(args.network_key_file)
+
+    async def run() -> None:
+        async with iris.open_node(network_key=key, listen=args.listen, seeds=args.seed,
+                                  join_timeout=args.join_timeout) as node:
+            log.info("node %032x listening on %s:%d", node.id, *node.address)
+            for cluster in args.echo:
+                await node.register(cluster, _Echo())
+                log.info("serving cluster %r with an echo handler", cluster)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch, node, args.status_interval)
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.info("%s: leaving the ring", signal.Signals(signum).name)
+                        break
+                nursery.cancel_scope.cancel()
+        log.info("left")
+
+    try:
+        trio.run(run)
+    except iris.JoinError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+class _Echo:
+    """`--echo CLUSTER`: answer every request with its own bytes (checks, demos)."""
+
+    async def handle_request(self, data: bytes) -> bytes:
+        return data
+
+
+async def _watch(node: Any, status_interval: float) -> None:
+    """Log leaf-set changes as they happen and a status line every `status_interval`."""
+    import trio
+
+    known = set(node.status()["leaf_set"])
+    waited = 0.0
+    while True:
+        await trio.sleep(0.5)
+        waited += 0.5
+        status = node.status()
+        now = set(status["leaf_set"])
+        for peer in sorted(now - known):
+            log.info("neighbour joined: %s", peer[:8])
+        for peer in sorted(known - now):
+            log.info("neighbour gone (left or failed): %s", peer[:8])
+        known = now
+        if waited >= status_interval:
+            waited = 0.0
+            log.info("status: %s, %d links, leaf set %d, table %d, clusters %s, topics %s, sent %s",
+                     status["state"], status["links"], len(status["leaf_set"]),
+                     status["table_entries"], status["clusters"], status["topics"],
+                     status["messages_sent"])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from iris.demo import main as demo_main
+
+    return demo_main(as_json=args.json, nodes=args.nodes, requests=args.requests)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iris", description="Iris-style messaging overlay.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    keygen = sub.add_parser("keygen", help="write a fresh network key file (mode 0600)")
+    keygen.add_argument("path")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    keygen.set_defaults(func=cmd_keygen)
+
+    node = sub.add_parser("node", help="run a node until interrupted")
+    node.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on")
+    node.add_argument("--seed", action="append", default=[], help="HOST:PORT of a node to join through (repeatable)")
+    node.add_argument("--network-key-file", required=True)
+    node.add_argument("--join-timeout", type=float, default=60.0)
+    node.add_argument("--status-interval", type=float, default=10.0)
+    node.add_argument("--echo", action="append", default=[], metavar="CLUSTER",
+                      help="also serve CLUSTER with an echo handler (repeatable)")
+    node.set_defaults(func=cmd_node)
+
+    demo = sub.add_parser("demo", help="20 nodes on loopback TCP: every pattern, measured")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.add_argument("--nodes", type=int, default=20)
+    demo.add_argument("--requests", type=int, default=2000)
+    demo.set_defaults(func=cmd_demo)
+
+    sub.add_parser("sim", help="run a deterministic simulation (see `iris sim -h`)", add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="iris", description="Iris-style messaging overlay.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("sim", help="run a deterministic ring simulation (see `iris sim -h`)",
-                   add_help=False)
     if argv and argv[0] == "sim":
         from simulations.cli import main as sim_main
 
         return sim_main(argv[1:], prog="iris sim")
-    parser.parse_args(argv)
-    return 2
+    args = build_parser().parse_args(argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":

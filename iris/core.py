@@ -68,7 +68,7 @@ from overlay.wire import Message
 TIMEOUT = 4  # RequestDone status when no reply came in time (after OK..REFUSED)
 
 # Timer tokens: kind in the low 2 bits, an id above.
-_TK_TICK, _TK_REQUEST, _TK_TUNNEL = range(3)
+_TK_TICK, _TK_REQUEST, _TK_TUNNEL, _TK_PARKED = range(4)
 
 
 def cluster_group(name: str) -> int:
@@ -107,6 +107,12 @@ class MessagingConfig:
 
     max_tunnels: int = 4096
 
+    root_settle_s: float = 1.0
+    """A node that became a group's root this recently waits a little (up to this long) for
+    the old root's re-graft before it answers "no members"."""
+
+    max_parked: int = 1024
+
 
 @dataclass(slots=True)
 class _Service:
@@ -143,6 +149,8 @@ class MessagingCore(OverlayApp):
         self.counters: dict[str, int] = {}
         self._next_id = 0
         self._ticking = False
+        self._ring_changed = -1e9  # when our leaf set last changed (roots may have moved)
+        self._parked: deque[tuple[float, Request | TunnelOpen]] = deque()
 
     # ================================================================== application side
     def _new_id(self) -> int:
@@ -299,9 +307,11 @@ class MessagingCore(OverlayApp):
             self._count("unexpected_direct")
 
     def activated(self) -> None:
+        self._ring_changed = self.now
         self._ensure_tick()
 
     def leafset_changed(self) -> None:
+        self._ring_changed = self.now
         # A root that is no longer the closest node to its group grafts into the new root's
         # tree: after joins, and after a partition heals (the two trees merge).
         for tree in self.trees.values():
@@ -326,10 +336,14 @@ class MessagingCore(OverlayApp):
         elif kind == _TK_REQUEST:
             if self.pending.pop(ident, None) is not None:
                 self.events.append(ev.RequestDone(ident, TIMEOUT, b"", "request timed out"))
-        else:
+        elif kind == _TK_TUNNEL:
             tunnel = self.tunnels.get((self.node.id, ident))
             if tunnel is not None and tunnel.peer is None and self.now >= tunnel.open_deadline:
                 self._tunnel_lost(tunnel, "tunnel open timed out")
+        else:
+            parked, self._parked = self._parked, deque()
+            for since, msg in parked:
+                self._walk(msg, None, parked_since=since)
 
     # ============================================================================== trees
     def _join_tree(self, group: int, name: str, topic: bool) -> None:
@@ -523,11 +537,22 @@ class MessagingCore(OverlayApp):
             self.node.schedule(now + cfg.tree_beat_s, _TK_TICK)
 
     # ===================================================================== requests (walk)
-    def _walk(self, msg: Request | TunnelOpen, came_from: int | None) -> None:
+    def _walk(self, msg: Request | TunnelOpen, came_from: int | None,
+              parked_since: float | None = None) -> None:
         """Take one step of the capacity-weighted walk toward one member."""
         tree = self.trees.get(msg.group)
         if tree is None:
             if came_from is None:
+                # We are the root and know no tree. If we only just became the root (a join,
+                # a merge), the old root's re-graft is probably on its way: wait for it briefly.
+                since = self.now if parked_since is None else parked_since
+                settle = self.config.root_settle_s
+                if (self.now - self._ring_changed < settle and self.now - since < settle
+                        and len(self._parked) < self.config.max_parked):
+                    if not self._parked:
+                        self.node.schedule(self.now + settle / 8, _TK_PARKED)
+                    self._parked.append((since, msg))
+                    return
                 self._fail_walk(msg, NO_MEMBERS, "no members in cluster")
             else:
                 # We left the tree while the walk was on its way: start again from the route.
@@ -535,7 +560,9 @@ class MessagingCore(OverlayApp):
             return
         service = self.services.get(msg.group)
         options: list[tuple[int | None, float]] = []
-        if service is not None and tree.local:
+        # A tunnel's two ends live on two nodes: its opener never serves it.
+        serves_here = type(msg) is Request or msg.opener != self.node.id
+        if service is not None and tree.local and serves_here:
             options.append((None, float(tree.local)))
         for child, (weight, _) in tree.children.items():
             if child != came_from and weight > 0:

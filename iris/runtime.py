@@ -168,9 +168,14 @@ class Runtime:
 
     def _after(self) -> None:
         node = self.node
-        out, node.out = node.out, []
-        for dest, msg in out:
-            self._send(dest, msg)
+        while node.out:
+            out, node.out = node.out, []
+            for dest, msg in out:
+                if dest == self.node_id:
+                    # e.g. the reply of a request this node both sent and served
+                    node.receive(dest, msg, self.now())
+                else:
+                    self._send(dest, msg)
         if self.core.events:
             events, self.core.events = self.core.events, []
             self.on_events(events)
@@ -194,8 +199,6 @@ class Runtime:
 
     # ---------------------------------------------------------------------------- sending
     def _send(self, dest: int, msg: Message) -> None:
-        if dest == self.node_id:
-            return
         link = self.links.get(dest)
         if link is None:
             address = self.directory.get(dest)

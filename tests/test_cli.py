@@ -52,9 +52,20 @@ def test_bad_arguments_are_refused(capsys):
         sim_main(["join", "--loss", "1.5"])
 
 
-def test_readme_code_example_runs():
+def test_readme_code_examples_run():
     readme = (ROOT / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    embedding, sans_io = re.findall(r"```python\n(.*?)```", readme, re.S)
+    out = subprocess.run([sys.executable, "-c", embedding], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    assert "b'echo: hi'" in out and "event: b'an event'" in out and "no such cluster" in out
+    out = subprocess.run([sys.executable, "-c", sans_io], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60).stdout
     assert "reached its root after 1 hops" in out
+
+
+def test_readme_opens_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert lines[1].endswith("pip install -e . && iris demo")
+    assert lines[4].endswith("pip install -e '.[test]' && python -m pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install --quiet -e '.[test]'" in ci and "python -m pytest" in ci

@@ -1,0 +1,220 @@
+"""`iris demo`: a 20-node overlay on loopback TCP in one process, every pattern, measured.
+
+Nodes join one by one through the first; three clusters register, two topics get subscribers;
+then requests (16 at a time), broadcasts, publishes and one tunnel run, and a table reports
+counts, delivery, latency percentiles and throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from typing import Any
+
+import trio
+
+import iris
+
+CLUSTERS = {"echo": 6, "compute": 5, "store": 3}
+TOPICS = {"news": 8, "metrics": 4}
+
+
+class DemoService:
+    """Answers requests, counts broadcasts, and checks tunnel order."""
+
+    def __init__(self, name: str, stats: dict[str, Any]) -> None:
+        self.name = name
+        self.stats = stats
+
+    async def handle_request(self, data: bytes) -> bytes:
+        return self.name.encode() + b":" + data
+
+    async def handle_broadcast(self, data: bytes) -> None:
+        self.stats["broadcasts_received"] += 1
+
+    async def handle_tunnel(self, tunnel: iris.Tunnel) -> None:
+        try:
+            while True:
+                data = await tunnel.receive()
+                await tunnel.send(data[:8])  # acknowledge with the sequence number
+        except iris.ClosedError:
+            pass
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
+                   broadcasts: int = 50, publishes: int = 200, tunnel_messages: int = 2000,
+                   progress: Any = None, seed: int = 1) -> dict[str, Any]:
+    rng = random.Random(seed)
+    key = iris.generate_network_key()
+    stats: dict[str, Any] = {"broadcasts_received": 0}
+    started = time.perf_counter()
+    running: list[iris.Node] = []
+    stop = trio.Event()
+    result: dict[str, Any] = {"nodes": nodes}
+
+    def step(what: str, advance: int = 1) -> None:
+        if progress is not None:
+            progress(what, advance)
+
+    async def run_node(seeds: list[Any], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with iris.open_node(network_key=key, seeds=seeds) as node:
+            running.append(node)
+            task_status.started()
+            await stop.wait()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_node, [])
+        for _ in range(nodes - 1):
+            await nursery.start(run_node, [running[0].address])
+            step("joining")
+        result["join_s"] = round(time.perf_counter() - started, 2)
+
+        members: dict[str, list[iris.Node]] = {}
+        order = list(running)
+        rng.shuffle(order)
+        position = 0
+        for cluster, size in CLUSTERS.items():
+            members[cluster] = order[position : position + size]
+            position += size
+            for node in members[cluster]:
+                await node.register(cluster, DemoService(cluster, stats))
+        received: dict[str, list[bytes]] = {}
+        for topic, size in TOPICS.items():
+            for i, node in enumerate(rng.sample(running, size)):
+                box = received.setdefault(f"{topic}/{i}", [])
+
+                async def on_event(data: bytes, box: list[bytes] = box) -> None:
+                    box.append(data)
+
+                await node.subscribe(topic, on_event)
+        step("registering")
+
+        # Requests: `concurrency` callers at a time.
+        latencies: list[float] = []
+        failures = 0
+        t0 = time.perf_counter()
+
+        async def caller(count: int) -> None:
+            nonlocal failures
+            for _ in range(count):
+                node = rng.choice(running)
+                cluster = rng.choice(list(CLUSTERS))
+                begin = time.perf_counter()
+                try:
+                    reply = await node.request(cluster, b"ping", timeout=5.0)
+                    if not reply.startswith(cluster.encode()):
+                        failures += 1
+                    latencies.append(time.perf_counter() - begin)
+                except iris.IrisError:
+                    failures += 1
+                step("requests")
+
+        async with trio.open_nursery() as callers:
+            for i in range(concurrency):
+                callers.start_soon(caller, requests // concurrency + (i < requests % concurrency))
+        request_wall = time.perf_counter() - t0
+
+        # Broadcasts and publishes.
+        for cluster in CLUSTERS:
+            for _ in range(broadcasts):
+                await rng.choice(running).broadcast(cluster, b"b")
+        publishers = {topic: rng.sample(running, 2) for topic in TOPICS}
+        for k in range(publishes):
+            for topic in TOPICS:
+                await publishers[topic][k % 2].publish(topic, b"%s:%d:%d" % (topic.encode(), k % 2, k))
+        expected_broadcasts = broadcasts * sum(CLUSTERS.values())
+        expected_events = publishes * sum(TOPICS.values())
+        with trio.move_on_after(10):
+            while (stats["broadcasts_received"] < expected_broadcasts
+                   or sum(len(v) for v in received.values()) < expected_events):
+                await trio.sleep(0.01)
+        step("broadcast/publish", 1)
+
+        # Publishes arrive in order per publisher.
+        order_ok = True
+        for box in received.values():
+            last: dict[bytes, int] = {}
+            for data in box:
+                topic, pub, k = data.split(b":")
+                if int(k) <= last.get(topic + pub, -1):
+                    order_ok = False
+                last[topic + pub] = int(k)
+
+        # One tunnel: send numbered messages, read the acknowledgements back in order.
+        tunnel_in_order = True
+        t1 = time.perf_counter()
+        async with await running[0].tunnel("echo", timeout=5.0) as tun:
+            async def sender() -> None:
+                payload = b"x" * 1016
+                for k in range(tunnel_messages):
+                    await tun.send(k.to_bytes(8, "big") + payload)
+
+            async with trio.open_nursery() as pair:
+                pair.start_soon(sender)
+                for k in range(tunnel_messages):
+                    if int.from_bytes(await tun.receive(), "big") != k:
+                        tunnel_in_order = False
+                    if k % 200 == 0:
+                        step("tunnel", 1)
+        tunnel_wall = time.perf_counter() - t1
+
+        result.update({
+            "requests": requests,
+            "request_success_ratio": (requests - failures) / requests if requests else 1.0,
+            "request_p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
+            "request_p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+            "request_mean_ms": round(statistics.fmean(latencies) * 1000, 3) if latencies else None,
+            "requests_per_s": round(len(latencies) / request_wall) if request_wall else None,
+            "broadcasts": broadcasts * len(CLUSTERS),
+            "broadcast_delivery_ratio": min(1.0, stats["broadcasts_received"] / expected_broadcasts),
+            "publishes": publishes * len(TOPICS),
+            "publish_delivery_ratio": min(1.0, sum(len(v) for v in received.values()) / expected_events),
+            "publish_in_order": order_ok,
+            "tunnel_messages": tunnel_messages,
+            "tunnel_in_order": tunnel_in_order,
+            "tunnel_round_trips_per_s": round(tunnel_messages / tunnel_wall) if tunnel_wall else None,
+            "wall_s": round(time.perf_counter() - started, 2),
+        })
+        stop.set()
+    return result
+
+
+def main(as_json: bool = False, nodes: int = 20, requests: int = 2000) -> int:
+    if as_json:
+        result = trio.run(lambda: run_demo(nodes=nodes, requests=requests))
+        print(json.dumps(result))
+        return 0 if _healthy(result) else 1
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console()
+    total = (nodes - 1) + 1 + requests + 1 + 10
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=total)
+
+        def progress(what: str, advance: int) -> None:
+            bar.update(task, description=what, advance=advance)
+
+        result = trio.run(lambda: run_demo(nodes=nodes, requests=requests, progress=progress))
+    table = Table(title=f"iris demo: {result['nodes']} nodes on loopback TCP, one process")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    return 0 if _healthy(result) else 1
+
+
+def _healthy(result: dict[str, Any]) -> bool:
+    return (result["request_success_ratio"] == 1.0 and result["broadcast_delivery_ratio"] == 1.0
+            and result["publish_delivery_ratio"] == 1.0 and result["tunnel_in_order"])

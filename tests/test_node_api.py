@@ -1,0 +1,187 @@
+"""Real nodes over loopback TCP in one trio process, through the public API."""
+
+import socket
+
+import pytest
+import trio
+
+import iris
+from overlay.link import frame
+
+
+class Echo:
+    def __init__(self):
+        self.broadcasts = []
+
+    async def handle_request(self, data: bytes) -> bytes:
+        if data == b"fail":
+            raise ValueError("asked to fail")
+        return b"echo:" + data
+
+    async def handle_broadcast(self, data: bytes) -> None:
+        self.broadcasts.append(data)
+
+    async def handle_tunnel(self, tunnel) -> None:
+        try:
+            while True:
+                await tunnel.send(await tunnel.receive())
+        except iris.ClosedError:
+            pass
+
+
+async def wait_for(predicate, timeout=10.0):
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+@pytest.fixture
+async def ring(nursery):
+    """Five nodes on loopback; yields the Node objects."""
+    key = iris.generate_network_key()
+    nodes = []
+    ready = trio.Event()
+    stop = trio.Event()
+
+    async def run(seeds, task_status=trio.TASK_STATUS_IGNORED):
+        async with iris.open_node(network_key=key, seeds=seeds) as node:
+            nodes.append(node)
+            task_status.started()
+            await stop.wait()
+
+    await nursery.start(run, [])
+    for _ in range(4):
+        await nursery.start(run, [nodes[0].address])
+    ready.set()
+    await wait_for(lambda: all(len(n.status()["leaf_set"]) == 4 for n in nodes))
+    yield key, nodes
+    stop.set()
+
+
+async def test_request_reply_errors_and_unregister(ring):
+    _, nodes = ring
+    echo = Echo()
+    reg = await nodes[1].register("echo", echo)
+    assert await nodes[3].request("echo", b"hi", timeout=2) == b"echo:hi"
+    with pytest.raises(iris.RemoteError, match="asked to fail"):
+        await nodes[2].request("echo", b"fail", timeout=2)
+    with pytest.raises(iris.NoSuchClusterError):
+        await nodes[2].request("nobody", b"x", timeout=5)
+    await reg.unregister()
+    await wait_for(lambda: not nodes[1].status()["clusters"])
+
+
+async def test_requests_are_spread_over_members(ring):
+    _, nodes = ring
+    served = {}
+
+    class Counter:
+        def __init__(self, name):
+            self.name = name
+
+        async def handle_request(self, data):
+            served[self.name] = served.get(self.name, 0) + 1
+            return self.name.encode()
+
+    for i in (1, 2, 3):
+        await nodes[i].register("work", Counter(f"n{i}"))
+    await trio.sleep(0)  # registration already in place: no waiting needed
+    for _ in range(90):
+        await nodes[0].request("work", b"", timeout=2)
+    assert set(served) == {"n1", "n2", "n3"}
+
+
+async def test_timeout_when_the_handler_never_answers(ring):
+    _, nodes = ring
+
+    class Stuck:
+        async def handle_request(self, data):
+            await trio.sleep_forever()
+
+    await nodes[4].register("stuck", Stuck())
+    with pytest.raises(iris.TimeoutError):
+        await nodes[0].request("stuck", b"x", timeout=0.3)
+
+
+async def test_broadcast_reaches_every_member_once(ring):
+    _, nodes = ring
+    handlers = [Echo() for _ in range(3)]
+    for node, handler in zip(nodes[2:], handlers):
+        await node.register("bc", handler)
+    await nodes[0].broadcast("bc", b"hello all")
+    await wait_for(lambda: all(h.broadcasts == [b"hello all"] for h in handlers))
+
+
+async def test_publish_subscribe_in_order(ring):
+    _, nodes = ring
+    got = {1: [], 3: []}
+    for i in got:
+        async def on_event(data, i=i):
+            got[i].append(data)
+        await nodes[i].subscribe("news", on_event)
+    for k in range(50):
+        await nodes[4].publish("news", b"%d" % k)
+    await wait_for(lambda: all(len(v) == 50 for v in got.values()))
+    assert got[1] == got[3] == [b"%d" % k for k in range(50)]
+    await nodes[1].unsubscribe("news")
+
+
+async def test_tunnel_round_trip_and_large_message(ring):
+    _, nodes = ring
+    await nodes[3].register("tun", Echo())
+    async with await nodes[0].tunnel("tun", timeout=2) as tun:
+        for k in range(100):
+            await tun.send(b"m%d" % k)
+        for k in range(100):
+            assert await tun.receive() == b"m%d" % k
+        big = bytes(range(256)) * 4096 * 3  # 3 MiB: many chunks
+        await tun.send(big)
+        assert await tun.receive() == big
+
+
+async def test_wrong_network_key_cannot_join_and_the_ring_carries_on(ring):
+    _, nodes = ring
+    await nodes[1].register("echo", Echo())
+    with pytest.raises(iris.JoinError):
+        async with iris.open_node(network_key=iris.generate_network_key(),
+                                  seeds=[nodes[0].address], join_timeout=2):
+            pass
+    assert await nodes[2].request("echo", b"still", timeout=2) == b"echo:still"
+
+
+@pytest.mark.parametrize("junk", [
+    b"GET / HTTP/1.1\r\n\r\n",               # garbage
+    (2**31).to_bytes(4, "big"),               # an oversized frame announced
+    frame(b"\x95\x01" + b"\x00" * 40),       # a malformed hello
+])
+async def test_bad_peers_are_cut_off_and_others_still_served(ring, junk):
+    _, nodes = ring
+    await nodes[1].register("echo", Echo())
+    host, port = nodes[0].address
+    stream = await trio.open_tcp_stream(host, port)
+    await stream.send_all(junk)
+    with trio.fail_after(10):  # the node closes the connection
+        while await stream.receive_some(65536):
+            pass
+    await stream.aclose()
+    assert await nodes[0].request("echo", b"ok", timeout=2) == b"echo:ok"
+
+
+async def test_a_stalled_handshake_is_abandoned(ring):
+    _, nodes = ring
+    host, port = nodes[0].address
+    stream = await trio.open_tcp_stream(host, port)
+    with trio.fail_after(10):  # handshake timeout is 5 s
+        while await stream.receive_some(65536):
+            pass  # the node's hello arrives, then the close
+    await stream.aclose()
+
+
+def test_parse_address():
+    from iris.api import parse_address
+
+    assert parse_address("10.0.0.1:55") == ("10.0.0.1", 55)
+    assert parse_address(("h", 1)) == ("h", 1)
+    assert parse_address("[::1]:7") == ("::1", 7)
+    with pytest.raises(ValueError):
+        parse_address("nocolon")
