@@ -34,6 +34,7 @@ from iris.errors import (
 )
 from iris.limits import ServiceLimits, TopicLimits
 from iris.runtime import Address, Runtime
+from iris.transport import MemoryTransport, TcpTransport
 from iris.tunnel import TunnelError
 from overlay.config import OverlayConfig
 
@@ -192,6 +193,7 @@ class Node:
         self._check_open()
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
+        await self._runtime.room()
         done = trio.Event()
         req_id = self._runtime.call(lambda: self._runtime.core.request(cluster, payload, timeout))
         slot = self._waiting.setdefault(req_id, [done, None])
@@ -205,6 +207,7 @@ class Node:
 
     async def broadcast(self, cluster: str, payload: bytes) -> None:
         self._check_open()
+        await self._runtime.room()
         self._runtime.call(lambda: self._runtime.core.broadcast(cluster, payload))
 
     # --------------------------------------------------------------------- topics
@@ -227,6 +230,7 @@ class Node:
 
     async def publish(self, topic: str, payload: bytes) -> None:
         self._check_open()
+        await self._runtime.room()
         self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
 
     async def _run_subscription(self, topic: str, sub: _Subscription) -> None:
@@ -355,11 +359,13 @@ async def open_node(
     join_timeout: float = 30.0,
     overlay_config: OverlayConfig | None = None,
     messaging_config: MessagingConfig | None = None,
+    transport: TcpTransport | MemoryTransport | None = None,
 ) -> AsyncIterator[Node]:
     """Start a node, join the ring (or found one when there are no seeds), and yield it.
     Leaving the block leaves the ring gracefully."""
     host, port = parse_address(listen)
-    runtime = Runtime(network_key, host, port, overlay_config, messaging_config)
+    runtime = Runtime(network_key, host, port, overlay_config, messaging_config,
+                      transport=transport)
     join_failed = False
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:

@@ -828,10 +828,6 @@ class MessagingCore(OverlayApp):
                 tunnel.last_sent = now
                 self.node.send_acked(tunnel.peer, TunnelCredit(tunnel.key[0], tunnel.key[1], 0))
 
-    # ============================================================================ status
-    def tree_of(self, name: str, topic: bool = False) -> GroupTree | None:
-        return self.trees.get(topic_group(name) if topic else cluster_group(name))
-
 
 _DIRECT = {
     TreeAck: MessagingCore._on_tree_ack,

@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from iris.core import MessagingConfig, MessagingCore
+from iris.transport import MemoryTransport, TcpTransport
 from overlay.config import OverlayConfig
 from overlay.link import FrameReader, Handshake, LinkError, Session, frame
 from overlay.messages import Addresses, Direct, Route
@@ -37,6 +38,8 @@ DIAL_TIMEOUT_S = 5.0
 BATCH_BYTES = 64 * 1024
 MAX_CONTROL_FRAMES = 10_000
 MAX_BULK_BYTES = 64 * 1024 * 1024
+HIGH_WATER = 8 * 1024 * 1024  # queued bulk bytes (all links) at which applications wait
+LOW_WATER = 2 * 1024 * 1024
 TOLD_LIMIT = 8192
 
 Address = tuple[str, int]
@@ -45,14 +48,14 @@ Address = tuple[str, int]
 class Link:
     """One authenticated connection to a peer, with its outgoing queues."""
 
-    def __init__(self, peer: int) -> None:
+    def __init__(self, peer: int, runtime: Runtime) -> None:
         self.peer = peer
+        self.runtime = runtime
         self.stream: trio.abc.Stream | None = None
         self.session: Session | None = None
         self.control: deque[bytes] = deque()
         self.bulk: deque[bytes] = deque()
         self.bulk_bytes = 0
-        self.ready = trio.Event()  # handshake done
         self.wakeup = trio.Event()  # something to write
         self.closed = False
         self.told: set[int] = set()  # ids whose addresses this peer has been given
@@ -69,6 +72,7 @@ class Link:
                 return False
             self.bulk.append(payload)
             self.bulk_bytes += len(payload)
+            self.runtime.queued_bulk += len(payload)
         self.wakeup.set()
         return True
 
@@ -82,8 +86,10 @@ class Runtime:
         overlay_config: OverlayConfig | None = None,
         messaging_config: MessagingConfig | None = None,
         node_id: int | None = None,
+        transport: TcpTransport | MemoryTransport | None = None,
     ) -> None:
         self.network_key = network_key
+        self.transport = transport or TcpTransport()
         self.host = host
         self.port = port
         self.node_id = node_id if node_id is not None else secrets.randbits(128)
@@ -94,6 +100,8 @@ class Runtime:
         self.links: dict[int, Link] = {}
         self.on_events: Callable[[list[Any]], None] = lambda events: None
         self.counters: dict[str, int] = {}
+        self.queued_bulk = 0
+        self._room = trio.Event()
         self.joined = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._epoch = 0.0
@@ -114,9 +122,7 @@ class Runtime:
         self._epoch = trio.current_time()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-            self.port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(trio.serve_listeners, self._accepted, listeners)
+            self.port = await self.transport.listen(nursery, self.host, self.port, self._accepted)
             nursery.start_soon(self._timer_loop)
             with trio.fail_after(join_timeout):
                 seed_ids = await self._reach_seeds(seeds) if seeds else []
@@ -154,6 +160,9 @@ class Runtime:
             for link in list(self.links.values()):
                 while (link.control or link.bulk) and not link.closed:
                     await trio.sleep(0.01)
+        close_listener = getattr(self.transport, "close_listener", None)
+        if close_listener is not None:
+            close_listener(self.host, self.port)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -205,7 +214,7 @@ class Runtime:
             if address is None or self._nursery is None:
                 self._count("sent_to_unknown_address")
                 return
-            link = self.links[dest] = Link(dest)
+            link = self.links[dest] = Link(dest, self)
             self._nursery.start_soon(self._dial, link, address)
         control = type(msg) is not Route and type(msg) is not Direct and type(msg).TYPE < 32
         entries = []
@@ -235,6 +244,7 @@ class Runtime:
                 while link.bulk and len(batch) < BATCH_BYTES:
                     payload = link.bulk.popleft()
                     link.bulk_bytes -= len(payload)
+                    self._dequeued(len(payload))
                     batch += frame(session.seal(payload))
                 await stream.send_all(bytes(batch))
 
@@ -242,7 +252,7 @@ class Runtime:
     async def _dial_address(self, address: Address) -> int:
         """Connect to a seed by address; returns its id once the handshake checks out."""
         with trio.fail_after(DIAL_TIMEOUT_S):
-            stream = await trio.open_tcp_stream(*address)
+            stream = await self.transport.connect(*address)
         try:
             hs, leftover, reader = await self._handshake(stream, dialer=True)
         except BaseException:
@@ -258,7 +268,7 @@ class Runtime:
         """Every stream gets its own Link and reader. The one registered for sending stays
         until it closes, so a peer's frames never switch streams mid-flow (order holds);
         a second stream (both sides dialed at once) is only read from."""
-        link = Link(peer)
+        link = Link(peer, self)
         current = self.links.get(peer)
         if current is None or current.closed:
             self.links[peer] = link
@@ -267,7 +277,7 @@ class Runtime:
     async def _dial(self, link: Link, address: Address) -> None:
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
-                stream = await trio.open_tcp_stream(*address)
+                stream = await self.transport.connect(*address)
             try:
                 hs, leftover, reader = await self._handshake(stream, dialer=True)
             except BaseException:
@@ -285,7 +295,7 @@ class Runtime:
         self._adopt(link, stream, hs, leftover, reader, address)
         await self._run_link(link, reader, leftover)
 
-    async def _accepted(self, stream: trio.SocketStream) -> None:
+    async def _accepted(self, stream: trio.abc.Stream) -> None:
         try:
             hs, leftover, reader = await self._handshake(stream, dialer=False)
         except (OSError, LinkError, trio.TooSlowError, trio.BrokenResourceError) as exc:
@@ -294,7 +304,7 @@ class Runtime:
             return
         peer = hs.peer
         host = peer.host
-        if host in ("0.0.0.0", "::", ""):
+        if host in ("0.0.0.0", "::", "") and hasattr(stream, "socket"):
             host = stream.socket.getpeername()[0]
         link = self._link_for_new_stream(peer.node_id)
         self._adopt(link, stream, hs, leftover, reader, (host, peer.port))
@@ -329,7 +339,6 @@ class Runtime:
         link.stream = stream
         link.session = hs.session
         self.directory[link.peer] = address
-        link.ready.set()
         link.wakeup.set()
 
     async def _run_link(self, link: Link, reader: FrameReader, leftover: list[bytes]) -> None:
@@ -371,7 +380,24 @@ class Runtime:
         self.node.receive(link.peer, msg, self.now())
         self._after()
 
+    def _dequeued(self, nbytes: int) -> None:
+        self.queued_bulk -= nbytes
+        if self.queued_bulk <= LOW_WATER:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Wait while the links hold more than HIGH_WATER bytes of bulk frames: applications
+        that produce faster than the network carries slow down instead of filling memory."""
+        while self.queued_bulk > HIGH_WATER:
+            if self._room.is_set():
+                self._room = trio.Event()  # every waiter shares this one
+            await self._room.wait()
+
     def _drop_link(self, link: Link) -> None:
+        if not link.closed:
+            self._dequeued(link.bulk_bytes)
+            link.bulk.clear()
+            link.bulk_bytes = 0
         link.closed = True
         link.wakeup.set()
         if self.links.get(link.peer) is link:

@@ -67,8 +67,3 @@ def to_bytes(node_id: int) -> bytes:
 
 def from_bytes(data: bytes) -> int:
     return int.from_bytes(data, "big")
-
-
-def short(node_id: int) -> str:
-    """First 8 hex digits, for logs and reports."""
-    return f"{node_id:032x}"[:8]

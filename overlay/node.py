@@ -77,6 +77,7 @@ T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN, T_APP =
 C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
 
 JOIN_ATTEMPTS = 4  # join requests before a node with seeds starts a ring of its own
+MAX_ADAPTED_TIMEOUT_S = 10.0
 HELLO_NO_RTT = 0.0
 
 
@@ -118,7 +119,7 @@ class OverlayNode:
         "id", "config", "rng", "app", "out", "now", "state", "leaf", "table", "sent",
         "dropped", "_timers", "_seq", "_pings", "_pinged", "_routes", "_suspects", "_lost",
         "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
-        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
+        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ack_srtt", "_ack_var",
     )
 
     def __init__(
@@ -143,8 +144,8 @@ class OverlayNode:
         self._seq = 0
         self._pings: dict[int, list[Any]] = {}  # seq -> [peer, sent_at, purpose, attempt, want_leaf]
         self._pinged: dict[int, int] = {}  # peer -> seq of its probe in flight
-        # seq -> (message, next hop, attempt, avoided hops); attempt 0 marks a `send_acked`
-        self._routes: dict[int, tuple[Route | Direct, int, int, tuple[int, ...]]] = {}
+        # seq -> (message, next hop, attempt, avoided hops, sent at); attempt 0: a `send_acked`
+        self._routes: dict[int, tuple[Route | Direct, int, int, tuple[int, ...], float]] = {}
         self._suspects: set[int] = set()
         self._lost: dict[int, list[float]] = {}  # peer -> [lost_at, next_try, interval, last_try]
         self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
@@ -157,6 +158,8 @@ class OverlayNode:
         self._heal_at = INF
         self._ping_timeouts = TimeoutQueue(self.config.probe_timeout_s)
         self._route_timeouts = TimeoutQueue(self.config.route_ack_timeout_s)
+        self._ack_srtt = -1.0  # smoothed acknowledgement delay (-1: no sample yet)
+        self._ack_var = 0.0
 
     # ===================================================================== driver interface
     @property
@@ -247,7 +250,7 @@ class OverlayNode:
         msg = Direct(seq, payload)
         self._send(peer, msg, C_ROUTE)
         if len(self._routes) < self.config.max_pending_routes:
-            self._routes[seq] = (msg, peer, 0, ())
+            self._routes[seq] = (msg, peer, 0, (), self.now)
             deadline = self._route_timeouts.push(self.now, seq)
             if deadline is not None:
                 self._at(deadline, T_ROUTE)
@@ -275,9 +278,6 @@ class OverlayNode:
             if d < best_d or (d == best_d and node < best):
                 best, best_d = node, d
         return None if best == self.id else best
-
-    def known_peers(self) -> set[int]:
-        return set(chain(self.leaf.members(), self.table.entries()))
 
     # ========================================================================== internals
     def _send(self, dest: int, msg: Message, category: int) -> None:
@@ -686,7 +686,7 @@ class OverlayNode:
         self._send(nh, Route(msg.key, seq, msg.origin, msg.hops + 1, msg.payload),
                    C_JOIN if join else C_ROUTE)
         if len(self._routes) < self.config.max_pending_routes:
-            self._routes[seq] = (msg, nh, attempt, avoid)
+            self._routes[seq] = (msg, nh, attempt, avoid, self.now)
             deadline = self._route_timeouts.push(self.now, seq)
             if deadline is not None:
                 self._at(deadline, T_ROUTE)
@@ -705,8 +705,23 @@ class OverlayNode:
         pending = self._routes.get(msg.seq)
         if pending is not None and pending[1] == src:
             del self._routes[msg.seq]
+            self._ack_sample(self.now - pending[4])
             if not self._routes:
                 self._cancel(T_ROUTE, self._route_timeouts)
+
+    def _ack_sample(self, delay: float) -> None:
+        """Adapt the hop and probe timeouts to how long acknowledgements take (Jacobson's
+        estimator, as TCP's retransmission timer): a busy but live peer is not mistaken for a
+        dead one, while on an idle network the configured floors apply."""
+        if self._ack_srtt < 0:
+            self._ack_srtt, self._ack_var = delay, delay / 2
+        else:
+            self._ack_var = 0.75 * self._ack_var + 0.25 * abs(self._ack_srtt - delay)
+            self._ack_srtt = 0.875 * self._ack_srtt + 0.125 * delay
+        patience = min(self._ack_srtt + 4 * self._ack_var, MAX_ADAPTED_TIMEOUT_S)
+        cfg = self.config
+        self._route_timeouts.timeout = max(cfg.route_ack_timeout_s, patience)
+        self._ping_timeouts.timeout = max(cfg.probe_timeout_s, patience)
 
     def _on_route_timer(self, _: int) -> None:
         queue = self._route_timeouts
@@ -720,7 +735,7 @@ class OverlayNode:
         pending = self._routes.pop(seq, None)
         if pending is None:
             return
-        msg, nh, attempt, avoid = pending
+        msg, nh, attempt, avoid, _ = pending
         self._suspects.add(nh)
         self._ping(nh, P_SUSPECT)
         if type(msg) is Direct:

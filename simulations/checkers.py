@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from overlay.ids import BASE, ID_BITS, digit, ring_distance, shared_prefix_len
+from overlay.ids import BASE, ID_BITS, closer, digit, shared_prefix_len
 from simulations.engine import Simulation
 
 
@@ -59,13 +59,8 @@ def true_root(sim: Simulation, key: int) -> int:
     ids = sim.active
     n = len(ids)
     i = ids.bisect_left(key)
-    best = None
-    best_d = None
-    for node in (ids[i % n], ids[(i - 1) % n]):
-        d = ring_distance(node, key)
-        if best is None or d < best_d or (d == best_d and node < best):
-            best, best_d = node, d
-    return best
+    after, before = ids[i % n], ids[(i - 1) % n]
+    return before if closer(key, before, after) else after
 
 
 def check_leaf_sets(sim: Simulation, limit_examples: int = 5) -> LeafCheck:

@@ -6,6 +6,7 @@ import pytest
 import trio
 
 import iris
+import iris.testing
 from overlay.link import frame
 
 
@@ -35,27 +36,20 @@ async def wait_for(predicate, timeout=10.0):
             await trio.sleep(0.01)
 
 
-@pytest.fixture
-async def ring(nursery):
-    """Five nodes on loopback; yields the Node objects."""
+@pytest.fixture(params=["memory", "tcp"])
+async def ring(request):
+    """Five converged nodes, over in-memory links and over loopback TCP."""
     key = iris.generate_network_key()
-    nodes = []
-    ready = trio.Event()
-    stop = trio.Event()
+    async with iris.testing.local_nodes(5, transport=request.param, network_key=key) as nodes:
+        yield key, nodes
 
-    async def run(seeds, task_status=trio.TASK_STATUS_IGNORED):
-        async with iris.open_node(network_key=key, seeds=seeds) as node:
-            nodes.append(node)
-            task_status.started()
-            await stop.wait()
 
-    await nursery.start(run, [])
-    for _ in range(4):
-        await nursery.start(run, [nodes[0].address])
-    ready.set()
-    await wait_for(lambda: all(len(n.status()["leaf_set"]) == 4 for n in nodes))
-    yield key, nodes
-    stop.set()
+@pytest.fixture
+async def tcp_ring():
+    """Raw sockets talk to these nodes: TCP only."""
+    key = iris.generate_network_key()
+    async with iris.testing.local_nodes(3, transport="tcp", network_key=key) as nodes:
+        yield key, nodes
 
 
 async def test_request_reply_errors_and_unregister(ring):
@@ -144,7 +138,8 @@ async def test_wrong_network_key_cannot_join_and_the_ring_carries_on(ring):
     await nodes[1].register("echo", Echo())
     with pytest.raises(iris.JoinError):
         async with iris.open_node(network_key=iris.generate_network_key(),
-                                  seeds=[nodes[0].address], join_timeout=2):
+                                  seeds=[nodes[0].address], join_timeout=2,
+                                  transport=nodes[0]._runtime.transport):
             pass
     assert await nodes[2].request("echo", b"still", timeout=2) == b"echo:still"
 
@@ -154,8 +149,8 @@ async def test_wrong_network_key_cannot_join_and_the_ring_carries_on(ring):
     (2**31).to_bytes(4, "big"),               # an oversized frame announced
     frame(b"\x95\x01" + b"\x00" * 40),       # a malformed hello
 ])
-async def test_bad_peers_are_cut_off_and_others_still_served(ring, junk):
-    _, nodes = ring
+async def test_bad_peers_are_cut_off_and_others_still_served(tcp_ring, junk):
+    _, nodes = tcp_ring
     await nodes[1].register("echo", Echo())
     host, port = nodes[0].address
     stream = await trio.open_tcp_stream(host, port)
@@ -167,8 +162,8 @@ async def test_bad_peers_are_cut_off_and_others_still_served(ring, junk):
     assert await nodes[0].request("echo", b"ok", timeout=2) == b"echo:ok"
 
 
-async def test_a_stalled_handshake_is_abandoned(ring):
-    _, nodes = ring
+async def test_a_stalled_handshake_is_abandoned(tcp_ring):
+    _, nodes = tcp_ring
     host, port = nodes[0].address
     stream = await trio.open_tcp_stream(host, port)
     with trio.fail_after(10):  # handshake timeout is 5 s
