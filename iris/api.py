@@ -33,6 +33,7 @@ from iris.errors import (
     TimeoutError,
 )
 from iris.limits import ServiceLimits, TopicLimits
+from iris.messages import MAX_PAYLOAD
 from iris.runtime import Address, Runtime
 from iris.transport import MemoryTransport, TcpTransport
 from iris.tunnel import TunnelError
@@ -193,6 +194,7 @@ class Node:
         self._check_open()
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
+        _check_size(payload)
         await self._runtime.room()
         done = trio.Event()
         req_id = self._runtime.call(lambda: self._runtime.core.request(cluster, payload, timeout))
@@ -207,6 +209,7 @@ class Node:
 
     async def broadcast(self, cluster: str, payload: bytes) -> None:
         self._check_open()
+        _check_size(payload)
         await self._runtime.room()
         self._runtime.call(lambda: self._runtime.core.broadcast(cluster, payload))
 
@@ -230,6 +233,7 @@ class Node:
 
     async def publish(self, topic: str, payload: bytes) -> None:
         self._check_open()
+        _check_size(payload)
         await self._runtime.room()
         self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
 
@@ -317,6 +321,7 @@ class Node:
             reply = await handler.handle_request(event.payload)
             if not isinstance(reply, (bytes, bytearray)):
                 raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
+            _check_size(reply)
             self._runtime.call(lambda: core.reply(event.token, bytes(reply)))
         except Exception as exc:  # the caller gets the text as RemoteError
             message = str(exc) or type(exc).__name__
@@ -337,6 +342,12 @@ class Node:
                 slot[0].set()
         self._runtime.leave()
         await self._runtime.close()
+
+
+def _check_size(payload: bytes) -> None:
+    if len(payload) > MAX_PAYLOAD:
+        raise LimitExceededError(
+            f"message of {len(payload)} bytes exceeds {MAX_PAYLOAD} (use a tunnel for larger data)")
 
 
 def _request_error(outcome: ev.RequestDone) -> IrisError:

@@ -24,6 +24,21 @@ from simulations import checkers  # noqa: E402
 from simulations.scenarios import ScenarioOptions, build_ring, make_sim, measure_maintenance, run_lookups  # noqa: E402
 
 
+def baseline_events_per_s(count: int = 1_000_000) -> float:
+    """A plain heapq event loop with a no-op handler, timed in this process: the machine's
+    speed right now, to read the simulator's rate against (this 2-core machine's speed
+    drifts by more than the differences we want to see)."""
+    import heapq
+
+    heap: list[tuple[float, int]] = [(float(i % 1000), i) for i in range(1000)]
+    heapq.heapify(heap)
+    t0 = time.perf_counter()
+    for i in range(count):
+        when, n = heapq.heappop(heap)
+        heapq.heappush(heap, (when + 1.0, n))
+    return count / (time.perf_counter() - t0)
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -43,6 +58,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    baseline = baseline_events_per_s()
     rss_before = rss_bytes()
     wall0 = time.perf_counter()
     opts = ScenarioOptions(nodes=args.nodes, seed=args.seed, join_rate=args.join_rate)
@@ -79,6 +95,8 @@ def main() -> int:
         "maintenance_msgs_per_node_s": round(maintenance, 4),
         "events": sim.events,
         "events_per_s": round(sim.events / wall_total),
+        "baseline_trivial_events_per_s": round(baseline),
+        "events_per_s_over_baseline": round(sim.events / wall_total / baseline, 4),
         "wall_s": round(wall_total, 2),
         "rss_before_mb": round(rss_before / 2**20, 1),
         "peak_rss_mb": round(peak / 2**20, 1),

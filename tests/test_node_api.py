@@ -180,3 +180,59 @@ def test_parse_address():
     assert parse_address("[::1]:7") == ("::1", 7)
     with pytest.raises(ValueError):
         parse_address("nocolon")
+
+
+async def test_oversized_messages_are_refused_before_they_leave(ring):
+    from iris.messages import MAX_PAYLOAD
+
+    _, nodes = ring
+    await nodes[1].register("echo", Echo())
+    huge = b"h" * (MAX_PAYLOAD + 1)
+    with pytest.raises(iris.LimitExceededError, match="tunnel"):
+        await nodes[0].request("echo", huge, timeout=2)
+    with pytest.raises(iris.LimitExceededError):
+        await nodes[0].publish("news", huge)
+    assert await nodes[0].request("echo", b"fine", timeout=2) == b"echo:fine"
+
+
+async def test_a_slow_subscriber_drops_instead_of_growing(ring):
+    _, nodes = ring
+    release = trio.Event()
+    seen = []
+
+    async def slow(data):
+        seen.append(data)
+        await release.wait()
+
+    await nodes[2].subscribe("firehose", slow, limits=iris.TopicLimits(max_queued_bytes=10_000))
+    for _ in range(100):
+        await nodes[0].publish("firehose", b"p" * 1000)
+    core = nodes[2]._runtime.core
+    await iris.testing.wait_until(lambda: core.counters.get("events_dropped", 0) >= 80)
+    release.set()
+    assert core.counters["events_dropped"] + len(seen) <= 100
+    assert core.topics[next(iter(core.topics))].queued_bytes <= 10_000
+
+
+async def test_thousands_of_pending_requests_stay_bounded(ring):
+    _, nodes = ring
+
+    class Stuck:
+        async def handle_request(self, data):
+            await trio.sleep_forever()
+
+    await nodes[1].register("stuck", Stuck(), limits=iris.ServiceLimits(max_concurrency=4, max_queued_bytes=100))
+    outcomes = []
+
+    async def ask():
+        try:
+            await nodes[0].request("stuck", b"x" * 10, timeout=1.0)
+        except iris.IrisError as exc:
+            outcomes.append(type(exc).__name__)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(2000):
+            nursery.start_soon(ask)
+    # 4 handed to the handler, 10 queued (100 bytes), everything else refused at once.
+    assert outcomes.count("LimitExceededError") >= 2000 - 14
+    assert len(outcomes) == 2000
