@@ -107,6 +107,9 @@ class MessagingConfig:
 
     max_tunnels: int = 4096
 
+    max_trees: int = 65_536
+    """Trees this node takes part in (member or forwarder); beyond, new grafts are refused."""
+
     root_settle_s: float = 1.0
     """A node that became a group's root this recently waits a little (up to this long) for
     the old root's re-graft before it answers "no members"."""
@@ -394,6 +397,9 @@ class MessagingCore(OverlayApp):
             if tree.weight != before:
                 self._send_up(tree)
             return None
+        if len(self.trees) >= self.config.max_trees:
+            self._count("grafts_refused")
+            return None  # the subscriber's graft times out and is retried
         # Not in the tree yet: become a forwarder, adopt the child, and graft ourselves.
         tree = self.trees[msg.group] = GroupTree(msg.group, None, False, self.now)
         self._adopt(tree, child, msg.weight)
@@ -412,6 +418,9 @@ class MessagingCore(OverlayApp):
                 self._grafted(tree)
             return
         if tree is None:
+            if len(self.trees) >= self.config.max_trees:
+                self._count("grafts_refused")
+                return
             tree = self.trees[msg.group] = GroupTree(msg.group, None, False, self.now)
             self._ensure_tick()
         elif tree.grafting:

@@ -41,6 +41,7 @@ MAX_BULK_BYTES = 64 * 1024 * 1024
 HIGH_WATER = 8 * 1024 * 1024  # queued bulk bytes (all links) at which applications wait
 LOW_WATER = 2 * 1024 * 1024
 TOLD_LIMIT = 8192
+DIRECTORY_LIMIT = 65_536  # known node addresses; beyond, the oldest unlinked ones go
 
 Address = tuple[str, int]
 
@@ -373,9 +374,14 @@ class Runtime:
         assert link.session is not None
         msg = decode(link.session.open(sealed))
         if type(msg) is Addresses:
+            directory = self.directory
             for node_id, host, port in msg.entries:
                 if node_id != self.node_id:
-                    self.directory[node_id] = (host, port)
+                    directory[node_id] = (host, port)
+            if len(directory) > DIRECTORY_LIMIT:
+                stale = [n for n in directory if n not in self.links][: len(directory) // 4]
+                for node_id in stale:
+                    del directory[node_id]
             return
         self.node.receive(link.peer, msg, self.now())
         self._after()
