@@ -34,7 +34,7 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 from __future__ import annotations
 
 import random
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 from itertools import chain
 from typing import Any, Callable
 
@@ -253,7 +253,7 @@ class OverlayNode:
             self._routes[seq] = (msg, peer, 0, (), self.now)
             deadline = self._route_timeouts.push(self.now, seq)
             if deadline is not None:
-                self._at(deadline, T_ROUTE)
+                self._at(deadline, T_ROUTE, self._route_timeouts.generation)
 
     def next_hop(self, key: int, avoid: tuple[int, ...] | frozenset[int] = ()) -> int | None:
         """Pastry's routing rule; None when this node is the root for `key`."""
@@ -286,18 +286,6 @@ class OverlayNode:
 
     def _at(self, when: float, kind: int, arg: int = 0) -> None:
         heappush(self._timers, (when, kind, arg))
-
-    def _cancel(self, kind: int, queue: TimeoutQueue) -> None:
-        """Nothing waits in `queue` any more: drop its timer so the node is not woken for it."""
-        if queue.armed:
-            queue.clear()
-            timers = self._timers
-            for i, entry in enumerate(timers):
-                if entry[1] == kind:
-                    timers[i] = timers[-1]
-                    timers.pop()
-                    heapify(timers)
-                    break
 
     def _jitter(self, period: float) -> float:
         return period * self.rng.uniform(0.75, 1.25)
@@ -449,7 +437,7 @@ class OverlayNode:
         self._send(peer, Ping(seq, want_leaf, self.state == ACTIVE), category)
         deadline = self._ping_timeouts.push(self.now, seq)
         if deadline is not None:
-            self._at(deadline, T_PING)
+            self._at(deadline, T_PING, self._ping_timeouts.generation)
 
     def _on_ping(self, src: int, msg: Ping) -> None:
         if msg.active:
@@ -467,7 +455,7 @@ class OverlayNode:
         del self._pings[msg.seq]
         del self._pinged[src]
         if not self._pings:
-            self._cancel(T_PING, self._ping_timeouts)
+            self._ping_timeouts.clear()
             self._shrink_pings()
         if msg.active:
             self._heard_active(src, self.now - state[1])
@@ -478,13 +466,15 @@ class OverlayNode:
         if state[2] == P_CONFIRM:
             self._maybe_activate()
 
-    def _on_ping_timer(self, _: int) -> None:
+    def _on_ping_timer(self, generation: int) -> None:
         queue = self._ping_timeouts
+        if generation != queue.generation:
+            return  # set before the queue was emptied
         for seq in queue.expire(self.now):
             self._ping_expired(seq)
         deadline = queue.rearm()
         if deadline is not None:
-            self._at(deadline, T_PING)
+            self._at(deadline, T_PING, queue.generation)
 
     def _shrink_pings(self) -> None:
         """Dicts never give memory back; after a burst of probes (a join) start afresh."""
@@ -689,7 +679,7 @@ class OverlayNode:
             self._routes[seq] = (msg, nh, attempt, avoid, self.now)
             deadline = self._route_timeouts.push(self.now, seq)
             if deadline is not None:
-                self._at(deadline, T_ROUTE)
+                self._at(deadline, T_ROUTE, self._route_timeouts.generation)
 
     def _on_route(self, src: int, msg: Route) -> None:
         if self.state != ACTIVE:
@@ -708,7 +698,7 @@ class OverlayNode:
             if not msg.seq & 7:  # one acknowledgement in eight is plenty to follow the trend
                 self._ack_sample(self.now - pending[4])
             if not self._routes:
-                self._cancel(T_ROUTE, self._route_timeouts)
+                self._route_timeouts.clear()  # its timer, when it fires, is stale
 
     def _ack_sample(self, delay: float) -> None:
         """Adapt the hop and probe timeouts to how long acknowledgements take (Jacobson's
@@ -724,13 +714,15 @@ class OverlayNode:
         self._route_timeouts.timeout = max(cfg.route_ack_timeout_s, patience)
         self._ping_timeouts.timeout = max(cfg.probe_timeout_s, patience)
 
-    def _on_route_timer(self, _: int) -> None:
+    def _on_route_timer(self, generation: int) -> None:
         queue = self._route_timeouts
+        if generation != queue.generation:
+            return  # set before the queue was emptied
         for seq in queue.expire(self.now):
             self._route_expired(seq)
         deadline = queue.rearm()
         if deadline is not None:
-            self._at(deadline, T_ROUTE)
+            self._at(deadline, T_ROUTE, queue.generation)
 
     def _route_expired(self, seq: int) -> None:
         pending = self._routes.pop(seq, None)

@@ -14,11 +14,14 @@ INF = float("inf")
 
 
 class TimeoutQueue:
-    __slots__ = ("timeout", "armed", "_queue")
+    __slots__ = ("timeout", "armed", "generation", "_queue")
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.armed = False  # the owner has a timer set for the head's deadline
+        # The owner tags its timer with this; `clear` bumps it, so a timer set before the
+        # clear is recognised as stale when it fires (no surgery on the owner's timer heap).
+        self.generation = 0
         self._queue: deque[tuple[float, int]] | None = None  # allocated while non-empty
 
     def push(self, now: float, key: int) -> float | None:
@@ -57,3 +60,4 @@ class TimeoutQueue:
     def clear(self) -> None:
         self._queue = None
         self.armed = False
+        self.generation += 1
