@@ -73,6 +73,7 @@ class Tunnel:
         self.key = key
         self._inbox: deque[bytes] = deque()
         self._readable = trio.Event()
+        self._drained = trio.Event()
         self._closed_reason: str | None = None
 
     async def send(self, data: bytes) -> None:
@@ -90,7 +91,8 @@ class Tunnel:
                 except TunnelError as exc:
                     raise ClosedError(str(exc)) from None
                 return
-            await trio.sleep(0.001)
+            self._drained = trio.Event()
+            await self._drained.wait()  # set when the peer grants credit (or the tunnel closes)
 
     async def receive(self) -> bytes:
         """The next message; raises ClosedError once the peer closed and all was read."""
@@ -122,6 +124,7 @@ class Tunnel:
     def _closed(self, reason: str) -> None:
         self._closed_reason = reason
         self._readable.set()
+        self._drained.set()
 
 
 class _Subscription:
@@ -300,6 +303,10 @@ class Node:
                     self._nursery.start_soon(self._serve_tunnel, handler, tunnel)
                 else:
                     self._runtime.call(lambda k=event.key: self._runtime.core.tunnel_close(k, "no tunnel handler"))
+            elif kind is ev.TunnelDrained:
+                tunnel = self._tunnels.get(event.key)
+                if tunnel is not None:
+                    tunnel._drained.set()
             elif kind is ev.TunnelMessage:
                 tunnel = self._tunnels.get(event.key)
                 if tunnel is not None:

@@ -797,6 +797,7 @@ class MessagingCore(OverlayApp):
         if tunnel is not None and msg.amount:
             tunnel.credit += msg.amount
             self._pump(tunnel)
+            self.events.append(ev.TunnelDrained(tunnel.key))
 
     def _on_tunnel_close(self, src: int, msg: TunnelClose) -> None:
         key = (msg.opener, msg.tid)

@@ -71,6 +71,13 @@ class TunnelMessage:
 
 
 @dataclass(slots=True)
+class TunnelDrained:
+    """The peer granted credit and queued data went out: a waiting sender may go on."""
+
+    key: tuple[int, int]
+
+
+@dataclass(slots=True)
 class TunnelClosed:
     key: tuple[int, int]
     reason: str
