@@ -75,6 +75,7 @@ class Tunnel:
         self._readable = trio.Event()
         self._drained = trio.Event()
         self._closed_reason: str | None = None
+        self._opened = False
 
     async def send(self, data: bytes) -> None:
         """Queue one message; waits while the tunnel's send buffer is full."""
@@ -260,13 +261,15 @@ class Node:
         opened = self._opening[key] = trio.Event()
         await opened.wait()
         self._opening.pop(key, None)
-        if tunnel._closed_reason is not None:
+        if not tunnel._opened:  # refused or timed out (a tunnel that opened and closed at once
+            # still hands over the data sent before the close)
             self._tunnels.pop(key, None)
-            if "timed out" in tunnel._closed_reason:
-                raise TimeoutError(tunnel._closed_reason)
-            if "no members" in tunnel._closed_reason:
-                raise NoSuchClusterError(tunnel._closed_reason)
-            raise IrisError(tunnel._closed_reason)
+            reason = tunnel._closed_reason or "tunnel not opened"
+            if "timed out" in reason:
+                raise TimeoutError(reason)
+            if "no members" in reason:
+                raise NoSuchClusterError(reason)
+            raise IrisError(reason)
         return tunnel
 
     # ---------------------------------------------------------------------- events
@@ -293,6 +296,9 @@ class Node:
                 if joined is not None:
                     joined.set()
             elif kind is ev.TunnelOpened:
+                tunnel = self._tunnels.get(event.key)
+                if tunnel is not None:
+                    tunnel._opened = True
                 opened = self._opening.get(event.key)
                 if opened is not None:
                     opened.set()

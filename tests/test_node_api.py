@@ -236,3 +236,45 @@ async def test_thousands_of_pending_requests_stay_bounded(ring):
     # 4 handed to the handler, 10 queued (100 bytes), everything else refused at once.
     assert outcomes.count("LimitExceededError") >= 2000 - 14
     assert len(outcomes) == 2000
+
+
+async def test_tunnel_closed_by_the_member_delivers_its_data_first(ring):
+    _, nodes = ring
+
+    class Farewell:
+        async def handle_tunnel(self, tunnel):
+            for k in range(5):
+                await tunnel.send(b"last %d" % k)
+            await tunnel.close()
+
+    await nodes[2].register("bye", Farewell())
+    tun = await nodes[0].tunnel("bye", timeout=2)
+    got = [await tun.receive() for _ in range(5)]
+    assert got == [b"last %d" % k for k in range(5)]
+    with pytest.raises(iris.ClosedError):
+        await tun.receive()
+
+
+async def test_leaving_fails_pending_requests_with_a_clear_error():
+    key = iris.generate_network_key()
+    async with iris.testing.local_nodes(2, network_key=key) as nodes:
+
+        class Stuck:
+            async def handle_request(self, data):
+                await trio.sleep_forever()
+
+        await nodes[1].register("stuck", Stuck())
+        errors = []
+        async with trio.open_nursery() as nursery:
+            async def ask():
+                try:
+                    await nodes[0].request("stuck", b"x", timeout=60)
+                except iris.IrisError as exc:
+                    errors.append(exc)
+
+            nursery.start_soon(ask)
+            await iris.testing.wait_until(lambda: nodes[0]._waiting)
+            await nodes[0]._shutdown()
+        assert len(errors) == 1 and isinstance(errors[0], iris.ClosedError)
+        with pytest.raises(iris.ClosedError):
+            await nodes[0].request("stuck", b"y", timeout=1)
