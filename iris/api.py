@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from iris import events as ev
-from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, TIMEOUT, MessagingConfig
+from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, TIMEOUT, MessagingConfig, cluster_group
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -61,8 +61,10 @@ class Registration:
     async def unregister(self) -> None:
         if self._active:
             self._active = False
-            self._node._runtime.call(lambda: self._node._runtime.core.unregister(self.cluster))
-            self._node._handlers.pop(self.cluster, None)
+            core = self._node._runtime.core
+            self._node._runtime.call(lambda: core.unregister(self.cluster))
+            if cluster_group(self.cluster) not in core.services:  # the last registration
+                self._node._handlers.pop(self.cluster, None)
 
 
 class Tunnel:

@@ -52,6 +52,10 @@ def cmd_node(args: argparse.Namespace) -> int:
                 log.info("serving cluster %r with an echo handler", cluster)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch, node, args.status_interval)
+                if not args.no_relay:
+                    from iris.relay import RelayServer
+
+                    await nursery.start(RelayServer(node).serve, args.relay_port)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         log.info("%s: leaving the ring", signal.Signals(signum).name)
@@ -119,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--network-key-file", required=True)
     node.add_argument("--join-timeout", type=float, default=60.0)
     node.add_argument("--status-interval", type=float, default=10.0)
+    node.add_argument("--relay-port", type=int, default=55555,
+                      help="port of the relay for local clients, on 127.0.0.1 and ::1 (default %(default)s)")
+    node.add_argument("--no-relay", action="store_true", help="do not start the relay")
     node.add_argument("--echo", action="append", default=[], metavar="CLUSTER",
                       help="also serve CLUSTER with an echo handler (repeatable)")
     node.set_defaults(func=cmd_node)

@@ -41,7 +41,7 @@ class NodeProcess:
 
     def __init__(self, key_file, port, seeds=(), echo=None):
         cmd = CLI + ["node", "--listen", f"127.0.0.1:{port}", "--network-key-file",
-                     str(key_file), "--status-interval", "1"]
+                     str(key_file), "--status-interval", "1", "--no-relay"]
         for seed in seeds:
             cmd += ["--seed", seed]
         if echo:

@@ -1,0 +1,314 @@
+"""The relay: programs in any language use a node through a local TCP connection.
+
+Each connection speaks the relay protocol (`iris.relay_protocol`). A connection that names a
+cluster in its Init is one member of it: several connections may register the same cluster on
+one node, requests are spread over them in turn and each gets every broadcast. When a client
+goes away, its registration, subscriptions and pending requests go with it at once.
+
+Not yet carried over the relay: tunnels (a TunInit is answered with a Close that says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import trio
+
+from iris import relay_protocol as rp
+from iris.api import Node, Registration
+from iris.errors import IrisError, RemoteError, TimeoutError
+from iris.limits import TopicLimits
+
+log = logging.getLogger("iris.relay")
+
+DEFAULT_PORT = 55555
+MAX_OUT_BYTES = 64 * 1024 * 1024  # queued for one client; beyond, it is too slow: closed
+MAX_CLIENT_REQUESTS = 10_000  # a client's requests in flight
+SERVE_TIMEOUT_S = 60.0  # how long a member client may take to answer a request
+
+
+class ClientGone(IrisError):
+    """The relay client that was to answer went away."""
+
+
+class _Members:
+    """Every connection registered for one cluster on this node; requests go round robin."""
+
+    def __init__(self) -> None:
+        self.connections: list[RelayConnection] = []
+        self._turn = 0
+
+    def _next(self) -> RelayConnection:
+        if not self.connections:
+            raise ClientGone("no relay client serves this cluster any more")
+        self._turn = (self._turn + 1) % len(self.connections)
+        return self.connections[self._turn]
+
+    async def handle_request(self, data: bytes) -> bytes:
+        return await self._next().serve_request(data)
+
+    async def handle_broadcast(self, data: bytes) -> None:
+        # The core hands one copy per registration: each connection gets one.
+        if self.connections:
+            self._next().send(rp.broadcast_packet(data))
+
+
+class _Subscribers:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.connections: set[RelayConnection] = set()
+
+    async def __call__(self, event: bytes) -> None:
+        packet = rp.publish_packet(self.topic, event)
+        for conn in list(self.connections):
+            conn.send(packet)
+
+
+class RelayServer:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.members: dict[str, _Members] = {}
+        self.topics: dict[str, _Subscribers] = {}
+        self.connections: set[RelayConnection] = set()
+        self.port = 0
+
+    async def serve(self, port: int = DEFAULT_PORT, hosts: tuple[str, ...] = ("127.0.0.1", "::1"),
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = []
+        for host in hosts:
+            try:
+                listeners += await trio.open_tcp_listeners(port, host=host)
+            except OSError as exc:
+                log.info("relay: cannot listen on [%s]:%d: %s", host, port, exc)
+            if listeners and port == 0:
+                port = listeners[0].socket.getsockname()[1]
+        if not listeners:
+            raise OSError(f"relay: could not listen on port {port}")
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info("relay listening on port %d", self.port)
+        task_status.started(self.port)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        conn = RelayConnection(self, stream)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            await conn.cleanup()
+
+
+class RelayConnection:
+    def __init__(self, server: RelayServer, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.node = server.node
+        self.stream = stream
+        self.out: deque[bytes] = deque()
+        self.out_bytes = 0
+        self.wakeup = trio.Event()
+        self.closing = False
+        self.cluster = ""
+        self.registration: Registration | None = None
+        self.topics: set[str] = set()
+        self.serving: dict[int, list[Any]] = {}  # request id -> [event, outcome]
+        self.asking = 0  # this client's requests in flight
+        self._next_id = 0
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------------- writing
+    def send(self, packet: bytes) -> None:
+        if self.closing:
+            return
+        if self.out_bytes + len(packet) > MAX_OUT_BYTES:
+            log.warning("relay client too slow (%d bytes queued): closing", self.out_bytes)
+            self.close("client too slow")
+            return
+        self.out.append(packet)
+        self.out_bytes += len(packet)
+        self.wakeup.set()
+
+    def close(self, reason: str, deny: bool = False) -> None:
+        if self.closing:
+            return
+        packet = rp.deny_packet(reason) if deny else rp.close_packet(reason)
+        self.out.append(packet)
+        self.closing = True
+        self.wakeup.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup = trio.Event()
+            if self.out:
+                batch = b"".join(self.out)  # flush when no other packet is waiting
+                self.out.clear()
+                self.out_bytes = 0
+                await self.stream.send_all(batch)
+            if self.closing and not self.out:
+                return
+
+    # ------------------------------------------------------------------------- reading
+    async def run(self) -> None:
+        reader = rp.RelayReader()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                writer_done = trio.Event()
+
+                async def write() -> None:
+                    try:
+                        await self._writer()
+                    finally:
+                        writer_done.set()
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(write)
+                initialised = False
+                while not self.closing:
+                    data = await self.stream.receive_some(65536)
+                    if not data:
+                        if reader.pending:
+                            log.info("relay client left in the middle of a packet")
+                        break
+                    for packet in reader.feed(data):
+                        if not initialised:
+                            initialised = await self._init(packet)
+                            if not initialised:
+                                break
+                        else:
+                            await self._dispatch(packet)
+                        if self.closing:
+                            break
+                    if reader.error is not None and not self.closing:
+                        log.warning("relay client broke the protocol: %s", reader.error)
+                        self.close(str(reader.error), deny=not initialised)
+                with trio.move_on_after(1.0):
+                    self.wakeup.set()
+                    self.closing = True
+                    await writer_done.wait()
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+    async def _init(self, packet: object) -> bool:
+        if not isinstance(packet, rp.Init):
+            self.close("expected Init", deny=True)
+            return False
+        if packet.magic != rp.CLIENT_MAGIC:
+            self.close(f"bad magic {packet.magic!r}", deny=True)
+            return False
+        if packet.version != rp.VERSION:
+            self.close(f"protocol version {packet.version!r} not supported (need {rp.VERSION})", deny=True)
+            return False
+        if packet.cluster:
+            members = self.server.members.setdefault(packet.cluster, _Members())
+            members.connections.append(self)
+            self.cluster = packet.cluster
+            self.registration = await self.node.register(packet.cluster, members)
+        self.send(rp.init_packet())
+        return True
+
+    async def _dispatch(self, packet: object) -> None:
+        kind = type(packet)
+        if kind is rp.Close:
+            self.close("")
+        elif kind is rp.Broadcast:
+            await self.node.broadcast(packet.cluster, packet.message)
+        elif kind is rp.Request:
+            if self.asking >= MAX_CLIENT_REQUESTS:
+                self.send(rp.reply_packet(packet.id, False, False, fault="too many requests in flight"))
+            else:
+                self.asking += 1
+                assert self._nursery is not None
+                self._nursery.start_soon(self._ask, packet)
+        elif kind is rp.Reply:
+            slot = self.serving.get(packet.id)
+            if slot is not None and slot[1] is None:
+                slot[1] = packet
+                slot[0].set()  # a reply to a request we no longer wait for is dropped
+        elif kind is rp.Subscribe:
+            await self._subscribe(packet.topic)
+        elif kind is rp.Unsubscribe:
+            await self._unsubscribe(packet.topic)
+        elif kind is rp.Publish:
+            await self.node.publish(packet.topic, packet.event)
+        else:  # tunnel packets
+            self.close("tunnels over the relay are not implemented yet")
+
+    async def _ask(self, packet: rp.Request) -> None:
+        try:
+            timeout = max(packet.timeout_ms, 1) / 1000
+            reply = await self.node.request(packet.cluster, packet.request, timeout=timeout)
+            self.send(rp.reply_packet(packet.id, False, True, reply))
+        except TimeoutError:
+            self.send(rp.reply_packet(packet.id, True))
+        except IrisError as exc:
+            self.send(rp.reply_packet(packet.id, False, False, fault=str(exc)))
+        finally:
+            self.asking -= 1
+
+    async def serve_request(self, data: bytes) -> bytes:
+        """Hand a request to this client and wait for its Reply packet."""
+        if self.closing:
+            raise ClientGone("relay client left")
+        self._next_id += 1
+        rid = self._next_id
+        slot = self.serving[rid] = [trio.Event(), None]
+        self.send(rp.request_packet(rid, data, int(SERVE_TIMEOUT_S * 1000)))
+        try:
+            with trio.move_on_after(SERVE_TIMEOUT_S):
+                await slot[0].wait()
+        finally:
+            self.serving.pop(rid, None)
+        reply = slot[1]
+        if reply is None:
+            raise ClientGone("relay client did not answer in time")
+        if not reply.success:
+            raise RemoteError(reply.fault)
+        return reply.reply
+
+    async def _subscribe(self, topic: str) -> None:
+        if topic in self.topics:
+            return
+        self.topics.add(topic)
+        subscribers = self.server.topics.get(topic)
+        if subscribers is None:
+            subscribers = self.server.topics[topic] = _Subscribers(topic)
+            subscribers.connections.add(self)
+            await self.node.subscribe(topic, subscribers, limits=TopicLimits())
+        else:
+            subscribers.connections.add(self)
+
+    async def _unsubscribe(self, topic: str) -> None:
+        if topic not in self.topics:
+            return
+        self.topics.discard(topic)
+        subscribers = self.server.topics.get(topic)
+        if subscribers is not None:
+            subscribers.connections.discard(self)
+            if not subscribers.connections:
+                del self.server.topics[topic]
+                await self.node.unsubscribe(topic)
+
+    async def cleanup(self) -> None:
+        """The client is gone: its membership, subscriptions and waiting requests go too."""
+        self.closing = True
+        for slot in self.serving.values():
+            slot[0].set()
+        if self.cluster:
+            members = self.server.members.get(self.cluster)
+            if members is not None and self in members.connections:
+                members.connections.remove(self)
+                if not members.connections:
+                    del self.server.members[self.cluster]
+            if self.registration is not None:
+                with trio.CancelScope(shield=True):
+                    await self.registration.unregister()
+        with trio.CancelScope(shield=True):
+            for topic in list(self.topics):
+                await self._unsubscribe(topic)

@@ -1,0 +1,284 @@
+"""The Iris relay protocol v1.0-draft2, sans-IO: packets <-> bytes, both directions.
+
+Every packet is a one-byte opcode and its fields: varint (unsigned LEB128), binary (varint
+length + bytes), string (binary holding UTF-8), bool (one byte, 0 or 1; anything else is a
+protocol violation). `RelayReader.feed(bytes)` returns the whole client packets received so far
+and keeps a partial one for later; any violation raises `RelayError` (the connection is then
+closed with the reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CLIENT_MAGIC = "iris-client-magic"
+RELAY_MAGIC = "iris-relay-magic"
+VERSION = "v1.0-draft2"
+MAX_FIELD = 16 * 1024 * 1024  # one binary field
+MAX_VARINT_BYTES = 10
+
+# Opcodes.
+INIT, DENY, CLOSE, BROADCAST, REQUEST, REPLY = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05
+SUBSCRIBE, UNSUBSCRIBE, PUBLISH = 0x06, 0x07, 0x08
+TUN_INIT, TUN_CONFIRM, TUN_ALLOW, TUN_TRANSFER, TUN_CLOSE = 0x09, 0x0A, 0x0B, 0x0C, 0x0D
+
+
+class RelayError(Exception):
+    """The client broke the protocol."""
+
+
+class _NeedMore(Exception):
+    """The buffer ends inside a packet."""
+
+
+# -- client to node packets -----------------------------------------------------------------
+@dataclass(slots=True)
+class Init:
+    magic: str
+    version: str
+    cluster: str
+
+
+@dataclass(slots=True)
+class Close:
+    pass
+
+
+@dataclass(slots=True)
+class Broadcast:
+    cluster: str
+    message: bytes
+
+
+@dataclass(slots=True)
+class Request:
+    id: int
+    cluster: str
+    request: bytes
+    timeout_ms: int
+
+
+@dataclass(slots=True)
+class Reply:
+    id: int
+    success: bool
+    reply: bytes
+    fault: str
+
+
+@dataclass(slots=True)
+class Subscribe:
+    topic: str
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    topic: str
+
+
+@dataclass(slots=True)
+class Publish:
+    topic: str
+    event: bytes
+
+
+@dataclass(slots=True)
+class TunInit:
+    id: int
+    cluster: str
+    timeout_ms: int
+
+
+@dataclass(slots=True)
+class TunConfirm:
+    build_id: int
+    tunnel_id: int
+
+
+@dataclass(slots=True)
+class TunAllow:
+    tunnel_id: int
+    space: int
+
+
+@dataclass(slots=True)
+class TunTransfer:
+    tunnel_id: int
+    size: int
+    chunk: bytes
+
+
+@dataclass(slots=True)
+class TunClose:
+    tunnel_id: int
+
+
+class _Cursor:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytearray, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+
+    def byte(self) -> int:
+        if self.pos >= len(self.buf):
+            raise _NeedMore
+        value = self.buf[self.pos]
+        self.pos += 1
+        return value
+
+    def varint(self) -> int:
+        value = shift = 0
+        for _ in range(MAX_VARINT_BYTES):
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+        raise RelayError("varint longer than 10 bytes")
+
+    def binary(self) -> bytes:
+        size = self.varint()
+        if size > MAX_FIELD:
+            raise RelayError(f"field of {size} bytes exceeds {MAX_FIELD}")
+        if self.pos + size > len(self.buf):
+            raise _NeedMore
+        data = bytes(self.buf[self.pos : self.pos + size])
+        self.pos += size
+        return data
+
+    def string(self) -> str:
+        try:
+            return self.binary().decode("utf-8")
+        except UnicodeDecodeError:
+            raise RelayError("string is not UTF-8") from None
+
+    def boolean(self) -> bool:
+        b = self.byte()
+        if b > 1:
+            raise RelayError(f"invalid bool {b}")
+        return b == 1
+
+
+def _parse(c: _Cursor) -> object:
+    op = c.byte()
+    if op == INIT:
+        return Init(c.string(), c.string(), c.string())
+    if op == CLOSE:
+        return Close()
+    if op == BROADCAST:
+        return Broadcast(c.string(), c.binary())
+    if op == REQUEST:
+        return Request(c.varint(), c.string(), c.binary(), c.varint())
+    if op == REPLY:
+        rid, success = c.varint(), c.boolean()
+        return Reply(rid, True, c.binary(), "") if success else Reply(rid, False, b"", c.string())
+    if op == SUBSCRIBE:
+        return Subscribe(c.string())
+    if op == UNSUBSCRIBE:
+        return Unsubscribe(c.string())
+    if op == PUBLISH:
+        return Publish(c.string(), c.binary())
+    if op == TUN_INIT:
+        return TunInit(c.varint(), c.string(), c.varint())
+    if op == TUN_CONFIRM:
+        return TunConfirm(c.varint(), c.varint())
+    if op == TUN_ALLOW:
+        return TunAllow(c.varint(), c.varint())
+    if op == TUN_TRANSFER:
+        return TunTransfer(c.varint(), c.varint(), c.binary())
+    if op == TUN_CLOSE:
+        return TunClose(c.varint())
+    raise RelayError(f"unknown opcode 0x{op:02x}")
+
+
+class RelayReader:
+    """Client packets out of a byte stream. A violation stops the reader: `feed` returns the
+    good packets before it, and `error` holds the reason (the caller answers those packets,
+    then closes the connection)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.error: RelayError | None = None
+
+    def feed(self, data: bytes) -> list[object]:
+        if self.error is not None:
+            return []
+        buf = self._buffer
+        buf += data
+        packets = []
+        pos = 0
+        while pos < len(buf):
+            cursor = _Cursor(buf, pos)
+            try:
+                packets.append(_parse(cursor))
+            except _NeedMore:
+                break
+            except RelayError as exc:
+                self.error = exc
+                break
+            pos = cursor.pos
+        del buf[:pos]
+        if self.error is None and len(buf) > MAX_FIELD + 64:
+            self.error = RelayError("packet too large")
+        return packets
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a packet not complete yet (a truncated packet when the stream ends)."""
+        return len(self._buffer)
+
+
+# -- node to client encoders ------------------------------------------------------------------
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def binary(data: bytes) -> bytes:
+    return varint(len(data)) + data
+
+
+def string(text: str) -> bytes:
+    return binary(text.encode("utf-8"))
+
+
+def boolean(value: bool) -> bytes:
+    return b"\x01" if value else b"\x00"
+
+
+def init_packet(version: str = VERSION) -> bytes:
+    return bytes([INIT]) + string(RELAY_MAGIC) + string(version)
+
+
+def deny_packet(reason: str) -> bytes:
+    return bytes([DENY]) + string(RELAY_MAGIC) + string(reason)
+
+
+def close_packet(reason: str = "") -> bytes:
+    return bytes([CLOSE]) + string(reason)
+
+
+def broadcast_packet(message: bytes) -> bytes:
+    return bytes([BROADCAST]) + binary(message)
+
+
+def request_packet(rid: int, request: bytes, timeout_ms: int) -> bytes:
+    return bytes([REQUEST]) + varint(rid) + binary(request) + varint(timeout_ms)
+
+
+def reply_packet(rid: int, timed_out: bool, success: bool = True, reply: bytes = b"", fault: str = "") -> bytes:
+    out = bytes([REPLY]) + varint(rid) + boolean(timed_out)
+    if timed_out:
+        return out
+    return out + boolean(success) + (binary(reply) if success else string(fault))
+
+
+def publish_packet(topic: str, event: bytes) -> bytes:
+    return bytes([PUBLISH]) + string(topic) + binary(event)

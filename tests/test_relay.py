@@ -1,0 +1,300 @@
+"""The relay protocol v1.0-draft2, spoken by a client written here from the protocol's
+description (it does not use the server's encoder)."""
+
+import socket
+import subprocess
+import sys
+
+import pytest
+import trio
+
+import iris
+import iris.testing
+from iris.relay import RelayServer
+
+# ---------------------------------------------------------------- a client from the spec
+
+
+def uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def blob(b: bytes) -> bytes:
+    return uvarint(len(b)) + b
+
+
+def text(s: str) -> bytes:
+    return blob(s.encode())
+
+
+def init(cluster: str = "", magic: str = "iris-client-magic", version: str = "v1.0-draft2") -> bytes:
+    return b"\x00" + text(magic) + text(version) + text(cluster)
+
+
+class Client:
+    def __init__(self, stream):
+        self.stream = stream
+        self.buf = b""
+
+    @classmethod
+    async def connect(cls, port, cluster=""):
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        await client.send(init(cluster))
+        op, fields = await client.read()
+        assert (op, fields) == (0x00, ["iris-relay-magic", "v1.0-draft2"])
+        return client
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def _more(self):
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise EOFError
+        self.buf += data
+
+    async def _byte(self):
+        while not self.buf:
+            await self._more()
+        b, self.buf = self.buf[0], self.buf[1:]
+        return b
+
+    async def _varint(self):
+        n = shift = 0
+        while True:
+            b = await self._byte()
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n
+
+    async def _blob(self):
+        size = await self._varint()
+        while len(self.buf) < size:
+            await self._more()
+        data, self.buf = self.buf[:size], self.buf[size:]
+        return data
+
+    async def _text(self):
+        return (await self._blob()).decode()
+
+    async def read(self):
+        op = await self._byte()
+        if op in (0x00, 0x01):  # Init / Deny: magic + version or reason
+            return op, [await self._text(), await self._text()]
+        if op == 0x02:
+            return op, [await self._text()]
+        if op == 0x03:
+            return op, [await self._blob()]
+        if op == 0x04:
+            return op, [await self._varint(), await self._blob(), await self._varint()]
+        if op == 0x05:
+            rid, timed_out = await self._varint(), await self._byte()
+            if timed_out:
+                return op, [rid, True]
+            success = await self._byte()
+            return op, [rid, False, bool(success), await self._blob() if success else await self._text()]
+        if op == 0x08:
+            return op, [await self._text(), await self._blob()]
+        raise AssertionError(f"unexpected opcode {op}")
+
+    async def closed(self):
+        """True once the node closed the connection (after whatever it sent)."""
+        with trio.fail_after(5):
+            try:
+                while True:
+                    await self._more()
+            except (EOFError, trio.BrokenResourceError):
+                return True
+
+
+def request(rid, cluster, data, timeout_ms):
+    return b"\x04" + uvarint(rid) + text(cluster) + blob(data) + uvarint(timeout_ms)
+
+
+def reply_ok(rid, data):
+    return b"\x05" + uvarint(rid) + b"\x01" + blob(data)
+
+
+def reply_fault(rid, fault):
+    return b"\x05" + uvarint(rid) + b"\x00" + text(fault)
+
+
+# ---------------------------------------------------------------------------- fixtures
+@pytest.fixture
+async def relay(nursery):
+    async with iris.testing.local_nodes(3) as nodes:
+        server = RelayServer(nodes[0])
+        port = await nursery.start(server.serve, 0, ("127.0.0.1",))
+        yield port, nodes, server
+
+
+# ---------------------------------------------------------------------------- protocol
+async def test_request_reply_through_the_relay(relay):
+    port, nodes, _ = relay
+    member = await Client.connect(port, cluster="svc")
+    caller = await Client.connect(port)
+    await caller.send(request(7, "svc", b"hello", 2000))
+    op, (rid, data, timeout) = await member.read()
+    assert op == 0x04 and data == b"hello" and timeout > 0
+    await member.send(reply_ok(rid, b"world"))
+    assert await caller.read() == (0x05, [7, False, True, b"world"])
+    # and a remote fault comes back as a fault
+    await caller.send(request(8, "svc", b"x", 2000))
+    _, (rid, _, _) = await member.read()
+    await member.send(reply_fault(rid, "nope"))
+    assert await caller.read() == (0x05, [8, False, False, "nope"])
+    # embedded nodes reach the relay member too
+    async def answer():
+        _, (rid, data, _) = await member.read()
+        await member.send(reply_ok(rid, data.upper()))
+    async with trio.open_nursery() as n:
+        n.start_soon(answer)
+        assert await nodes[2].request("svc", b"abc", timeout=2) == b"ABC"
+
+
+async def test_request_timeout_is_reported_by_the_node(relay):
+    port, _, _ = relay
+    member = await Client.connect(port, cluster="slow")
+    caller = await Client.connect(port)
+    await caller.send(request(1, "slow", b"x", 200))
+    await member.read()  # never answered
+    assert await caller.read() == (0x05, [1, True])
+
+
+async def test_two_connections_share_a_cluster_and_each_gets_every_broadcast(relay):
+    port, nodes, _ = relay
+    a = await Client.connect(port, cluster="pool")
+    b = await Client.connect(port, cluster="pool")
+    caller = await Client.connect(port)
+    await caller.send(b"\x03" + text("pool") + blob(b"to all"))
+    assert await a.read() == (0x03, [b"to all"])
+    assert await b.read() == (0x03, [b"to all"])
+    served = set()
+    for rid in range(1, 5):
+        await caller.send(request(rid, "pool", b"r", 2000))
+        with trio.move_on_after(0.5):
+            op, (mid, _, _) = await a.read()
+            served.add("a")
+            await a.send(reply_ok(mid, b"a"))
+        if len(served) < 2 or rid > len(served):
+            with trio.move_on_after(0.5):
+                op, (mid, _, _) = await b.read()
+                served.add("b")
+                await b.send(reply_ok(mid, b"b"))
+        await caller.read()
+    assert served == {"a", "b"}
+
+
+async def test_subscribe_publish_unsubscribe(relay):
+    port, nodes, _ = relay
+    sub = await Client.connect(port)
+    await sub.send(b"\x06" + text("news"))
+    await iris.testing.wait_until(lambda: nodes[0]._runtime.core.topics)
+    pub = await Client.connect(port)
+    await pub.send(b"\x08" + text("news") + blob(b"e1"))
+    assert await sub.read() == (0x08, ["news", b"e1"])
+    await nodes[1].publish("news", b"e2")
+    assert await sub.read() == (0x08, ["news", b"e2"])
+    await sub.send(b"\x07" + text("news"))
+    await iris.testing.wait_until(lambda: not nodes[0]._runtime.core.topics)
+
+
+async def test_close_is_answered_and_a_departed_member_is_cleaned_up(relay):
+    port, nodes, server = relay
+    member = await Client.connect(port, cluster="gone")
+    await member.send(b"\x02")
+    assert await member.read() == (0x02, [""])
+    assert await member.closed()
+    await iris.testing.wait_until(lambda: not server.members)
+    caller = await Client.connect(port)
+    await caller.send(request(3, "gone", b"?", 3000))
+    op, fields = await caller.read()
+    assert op == 0x05 and fields[1] is False and fields[2] is False  # a fault, not a hang
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("junk, expected_op", [
+    (init(version="v0.9"), 0x01),                    # version mismatch: Deny
+    (init(magic="not-iris"), 0x01),                  # bad magic: Deny
+    (b"\x7f", 0x01),                                 # unknown opcode before Init
+    (init() + b"\x7f", 0x02),                        # unknown opcode: Close with reason
+    (init() + b"\x05\x01\x07", 0x02),                # invalid bool
+    (init() + b"\x03" + text("c") + uvarint(2**40), 0x02),  # oversized field
+])
+async def test_bad_input_gets_a_reason_and_a_closed_connection(relay, junk, expected_op):
+    port, nodes, _ = relay
+    client = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    await client.send(junk)
+    op, fields = await client.read()
+    if op == 0x00:  # the Init answer comes first when Init itself was fine
+        op, fields = await client.read()
+    assert op == expected_op and fields[-1]  # a reason is given
+    assert await client.closed()
+    other = await Client.connect(port)  # the node carries on
+    await other.send(b"\x02")
+    assert await other.read() == (0x02, [""])
+
+
+async def test_a_truncated_packet_then_hangup_leaves_the_node_serving(relay):
+    port, _, _ = relay
+    client = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    await client.send(init()[:5])
+    await client.stream.aclose()
+    other = await Client.connect(port)
+    await other.send(b"\x02")
+    assert await other.read() == (0x02, [""])
+
+
+# ------------------------------------------------------------------ two node processes
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_two_node_processes_serve_a_relay_client_from_a_relay_service(tmp_path):
+    key_file = tmp_path / "k"
+    key_file.write_bytes(iris.generate_network_key())
+    ports = [free_port() for _ in range(4)]
+    cli = [sys.executable, "-m", "iris.cli", "node", "--network-key-file", str(key_file)]
+    first = subprocess.Popen(cli + ["--listen", f"127.0.0.1:{ports[0]}", "--relay-port", str(ports[1])],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = subprocess.Popen(cli + ["--listen", f"127.0.0.1:{ports[2]}", "--relay-port", str(ports[3]),
+                                     "--seed", f"127.0.0.1:{ports[0]}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async def connect(port, cluster=""):
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        return await Client.connect(port, cluster)
+                    except OSError:
+                        await trio.sleep(0.1)
+
+        member = await connect(ports[1], "svc")
+        caller = await connect(ports[3])
+        with trio.fail_after(30):
+            while True:  # until the second node has joined and the tree reaches the member
+                await caller.send(request(1, "svc", b"ping", 1000))
+                async with trio.open_nursery() as n:
+                    async def serve():
+                        with trio.move_on_after(1.5):
+                            _, (rid, data, _) = await member.read()
+                            await member.send(reply_ok(rid, data + b"!"))
+                    n.start_soon(serve)
+                    op, fields = await caller.read()
+                if fields[1:] == [False, True, b"ping!"]:
+                    break
+                await trio.sleep(0.2)
+    finally:
+        for proc in (first, second):
+            proc.terminate()
+            proc.wait(timeout=10)
