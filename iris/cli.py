@@ -102,6 +102,60 @@ async def _watch(node: Any, status_interval: float) -> None:
                      status["messages_sent"])
 
 
+def _client_command(args: argparse.Namespace) -> int:
+    """request / broadcast / publish / subscribe / serve / status, through a node's relay."""
+    import json as json_module
+
+    import trio
+
+    from iris.errors import IrisError
+    from iris.relay_client import RelayClient
+
+    async def run() -> int:
+        cluster = args.cluster if args.command == "serve" else ""
+        client = await RelayClient.connect(args.relay_port, cluster=cluster)
+        try:
+            if args.command == "request":
+                reply = await client.request(args.cluster, args.message.encode(), args.timeout)
+                sys.stdout.buffer.write(reply + (b"" if reply.endswith(b"\n") else b"\n"))
+            elif args.command == "broadcast":
+                await client.broadcast(args.cluster, args.message.encode())
+            elif args.command == "publish":
+                await client.publish(args.topic, args.message.encode())
+            elif args.command == "subscribe":
+                async for event in client.events(args.topic):
+                    sys.stdout.buffer.write(event + b"\n")
+                    sys.stdout.flush()
+            elif args.command == "serve":
+                await client.serve(lambda data: _run_command(args.run, data))
+            elif args.command == "status":
+                print(json_module.dumps(await client.status(), indent=2))
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.close()
+        return 0
+
+    try:
+        return trio.run(run)
+    except IrisError as exc:
+        print(f"iris {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run_command(argv: list[str], data: bytes) -> bytes:
+    """`iris serve`: the request on the command's stdin, its stdout as the reply."""
+    import trio
+
+    result = await trio.run_process(argv, stdin=data, capture_stdout=True, capture_stderr=True,
+                                    check=False)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.decode(errors="replace").strip()
+                           or f"{argv[0]} exited with status {result.returncode}")
+    return result.stdout
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from iris.demo import main as demo_main
 
@@ -136,6 +190,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=2000)
     demo.set_defaults(func=cmd_demo)
 
+    relay = argparse.ArgumentParser(add_help=False)
+    relay.add_argument("--relay-port", type=int, default=55555, help="the node's relay port")
+    request = sub.add_parser("request", parents=[relay], help="send a request to a cluster, print the reply")
+    request.add_argument("cluster")
+    request.add_argument("message")
+    request.add_argument("--timeout", type=float, default=5.0)
+    broadcast = sub.add_parser("broadcast", parents=[relay], help="send a message to every member of a cluster")
+    broadcast.add_argument("cluster")
+    broadcast.add_argument("message")
+    publish = sub.add_parser("publish", parents=[relay], help="publish an event on a topic")
+    publish.add_argument("topic")
+    publish.add_argument("message")
+    subscribe = sub.add_parser("subscribe", parents=[relay], help="print a topic's events until interrupted")
+    subscribe.add_argument("topic")
+    serve = sub.add_parser("serve", parents=[relay],
+                           help="answer a cluster's requests with a command (request on stdin, reply from stdout)")
+    serve.add_argument("cluster")
+    serve.add_argument("run", nargs="*", metavar="-- COMMAND", help="the command, after --")
+    sub.add_parser("status", parents=[relay], help="the node's view: id, peers, leaf set, groups, counters")
+    for parser_ in (request, broadcast, publish, subscribe, serve, sub.choices["status"]):
+        parser_.set_defaults(func=_client_command)
+
     sub.add_parser("sim", help="run a deterministic simulation (see `iris sim -h`)", add_help=False)
     return parser
 
@@ -146,7 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         from simulations.cli import main as sim_main
 
         return sim_main(argv[1:], prog="iris sim")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    command: list[str] = []
+    if argv[:1] == ["serve"] and "--" in argv:  # everything after -- is the command, verbatim
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        args.run = command or args.run
+        if not args.run:
+            parser.error("iris serve: give the command after --")
     return args.func(args)
 
 

@@ -10,6 +10,7 @@ Not yet carried over the relay: tunnels (a TunInit is answered with a Close that
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from typing import Any
@@ -20,6 +21,7 @@ from iris import relay_protocol as rp
 from iris.api import Node, Registration
 from iris.errors import IrisError, RemoteError, TimeoutError
 from iris.limits import TopicLimits
+from iris.relay_client import STATUS_CLUSTER
 
 log = logging.getLogger("iris.relay")
 
@@ -241,6 +243,10 @@ class RelayConnection:
             self.close("tunnels over the relay are not implemented yet")
 
     async def _ask(self, packet: rp.Request) -> None:
+        if packet.cluster == STATUS_CLUSTER:  # the node's own view, answered here
+            self.send(rp.reply_packet(packet.id, False, True, json.dumps(self.node.status()).encode()))
+            self.asking -= 1
+            return
         try:
             timeout = max(packet.timeout_ms, 1) / 1000
             reply = await self.node.request(packet.cluster, packet.request, timeout=timeout)

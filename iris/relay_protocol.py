@@ -196,6 +196,8 @@ class RelayReader:
     good packets before it, and `error` holds the reason (the caller answers those packets,
     then closes the connection)."""
 
+    _parse = staticmethod(_parse)
+
     def __init__(self) -> None:
         self._buffer = bytearray()
         self.error: RelayError | None = None
@@ -210,7 +212,7 @@ class RelayReader:
         while pos < len(buf):
             cursor = _Cursor(buf, pos)
             try:
-                packets.append(_parse(cursor))
+                packets.append(self._parse(cursor))
             except _NeedMore:
                 break
             except RelayError as exc:
@@ -228,7 +230,82 @@ class RelayReader:
         return len(self._buffer)
 
 
-# -- node to client encoders ------------------------------------------------------------------
+# -- node to client packets (what a client reads) ----------------------------------------------
+@dataclass(slots=True)
+class NodeInit:
+    magic: str
+    version: str
+
+
+@dataclass(slots=True)
+class Deny:
+    magic: str
+    reason: str
+
+
+@dataclass(slots=True)
+class NodeClose:
+    reason: str
+
+
+@dataclass(slots=True)
+class NodeBroadcast:
+    message: bytes
+
+
+@dataclass(slots=True)
+class NodeRequest:
+    id: int
+    request: bytes
+    timeout_ms: int
+
+
+@dataclass(slots=True)
+class NodeReply:
+    id: int
+    timed_out: bool
+    success: bool
+    reply: bytes
+    fault: str
+
+
+@dataclass(slots=True)
+class NodePublish:
+    topic: str
+    event: bytes
+
+
+def _parse_node(c: _Cursor) -> object:
+    op = c.byte()
+    if op == INIT:
+        return NodeInit(c.string(), c.string())
+    if op == DENY:
+        return Deny(c.string(), c.string())
+    if op == CLOSE:
+        return NodeClose(c.string())
+    if op == BROADCAST:
+        return NodeBroadcast(c.binary())
+    if op == REQUEST:
+        return NodeRequest(c.varint(), c.binary(), c.varint())
+    if op == REPLY:
+        rid, timed_out = c.varint(), c.boolean()
+        if timed_out:
+            return NodeReply(rid, True, False, b"", "")
+        if c.boolean():
+            return NodeReply(rid, False, True, c.binary(), "")
+        return NodeReply(rid, False, False, b"", c.string())
+    if op == PUBLISH:
+        return NodePublish(c.string(), c.binary())
+    raise RelayError(f"unexpected opcode 0x{op:02x} from the node")
+
+
+class NodeReader(RelayReader):
+    """Node packets out of a byte stream (the client side)."""
+
+    _parse = staticmethod(_parse_node)
+
+
+# -- encoders -----------------------------------------------------------------------------------
 def varint(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -281,4 +358,33 @@ def reply_packet(rid: int, timed_out: bool, success: bool = True, reply: bytes =
 
 
 def publish_packet(topic: str, event: bytes) -> bytes:
+    return bytes([PUBLISH]) + string(topic) + binary(event)
+
+
+# Client to node encoders (the CLI's client and other Python clients).
+def client_init(cluster: str = "") -> bytes:
+    return bytes([INIT]) + string(CLIENT_MAGIC) + string(VERSION) + string(cluster)
+
+
+def client_close() -> bytes:
+    return bytes([CLOSE])
+
+
+def client_broadcast(cluster: str, message: bytes) -> bytes:
+    return bytes([BROADCAST]) + string(cluster) + binary(message)
+
+
+def client_request(rid: int, cluster: str, request: bytes, timeout_ms: int) -> bytes:
+    return bytes([REQUEST]) + varint(rid) + string(cluster) + binary(request) + varint(timeout_ms)
+
+
+def client_reply(rid: int, success: bool, reply: bytes = b"", fault: str = "") -> bytes:
+    return bytes([REPLY]) + varint(rid) + boolean(success) + (binary(reply) if success else string(fault))
+
+
+def client_subscribe(topic: str) -> bytes:
+    return bytes([SUBSCRIBE]) + string(topic)
+
+
+def client_publish(topic: str, event: bytes) -> bytes:
     return bytes([PUBLISH]) + string(topic) + binary(event)

@@ -298,3 +298,64 @@ async def test_two_node_processes_serve_a_relay_client_from_a_relay_service(tmp_
         for proc in (first, second):
             proc.terminate()
             proc.wait(timeout=10)
+
+
+async def test_cli_client_commands_against_a_running_node(tmp_path):
+    key_file = tmp_path / "k"
+    key_file.write_bytes(iris.generate_network_key())
+    listen, relay_port = free_port(), free_port()
+    node = subprocess.Popen([sys.executable, "-m", "iris.cli", "node", "--network-key-file", str(key_file),
+                             "--listen", f"127.0.0.1:{listen}", "--relay-port", str(relay_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    iris_cli = [sys.executable, "-m", "iris.cli"]
+    relay_arg = ["--relay-port", str(relay_port)]
+    try:
+        async def run(*args, **kw):
+            return await trio.run_process(iris_cli + list(args) + relay_arg, capture_stdout=True,
+                                          capture_stderr=True, check=False, **kw)
+
+        with trio.fail_after(30):
+            while (await run("status")).returncode != 0:
+                await trio.sleep(0.2)
+        status = (await run("status")).stdout.decode()
+        assert '"state": "active"' in status
+        # iris serve: the reply is the command's stdout for the request on its stdin
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: trio.run_process(
+                iris_cli + ["serve", "upper", *relay_arg, "--", "tr", "a-z", "A-Z"], check=False))
+            with trio.fail_after(30):
+                while True:
+                    result = await run("request", "upper", "shout", "--timeout", "2")
+                    if result.returncode == 0:
+                        break
+                    await trio.sleep(0.2)
+            assert result.stdout == b"SHOUT\n"
+            missing = await run("request", "nobody", "x", "--timeout", "2")
+            assert missing.returncode == 1 and b"no members" in missing.stderr
+            # subscribe in the background, publish, see the event
+            got = trio.Event()
+            lines = []
+
+            async def subscriber():
+                proc = await trio.lowlevel.open_process(iris_cli + ["subscribe", "news", *relay_arg],
+                                                        stdout=subprocess.PIPE)
+                buf = b""
+                while b"\n" not in buf:
+                    buf += await proc.stdout.receive_some(1024)
+                lines.append(buf.split(b"\n")[0])
+                got.set()
+                proc.kill()
+                await proc.wait()
+
+            nursery.start_soon(subscriber)
+            with trio.fail_after(30):
+                while not got.is_set():
+                    await run("publish", "news", "hello")
+                    with trio.move_on_after(0.5):
+                        await got.wait()
+            assert lines == [b"hello"]
+            assert (await run("broadcast", "upper", "hi")).returncode == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        node.terminate()
+        node.wait(timeout=10)
