@@ -37,7 +37,6 @@ from typing import Any
 from iris import events as ev
 from iris.limits import ServiceLimits, TopicLimits
 from iris.messages import (
-    CHUNK,
     MAX_ANCESTORS,
     MAX_TREE_ENTRIES,
     MAX_WALK_HOPS,

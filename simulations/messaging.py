@@ -373,7 +373,7 @@ class TunnelRun:
         self.opener = opener = sim.random_active()
         if consume_bps is not None:
             self._consume_on_a_clock(consume_bps)
-        self.key = key = work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
+        self.key = work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
         sim.run_until(lambda: self.member is not None and self.opened, timeout=15.0, check_every=0.1)
         self.filler = b"m" * max(0, size - 8)
         self.wall = time.perf_counter()

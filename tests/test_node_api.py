@@ -1,7 +1,5 @@
 """Real nodes over loopback TCP in one trio process, through the public API."""
 
-import socket
-
 import pytest
 import trio
 
