@@ -5,7 +5,10 @@ cluster in its Init is one member of it: several connections may register the sa
 one node, requests are spread over them in turn and each gets every broadcast. When a client
 goes away, its registration, subscriptions and pending requests go with it at once.
 
-Not yet carried over the relay: tunnels (a TunInit is answered with a Close that says so).
+Tunnels: the node keeps one overlay tunnel per relay tunnel and moves whole messages between
+them; toward the client it sends chunks of at most 64 KiB (the first carries the message size,
+later ones 0) within the credit the client grants, and it grants the client credit as the
+messages the client sent go out on the overlay tunnel.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from typing import Any
 import trio
 
 from iris import relay_protocol as rp
-from iris.api import Node, Registration
-from iris.errors import IrisError, RemoteError, TimeoutError
+from iris.api import Node, Registration, Tunnel
+from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
 from iris.limits import TopicLimits
 from iris.relay_client import STATUS_CLUSTER
 
@@ -29,6 +32,9 @@ DEFAULT_PORT = 55555
 MAX_OUT_BYTES = 64 * 1024 * 1024  # queued for one client; beyond, it is too slow: closed
 MAX_CLIENT_REQUESTS = 10_000  # a client's requests in flight
 SERVE_TIMEOUT_S = 60.0  # how long a member client may take to answer a request
+CHUNK = 64 * 1024  # the chunk limit announced to clients
+TUNNEL_WINDOW = 4 * 1024 * 1024  # credit granted to a client per tunnel
+TUNNEL_CONFIRM_TIMEOUT_S = 10.0
 
 
 class ClientGone(IrisError):
@@ -55,6 +61,83 @@ class _Members:
         # The core hands one copy per registration: each connection gets one.
         if self.connections:
             self._next().send(rp.broadcast_packet(data))
+
+    async def handle_tunnel(self, tunnel: Tunnel) -> None:
+        await self._next().accept_tunnel(tunnel)
+
+
+class _RelayTunnel:
+    """One tunnel between a relay client and the overlay."""
+
+    def __init__(self, conn: RelayConnection, tid: int, tunnel: Tunnel) -> None:
+        self.conn, self.tid, self.tunnel = conn, tid, tunnel
+        self.credit = 0  # bytes the client lets us send it
+        self.credit_changed = trio.Event()
+        self.inbound: deque[bytes] = deque()  # whole messages from the client, to send on
+        self.inbound_ready = trio.Event()
+        self.expected = 0
+        self.parts: list[bytes] | None = None
+        self.done = trio.Event()
+
+    def allow(self, space: int) -> None:
+        self.credit += space
+        self.credit_changed.set()
+
+    def transfer(self, size: int, chunk: bytes) -> None:
+        """A chunk from the client; a whole message goes to the overlay tunnel in order."""
+        if size:
+            if self.parts is not None:
+                raise rp.RelayError("a new tunnel message started inside another")
+            self.parts, self.expected = [], size
+        elif self.parts is None:
+            raise rp.RelayError("a continuation chunk outside any message")
+        self.parts.append(chunk)
+        self.expected -= len(chunk)
+        if self.expected < 0:
+            raise rp.RelayError("tunnel message longer than announced")
+        if self.expected == 0:
+            self.inbound.append(b"".join(self.parts))
+            self.parts = None
+            self.inbound_ready.set()
+
+    async def to_overlay(self) -> None:
+        while True:
+            while not self.inbound:
+                self.inbound_ready = trio.Event()
+                await self.inbound_ready.wait()
+            data = self.inbound.popleft()
+            await self.tunnel.send(data)
+            self.conn.send(rp.tun_allow_packet(self.tid, len(data)))  # the client may send more
+
+    async def to_client(self) -> None:
+        while True:
+            try:
+                data = await self.tunnel.receive()
+            except ClosedError as exc:
+                self.conn.send(rp.tun_close_packet(self.tid, str(exc)))
+                return
+            first = data[:CHUNK]
+            while self.credit < len(first):
+                self.credit_changed = trio.Event()
+                await self.credit_changed.wait()
+            self.credit -= len(data)  # later chunks of a started message go regardless
+            self.conn.send(rp.tun_transfer_packet(self.tid, len(data), first))
+            for start in range(CHUNK, len(data), CHUNK):
+                self.conn.send(rp.tun_transfer_packet(self.tid, 0, data[start : start + CHUNK]))
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.to_overlay)
+                await self.to_client()
+                nursery.cancel_scope.cancel()
+        except (ClosedError, IrisError):
+            self.conn.send(rp.tun_close_packet(self.tid, "tunnel closed"))
+        finally:
+            self.conn.tunnels.pop(self.tid, None)
+            with trio.CancelScope(shield=True):
+                await self.tunnel.close()
+            self.done.set()
 
 
 class _Subscribers:
@@ -117,6 +200,8 @@ class RelayConnection:
         self.topics: set[str] = set()
         self.serving: dict[int, list[Any]] = {}  # request id -> [event, outcome]
         self.asking = 0  # this client's requests in flight
+        self.tunnels: dict[int, _RelayTunnel] = {}  # by the client's tunnel id
+        self.building: dict[int, list[Any]] = {}  # build id -> [event, client tunnel id]
         self._next_id = 0
         self._nursery: trio.Nursery | None = None
 
@@ -239,8 +324,58 @@ class RelayConnection:
             await self._unsubscribe(packet.topic)
         elif kind is rp.Publish:
             await self.node.publish(packet.topic, packet.event)
-        else:  # tunnel packets
-            self.close("tunnels over the relay are not implemented yet")
+        elif kind is rp.TunInit:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._open_tunnel, packet)
+        elif kind is rp.TunConfirm:
+            slot = self.building.get(packet.build_id)
+            if slot is not None and slot[1] is None:
+                slot[1] = packet.tunnel_id
+                slot[0].set()
+        elif kind is rp.TunAllow:
+            relay_tunnel = self.tunnels.get(packet.tunnel_id)
+            if relay_tunnel is not None:
+                relay_tunnel.allow(packet.space)
+        elif kind is rp.TunTransfer:
+            relay_tunnel = self.tunnels.get(packet.tunnel_id)
+            if relay_tunnel is not None:
+                try:
+                    relay_tunnel.transfer(packet.size, packet.chunk)
+                except rp.RelayError as exc:
+                    self.close(str(exc))
+        elif kind is rp.TunClose:
+            relay_tunnel = self.tunnels.pop(packet.tunnel_id, None)
+            if relay_tunnel is not None:
+                await relay_tunnel.tunnel.close()
+
+    async def _open_tunnel(self, packet: rp.TunInit) -> None:
+        """The client opens a tunnel to a cluster."""
+        try:
+            tunnel = await self.node.tunnel(packet.cluster, timeout=max(packet.timeout_ms, 1) / 1000)
+        except IrisError:
+            self.send(rp.tun_confirm_packet(packet.id, True))
+            return
+        relay_tunnel = self.tunnels[packet.id] = _RelayTunnel(self, packet.id, tunnel)
+        self.send(rp.tun_confirm_packet(packet.id, False, CHUNK))
+        self.send(rp.tun_allow_packet(packet.id, TUNNEL_WINDOW))
+        await relay_tunnel.run()
+
+    async def accept_tunnel(self, tunnel: Tunnel) -> None:
+        """A tunnel reached this member client: ask it for a tunnel id, then carry it."""
+        self._next_id += 1
+        build_id = self._next_id
+        slot = self.building[build_id] = [trio.Event(), None]
+        self.send(rp.tun_init_packet(build_id, CHUNK))
+        try:
+            with trio.move_on_after(TUNNEL_CONFIRM_TIMEOUT_S):
+                await slot[0].wait()
+        finally:
+            self.building.pop(build_id, None)
+        if slot[1] is None or self.closing:
+            return  # the handler returns: the tunnel closes
+        relay_tunnel = self.tunnels[slot[1]] = _RelayTunnel(self, slot[1], tunnel)
+        self.send(rp.tun_allow_packet(slot[1], TUNNEL_WINDOW))
+        await relay_tunnel.run()
 
     async def _ask(self, packet: rp.Request) -> None:
         if packet.cluster == STATUS_CLUSTER:  # the node's own view, answered here
@@ -306,6 +441,11 @@ class RelayConnection:
         self.closing = True
         for slot in self.serving.values():
             slot[0].set()
+        for slot in self.building.values():
+            slot[0].set()
+        with trio.CancelScope(shield=True):
+            for relay_tunnel in list(self.tunnels.values()):
+                await relay_tunnel.tunnel.close()
         if self.cluster:
             members = self.server.members.get(self.cluster)
             if members is not None and self in members.connections:

@@ -361,6 +361,27 @@ def publish_packet(topic: str, event: bytes) -> bytes:
     return bytes([PUBLISH]) + string(topic) + binary(event)
 
 
+def tun_init_packet(build_id: int, chunk_limit: int) -> bytes:
+    return bytes([TUN_INIT]) + varint(build_id) + varint(chunk_limit)
+
+
+def tun_confirm_packet(rid: int, timed_out: bool, chunk_limit: int = 0) -> bytes:
+    out = bytes([TUN_CONFIRM]) + varint(rid) + boolean(timed_out)
+    return out if timed_out else out + varint(chunk_limit)
+
+
+def tun_allow_packet(tunnel_id: int, space: int) -> bytes:
+    return bytes([TUN_ALLOW]) + varint(tunnel_id) + varint(space)
+
+
+def tun_transfer_packet(tunnel_id: int, size: int, chunk: bytes) -> bytes:
+    return bytes([TUN_TRANSFER]) + varint(tunnel_id) + varint(size) + binary(chunk)
+
+
+def tun_close_packet(tunnel_id: int, reason: str) -> bytes:
+    return bytes([TUN_CLOSE]) + varint(tunnel_id) + string(reason)
+
+
 # Client to node encoders (the CLI's client and other Python clients).
 def client_init(cluster: str = "") -> bytes:
     return bytes([INIT]) + string(CLIENT_MAGIC) + string(VERSION) + string(cluster)

@@ -101,7 +101,38 @@ class Client:
             return op, [rid, False, bool(success), await self._blob() if success else await self._text()]
         if op == 0x08:
             return op, [await self._text(), await self._blob()]
+        if op == 0x09:  # TunInit: build id, chunk limit
+            return op, [await self._varint(), await self._varint()]
+        if op == 0x0A:  # TunConfirm: id, timed out, chunk limit
+            rid, timed_out = await self._varint(), await self._byte()
+            return op, [rid, True] if timed_out else [rid, False, await self._varint()]
+        if op == 0x0B:  # TunAllow
+            return op, [await self._varint(), await self._varint()]
+        if op == 0x0C:  # TunTransfer
+            return op, [await self._varint(), await self._varint(), await self._blob()]
+        if op == 0x0D:  # TunClose
+            return op, [await self._varint(), await self._text()]
         raise AssertionError(f"unexpected opcode {op}")
+
+    async def read_message(self, tunnel_id, credit_back=True):
+        """One whole tunnel message (first chunk carries the size), granting credit back."""
+        op, (tid, size, chunk) = await self.read_skipping_allow()
+        assert op == 0x0C and tid == tunnel_id and size > 0
+        parts = [chunk]
+        while sum(map(len, parts)) < size:
+            op, (tid, zero, chunk) = await self.read_skipping_allow()
+            assert op == 0x0C and zero == 0
+            parts.append(chunk)
+        data = b"".join(parts)
+        if credit_back:
+            await self.send(b"\x0b" + uvarint(tunnel_id) + uvarint(len(data)))
+        return data
+
+    async def read_skipping_allow(self):
+        while True:
+            op, fields = await self.read()
+            if op != 0x0B:
+                return op, fields
 
     async def closed(self):
         """True once the node closed the connection (after whatever it sent)."""
@@ -359,3 +390,54 @@ async def test_cli_client_commands_against_a_running_node(tmp_path):
     finally:
         node.terminate()
         node.wait(timeout=10)
+
+
+def transfer(tunnel_id, data, chunk=65536):
+    out = b"\x0c" + uvarint(tunnel_id) + uvarint(len(data)) + blob(data[:chunk])
+    for start in range(chunk, len(data), chunk):
+        out += b"\x0c" + uvarint(tunnel_id) + uvarint(0) + blob(data[start:start + chunk])
+    return out
+
+
+async def test_tunnel_between_two_relay_clients_with_multichunk_messages(relay):
+    with trio.fail_after(20):
+        await _tunnel_between_two_relay_clients(relay)
+
+
+async def _tunnel_between_two_relay_clients(relay):
+    port, nodes, _ = relay
+    member = await Client.connect(port, cluster="tun")
+    # A tunnel's two ends are on two nodes: the opener uses the relay of another node.
+    async with trio.open_nursery() as nursery:
+        other_port = await nursery.start(RelayServer(nodes[1]).serve, 0, ("127.0.0.1",))
+        opener = await Client.connect(other_port)
+        await _exchange(member, opener)
+        nursery.cancel_scope.cancel()
+
+
+async def _exchange(member, opener):
+    await opener.send(b"\x09" + uvarint(5) + text("tun") + uvarint(3000))
+    op, (build_id, limit) = await member.read()
+    assert op == 0x09 and limit == 65536
+    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77))
+    op, fields = await opener.read()
+    assert (op, fields) == (0x0A, [5, False, 65536])
+    # both sides grant credit; the node grants each client its window
+    for client, tid in ((member, 77), (opener, 5)):
+        await client.send(b"\x0b" + uvarint(tid) + uvarint(1 << 20))
+    big = bytes(range(256)) * 800  # 200 KiB: four chunks
+    await opener.send(transfer(5, big))
+    assert await member.read_message(77) == big
+    await member.send(transfer(77, b"and back"))
+    assert await opener.read_message(5) == b"and back"
+    await opener.send(b"\x0d" + uvarint(5))
+    op, (tid, reason) = await member.read_skipping_allow()
+    assert op == 0x0D and tid == 77
+
+
+async def test_tunnel_to_a_cluster_without_members_is_refused(relay):
+    port, _, _ = relay
+    opener = await Client.connect(port)
+    await opener.send(b"\x09" + uvarint(9) + text("nobody") + uvarint(1000))
+    with trio.fail_after(10):
+        assert await opener.read() == (0x0A, [9, True])
