@@ -106,8 +106,7 @@ class Runtime:
         self.joined = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._epoch = 0.0
-        self._timer_changed = trio.Event()
-        self._sleeping_until = float("inf")
+        self._timer_scope: trio.CancelScope | None = None
         self._closing = False
 
     # ------------------------------------------------------------------------ lifecycle
@@ -191,17 +190,18 @@ class Runtime:
             self.on_events(events)
         if node.active and not self.joined.is_set():
             self.joined.set()
-        if node.next_deadline < self._sleeping_until:
-            self._timer_changed.set()
+        scope = self._timer_scope
+        if scope is not None:
+            # Moving the sleeping timer task's deadline does not wake it: no task switch per
+            # hop timer armed or request sent.
+            scope.deadline = self._epoch + node.next_deadline
 
     async def _timer_loop(self) -> None:
         while True:
-            deadline = self.node.next_deadline
-            self._sleeping_until = deadline
-            with trio.move_on_at(self._epoch + deadline if deadline != float("inf") else float("inf")):
-                await self._timer_changed.wait()
-            self._timer_changed = trio.Event()
-            self._sleeping_until = float("inf")
+            with trio.CancelScope(deadline=self._epoch + self.node.next_deadline) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
             now = self.now()
             if self.node.next_deadline <= now:
                 self.node.handle_timer(now)

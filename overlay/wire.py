@@ -228,10 +228,21 @@ def wire_message(type_code: int, *spec: Kind):
     return wrap
 
 
+_IDENTITY = (_UInt, _Bool, _Bytes, _Str)
+_PACKERS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
 def _body(msg: Message) -> list[Any]:
-    out: list[Any] = [msg.TYPE]
-    for kind, name in zip(msg.SPEC, msg.__slots__):
-        out.append(kind.pack(getattr(msg, name)))
+    cls = type(msg)
+    packers = _PACKERS.get(cls)
+    if packers is None:  # per class: field names, with None where the value goes as it is
+        packers = _PACKERS[cls] = tuple(
+            (name, None if isinstance(kind, _IDENTITY) else kind.pack)
+            for kind, name in zip(cls.SPEC, cls.__slots__))
+    out: list[Any] = [cls.TYPE]
+    for name, pack in packers:
+        value = getattr(msg, name)
+        out.append(value if pack is None else pack(value))
     return out
 
 
@@ -245,9 +256,29 @@ def _from_body(type_code: Any, fields: list[Any], depth: int) -> Message:
     return cls(*values)
 
 
+def _names_ids(kind: Kind) -> bool:
+    if kind is ID or kind is NESTED or isinstance(kind, _Ids):
+        return True
+    if isinstance(kind, _Optional):
+        return _names_ids(kind.inner)
+    if isinstance(kind, _Records):
+        return any(_names_ids(k) for k in kind.kinds)
+    return False
+
+
+_ID_FIELDS: dict[type, tuple[tuple[str, Kind], ...]] = {}
+
+
 def ids_in(msg: Message) -> list[int]:
     """Every 128-bit id a message names, nested payloads and records included (keys and
     group ids too: a link layer resolves the ones that are nodes it knows an address for)."""
+    cls = type(msg)
+    fields = _ID_FIELDS.get(cls)
+    if fields is None:
+        fields = _ID_FIELDS[cls] = tuple(
+            (name, kind) for kind, name in zip(cls.SPEC, cls.__slots__) if _names_ids(kind))
+    if not fields:
+        return []
     found: list[int] = []
 
     def walk(kind: Kind, value: Any) -> None:
@@ -266,7 +297,7 @@ def ids_in(msg: Message) -> list[int]:
                 for k, v in zip(kind.kinds, rec):
                     walk(k, v)
 
-    for kind, name in zip(msg.SPEC, msg.__slots__):
+    for name, kind in fields:
         walk(kind, getattr(msg, name))
     return found
 
