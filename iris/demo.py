@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 import iris
+import iris.testing
 
 CLUSTERS = {"echo": 6, "compute": 5, "store": 3}
 TOPICS = {"news": 8, "metrics": 4}
@@ -55,25 +56,14 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
     key = iris.generate_network_key()
     stats: dict[str, Any] = {"broadcasts_received": 0}
     started = time.perf_counter()
-    running: list[iris.Node] = []
-    stop = trio.Event()
     result: dict[str, Any] = {"nodes": nodes}
 
     def step(what: str, advance: int = 1) -> None:
         if progress is not None:
             progress(what, advance)
 
-    async def run_node(seeds: list[Any], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with iris.open_node(network_key=key, seeds=seeds) as node:
-            running.append(node)
-            task_status.started()
-            await stop.wait()
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run_node, [])
-        for _ in range(nodes - 1):
-            await nursery.start(run_node, [running[0].address])
-            step("joining")
+    async with iris.testing.local_nodes(nodes, transport="tcp", network_key=key,
+                                        on_join=lambda: step("joining")) as running:
         result["join_s"] = round(time.perf_counter() - started, 2)
 
         members: dict[str, list[iris.Node]] = {}
@@ -182,7 +172,6 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
             "tunnel_round_trips_per_s": round(tunnel_messages / tunnel_wall) if tunnel_wall else None,
             "wall_s": round(time.perf_counter() - started, 2),
         })
-        stop.set()
     return result
 
 

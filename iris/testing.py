@@ -49,8 +49,10 @@ def converged(nodes: list[Node]) -> bool:
 
 @asynccontextmanager
 async def local_nodes(count: int, transport: str = "memory", network_key: bytes | None = None,
-                      timeout: float = 30.0, **options: Any) -> AsyncIterator[list[Node]]:
-    """Start `count` nodes (the rest join through the first) and yield them once converged."""
+                      timeout: float = 30.0, on_join: Callable[[], None] | None = None,
+                      **options: Any) -> AsyncIterator[list[Node]]:
+    """Start `count` nodes (the rest join through the first) and yield them once converged.
+    `on_join` is called as each node has joined (progress reports)."""
     from iris import generate_network_key
 
     if transport not in ("memory", "tcp"):
@@ -71,6 +73,8 @@ async def local_nodes(count: int, transport: str = "memory", network_key: bytes 
         await nursery.start(run, [])
         for _ in range(count - 1):
             await nursery.start(run, [nodes[0].address])
+            if on_join is not None:
+                on_join()
         await wait_until(lambda: converged(nodes), timeout)
         try:
             yield nodes

@@ -467,14 +467,18 @@ class OverlayNode:
             self._maybe_activate()
 
     def _on_ping_timer(self, generation: int) -> None:
-        queue = self._ping_timeouts
+        self._drain(self._ping_timeouts, generation, T_PING, self._ping_expired)
+
+    def _drain(self, queue: TimeoutQueue, generation: int, kind: int,
+               expired: Callable[[int], None]) -> None:
+        """A timeout-queue timer fired: handle what is due and set the timer for the rest."""
         if generation != queue.generation:
             return  # set before the queue was emptied
         for seq in queue.expire(self.now):
-            self._ping_expired(seq)
+            expired(seq)
         deadline = queue.rearm()
         if deadline is not None:
-            self._at(deadline, T_PING, queue.generation)
+            self._at(deadline, kind, queue.generation)
 
     def _shrink_pings(self) -> None:
         """Dicts never give memory back; after a burst of probes (a join) start afresh."""
@@ -715,14 +719,7 @@ class OverlayNode:
         self._ping_timeouts.timeout = max(cfg.probe_timeout_s, patience)
 
     def _on_route_timer(self, generation: int) -> None:
-        queue = self._route_timeouts
-        if generation != queue.generation:
-            return  # set before the queue was emptied
-        for seq in queue.expire(self.now):
-            self._route_expired(seq)
-        deadline = queue.rearm()
-        if deadline is not None:
-            self._at(deadline, T_ROUTE, queue.generation)
+        self._drain(self._route_timeouts, generation, T_ROUTE, self._route_expired)
 
     def _route_expired(self, seq: int) -> None:
         pending = self._routes.pop(seq, None)
