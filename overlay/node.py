@@ -117,7 +117,7 @@ _NULL_APP = OverlayApp()
 class OverlayNode:
     __slots__ = (
         "id", "config", "rng", "app", "out", "now", "state", "leaf", "table", "sent",
-        "dropped", "_timers", "_seq", "_pings", "_pinged", "_routes", "_suspects", "_lost",
+        "next_deadline", "dropped", "_timers", "_seq", "_pings", "_pinged", "_routes", "_suspects", "_lost",
         "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
         "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ack_srtt", "_ack_var",
     )
@@ -141,6 +141,9 @@ class OverlayNode:
         self.sent = [0, 0, 0]  # by C_* category
         self.dropped = 0  # routed messages given up after every attempt
         self._timers: list[tuple[float, int, int]] = []
+        # When the driver must call `handle_timer` next: a plain attribute, not a property,
+        # because the simulator reads it after every input of every node.
+        self.next_deadline = INF
         self._seq = 0
         self._pings: dict[int, list[Any]] = {}  # seq -> [peer, sent_at, purpose, attempt, want_leaf]
         self._pinged: dict[int, int] = {}  # peer -> seq of its probe in flight
@@ -165,10 +168,6 @@ class OverlayNode:
     @property
     def active(self) -> bool:
         return self.state == ACTIVE
-
-    @property
-    def next_deadline(self) -> float:
-        return self._timers[0][0] if self._timers else INF
 
     def start(self, now: float, seeds: tuple[int, ...] | list[int] = ()) -> None:
         """Join the ring through `seeds` (node ids), or found a new ring if there are none."""
@@ -198,6 +197,7 @@ class OverlayNode:
         while timers and timers[0][0] <= now:
             _, kind, arg = heappop(timers)
             _TIMERS[kind](self, arg)
+        self.next_deadline = timers[0][0] if timers else INF
 
     def leave(self, now: float) -> None:
         """Depart gracefully: tell every known peer, then go silent."""
@@ -207,6 +207,7 @@ class OverlayNode:
                 self._send(peer, Leave(), C_MAINTENANCE)
         self.state = LEFT
         self._timers.clear()
+        self.next_deadline = INF
         self._ping_timeouts.clear()
         self._route_timeouts.clear()
         self._routes.clear()
@@ -286,6 +287,8 @@ class OverlayNode:
 
     def _at(self, when: float, kind: int, arg: int = 0) -> None:
         heappush(self._timers, (when, kind, arg))
+        if when < self.next_deadline:
+            self.next_deadline = when
 
     def _jitter(self, period: float) -> float:
         return period * self.rng.uniform(0.75, 1.25)

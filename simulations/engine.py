@@ -12,8 +12,10 @@ Messages are passed as objects (the cores never mutate a received message); with
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
+from math import log
 from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import Any
@@ -29,6 +31,13 @@ from simulations.workload import LookupTracker, RingApp
 
 INF = float("inf")
 _DELIVER, _WAKE, _CALL = 0, 1, 2
+
+# While it runs, the simulator allocates millions of short-lived, acyclic objects (messages,
+# heap entries) on top of a large live state. With CPython's default thresholds (a young
+# collection every 700 container allocations) the collector re-scans the young generations
+# every few hundred events; cycles are rare here, so collect 70 times less often.
+# Measured at 10,000 nodes: about 12% more events per second. Restored after each run.
+_GC_THRESHOLD = (50_000, 20, 100)
 
 AppFactory = Callable[["Simulation", OverlayNode], OverlayApp]
 
@@ -131,7 +140,8 @@ class Simulation:
         self._push(when, _CALL, fn)
 
     def _flush(self, node: OverlayNode) -> None:
-        """Send what `node` produced and keep one wake-up pending at its next deadline."""
+        """Send what `node` produced and keep one wake-up pending at its next deadline.
+        (`run_until_time` has this inlined: it runs after every event.)"""
         if self.after_call is not None:
             self.after_call(node)
         out = self._outbox
@@ -145,7 +155,8 @@ class Simulation:
 
     def _transmit(self, src: int, out: list[tuple[int, Message]]) -> None:
         """Put each message on the network: dropped (partition, dead destination, loss),
-        delayed, possibly duplicated. This is the hottest loop of the simulator."""
+        delayed, possibly duplicated. This is the hottest loop of the simulator, so the
+        network's delay formula (`Network.delay`) is inlined here."""
         net = self.net
         positions = net.positions
         here = positions[src]
@@ -153,27 +164,31 @@ class Simulation:
         my_group = groups.get(src, 0) if groups is not None else 0
         cfg = net.config
         faulty = cfg.loss or cfg.duplicate
-        delay = net.delay
+        min_delay, per_unit, jitter = cfg.min_delay_s, cfg.per_unit_s, cfg.jitter_s
+        random = self.rng.random
         heap = self._heap
         now = self.now
+        seq = self._seq
         self.messages_sent += len(out)
         for dest, msg in out:
             there = positions.get(dest)
             if there is None or (groups is not None and groups.get(dest, 0) != my_group):
                 self.messages_dropped += 1
                 continue
-            if faulty and cfg.loss and self.rng.random() < cfg.loss:
+            if faulty and cfg.loss and random() < cfg.loss:
                 self.messages_dropped += 1
                 continue
             if self.wire:
                 msg = decode(encode(msg))
-            arrival = now + delay(here, there)
+            arrival = now + (min_delay + abs(here - there) * per_unit - log(1.0 - random()) * jitter)
             if cfg.fifo:
                 arrival = self._in_order(src, dest, arrival)
-            self._seq += 1
-            heappush(heap, (arrival, self._seq, _DELIVER, dest, src, msg))
-            if faulty and cfg.duplicate and self.rng.random() < cfg.duplicate:
-                self._push(now + delay(here, there), _DELIVER, dest, src, msg)
+            seq += 1
+            heappush(heap, (arrival, seq, _DELIVER, dest, src, msg))
+            if faulty and cfg.duplicate and random() < cfg.duplicate:
+                seq += 1
+                heappush(heap, (now + net.delay(here, there), seq, _DELIVER, dest, src, msg))
+        self._seq = seq
 
     def _in_order(self, src: int, dest: int, arrival: float) -> float:
         """No message overtakes an earlier one on the same link."""
@@ -191,8 +206,11 @@ class Simulation:
     # ----------------------------------------------------------------------------- running
     def run_until_time(self, end: float) -> None:
         """Process every event due up to simulated time `end`, then set the clock to `end`."""
-        heap, nodes, wake, flush = self._heap, self.nodes, self._wake, self._flush
+        heap, nodes, wake, out = self._heap, self.nodes, self._wake, self._outbox
+        transmit = self._transmit
         events = 0
+        gc_saved = gc.get_threshold()
+        gc.set_threshold(*_GC_THRESHOLD)
         try:
             while heap and heap[0][0] <= end:
                 when, _, kind, a, b, c = heappop(heap)
@@ -202,21 +220,33 @@ class Simulation:
                     node = nodes.get(a)
                     if node is None:
                         self.messages_dropped += 1
-                    else:
-                        node.receive(b, c, when)
-                        flush(node)
+                        continue
+                    node.receive(b, c, when)
                 elif kind == _WAKE:
-                    if wake.get(a) == when:  # else superseded by an earlier wake-up, or gone
-                        events += 1
-                        del wake[a]
-                        node = nodes[a]
-                        node.handle_timer(when)
-                        flush(node)
+                    if wake.get(a) != when:
+                        continue  # superseded by an earlier wake-up, or the node is gone
+                    events += 1
+                    del wake[a]
+                    node = nodes[a]
+                    node.handle_timer(when)
                 else:
                     events += 1
                     a()
+                    continue
+                # `_flush(node)`, inlined.
+                if self.after_call is not None:
+                    self.after_call(node)
+                if out:
+                    transmit(a, out)
+                    out.clear()
+                deadline = node.next_deadline
+                if deadline < wake.get(a, INF):
+                    wake[a] = deadline
+                    self._seq += 1
+                    heappush(heap, (deadline, self._seq, _WAKE, a, None, None))
         finally:
             self.events += events
+            gc.set_threshold(*gc_saved)
         self.now = max(self.now, end)
 
     def run_for(self, seconds: float) -> None:
