@@ -13,6 +13,7 @@ as `RemoteError` with its message. Topic handlers run one event at a time, in or
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,9 +38,11 @@ from iris.messages import MAX_PAYLOAD
 from iris.runtime import Address, Runtime
 from iris.transport import MemoryTransport, TcpTransport
 from iris.tunnel import TunnelError
+from iris.workers import WorkerPool
 from overlay.config import OverlayConfig
 
 EventHandler = Callable[[bytes], Awaitable[None]]
+log = logging.getLogger("iris.node")
 
 
 def parse_address(value: str | tuple[str, int]) -> Address:
@@ -143,6 +146,7 @@ class Node:
     def __init__(self, runtime: Runtime, nursery: trio.Nursery) -> None:
         self._runtime = runtime
         self._nursery = nursery
+        self._workers = WorkerPool(nursery)
         runtime.on_events = self._on_events
         self._waiting: dict[int, list[Any]] = {}  # req_id -> [event, outcome]
         self._joined: dict[tuple[str, bool], trio.Event] = {}
@@ -252,6 +256,9 @@ class Node:
             payload = sub.queue.popleft()
             try:
                 await sub.handler(payload)
+            except Exception:  # one bad event must not take the node down
+                log.exception("event handler of topic %r raised", topic)
+                self._runtime.count("event_handler_errors")
             finally:
                 self._runtime.call(lambda: self._runtime.core.event_done(topic, len(payload)))
 
@@ -283,11 +290,9 @@ class Node:
                 slot[1] = event
                 slot[0].set()
             elif kind is ev.RequestReceived:
-                self._nursery.start_soon(self._serve_request, event)
+                self._workers.submit(self._serve_request, event)
             elif kind is ev.BroadcastReceived:
-                handler = self._handlers.get(event.cluster)
-                if handler is not None and hasattr(handler, "handle_broadcast"):
-                    self._nursery.start_soon(handler.handle_broadcast, event.payload)
+                self._workers.submit(self._serve_broadcast, event)
             elif kind is ev.EventReceived:
                 sub = self._subscriptions.get(event.topic)
                 if sub is not None:
@@ -342,9 +347,22 @@ class Node:
             message = str(exc) or type(exc).__name__
             self._runtime.call(lambda: core.reply(event.token, error=message))
 
+    async def _serve_broadcast(self, event: ev.BroadcastReceived) -> None:
+        handler = self._handlers.get(event.cluster)
+        if handler is None or not hasattr(handler, "handle_broadcast"):
+            return
+        try:
+            await handler.handle_broadcast(event.payload)
+        except Exception:  # one bad message must not take the node down
+            log.exception("handle_broadcast of cluster %r raised", event.cluster)
+            self._runtime.count("broadcast_handler_errors")
+
     async def _serve_tunnel(self, handler: Any, tunnel: Tunnel) -> None:
         try:
             await handler.handle_tunnel(tunnel)
+        except Exception:  # closes this tunnel, not the node
+            log.exception("handle_tunnel raised")
+            self._runtime.count("tunnel_handler_errors")
         finally:
             await tunnel.close()
 

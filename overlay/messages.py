@@ -5,10 +5,12 @@ Node lists travel as ids only; the real runtime's link layer resolves ids to add
 
 from __future__ import annotations
 
-from overlay.wire import BOOL, ID, NESTED, U32, U64, Message, ids, number, optional, records, text, uint, wire_message
+from overlay.wire import (BOOL, ID, NESTED, U32, U64, Message, ids, number, optional, records, text, uint,
+                          uints, wire_message)
 
 MAX_LIST = 64  # a leaf set (<= 32) or a routing-table row (16) plus slack
 MAX_HOPS = 255
+MAX_ACKS = 1024  # sequence numbers one RouteAck may carry
 
 
 @wire_message(1, ids(MAX_LIST))
@@ -95,9 +97,13 @@ class Route(Message):
     payload: Message
 
 
-@wire_message(12, U64)
+@wire_message(12, uints(MAX_ACKS))
 class RouteAck(Message):
-    seq: int
+    """Acknowledges hops (`Route`) and `Direct` messages by their sequence numbers. A core
+    acknowledges each message on its own; a driver that hands a core a whole batch of frames
+    may merge the acknowledgements for one peer into a single message."""
+
+    seqs: tuple[int, ...]
 
 
 @wire_message(13, ID, U32)
@@ -110,7 +116,7 @@ class Lookup(Message):
 
 @wire_message(14, U64, NESTED)
 class Direct(Message):
-    """A point-to-point message the receiver acknowledges (`RouteAck(seq)`), for the layer
+    """A point-to-point message the receiver acknowledges (`RouteAck`), for the layer
     above when it must know that a specific peer got it."""
 
     seq: int

@@ -691,21 +691,23 @@ class OverlayNode:
     def _on_route(self, src: int, msg: Route) -> None:
         if self.state != ACTIVE:
             return  # no ack: the sender will try another way
-        self._send(src, RouteAck(msg.seq), C_ROUTE)
+        self._send(src, RouteAck((msg.seq,)), C_ROUTE)
         self._route_step(msg)
 
     def _on_direct(self, src: int, msg: Direct) -> None:
-        self._send(src, RouteAck(msg.seq), C_ROUTE)
+        self._send(src, RouteAck((msg.seq,)), C_ROUTE)
         self.app.receive_direct(src, msg.payload)
 
     def _on_route_ack(self, src: int, msg: RouteAck) -> None:
-        pending = self._routes.get(msg.seq)
-        if pending is not None and pending[1] == src:
-            del self._routes[msg.seq]
-            if not msg.seq & 7:  # one acknowledgement in eight is plenty to follow the trend
-                self._ack_sample(self.now - pending[4])
-            if not self._routes:
-                self._route_timeouts.clear()  # its timer, when it fires, is stale
+        routes = self._routes
+        for seq in msg.seqs:
+            pending = routes.get(seq)
+            if pending is not None and pending[1] == src:
+                del routes[seq]
+                if not seq & 7:  # one acknowledgement in eight is plenty to follow the trend
+                    self._ack_sample(self.now - pending[4])
+        if not routes:
+            self._route_timeouts.clear()  # its timer, when it fires, is stale
 
     def _ack_sample(self, delay: float) -> None:
         """Adapt the hop and probe timeouts to how long acknowledgements take (Jacobson's

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: RouteAck carries a list of sequence numbers
 MAX_FRAME = 16 * 1024 * 1024
 MAX_NESTING = 4
 
@@ -81,6 +81,26 @@ class _UInt(Kind):
         if type(raw) is not int or not 0 <= raw <= self.limit:
             raise DecodeError(f"integer out of range 0..{self.limit}")
         return raw
+
+
+class _UInts(Kind):
+    """A list of unsigned integers, each at most `bound`."""
+
+    def __init__(self, limit: int, bound: int) -> None:
+        self.limit = limit
+        self.bound = bound
+
+    def pack(self, value: tuple[int, ...]) -> list[int]:
+        return list(value)
+
+    def unpack(self, raw: Any, depth: int) -> tuple[int, ...]:
+        if type(raw) is not list or len(raw) > self.limit:
+            raise DecodeError(f"expected a list of at most {self.limit} integers")
+        bound = self.bound
+        for v in raw:
+            if type(v) is not int or not 0 <= v <= bound:
+                raise DecodeError(f"integer out of range 0..{bound}")
+        return tuple(raw)
 
 
 class _Bool(Kind):
@@ -185,6 +205,10 @@ def ids(limit: int) -> Kind:
 
 def uint(limit: int) -> Kind:
     return _UInt(limit)
+
+
+def uints(limit: int, bound: int = 2**64 - 1) -> Kind:
+    return _UInts(limit, bound)
 
 
 def number(limit: float) -> Kind:

@@ -276,3 +276,35 @@ async def test_leaving_fails_pending_requests_with_a_clear_error():
         assert len(errors) == 1 and isinstance(errors[0], iris.ClosedError)
         with pytest.raises(iris.ClosedError):
             await nodes[0].request("stuck", b"y", timeout=1)
+
+
+async def test_handlers_that_raise_do_not_take_the_node_down(ring):
+    """A broadcast, event or tunnel handler that raises is logged and counted; the node goes
+    on serving (before, the exception escaped into the node's nursery and stopped it)."""
+    _, nodes = ring
+
+    class Faulty:
+        async def handle_request(self, data):
+            return b"still here"
+
+        async def handle_broadcast(self, data):
+            raise RuntimeError("bad broadcast")
+
+        async def handle_tunnel(self, tunnel):
+            await tunnel.receive()
+            raise RuntimeError("bad tunnel")
+
+    async def bad_event(data):
+        raise RuntimeError("bad event")
+
+    await nodes[2].register("faulty", Faulty())
+    await nodes[2].subscribe("faulty-news", bad_event)
+    await nodes[0].broadcast("faulty", b"x")
+    await nodes[0].publish("faulty-news", b"x")
+    async with await nodes[0].tunnel("faulty", timeout=2) as tun:
+        await tun.send(b"x")
+        with pytest.raises(iris.ClosedError):
+            await tun.receive()
+    names = ("broadcast_handler_errors", "event_handler_errors", "tunnel_handler_errors")
+    await wait_for(lambda: all(nodes[2].status()["counters"].get(n) == 1 for n in names))
+    assert await nodes[0].request("faulty", b"?", timeout=2) == b"still here"

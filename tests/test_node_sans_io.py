@@ -58,15 +58,21 @@ def test_routing_delivers_at_the_closest_node_by_hand():
     assert apps[ids[3]].delivered == [(key, Lookup(ids[0], 7), ids[0], 1)]
 
 
-def test_timers_fire_only_when_asked():
-    rng = random.Random(3)
-    a = OverlayNode(1, rng)
+def joined_pair(seed, app=None):
+    """Node a (id 1, with `app`) founds a ring, b joins it; a's output is cleared."""
+    rng = random.Random(seed)
+    a = OverlayNode(1, rng, app=app)
     b = OverlayNode(2**100, rng)
     nodes = {a.id: a, b.id: b}
     a.start(0.0)
     b.start(0.0, seeds=[a.id])
     shuttle(nodes, 0.0)
     a.out.clear()
+    return a, b
+
+
+def test_timers_fire_only_when_asked():
+    a, _ = joined_pair(3)
     a.handle_timer(a.config.heartbeat_s * 1.3)
     assert any(isinstance(msg, Heartbeat) for _, msg in a.out)
 
@@ -89,3 +95,29 @@ def test_silent_neighbour_is_probed_then_dropped():
     assert b.id not in a.leaf
     assert probes == a.config.probe_attempts
     assert t <= a.config.silence_s + a.config.probe_attempts * a.config.probe_timeout_s + 0.01
+
+
+def test_one_acknowledgement_may_carry_many_hops():
+    """A driver may merge the acknowledgements of a batch; the sender settles every hop it
+    names (and none of another peer's)."""
+    from overlay.messages import Direct, RouteAck
+
+    class Undeliverable(OverlayApp):
+        def __init__(self):
+            self.given_up = []
+
+        def undeliverable(self, peer, payload):
+            self.given_up.append(payload)
+
+    a, b = joined_pair(5, app=Undeliverable())
+    for k in range(3):
+        a.send_acked(b.id, Lookup(a.id, k), now=1.0)
+    seqs = tuple(msg.seq for _, msg in a.out if isinstance(msg, Direct))
+    assert len(seqs) == 3
+    a.out.clear()
+    a.receive(3, RouteAck(seqs), 1.01)  # from a stranger: settles nothing
+    a.receive(b.id, RouteAck(seqs[:2]), 1.01)
+    # Past the acknowledgement timeout only the unacknowledged message is given up on: b is
+    # probed for it (and the two acknowledged ones are never mentioned again).
+    a.handle_timer(1.0 + 10 * a.config.route_ack_timeout_s)
+    assert a.app.given_up == [Lookup(a.id, 2)]

@@ -25,7 +25,7 @@ messages = st.one_of(
     st.builds(m.RowRequest, st.integers(0, 31)),
     st.builds(m.RowReply, st.integers(0, 31), st.lists(ids, max_size=16).map(tuple)),
     st.builds(m.Route, ids, u64, ids, st.integers(0, m.MAX_HOPS), lookups),
-    st.builds(m.RouteAck, u64),
+    st.builds(m.RouteAck, st.lists(u64, max_size=m.MAX_ACKS).map(tuple)),
     lookups,
     st.builds(m.Direct, u64, lookups),
 )
