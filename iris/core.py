@@ -32,9 +32,11 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from iris import events as ev
+from iris.deadlines import Deadlines
 from iris.limits import ServiceLimits, TopicLimits
 from iris.messages import (
     MAX_ANCESTORS,
@@ -70,10 +72,13 @@ TIMEOUT = 4  # RequestDone status when no reply came in time (after OK..REFUSED)
 _TK_TICK, _TK_REQUEST, _TK_TUNNEL, _TK_PARKED = range(4)
 
 
+# Group keys are hashed once per name: every request and publish needs one.
+@lru_cache(maxsize=4096)
 def cluster_group(name: str) -> int:
     return key_for("cluster:" + name)
 
 
+@lru_cache(maxsize=4096)
 def topic_group(name: str) -> int:
     return key_for("topic:" + name)
 
@@ -146,6 +151,7 @@ class MessagingCore(OverlayApp):
         self.topics: dict[int, _Topic] = {}
         self.seen: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self.pending: dict[int, float] = {}  # req_id -> deadline
+        self._request_deadlines = Deadlines()  # one timer for every pending request
         self.inbound: dict[int, tuple[int, int, int]] = {}  # token -> (origin, req_id, group)
         self.tunnels: dict[tuple[int, int], TunnelEnd] = {}
         self.counters: dict[str, int] = {}
@@ -206,7 +212,9 @@ class MessagingCore(OverlayApp):
             return req_id
         deadline = self.now + timeout
         self.pending[req_id] = deadline
-        self.node.schedule(deadline, (req_id << 2) | _TK_REQUEST)
+        at = self._request_deadlines.add(deadline, req_id, self.pending)
+        if at is not None:
+            self.node.schedule(at, _TK_REQUEST)
         group = cluster_group(cluster)
         self.node.route(group, Request(group, req_id, self.node.id, 0, payload))
         return req_id
@@ -336,8 +344,12 @@ class MessagingCore(OverlayApp):
         if kind == _TK_TICK:
             self._tick()
         elif kind == _TK_REQUEST:
-            if self.pending.pop(ident, None) is not None:
-                self.events.append(ev.RequestDone(ident, TIMEOUT, b"", "request timed out"))
+            expired, at = self._request_deadlines.expire(self.now, self.pending)
+            for req_id in expired:
+                del self.pending[req_id]
+                self.events.append(ev.RequestDone(req_id, TIMEOUT, b"", "request timed out"))
+            if at is not None:
+                self.node.schedule(at, _TK_REQUEST)
         elif kind == _TK_TUNNEL:
             tunnel = self.tunnels.get((self.node.id, ident))
             if tunnel is not None and tunnel.peer is None and self.now >= tunnel.open_deadline:

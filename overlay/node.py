@@ -208,8 +208,8 @@ class OverlayNode:
         self.state = LEFT
         self._timers.clear()
         self.next_deadline = INF
-        self._ping_timeouts.clear()
-        self._route_timeouts.clear()
+        self._ping_timeouts.reset()
+        self._route_timeouts.reset()
         self._routes.clear()
         self._pings.clear()
         self._pinged.clear()
@@ -707,7 +707,7 @@ class OverlayNode:
                 if not seq & 7:  # one acknowledgement in eight is plenty to follow the trend
                     self._ack_sample(self.now - pending[4])
         if not routes:
-            self._route_timeouts.clear()  # its timer, when it fires, is stale
+            self._route_timeouts.clear()  # its timer, when it fires, finds nothing due
 
     def _ack_sample(self, delay: float) -> None:
         """Adapt the hop and probe timeouts to how long acknowledgements take (Jacobson's

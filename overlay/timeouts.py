@@ -19,8 +19,8 @@ class TimeoutQueue:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.armed = False  # the owner has a timer set for the head's deadline
-        # The owner tags its timer with this; `clear` bumps it, so a timer set before the
-        # clear is recognised as stale when it fires (no surgery on the owner's timer heap).
+        # The owner tags its timer with this; `reset` bumps it, so a timer set before the
+        # reset is recognised as stale when it fires (no surgery on the owner's timer heap).
         self.generation = 0
         self._queue: deque[tuple[float, int]] | None = None  # allocated while non-empty
 
@@ -58,6 +58,14 @@ class TimeoutQueue:
         return queue[0][0]
 
     def clear(self) -> None:
+        """Every entry was answered. A timer the owner already set stays set: it fires,
+        finds nothing due, and asks for no new one. So a queue that empties and fills again
+        with each message (a caller waiting for each reply) costs no timer per message."""
+        self._queue = None
+
+    def reset(self) -> None:
+        """Forget everything, the owner's timer too (it is recognised as stale by its
+        generation when it fires)."""
         self._queue = None
         self.armed = False
         self.generation += 1
