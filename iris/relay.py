@@ -330,7 +330,8 @@ class RelayConnection:
         elif kind is rp.TunConfirm:
             slot = self.building.get(packet.build_id)
             if slot is not None and slot[1] is None:
-                slot[1] = packet.tunnel_id
+                # Registered now: the client's TunAllow/TunTransfer may follow in the same read.
+                slot[1] = self.tunnels[packet.tunnel_id] = _RelayTunnel(self, packet.tunnel_id, slot[2])
                 slot[0].set()
         elif kind is rp.TunAllow:
             relay_tunnel = self.tunnels.get(packet.tunnel_id)
@@ -364,17 +365,20 @@ class RelayConnection:
         """A tunnel reached this member client: ask it for a tunnel id, then carry it."""
         self._next_id += 1
         build_id = self._next_id
-        slot = self.building[build_id] = [trio.Event(), None]
+        slot = self.building[build_id] = [trio.Event(), None, tunnel]  # [1]: the _RelayTunnel
         self.send(rp.tun_init_packet(build_id, CHUNK))
         try:
             with trio.move_on_after(TUNNEL_CONFIRM_TIMEOUT_S):
                 await slot[0].wait()
         finally:
             self.building.pop(build_id, None)
-        if slot[1] is None or self.closing:
+        relay_tunnel = slot[1]
+        if relay_tunnel is None:
             return  # the handler returns: the tunnel closes
-        relay_tunnel = self.tunnels[slot[1]] = _RelayTunnel(self, slot[1], tunnel)
-        self.send(rp.tun_allow_packet(slot[1], TUNNEL_WINDOW))
+        if self.closing:
+            self.tunnels.pop(relay_tunnel.tid, None)
+            return
+        self.send(rp.tun_allow_packet(relay_tunnel.tid, TUNNEL_WINDOW))
         await relay_tunnel.run()
 
     async def _ask(self, packet: rp.Request) -> None:

@@ -4,7 +4,8 @@ Every packet is a one-byte opcode and its fields: varint (unsigned LEB128), bina
 length + bytes), string (binary holding UTF-8), bool (one byte, 0 or 1; anything else is a
 protocol violation). `RelayReader.feed(bytes)` returns the whole client packets received so far
 and keeps a partial one for later; any violation raises `RelayError` (the connection is then
-closed with the reason).
+closed with the reason). `NodeReader` does the same for node packets (the client side); the
+`client_*` functions encode client packets.
 """
 
 from __future__ import annotations
@@ -275,6 +276,38 @@ class NodePublish:
     event: bytes
 
 
+@dataclass(slots=True)
+class NodeTunInit:
+    build_id: int
+    chunk_limit: int
+
+
+@dataclass(slots=True)
+class NodeTunConfirm:
+    id: int
+    timed_out: bool
+    chunk_limit: int
+
+
+@dataclass(slots=True)
+class NodeTunAllow:
+    tunnel_id: int
+    space: int
+
+
+@dataclass(slots=True)
+class NodeTunTransfer:
+    tunnel_id: int
+    size: int
+    chunk: bytes
+
+
+@dataclass(slots=True)
+class NodeTunClose:
+    tunnel_id: int
+    reason: str
+
+
 def _parse_node(c: _Cursor) -> object:
     op = c.byte()
     if op == INIT:
@@ -296,6 +329,17 @@ def _parse_node(c: _Cursor) -> object:
         return NodeReply(rid, False, False, b"", c.string())
     if op == PUBLISH:
         return NodePublish(c.string(), c.binary())
+    if op == TUN_INIT:
+        return NodeTunInit(c.varint(), c.varint())
+    if op == TUN_CONFIRM:
+        rid, timed_out = c.varint(), c.boolean()
+        return NodeTunConfirm(rid, True, 0) if timed_out else NodeTunConfirm(rid, False, c.varint())
+    if op == TUN_ALLOW:
+        return NodeTunAllow(c.varint(), c.varint())
+    if op == TUN_TRANSFER:
+        return NodeTunTransfer(c.varint(), c.varint(), c.binary())
+    if op == TUN_CLOSE:
+        return NodeTunClose(c.varint(), c.string())
     raise RelayError(f"unexpected opcode 0x{op:02x} from the node")
 
 
@@ -409,3 +453,23 @@ def client_subscribe(topic: str) -> bytes:
 
 def client_publish(topic: str, event: bytes) -> bytes:
     return bytes([PUBLISH]) + string(topic) + binary(event)
+
+
+def client_tun_init(rid: int, cluster: str, timeout_ms: int) -> bytes:
+    return bytes([TUN_INIT]) + varint(rid) + string(cluster) + varint(timeout_ms)
+
+
+def client_tun_confirm(build_id: int, tunnel_id: int) -> bytes:
+    return bytes([TUN_CONFIRM]) + varint(build_id) + varint(tunnel_id)
+
+
+def client_tun_allow(tunnel_id: int, space: int) -> bytes:
+    return tun_allow_packet(tunnel_id, space)  # the same fields both ways
+
+
+def client_tun_transfer(tunnel_id: int, size: int, chunk: bytes) -> bytes:
+    return tun_transfer_packet(tunnel_id, size, chunk)  # the same fields both ways
+
+
+def client_tun_close(tunnel_id: int) -> bytes:
+    return bytes([TUN_CLOSE]) + varint(tunnel_id)

@@ -10,6 +10,7 @@ import trio
 
 import iris
 import iris.testing
+from iris import relay_protocol as rp
 from iris.relay import RelayServer
 
 # ---------------------------------------------------------------- a client from the spec
@@ -419,12 +420,11 @@ async def _exchange(member, opener):
     await opener.send(b"\x09" + uvarint(5) + text("tun") + uvarint(3000))
     op, (build_id, limit) = await member.read()
     assert op == 0x09 and limit == 65536
-    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77))
+    # the member grants its credit in the same write as its confirmation (as clients do)
+    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77) + b"\x0b" + uvarint(77) + uvarint(1 << 20))
     op, fields = await opener.read()
     assert (op, fields) == (0x0A, [5, False, 65536])
-    # both sides grant credit; the node grants each client its window
-    for client, tid in ((member, 77), (opener, 5)):
-        await client.send(b"\x0b" + uvarint(tid) + uvarint(1 << 20))
+    await opener.send(b"\x0b" + uvarint(5) + uvarint(1 << 20))  # the node grants each client its window
     big = bytes(range(256)) * 800  # 200 KiB: four chunks
     await opener.send(transfer(5, big))
     assert await member.read_message(77) == big
@@ -441,3 +441,17 @@ async def test_tunnel_to_a_cluster_without_members_is_refused(relay):
     await opener.send(b"\x09" + uvarint(9) + text("nobody") + uvarint(1000))
     with trio.fail_after(10):
         assert await opener.read() == (0x0A, [9, True])
+
+
+def test_tunnel_packets_round_trip_through_the_readers():
+    """The library's own encoders and readers (the client above does not use them)."""
+    node_side = [rp.tun_init_packet(3, 65536), rp.tun_confirm_packet(4, True), rp.tun_confirm_packet(5, False, 65536),
+                 rp.tun_allow_packet(6, 1 << 22), rp.tun_transfer_packet(7, 300, b"x" * 200), rp.tun_close_packet(8, "bye")]
+    assert rp.NodeReader().feed(b"".join(node_side)) == [
+        rp.NodeTunInit(3, 65536), rp.NodeTunConfirm(4, True, 0), rp.NodeTunConfirm(5, False, 65536),
+        rp.NodeTunAllow(6, 1 << 22), rp.NodeTunTransfer(7, 300, b"x" * 200), rp.NodeTunClose(8, "bye")]
+    client_side = [rp.client_tun_init(1, "tun", 3000), rp.client_tun_confirm(2, 77), rp.client_tun_allow(77, 1 << 20),
+                   rp.client_tun_transfer(77, 0, b"y" * 5), rp.client_tun_close(77)]
+    assert rp.RelayReader().feed(b"".join(client_side)) == [
+        rp.TunInit(1, "tun", 3000), rp.TunConfirm(2, 77), rp.TunAllow(77, 1 << 20),
+        rp.TunTransfer(77, 0, b"y" * 5), rp.TunClose(77)]
