@@ -9,7 +9,7 @@ running this script with `--serve`. Measured:
   received/s at B, and B's mean latency after 1k, 5k, 10k, 50k, 100k, ... events (the seed
   article's method; events carry their send time, CLOCK_MONOTONIC is shared by processes);
 - one tunnel A -> B, 1 KiB and 64 KiB messages: messages/s and MB/s;
-- CPU seconds per message on each side.
+- CPU time per request and per event on each side.
 Prints one JSON object.
 """
 
@@ -107,11 +107,14 @@ async def measure(args: argparse.Namespace, key: bytes, port: int) -> dict:
                     await node.request("bench", payload, timeout=10)
                     latencies.append(time.perf_counter() - t)
 
+            server0 = json.loads(await node.request("bench", b"stats", timeout=5))["cpu_s"]
             cpu0, t0 = cpu_s(), time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for i in range(callers):
                     nursery.start_soon(caller, count // callers + (i < count % callers))
             wall = time.perf_counter() - t0
+            server1 = json.loads(await node.request("bench", b"stats", timeout=5))["cpu_s"]
+            out[f"requests_{callers}_cpu_us_per_msg_server"] = round((server1 - server0) / count * 1e6, 1)
             out[f"requests_{callers}_per_s"] = round(count / wall)
             out[f"requests_{callers}_p50_us"] = round(pct(latencies, 0.5) * 1e6)
             out[f"requests_{callers}_p99_us"] = round(pct(latencies, 0.99) * 1e6)
