@@ -290,19 +290,6 @@ class NodeTunConfirm:
 
 
 @dataclass(slots=True)
-class NodeTunAllow:
-    tunnel_id: int
-    space: int
-
-
-@dataclass(slots=True)
-class NodeTunTransfer:
-    tunnel_id: int
-    size: int
-    chunk: bytes
-
-
-@dataclass(slots=True)
 class NodeTunClose:
     tunnel_id: int
     reason: str
@@ -335,9 +322,9 @@ def _parse_node(c: _Cursor) -> object:
         rid, timed_out = c.varint(), c.boolean()
         return NodeTunConfirm(rid, True, 0) if timed_out else NodeTunConfirm(rid, False, c.varint())
     if op == TUN_ALLOW:
-        return NodeTunAllow(c.varint(), c.varint())
+        return TunAllow(c.varint(), c.varint())  # the same fields both ways
     if op == TUN_TRANSFER:
-        return NodeTunTransfer(c.varint(), c.varint(), c.binary())
+        return TunTransfer(c.varint(), c.varint(), c.binary())
     if op == TUN_CLOSE:
         return NodeTunClose(c.varint(), c.string())
     raise RelayError(f"unexpected opcode 0x{op:02x} from the node")

@@ -270,8 +270,9 @@ class Runtime:
                 await stream.send_all(bytes(batch))
 
     # --------------------------------------------------------------------------- links
-    async def _dial_address(self, address: Address) -> int:
-        """Connect to a seed by address; returns its id once the handshake checks out."""
+    async def _connect(self, address: Address
+                       ) -> tuple[trio.abc.Stream, Handshake, list[bytes], FrameReader]:
+        """Dial `address` and run the handshake; the stream is closed if that fails."""
         with trio.fail_after(DIAL_TIMEOUT_S):
             stream = await self.transport.connect(*address)
         try:
@@ -279,6 +280,11 @@ class Runtime:
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
+        return stream, hs, leftover, reader
+
+    async def _dial_address(self, address: Address) -> int:
+        """Connect to a seed by address; returns its id once the handshake checks out."""
+        stream, hs, leftover, reader = await self._connect(address)
         link = self._link_for_new_stream(hs.peer.node_id)
         self._adopt(link, stream, hs, leftover, reader, address)
         assert self._nursery is not None
@@ -297,13 +303,7 @@ class Runtime:
 
     async def _dial(self, link: Link, address: Address) -> None:
         try:
-            with trio.fail_after(DIAL_TIMEOUT_S):
-                stream = await self.transport.connect(*address)
-            try:
-                hs, leftover, reader = await self._handshake(stream, dialer=True)
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
+            stream, hs, leftover, reader = await self._connect(address)
         except (OSError, LinkError, trio.TooSlowError) as exc:
             log.info("link to %s:%d failed: %s", *address, exc)
             self._drop_link(link)

@@ -40,6 +40,9 @@ from iris import relay_protocol as rp  # noqa: E402
 from iris.relay_client import RelayClient  # noqa: E402
 
 
+PROBE = b"probe"  # published until the subscriber sees one; not counted
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -95,10 +98,14 @@ async def measure(port: int, args: argparse.Namespace) -> dict:
         subscriber = await RelayClient.connect(port)
         received = 0
         first = last = 0.0
+        subscribed = trio.Event()
 
         async def count_events() -> None:
             nonlocal received, first, last
-            async for _ in subscriber.events("bench-topic"):
+            async for data in subscriber.events("bench-topic"):
+                if data == PROBE:
+                    subscribed.set()
+                    continue
                 if not received:
                     first = time.perf_counter()
                 received += 1
@@ -106,7 +113,11 @@ async def measure(port: int, args: argparse.Namespace) -> dict:
 
         nursery.start_soon(count_events)
         publisher = callers[1]
-        await trio.sleep(0.5)  # the subscription is grafted by then on a one-node ring
+        with trio.fail_after(30):  # the subscription is in place once a probe arrives
+            while not subscribed.is_set():
+                await publisher.publish("bench-topic", PROBE)
+                with trio.move_on_after(0.05):
+                    await subscribed.wait()
         event = b"e" * 1024
         t0 = time.perf_counter()
         for _ in range(args.events):
@@ -168,7 +179,7 @@ class TunnelMember:
         while True:
             packet = await client.read()
             kind = type(packet)
-            if kind is rp.NodeTunTransfer:
+            if kind is rp.TunTransfer:
                 tid, size = packet.tunnel_id, len(packet.chunk)
                 if packet.size:
                     left[tid] = packet.size
@@ -208,7 +219,7 @@ class TunnelOpener:
         while True:
             packet = await self.client.read()
             kind = type(packet)
-            if kind is rp.NodeTunAllow:
+            if kind is rp.TunAllow:
                 self.credit[packet.tunnel_id] = self.credit.get(packet.tunnel_id, 0) + packet.space
                 self.credit_changed.set()
             elif kind is rp.NodeTunConfirm:

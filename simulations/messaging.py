@@ -569,10 +569,10 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     merged = sim.run_until(lambda: trees_consistent(sim, work), timeout=120.0, check_every=0.5)
     result["recovery_s"] = merged
     sim.run_for(6.0)  # the last split-time requests finish or time out
-    reachable = [r for r in split_records
-                 if any(side.get(m) == side.get(r.requester) for m in work.members[r.cluster])]
-    unreachable = [r for r in split_records
-                   if not any(side.get(m) == side.get(r.requester) for m in work.members[r.cluster])]
+    reachable, unreachable = [], []
+    for r in split_records:
+        same_side = any(side.get(m) == side.get(r.requester) for m in work.members[r.cluster])
+        (reachable if same_side else unreachable).append(r)
     result["split_requests"] = len(split_records)
     result["split_reachable_success_ratio"] = (
         sum(r.status == OK for r in reachable) / len(reachable) if reachable else 1.0)

@@ -449,7 +449,7 @@ def test_tunnel_packets_round_trip_through_the_readers():
                  rp.tun_allow_packet(6, 1 << 22), rp.tun_transfer_packet(7, 300, b"x" * 200), rp.tun_close_packet(8, "bye")]
     assert rp.NodeReader().feed(b"".join(node_side)) == [
         rp.NodeTunInit(3, 65536), rp.NodeTunConfirm(4, True, 0), rp.NodeTunConfirm(5, False, 65536),
-        rp.NodeTunAllow(6, 1 << 22), rp.NodeTunTransfer(7, 300, b"x" * 200), rp.NodeTunClose(8, "bye")]
+        rp.TunAllow(6, 1 << 22), rp.TunTransfer(7, 300, b"x" * 200), rp.NodeTunClose(8, "bye")]
     client_side = [rp.client_tun_init(1, "tun", 3000), rp.client_tun_confirm(2, 77), rp.client_tun_allow(77, 1 << 20),
                    rp.client_tun_transfer(77, 0, b"y" * 5), rp.client_tun_close(77)]
     assert rp.RelayReader().feed(b"".join(client_side)) == [
