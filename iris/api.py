@@ -9,6 +9,12 @@ A handler is any object with some of `async handle_request(bytes) -> bytes`,
 concurrently up to the service's `ServiceLimits.max_concurrency` (the core hands no more at
 once and refuses what overflows its queue); an exception in `handle_request` reaches the caller
 as `RemoteError` with its message. Topic handlers run one event at a time, in order.
+
+Integrations that only pass messages on (the relay hands them to its clients) may instead give
+plain functions, called at once from the node's own processing: a handler's
+`accept_request(bytes, Responder)` and `accept_broadcast(bytes)`, a subscription's
+`accept_event(bytes)`, and `Node.start_request` with a callback. They must not block; they save
+the task switches of the async forms (about half of what a relayed request costs the node).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import trio
 
 from iris import events as ev
-from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, TIMEOUT, MessagingConfig, cluster_group
+from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, MessagingConfig, cluster_group
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -35,7 +41,7 @@ from iris.errors import (
 )
 from iris.limits import ServiceLimits, TopicLimits
 from iris.messages import MAX_PAYLOAD
-from iris.runtime import Address, Runtime
+from iris.runtime import HIGH_WATER, Address, Runtime
 from iris.transport import MemoryTransport, TcpTransport
 from iris.tunnel import TunnelError
 from iris.workers import WorkerPool
@@ -70,6 +76,35 @@ class Registration:
                 self._node._handlers.pop(self.cluster, None)
 
 
+class Responder:
+    """How an `accept_request` handler answers: `reply(data)` or `fail(text)`, once (later
+    calls, and calls after the node closed, are ignored)."""
+
+    __slots__ = ("_node", "_token")
+
+    def __init__(self, node: Node, token: int) -> None:
+        self._node: Node | None = node
+        self._token = token
+
+    def reply(self, data: bytes) -> None:
+        if len(data) > MAX_PAYLOAD:
+            self.fail(f"reply of {len(data)} bytes exceeds {MAX_PAYLOAD}")
+        else:
+            self._answer(bytes(data), None)
+
+    def fail(self, message: str) -> None:
+        self._answer(b"", message or "request failed")
+
+    def _answer(self, data: bytes, error: str | None) -> None:
+        node, self._node = self._node, None
+        if node is not None and not node._closed:
+            core = node._runtime.core
+            node._runtime.call(lambda: core.reply(self._token, data, error))
+
+
+RequestCallback = Callable[[bytes | None, IrisError | None], None]
+
+
 class Tunnel:
     """An ordered, reliable, flow-controlled stream of messages to one cluster member."""
 
@@ -84,21 +119,31 @@ class Tunnel:
 
     async def send(self, data: bytes) -> None:
         """Queue one message; waits while the tunnel's send buffer is full."""
+        while not self.send_nowait(data):
+            await self.wait_writable()
+
+    def send_nowait(self, data: bytes) -> bool:
+        """Queue one message if the send buffer has room; False (nothing queued) if it is full:
+        then `wait_writable` before trying again."""
+        if self._closed_reason is not None:
+            raise ClosedError(f"tunnel closed: {self._closed_reason}")
         runtime = self._node._runtime
-        while True:
-            if self._closed_reason is not None:
-                raise ClosedError(f"tunnel closed: {self._closed_reason}")
-            tunnel = runtime.core.tunnels.get(self.key)
-            if tunnel is None:
-                raise ClosedError("tunnel closed")
-            if tunnel.queued_bytes < tunnel.send_buffer // 2 or not tunnel.has_output():
-                try:
-                    runtime.call(lambda: runtime.core.tunnel_send(self.key, data))
-                except TunnelError as exc:
-                    raise ClosedError(str(exc)) from None
-                return
+        tunnel = runtime.core.tunnels.get(self.key)
+        if tunnel is None:
+            raise ClosedError("tunnel closed")
+        if tunnel.queued_bytes < tunnel.send_buffer // 2 or not tunnel.has_output():
+            try:
+                runtime.call(lambda: runtime.core.tunnel_send(self.key, data))
+            except TunnelError as exc:
+                raise ClosedError(str(exc)) from None
+            return True
+        if self._drained.is_set():
             self._drained = trio.Event()
-            await self._drained.wait()  # set when the peer grants credit (or the tunnel closes)
+        return False
+
+    async def wait_writable(self) -> None:
+        """Wait until the peer granted credit and queued data went out (or the tunnel closed)."""
+        await self._drained.wait()
 
     async def receive(self) -> bytes:
         """The next message; raises ClosedError once the peer closed and all was read."""
@@ -148,7 +193,8 @@ class Node:
         self._nursery = nursery
         self._workers = WorkerPool(nursery)
         runtime.on_events = self._on_events
-        self._waiting: dict[int, list[Any]] = {}  # req_id -> [event, outcome]
+        self._waiting: dict[int, RequestCallback] = {}  # req_id -> what to call with the outcome
+        self._early: dict[int, ev.RequestDone] = {}  # outcomes that came within `core.request`
         self._joined: dict[tuple[str, bool], trio.Event] = {}
         self._handlers: dict[str, Any] = {}
         self._subscriptions: dict[str, _Subscription] = {}
@@ -201,21 +247,48 @@ class Node:
         return Registration(self, cluster)
 
     async def request(self, cluster: str, payload: bytes, timeout: float = 5.0) -> bytes:
+        await self._runtime.room()
+        done = trio.Event()
+        outcome: list[Any] = []
+
+        def finished(reply: bytes | None, error: IrisError | None) -> None:
+            outcome.extend((reply, error))
+            done.set()
+
+        self.start_request(cluster, payload, timeout, finished)
+        await done.wait()
+        reply, error = outcome
+        if error is not None:
+            raise error
+        return reply
+
+    def start_request(self, cluster: str, payload: bytes, timeout: float, on_done: RequestCallback) -> None:
+        """Send a request without waiting: `on_done(reply, None)` or `on_done(None, error)` is
+        called once, from the node's event processing (it must not block). Unlike `request`,
+        this does not wait while the links are congested; callers pace themselves."""
         self._check_open()
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         _check_size(payload)
+        try:
+            req_id = self._runtime.call(lambda: self._runtime.core.request(cluster, payload, timeout))
+            early = self._early.pop(req_id, None)
+        finally:
+            self._early.clear()
+        if early is None:
+            self._waiting[req_id] = on_done
+        else:
+            _finish(on_done, early)
+
+    @property
+    def congested(self) -> bool:
+        """More outgoing data is queued than the high-water mark: `wait_for_room` would wait."""
+        return self._runtime.queued_bulk > HIGH_WATER
+
+    async def wait_for_room(self) -> None:
+        """Return once the links can take more: at once, unless more than the high-water mark
+        of outgoing data is queued (what `request`, `broadcast` and `publish` wait for)."""
         await self._runtime.room()
-        done = trio.Event()
-        req_id = self._runtime.call(lambda: self._runtime.core.request(cluster, payload, timeout))
-        slot = self._waiting.setdefault(req_id, [done, None])
-        if slot[1] is None:
-            await done.wait()
-        self._waiting.pop(req_id, None)
-        outcome: ev.RequestDone = slot[1]
-        if outcome.status == OK:
-            return outcome.payload
-        raise _request_error(outcome)
 
     async def broadcast(self, cluster: str, payload: bytes) -> None:
         self._check_open()
@@ -224,14 +297,17 @@ class Node:
         self._runtime.call(lambda: self._runtime.core.broadcast(cluster, payload))
 
     # --------------------------------------------------------------------- topics
-    async def subscribe(self, topic: str, handler: EventHandler,
+    async def subscribe(self, topic: str, handler: EventHandler | Any,
                         limits: TopicLimits | None = None, timeout: float = 10.0) -> None:
-        """Receive the events of `topic`; returns once publishes sent afterwards reach us."""
+        """Receive the events of `topic`; returns once publishes sent afterwards reach us.
+        `handler` is an async function of the event, or an object whose plain
+        `accept_event(bytes)` takes each event at once (see the module docstring)."""
         self._check_open()
         sub = self._subscriptions[topic] = _Subscription(handler)
         joined = self._joined[(topic, True)] = trio.Event()
         self._runtime.call(lambda: self._runtime.core.subscribe(topic, limits))
-        self._nursery.start_soon(self._run_subscription, topic, sub)
+        if not hasattr(handler, "accept_event"):  # otherwise events are handed over at once
+            self._nursery.start_soon(self._run_subscription, topic, sub)
         with trio.fail_after(timeout):
             await joined.wait()
 
@@ -286,18 +362,34 @@ class Node:
         for event in events:
             kind = type(event)
             if kind is ev.RequestDone:
-                slot = self._waiting.setdefault(event.req_id, [trio.Event(), None])
-                slot[1] = event
-                slot[0].set()
+                on_done = self._waiting.pop(event.req_id, None)
+                if on_done is None:
+                    self._early[event.req_id] = event  # during `core.request`: see start_request
+                else:
+                    _finish(on_done, event)
             elif kind is ev.RequestReceived:
-                self._workers.submit(self._serve_request, event)
+                accept = getattr(self._handlers.get(event.cluster), "accept_request", None)
+                if accept is None:
+                    self._workers.submit(self._serve_request, event)
+                else:
+                    self._accept(accept, event.payload, Responder(self, event.token), "accept_request")
             elif kind is ev.BroadcastReceived:
-                self._workers.submit(self._serve_broadcast, event)
+                accept = getattr(self._handlers.get(event.cluster), "accept_broadcast", None)
+                if accept is None:
+                    self._workers.submit(self._serve_broadcast, event)
+                else:
+                    self._accept(accept, event.payload, None, "accept_broadcast")
             elif kind is ev.EventReceived:
                 sub = self._subscriptions.get(event.topic)
-                if sub is not None:
+                if sub is None:
+                    continue
+                accept = getattr(sub.handler, "accept_event", None)
+                if accept is None:
                     sub.queue.append(event.payload)
                     sub.wakeup.set()
+                else:
+                    self._accept(accept, event.payload, None, "accept_event")
+                    self._runtime.core.event_done(event.topic, len(event.payload))
             elif kind is ev.Joined:
                 joined = self._joined.get((event.name, event.topic))
                 if joined is not None:
@@ -331,6 +423,20 @@ class Node:
                 opened = self._opening.get(event.key)
                 if opened is not None:
                     opened.set()
+
+    def _accept(self, accept: Callable[..., None], payload: bytes, responder: Responder | None,
+                what: str) -> None:
+        """Run a plain handler function; what it raises is logged (and a request fails)."""
+        try:
+            if responder is None:
+                accept(payload)
+            else:
+                accept(payload, responder)
+        except Exception as exc:  # one bad message must not take the node down
+            log.exception("%s raised", what)
+            self._runtime.count(f"{what}_errors")
+            if responder is not None:
+                responder.fail(str(exc) or type(exc).__name__)
 
     async def _serve_request(self, event: ev.RequestReceived) -> None:
         handler = self._handlers.get(event.cluster)
@@ -369,10 +475,9 @@ class Node:
     # ------------------------------------------------------------------- shutdown
     async def _shutdown(self) -> None:
         self._closed = True
-        for slot in self._waiting.values():
-            if slot[1] is None:
-                slot[1] = ev.RequestDone(0, TIMEOUT, b"", "node closed")
-                slot[0].set()
+        waiting, self._waiting = self._waiting, {}
+        for on_done in waiting.values():
+            on_done(None, ClosedError("node closed"))
         self._runtime.leave()
         await self._runtime.close()
 
@@ -383,6 +488,13 @@ def _check_size(payload: bytes) -> None:
             f"message of {len(payload)} bytes exceeds {MAX_PAYLOAD} (use a tunnel for larger data)")
 
 
+def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
+    if outcome.status == OK:
+        on_done(outcome.payload, None)
+    else:
+        on_done(None, _request_error(outcome))
+
+
 def _request_error(outcome: ev.RequestDone) -> IrisError:
     if outcome.status == REMOTE_ERROR:
         return RemoteError(outcome.error)
@@ -390,8 +502,6 @@ def _request_error(outcome: ev.RequestDone) -> IrisError:
         return NoSuchClusterError(outcome.error)
     if outcome.status == REFUSED:
         return LimitExceededError(outcome.error)
-    if outcome.error == "node closed":
-        return ClosedError("node closed")
     return TimeoutError(outcome.error)
 
 

@@ -21,9 +21,10 @@ from typing import Any
 import trio
 
 from iris import relay_protocol as rp
-from iris.api import Node, Registration, Tunnel
-from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
+from iris.api import Node, Registration, Responder, Tunnel
+from iris.errors import ClosedError, IrisError, TimeoutError
 from iris.limits import TopicLimits
+from iris.eager_io import EagerReader, Flusher, Outbox
 from iris.relay_client import STATUS_CLUSTER
 
 log = logging.getLogger("iris.relay")
@@ -42,7 +43,8 @@ class ClientGone(IrisError):
 
 
 class _Members:
-    """Every connection registered for one cluster on this node; requests go round robin."""
+    """Every connection registered for one cluster on this node; requests go round robin.
+    Requests and broadcasts are passed on from the node's own processing (no task each)."""
 
     def __init__(self) -> None:
         self.connections: list[RelayConnection] = []
@@ -54,10 +56,13 @@ class _Members:
         self._turn = (self._turn + 1) % len(self.connections)
         return self.connections[self._turn]
 
-    async def handle_request(self, data: bytes) -> bytes:
-        return await self._next().serve_request(data)
+    def accept_request(self, data: bytes, responder: Responder) -> None:
+        if self.connections:
+            self._next().serve_request(data, responder)
+        else:
+            responder.fail("no relay client serves this cluster any more")
 
-    async def handle_broadcast(self, data: bytes) -> None:
+    def accept_broadcast(self, data: bytes) -> None:
         # The core hands one copy per registration: each connection gets one.
         if self.connections:
             self._next().send(rp.broadcast_packet(data))
@@ -96,11 +101,21 @@ class _RelayTunnel:
         if self.expected < 0:
             raise rp.RelayError("tunnel message longer than announced")
         if self.expected == 0:
-            self.inbound.append(b"".join(self.parts))
+            data = b"".join(self.parts) if len(self.parts) > 1 else self.parts[0]
             self.parts = None
-            self.inbound_ready.set()
+            try:
+                # Straight onto the overlay tunnel while it has room (and nothing waits before).
+                sent = not self.inbound and self.tunnel.send_nowait(data)
+            except ClosedError:
+                sent = False  # to_overlay finds out, and tells the client
+            if sent:
+                self.conn.owe_credit(self, len(data))
+            else:
+                self.inbound.append(data)
+                self.inbound_ready.set()
 
     async def to_overlay(self) -> None:
+        """Sends on what `transfer` could not, once the overlay tunnel has room again."""
         while True:
             while not self.inbound:
                 self.inbound_ready = trio.Event()
@@ -141,11 +156,14 @@ class _RelayTunnel:
 
 
 class _Subscribers:
+    """The connections subscribed to one topic: each event is queued to every one of them at
+    once (each connection's queue is bounded; a client that falls behind is closed)."""
+
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.connections: set[RelayConnection] = set()
 
-    async def __call__(self, event: bytes) -> None:
+    def accept_event(self, event: bytes) -> None:
         packet = rp.publish_packet(self.topic, event)
         for conn in list(self.connections):
             conn.send(packet)
@@ -157,6 +175,7 @@ class RelayServer:
         self.members: dict[str, _Members] = {}
         self.topics: dict[str, _Subscribers] = {}
         self.connections: set[RelayConnection] = set()
+        self.flusher = Flusher()
         self.port = 0
 
     async def serve(self, port: int = DEFAULT_PORT, hosts: tuple[str, ...] = ("127.0.0.1", "::1"),
@@ -173,8 +192,20 @@ class RelayServer:
             raise OSError(f"relay: could not listen on port {port}")
         self.port = listeners[0].socket.getsockname()[1]
         log.info("relay listening on port %d", self.port)
-        task_status.started(self.port)
-        await trio.serve_listeners(self._handle, listeners)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire_requests)
+            nursery.start_soon(self.flusher.run)
+            await nursery.start(trio.serve_listeners, self._handle, listeners)
+            task_status.started(self.port)
+
+    async def _expire_requests(self) -> None:
+        """Fail the requests member clients did not answer within SERVE_TIMEOUT_S (their
+        caller has given up by then; this frees the service's concurrency slot)."""
+        while True:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            for conn in list(self.connections):
+                conn.expire_requests(now)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = RelayConnection(self, stream)
@@ -191,17 +222,16 @@ class RelayConnection:
         self.server = server
         self.node = server.node
         self.stream = stream
-        self.out: deque[bytes] = deque()
-        self.out_bytes = 0
-        self.wakeup = trio.Event()
+        self.outbox = Outbox(stream, server.flusher, MAX_OUT_BYTES)
         self.closing = False
         self.cluster = ""
         self.registration: Registration | None = None
         self.topics: set[str] = set()
-        self.serving: dict[int, list[Any]] = {}  # request id -> [event, outcome]
+        self.serving: dict[int, tuple[float, Responder]] = {}  # request id -> (deadline, responder)
         self.asking = 0  # this client's requests in flight
         self.tunnels: dict[int, _RelayTunnel] = {}  # by the client's tunnel id
         self.building: dict[int, list[Any]] = {}  # build id -> [event, client tunnel id]
+        self.owed: dict[_RelayTunnel, int] = {}  # credit to return to the client after this read
         self._next_id = 0
         self._nursery: trio.Nursery | None = None
 
@@ -209,37 +239,20 @@ class RelayConnection:
     def send(self, packet: bytes) -> None:
         if self.closing:
             return
-        if self.out_bytes + len(packet) > MAX_OUT_BYTES:
-            log.warning("relay client too slow (%d bytes queued): closing", self.out_bytes)
+        if not self.outbox.push(packet):
+            log.warning("relay client too slow (%d bytes queued): closing", self.outbox.queued_bytes)
             self.close("client too slow")
-            return
-        self.out.append(packet)
-        self.out_bytes += len(packet)
-        self.wakeup.set()
 
     def close(self, reason: str, deny: bool = False) -> None:
         if self.closing:
             return
-        packet = rp.deny_packet(reason) if deny else rp.close_packet(reason)
-        self.out.append(packet)
         self.closing = True
-        self.wakeup.set()
-
-    async def _writer(self) -> None:
-        while True:
-            await self.wakeup.wait()
-            self.wakeup = trio.Event()
-            if self.out:
-                batch = b"".join(self.out)  # flush when no other packet is waiting
-                self.out.clear()
-                self.out_bytes = 0
-                await self.stream.send_all(batch)
-            if self.closing and not self.out:
-                return
+        self.outbox.finish(rp.deny_packet(reason) if deny else rp.close_packet(reason))
 
     # ------------------------------------------------------------------------- reading
     async def run(self) -> None:
         reader = rp.RelayReader()
+        incoming = EagerReader(self.stream)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -247,7 +260,7 @@ class RelayConnection:
 
                 async def write() -> None:
                     try:
-                        await self._writer()
+                        await self.outbox.run_writer()
                     finally:
                         writer_done.set()
                         nursery.cancel_scope.cancel()
@@ -255,26 +268,30 @@ class RelayConnection:
                 nursery.start_soon(write)
                 initialised = False
                 while not self.closing:
-                    data = await self.stream.receive_some(65536)
+                    data = await incoming.receive()
                     if not data:
                         if reader.pending:
                             log.info("relay client left in the middle of a packet")
                         break
-                    for packet in reader.feed(data):
-                        if not initialised:
-                            initialised = await self._init(packet)
+                    with self.server.flusher.batch():  # what this read causes goes out in one write
+                        for packet in reader.feed(data):
                             if not initialised:
+                                initialised = await self._init(packet)
+                                if not initialised:
+                                    break
+                            else:
+                                await self._dispatch(packet)
+                            if self.closing:
                                 break
-                        else:
-                            await self._dispatch(packet)
-                        if self.closing:
-                            break
+                        if self.owed:
+                            self._return_credit()
                     if reader.error is not None and not self.closing:
                         log.warning("relay client broke the protocol: %s", reader.error)
                         self.close(str(reader.error), deny=not initialised)
                 with trio.move_on_after(1.0):
-                    self.wakeup.set()
-                    self.closing = True
+                    if not self.closing:
+                        self.closing = True
+                        self.outbox.finish()
                     await writer_done.wait()
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -300,29 +317,45 @@ class RelayConnection:
         self.send(rp.init_packet())
         return True
 
+    async def _room(self) -> None:
+        """Wait while the node's links are congested (what this read produced goes out first)."""
+        if self.node.congested:
+            self.server.flusher.flush()
+            await self.node.wait_for_room()
+
+    def owe_credit(self, relay_tunnel: _RelayTunnel, nbytes: int) -> None:
+        """`nbytes` the client sent on this tunnel went out: credit it gets back after the read
+        (one TunAllow per tunnel per read, not one per message)."""
+        self.owed[relay_tunnel] = self.owed.get(relay_tunnel, 0) + nbytes
+
+    def _return_credit(self) -> None:
+        owed, self.owed = self.owed, {}
+        for relay_tunnel, nbytes in owed.items():
+            if self.tunnels.get(relay_tunnel.tid) is relay_tunnel:
+                self.send(rp.tun_allow_packet(relay_tunnel.tid, nbytes))
+
     async def _dispatch(self, packet: object) -> None:
         kind = type(packet)
         if kind is rp.Close:
             self.close("")
         elif kind is rp.Broadcast:
+            await self._room()
             await self.node.broadcast(packet.cluster, packet.message)
         elif kind is rp.Request:
-            if self.asking >= MAX_CLIENT_REQUESTS:
-                self.send(rp.reply_packet(packet.id, False, False, fault="too many requests in flight"))
-            else:
-                self.asking += 1
-                assert self._nursery is not None
-                self._nursery.start_soon(self._ask, packet)
+            await self._ask(packet)
         elif kind is rp.Reply:
-            slot = self.serving.get(packet.id)
-            if slot is not None and slot[1] is None:
-                slot[1] = packet
-                slot[0].set()  # a reply to a request we no longer wait for is dropped
+            entry = self.serving.pop(packet.id, None)
+            if entry is not None:  # a reply to a request we no longer wait for is dropped
+                if packet.success:
+                    entry[1].reply(packet.reply)
+                else:
+                    entry[1].fail(packet.fault)
         elif kind is rp.Subscribe:
             await self._subscribe(packet.topic)
         elif kind is rp.Unsubscribe:
             await self._unsubscribe(packet.topic)
         elif kind is rp.Publish:
+            await self._room()
             await self.node.publish(packet.topic, packet.event)
         elif kind is rp.TunInit:
             assert self._nursery is not None
@@ -382,40 +415,50 @@ class RelayConnection:
         await relay_tunnel.run()
 
     async def _ask(self, packet: rp.Request) -> None:
+        """A client's request: sent into the overlay; the answer is written when it comes."""
         if packet.cluster == STATUS_CLUSTER:  # the node's own view, answered here
             self.send(rp.reply_packet(packet.id, False, True, json.dumps(self.node.status()).encode()))
-            self.asking -= 1
             return
-        try:
-            timeout = max(packet.timeout_ms, 1) / 1000
-            reply = await self.node.request(packet.cluster, packet.request, timeout=timeout)
-            self.send(rp.reply_packet(packet.id, False, True, reply))
-        except TimeoutError:
-            self.send(rp.reply_packet(packet.id, True))
-        except IrisError as exc:
-            self.send(rp.reply_packet(packet.id, False, False, fault=str(exc)))
-        finally:
-            self.asking -= 1
+        if self.asking >= MAX_CLIENT_REQUESTS:
+            self.send(rp.reply_packet(packet.id, False, False, fault="too many requests in flight"))
+            return
+        await self._room()
+        rid = packet.id
 
-    async def serve_request(self, data: bytes) -> bytes:
-        """Hand a request to this client and wait for its Reply packet."""
+        def answered(reply: bytes | None, error: IrisError | None) -> None:
+            self.asking -= 1
+            if error is None:
+                self.send(rp.reply_packet(rid, False, True, reply))
+            elif isinstance(error, TimeoutError):
+                self.send(rp.reply_packet(rid, True))
+            else:
+                self.send(rp.reply_packet(rid, False, False, fault=str(error)))
+
+        self.asking += 1
+        try:
+            self.node.start_request(packet.cluster, packet.request, max(packet.timeout_ms, 1) / 1000, answered)
+        except IrisError as exc:
+            answered(None, exc)
+
+    def serve_request(self, data: bytes, responder: Responder) -> None:
+        """Hand a request to this client; its Reply packet answers it."""
         if self.closing:
-            raise ClientGone("relay client left")
+            responder.fail("relay client left")
+            return
         self._next_id += 1
         rid = self._next_id
-        slot = self.serving[rid] = [trio.Event(), None]
+        self.serving[rid] = (trio.current_time() + SERVE_TIMEOUT_S, responder)
         self.send(rp.request_packet(rid, data, int(SERVE_TIMEOUT_S * 1000)))
-        try:
-            with trio.move_on_after(SERVE_TIMEOUT_S):
-                await slot[0].wait()
-        finally:
-            self.serving.pop(rid, None)
-        reply = slot[1]
-        if reply is None:
-            raise ClientGone("relay client did not answer in time")
-        if not reply.success:
-            raise RemoteError(reply.fault)
-        return reply.reply
+
+    def expire_requests(self, now: float) -> None:
+        """Fail the requests this client did not answer in time (they are in deadline order)."""
+        serving = self.serving
+        while serving:
+            rid, (deadline, responder) = next(iter(serving.items()))
+            if deadline > now:
+                return
+            del serving[rid]
+            responder.fail("relay client did not answer in time")
 
     async def _subscribe(self, topic: str) -> None:
         if topic in self.topics:
@@ -425,6 +468,7 @@ class RelayConnection:
         if subscribers is None:
             subscribers = self.server.topics[topic] = _Subscribers(topic)
             subscribers.connections.add(self)
+            self.server.flusher.flush()  # joining the topic's tree takes a while
             await self.node.subscribe(topic, subscribers, limits=TopicLimits())
         else:
             subscribers.connections.add(self)
@@ -443,8 +487,9 @@ class RelayConnection:
     async def cleanup(self) -> None:
         """The client is gone: its membership, subscriptions and waiting requests go too."""
         self.closing = True
-        for slot in self.serving.values():
-            slot[0].set()
+        serving, self.serving = self.serving, {}
+        for _, responder in serving.values():
+            responder.fail("relay client left")
         for slot in self.building.values():
             slot[0].set()
         with trio.CancelScope(shield=True):

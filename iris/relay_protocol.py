@@ -117,7 +117,7 @@ class TunClose:
 class _Cursor:
     __slots__ = ("buf", "pos")
 
-    def __init__(self, buf: bytearray, pos: int) -> None:
+    def __init__(self, buf: bytes | bytearray, pos: int) -> None:
         self.buf, self.pos = buf, pos
 
     def byte(self) -> int:
@@ -128,6 +128,10 @@ class _Cursor:
         return value
 
     def varint(self) -> int:
+        pos = self.pos
+        if pos < len(self.buf) and self.buf[pos] < 0x80:  # one byte: ids, sizes < 128
+            self.pos = pos + 1
+            return self.buf[pos]
         value = shift = 0
         for _ in range(MAX_VARINT_BYTES):
             b = self.byte()
@@ -206,8 +210,11 @@ class RelayReader:
     def feed(self, data: bytes) -> list[object]:
         if self.error is not None:
             return []
-        buf = self._buffer
-        buf += data
+        if self._buffer:  # a packet was pending: the bytearray grows in place
+            buf: bytes | bytearray = self._buffer
+            buf += data
+        else:  # parse the bytes as they came: slices of them are the fields, one copy each
+            buf = data
         packets = []
         pos = 0
         while pos < len(buf):
@@ -220,8 +227,11 @@ class RelayReader:
                 self.error = exc
                 break
             pos = cursor.pos
-        del buf[:pos]
-        if self.error is None and len(buf) > MAX_FIELD + 64:
+        if buf is self._buffer:
+            del buf[:pos]
+        else:
+            self._buffer = bytearray(buf[pos:])
+        if self.error is None and len(self._buffer) > MAX_FIELD + 64:
             self.error = RelayError("packet too large")
         return packets
 
@@ -337,7 +347,14 @@ class NodeReader(RelayReader):
 
 
 # -- encoders -----------------------------------------------------------------------------------
+_SMALL = [bytes((i,)) for i in range(0x80)]  # the one-byte varints
+
+
 def varint(value: int) -> bytes:
+    if value < 0x80:
+        if value < 0:
+            raise ValueError(f"varint of a negative number {value}")
+        return _SMALL[value]
     out = bytearray()
     while True:
         b = value & 0x7F

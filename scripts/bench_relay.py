@@ -37,10 +37,18 @@ import trio  # noqa: E402
 
 import iris  # noqa: E402
 from iris import relay_protocol as rp  # noqa: E402
+from iris.eager_io import EagerReader, Flusher, Outbox  # noqa: E402
 from iris.relay_client import RelayClient  # noqa: E402
 
 
 PROBE = b"probe"  # published until the subscriber sees one; not counted
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; 10 ms resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -51,92 +59,126 @@ def free_port() -> int:
     return port
 
 
-async def measure(port: int, args: argparse.Namespace) -> dict:
-    out: dict = {}
-    member = await RelayClient.connect(port, cluster="bench")
-    broadcasts = 0
+class MuxConnection:
+    """One relay connection used the way the Go client's benchmarks use theirs: registered as a
+    member of the cluster it sends to, answering every request it gets by echoing it, while any
+    number of tasks send requests over it concurrently; it also counts the broadcasts and
+    events it receives. Its socket I/O is the node's own (`iris.eager_io`)."""
 
-    async def serve_member() -> None:
-        nonlocal broadcasts
+    def __init__(self, client: RelayClient) -> None:
+        self.client = client
+        self.flusher = Flusher()
+        self.outbox = Outbox(client.stream, self.flusher, limit=1 << 40)
+        self.waiting: dict[int, trio.Event] = {}
+        self.next_id = 0
+        self.received = 0  # broadcasts and events
+        self.target = 0
+        self.reached = trio.Event()
+        self.probed = trio.Event()  # a PROBE event came back: the subscription is in place
+
+    def send(self, packet: bytes) -> None:
+        self.outbox.push(packet)
+
+    async def drained(self) -> None:
+        """Let the flusher write what was queued; wait while much is still unwritten."""
+        await trio.sleep(0)
+        while self.outbox.queued_bytes > 1 << 20:
+            await trio.sleep(0.001)
+
+    def expect(self, count: int) -> None:
+        self.received, self.target, self.reached = 0, count, trio.Event()
+
+    async def request(self, cluster: str, data: bytes) -> None:
+        self.next_id += 1
+        done = self.waiting[self.next_id] = trio.Event()
+        with self.flusher.batch():  # written at once, not by the flusher task
+            self.send(rp.client_request(self.next_id, cluster, data, 10_000))
+        await done.wait()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.flusher.run)
+            nursery.start_soon(self.outbox.run_writer)
+            await self._read()
+            nursery.cancel_scope.cancel()
+
+    async def _read(self) -> None:
+        reader, incoming = self.client.reader, EagerReader(self.client.stream)
         while True:
-            packet = await member.read()
-            if isinstance(packet, rp.NodeRequest):
-                await member.stream.send_all(rp.client_reply(packet.id, True, packet.request))
-            elif isinstance(packet, rp.NodeBroadcast):
-                broadcasts += 1
+            data = await incoming.receive()
+            if not data:
+                return
+            with self.flusher.batch():
+                for packet in reader.feed(data):
+                    kind = type(packet)
+                    if kind is rp.NodeRequest:
+                        self.send(rp.client_reply(packet.id, True, packet.request))
+                    elif kind is rp.NodeReply:
+                        if packet.timed_out or not packet.success:
+                            raise RuntimeError(f"request {packet.id} failed: {packet}")
+                        self.waiting.pop(packet.id).set()
+                    elif kind is rp.NodeBroadcast or kind is rp.NodePublish:
+                        if kind is rp.NodePublish and packet.event == PROBE:
+                            self.probed.set()
+                            continue
+                        self.received += 1
+                        if self.received == self.target:
+                            self.reached.set()
 
+
+async def measure(port: int, node_pid: int, args: argparse.Namespace) -> dict:
+    """The Go client's benchmark setup: one connection that serves cluster "bench", requests
+    from it, subscribes to a topic and publishes on it, and broadcasts to its own cluster."""
+    out: dict = {}
+    conn = MuxConnection(await RelayClient.connect(port, cluster="bench"))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_member)
-        callers = [await RelayClient.connect(port) for _ in range(16)]
-        with trio.fail_after(30):  # the membership is in place once a request succeeds
-            while True:
-                try:
-                    await callers[0].request("bench", b"warm", 1.0)
-                    break
-                except iris.IrisError:
-                    await trio.sleep(0.1)
-        for count_callers in (1, 16):
-            total = args.requests if count_callers > 1 else max(1, args.requests // 3)
+        nursery.start_soon(conn.run)
+        for concurrency in (1, 16):
+            total = args.requests if concurrency > 1 else max(1, args.requests // 3)
             latencies: list[float] = []
 
-            async def call(client: RelayClient, n: int) -> None:
+            async def call(n: int) -> None:
                 for _ in range(n):
                     t = time.perf_counter()
-                    await client.request("bench", b"x" * 64, 10.0)
+                    await conn.request("bench", b"x")
                     latencies.append(time.perf_counter() - t)
 
-            t0 = time.perf_counter()
+            node0, client0, t0 = process_cpu_s(node_pid), time.process_time(), time.perf_counter()
             async with trio.open_nursery() as group:
-                for i in range(count_callers):
-                    group.start_soon(call, callers[i], total // count_callers + (i < total % count_callers))
+                for i in range(concurrency):
+                    group.start_soon(call, total // concurrency + (i < total % concurrency))
             wall = time.perf_counter() - t0
             latencies.sort()
-            out[f"requests_{count_callers}_per_s"] = round(total / wall)
-            out[f"requests_{count_callers}_p50_us"] = round(latencies[len(latencies) // 2] * 1e6)
+            label = f"requests_{concurrency}"
+            out[f"{label}_per_s"] = round(total / wall)
+            out[f"{label}_p50_us"] = round(latencies[len(latencies) // 2] * 1e6)
+            out[f"{label}_node_cpu_us"] = round((process_cpu_s(node_pid) - node0) / total * 1e6, 1)
+            out[f"{label}_client_cpu_us"] = round((time.process_time() - client0) / total * 1e6, 1)
 
-        # Publish: one publisher connection, one subscriber connection.
-        subscriber = await RelayClient.connect(port)
-        received = 0
-        first = last = 0.0
-        subscribed = trio.Event()
-
-        async def count_events() -> None:
-            nonlocal received, first, last
-            async for data in subscriber.events("bench-topic"):
-                if data == PROBE:
-                    subscribed.set()
-                    continue
-                if not received:
-                    first = time.perf_counter()
-                received += 1
-                last = time.perf_counter()
-
-        nursery.start_soon(count_events)
-        publisher = callers[1]
+        conn.send(rp.client_subscribe("bench-topic"))
         with trio.fail_after(30):  # the subscription is in place once a probe arrives
-            while not subscribed.is_set():
-                await publisher.publish("bench-topic", PROBE)
+            while not conn.probed.is_set():
+                conn.send(rp.client_publish("bench-topic", PROBE))
                 with trio.move_on_after(0.05):
-                    await subscribed.wait()
-        event = b"e" * 1024
-        t0 = time.perf_counter()
-        for _ in range(args.events):
-            await publisher.publish("bench-topic", event)
-        with trio.move_on_after(60):
-            while received < args.events:
-                await trio.sleep(0.05)
-        out["publish_sent_per_s"] = round(args.events / (time.perf_counter() - t0))
-        out["publish_received"] = received
-        out["publish_received_per_s"] = round(received / max(1e-9, last - first))
-
-        t0 = time.perf_counter()
-        for _ in range(args.events):
-            await publisher.broadcast("bench", event)
-        with trio.move_on_after(60):
-            while broadcasts < args.events:
-                await trio.sleep(0.05)
-        out["broadcast_received"] = broadcasts
-        out["broadcast_received_per_s"] = round(broadcasts / (time.perf_counter() - t0))
+                    await conn.probed.wait()
+        for name, packet in (("publish", lambda data: rp.client_publish("bench-topic", data)),
+                             ("broadcast", lambda data: rp.client_broadcast("bench", data))):
+            for size in (1, 1024):
+                # From the first send until the connection received every message back.
+                conn.expect(args.events)
+                node0, t0 = process_cpu_s(node_pid), time.perf_counter()
+                message = packet(b"e" * size)
+                for start in range(0, args.events, 64):
+                    with conn.flusher.batch():
+                        for _ in range(min(64, args.events - start)):
+                            conn.send(message)
+                    await conn.drained()
+                with trio.fail_after(60):
+                    await conn.reached.wait()
+                wall = time.perf_counter() - t0
+                label = f"{name}_{size}b"
+                out[f"{label}_per_s"] = round(args.events / wall)
+                out[f"{label}_node_cpu_us"] = round((process_cpu_s(node_pid) - node0) / args.events * 1e6, 1)
         nursery.cancel_scope.cancel()
     return out
 
@@ -268,9 +310,10 @@ class TunnelOpener:
             await send(batch)
 
 
-async def measure_tunnel(relay_a: int, start_b: Callable[[], int], args: argparse.Namespace) -> dict:
+async def measure_tunnel(relay_a: int, pid_a: int, start_b: Callable[[], tuple[int, int]],
+                         args: argparse.Namespace) -> dict:
     out: dict = {}
-    relay_b = start_b()
+    relay_b, pid_b = start_b()
     member = TunnelMember(await connect(relay_b, cluster=TUN_CLUSTER))
     opener = TunnelOpener(await connect(relay_a))
     async with trio.open_nursery() as nursery:
@@ -284,6 +327,7 @@ async def measure_tunnel(relay_a: int, start_b: Callable[[], int], args: argpars
                 await trio.sleep(0.1)
         for label, size, count in (("1k", 1024, args.tunnel), ("64k", 64 * 1024, max(1, args.tunnel // 20))):
             member.expect(count)
+            cpu0 = (process_cpu_s(pid_a), process_cpu_s(pid_b), time.process_time())
             t0 = time.perf_counter()
             with trio.fail_after(300):
                 await opener.send(confirm.id, confirm.chunk_limit, b"t" * size, count)
@@ -291,15 +335,18 @@ async def measure_tunnel(relay_a: int, start_b: Callable[[], int], args: argpars
             wall = member.reached_at - t0
             out[f"tunnel_{label}_msgs_per_s"] = round(count / wall)
             out[f"tunnel_{label}_mb_per_s"] = round(count * size / wall / 1e6, 1)
+            cpu1 = (process_cpu_s(pid_a), process_cpu_s(pid_b), time.process_time())
+            for name, before, after in zip(("sender_node", "receiver_node", "clients"), cpu0, cpu1):
+                out[f"tunnel_{label}_{name}_cpu_us"] = round((after - before) / count * 1e6, 1)
         await opener.close(confirm.id)
         nursery.cancel_scope.cancel()
     return out
 
 
 @contextlib.contextmanager
-def node_process(key_file: str, seed_port: int | None = None) -> Iterator[tuple[int, int]]:
+def node_process(key_file: str, seed_port: int | None = None) -> Iterator[tuple[int, int, int]]:
     """An `iris node` process on free ports, joining through `seed_port` if given; yields
-    (listen port, relay port) and terminates the process on exit."""
+    (listen port, relay port, pid) and terminates the process on exit."""
     listen_port, relay_port = free_port(), free_port()
     command = [sys.executable, "-m", "iris.cli", "node", "--network-key-file", key_file,
                "--listen", f"127.0.0.1:{listen_port}", "--relay-port", str(relay_port)]
@@ -307,7 +354,7 @@ def node_process(key_file: str, seed_port: int | None = None) -> Iterator[tuple[
         command += ["--seed", f"127.0.0.1:{seed_port}"]
     node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield listen_port, relay_port
+        yield listen_port, relay_port, node.pid
     finally:
         node.terminate()
         try:
@@ -327,16 +374,16 @@ def main() -> int:
         key_file = os.path.join(tmp, "net.key")
         with open(key_file, "wb") as f:
             f.write(iris.generate_network_key())
-        listen_a, relay_a = nodes.enter_context(node_process(key_file))
+        listen_a, relay_a, pid_a = nodes.enter_context(node_process(key_file))
 
-        def start_b() -> int:
+        def start_b() -> tuple[int, int]:
             """Node B joins A only for the tunnel phase: the phases before measure a one-node ring."""
-            return nodes.enter_context(node_process(key_file, seed_port=listen_a))[1]
+            return nodes.enter_context(node_process(key_file, seed_port=listen_a))[1:]
 
         async def run() -> dict:
             await (await connect(relay_a)).close()
-            result = await measure(relay_a, args)
-            result.update(await measure_tunnel(relay_a, start_b, args))
+            result = await measure(relay_a, pid_a, args)
+            result.update(await measure_tunnel(relay_a, pid_a, start_b, args))
             return result
 
         result = trio.run(run)

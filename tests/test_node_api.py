@@ -308,3 +308,54 @@ async def test_handlers_that_raise_do_not_take_the_node_down(ring):
     names = ("broadcast_handler_errors", "event_handler_errors", "tunnel_handler_errors")
     await wait_for(lambda: all(nodes[2].status()["counters"].get(n) == 1 for n in names))
     assert await nodes[0].request("faulty", b"?", timeout=2) == b"still here"
+
+
+async def test_plain_function_handlers_and_callback_requests(ring):
+    """The forms for integrations that pass messages on: `accept_request` (answered at once,
+    later, or by raising), `accept_broadcast`, `accept_event`, and `start_request`."""
+    _, nodes = ring
+    held = []
+
+    class PassOn:
+        def __init__(self):
+            self.broadcasts = []
+
+        def accept_request(self, data, responder):
+            if data == b"now":
+                responder.reply(b"answered at once")
+            elif data == b"raise":
+                raise ValueError("refused in accept_request")
+            else:
+                held.append(responder)
+
+        def accept_broadcast(self, data):
+            self.broadcasts.append(data)
+
+    class Events:
+        def __init__(self):
+            self.events = []
+
+        def accept_event(self, data):
+            self.events.append(data)
+
+    handler, events = PassOn(), Events()
+    await nodes[1].register("pass", handler)
+    await nodes[2].subscribe("news", events)
+    assert await nodes[0].request("pass", b"now", timeout=5) == b"answered at once"
+    with pytest.raises(iris.RemoteError, match="refused in accept_request"):
+        await nodes[0].request("pass", b"raise", timeout=5)
+    outcomes = []
+    nodes[0].start_request("pass", b"later", 5, lambda reply, error: outcomes.append((reply, error)))
+    await wait_for(lambda: held)
+    held[0].reply(b"answered later")
+    held[0].reply(b"a second answer is ignored")
+    await wait_for(lambda: outcomes)
+    assert outcomes == [(b"answered later", None)]
+    nodes[0].start_request("nobody-here", b"?", 0.5, lambda reply, error: outcomes.append((reply, error)))
+    await wait_for(lambda: len(outcomes) == 2)
+    assert outcomes[1][0] is None and isinstance(outcomes[1][1], iris.IrisError)
+    await nodes[3].broadcast("pass", b"to all")
+    await wait_for(lambda: handler.broadcasts == [b"to all"])
+    for i in range(5):
+        await nodes[4].publish("news", b"%d" % i)
+    await wait_for(lambda: events.events == [b"0", b"1", b"2", b"3", b"4"])

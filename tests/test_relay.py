@@ -250,6 +250,27 @@ async def test_close_is_answered_and_a_departed_member_is_cleaned_up(relay):
     assert op == 0x05 and fields[1] is False and fields[2] is False  # a fault, not a hang
 
 
+async def test_a_member_that_leaves_or_never_answers_fails_the_request_instead_of_hanging(relay):
+    port, _, server = relay
+    silent = await Client.connect(port, cluster="silent")
+    caller = await Client.connect(port)
+    await caller.send(request(1, "silent", b"?", 120_000) + request(2, "silent", b"?", 120_000))
+    with trio.fail_after(10):
+        assert (await silent.read())[0] == 0x04 and (await silent.read())[0] == 0x04
+    # The member's answer time (SERVE_TIMEOUT_S) runs out for request 1: the caller hears so.
+    (conn,) = [c for c in server.connections if c.cluster == "silent"]
+    first_deadline = next(iter(conn.serving.values()))[0]
+    conn.expire_requests(first_deadline)
+    with trio.fail_after(10):
+        op, fields = await caller.read()
+    assert op == 0x05 and fields[:3] == [1, False, False] and "did not answer" in fields[3]
+    # The member leaves with request 2 unanswered: the caller hears at once.
+    await silent.stream.aclose()
+    with trio.fail_after(10):
+        op, fields = await caller.read()
+    assert op == 0x05 and fields[:3] == [2, False, False] and "left" in fields[3]
+
+
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("junk, expected_op", [
     (init(version="v0.9"), 0x01),                    # version mismatch: Deny
@@ -455,3 +476,19 @@ def test_tunnel_packets_round_trip_through_the_readers():
     assert rp.RelayReader().feed(b"".join(client_side)) == [
         rp.TunInit(1, "tun", 3000), rp.TunConfirm(2, 77), rp.TunAllow(77, 1 << 20),
         rp.TunTransfer(77, 0, b"y" * 5), rp.TunClose(77)]
+
+
+def test_readers_give_the_same_packets_however_the_bytes_are_split():
+    """Fields and multi-byte varints cut anywhere across reads; one reader per split."""
+    packets = [request(300, "echo", b"a" * 200, 70_000), reply_ok(5, b""), reply_fault(20_000, "no"),
+               b"\x08" + text("topic") + blob(b"z" * 130), b"\x0c" + uvarint(1 << 30) + uvarint(0) + blob(b"q")]
+    stream = b"".join(packets)
+    whole = rp.RelayReader().feed(stream)
+    assert len(whole) == len(packets) and whole[0] == rp.Request(300, "echo", b"a" * 200, 70_000)
+    for size in (1, 2, 3, 7, 64, 129):
+        reader = rp.RelayReader()
+        got = []
+        for i in range(0, len(stream), size):
+            got += reader.feed(stream[i:i + size])
+        assert got == whole and reader.pending == 0
+        assert type(got[0].request) is bytes and type(got[3].event) is bytes  # not bytearray views

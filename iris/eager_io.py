@@ -1,0 +1,162 @@
+"""Socket reads and writes of the relay's client connections without needless loop passes.
+
+trio's `receive_some` and `send_all` each end in a checkpoint, a pass of the run loop, even
+when the kernel had the data or took it at once; and a writer task costs another pass to wake.
+A relayed request is read twice and written twice, so these passes were most of its cost. As
+asyncio's transports do, the connections here call the non-blocking socket directly and only
+wait (and so yield) when the kernel has nothing to read or no room to write:
+
+- `EagerReader.receive` reads at once when data is there; it waits for readability only when
+  there is none, and does not pass the loop again after such a wait.
+- `Outbox` writes at once (`os.write`) when no write is in progress; only what the kernel does
+  not take waits for the writer task.
+
+Packets queued while a relay reader handles one read are written together when that read is
+done (`Flusher.batch`): one write per connection per read. Packets queued from anywhere else (a
+reply from the overlay, an event) are written by one flusher task for all connections at once.
+Streams without a socket (in-memory ones) use the plain trio calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+
+class Outbox:
+    """The queue of one connection, bounded by `limit` bytes."""
+
+    def __init__(self, stream: trio.abc.Stream, flusher: Flusher, limit: int) -> None:
+        self.stream = stream
+        self._flusher = flusher
+        self._limit = limit
+        socket = getattr(stream, "socket", None)
+        self._fd = socket.fileno() if socket is not None else -1  # -1: the writer task only
+        self._queue: list[bytes] = []
+        self.queued_bytes = 0
+        self._listed = False  # in the flusher's list of outboxes to write
+        self._writing = False  # the writer task is in send_all: it writes what comes next too
+        self._wakeup = trio.Event()
+        self.closed = False  # no more output (set by `finish`)
+
+    def push(self, packet: bytes) -> bool:
+        """Queue `packet`; False (and nothing queued) if the queue would exceed its limit."""
+        if self.queued_bytes + len(packet) > self._limit:
+            return False
+        self._queue.append(packet)
+        self.queued_bytes += len(packet)
+        if not self._listed:
+            self._listed = True
+            self._flusher.add(self)
+        return True
+
+    def finish(self, last: bytes = b"") -> None:
+        """Queue a final packet (beyond the limit); the writer ends once all is written."""
+        if last:
+            self._queue.append(last)
+            self.queued_bytes += len(last)
+        self.closed = True
+        self._wakeup.set()
+
+    def flush(self) -> None:
+        """Write what is queued now if the kernel takes it; leave the rest to the writer."""
+        self._listed = False
+        if self._writing or not self._queue:
+            return
+        data = b"".join(self._queue) if len(self._queue) > 1 else self._queue[0]
+        self._queue.clear()
+        written = 0
+        if self._fd >= 0:
+            try:
+                written = os.write(self._fd, data)
+            except OSError:  # would block, or broken: the writer's send_all finds out which
+                written = 0
+        self.queued_bytes -= written
+        if written < len(data):
+            self._queue.append(data[written:])
+            self._wakeup.set()
+
+    async def run_writer(self) -> None:
+        """Write what `flush` could not, until `finish` and everything is written."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._queue:
+                data = b"".join(self._queue)
+                self._queue.clear()
+                self._writing = True
+                try:
+                    await self.stream.send_all(data)
+                finally:
+                    self._writing = False
+                self.queued_bytes -= len(data)
+            if self.closed:
+                return
+
+
+class EagerReader:
+    """Reads one stream; see the module docstring."""
+
+    def __init__(self, stream: trio.abc.Stream, max_bytes: int = 65536) -> None:
+        self._stream = stream
+        self._max = max_bytes
+        socket = getattr(stream, "socket", None)
+        self._fd = socket.fileno() if socket is not None else -1
+
+    async def receive(self) -> bytes:
+        """The next bytes (b"" at the end of the stream); OSError when the connection broke.
+        It yields once per call, like trio's: by waiting when there was nothing to read, or
+        else by a checkpoint after the read (so a busy client does not starve the others)."""
+        if self._fd < 0:
+            return await self._stream.receive_some(self._max)
+        waited = False
+        while True:
+            try:
+                data = os.read(self._fd, self._max)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._fd)
+                waited = True
+                continue
+            if not waited:
+                await trio.lowlevel.checkpoint()
+            return data
+
+
+class Flusher:
+    """Writes the outboxes that got packets: at the end of a reader's batch, or from its task."""
+
+    def __init__(self) -> None:
+        self._listed: list[Outbox] = []
+        self._batching: set[trio.lowlevel.Task] = set()
+        self._wakeup = trio.Event()
+
+    def add(self, outbox: Outbox) -> None:
+        self._listed.append(outbox)
+        if trio.lowlevel.current_task() not in self._batching:
+            self._wakeup.set()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within the block, packets queued by the current task wait for its end. (Other
+        tasks, running while this one waits, still get theirs written by the flusher task.)"""
+        task = trio.lowlevel.current_task()
+        self._batching.add(task)
+        try:
+            yield
+        finally:
+            self._batching.discard(task)
+            self.flush()
+
+    def flush(self) -> None:
+        listed, self._listed = self._listed, []
+        for outbox in listed:
+            outbox.flush()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self.flush()
