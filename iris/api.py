@@ -379,6 +379,7 @@ class Node:
                     self._workers.submit(self._serve_broadcast, event)
                 else:
                     self._accept(accept, event.payload, None, "accept_broadcast")
+                    self._runtime.core.broadcast_done(event.cluster)  # what it drains: this loop
             elif kind is ev.EventReceived:
                 sub = self._subscriptions.get(event.topic)
                 if sub is None:
@@ -455,13 +456,14 @@ class Node:
 
     async def _serve_broadcast(self, event: ev.BroadcastReceived) -> None:
         handler = self._handlers.get(event.cluster)
-        if handler is None or not hasattr(handler, "handle_broadcast"):
-            return
         try:
-            await handler.handle_broadcast(event.payload)
+            if handler is not None and hasattr(handler, "handle_broadcast"):
+                await handler.handle_broadcast(event.payload)
         except Exception:  # one bad message must not take the node down
             log.exception("handle_broadcast of cluster %r raised", event.cluster)
             self._runtime.count("broadcast_handler_errors")
+        finally:
+            self._runtime.call(lambda: self._runtime.core.broadcast_done(event.cluster))
 
     async def _serve_tunnel(self, handler: Any, tunnel: Tunnel) -> None:
         try:

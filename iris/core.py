@@ -37,7 +37,7 @@ from typing import Any
 
 from iris import events as ev
 from iris.deadlines import Deadlines
-from iris.limits import ServiceLimits, TopicLimits
+from iris.limits import ENTRY_COST, ServiceLimits, TopicLimits
 from iris.messages import (
     MAX_ANCESTORS,
     MAX_TREE_ENTRIES,
@@ -130,6 +130,9 @@ class _Service:
     queued: deque = field(default_factory=deque)
     queued_bytes: int = 0
     refused: int = 0
+    broadcasts_in_flight: int = 0
+    broadcasts_queued: deque = field(default_factory=deque)
+    broadcasts_queued_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -240,7 +243,20 @@ class MessagingCore(OverlayApp):
         """The application consumed an event of `nbytes` (frees room under TopicLimits)."""
         t = self.topics.get(topic_group(topic))
         if t is not None:
-            t.queued_bytes = max(0, t.queued_bytes - nbytes)
+            t.queued_bytes = max(0, t.queued_bytes - nbytes - ENTRY_COST)
+
+    def broadcast_done(self, cluster: str) -> None:
+        """The application handled a `BroadcastReceived` (frees a slot under ServiceLimits)."""
+        service = self.services.get(cluster_group(cluster))
+        if service is None:
+            return
+        service.broadcasts_in_flight = max(0, service.broadcasts_in_flight - 1)
+        queued = service.broadcasts_queued
+        while queued and service.broadcasts_in_flight < service.limits.max_broadcast_concurrency:
+            payload = queued.popleft()
+            service.broadcasts_queued_bytes -= len(payload) + ENTRY_COST
+            service.broadcasts_in_flight += 1
+            self.events.append(ev.BroadcastReceived(service.name, payload))
 
     # ----------------------------------------------------------------------------- tunnels
     def open_tunnel(self, cluster: str, timeout: float) -> tuple[int, int]:
@@ -689,9 +705,9 @@ class MessagingCore(OverlayApp):
             return
         if service.in_flight < service.limits.max_concurrency:
             self._hand_to_app(msg, service)
-        elif service.queued_bytes + len(msg.payload) <= service.limits.max_queued_bytes:
+        elif service.queued_bytes + len(msg.payload) + ENTRY_COST <= service.limits.max_queued_bytes:
             service.queued.append(msg)
-            service.queued_bytes += len(msg.payload)
+            service.queued_bytes += len(msg.payload) + ENTRY_COST
         else:
             service.refused += 1
             self._count("requests_refused")
@@ -706,7 +722,7 @@ class MessagingCore(OverlayApp):
     def _drain_service(self, group: int, service: _Service) -> None:
         while service.queued and service.in_flight < service.limits.max_concurrency:
             msg = service.queued.popleft()
-            service.queued_bytes -= len(msg.payload)
+            service.queued_bytes -= len(msg.payload) + ENTRY_COST
             self._hand_to_app(msg, service)
 
     def _on_reply(self, src: int, msg: Reply) -> None:
@@ -741,17 +757,30 @@ class MessagingCore(OverlayApp):
             topic = self.topics.get(msg.group)
             if topic is None:
                 return
-            if topic.queued_bytes + len(msg.payload) > topic.limits.max_queued_bytes:
+            if topic.queued_bytes + len(msg.payload) + ENTRY_COST > topic.limits.max_queued_bytes:
                 topic.dropped += 1
                 self._count("events_dropped")
                 return
-            topic.queued_bytes += len(msg.payload)
+            topic.queued_bytes += len(msg.payload) + ENTRY_COST
             self.events.append(ev.EventReceived(topic.name, msg.payload, msg.origin, msg.seq))
         else:
             service = self.services.get(msg.group)
             if service is not None:
-                for _ in range(service.members):
-                    self.events.append(ev.BroadcastReceived(service.name, msg.payload))
+                for _ in range(service.members):  # one copy per registration on this node
+                    self._offer_broadcast(service, msg.payload)
+
+    def _offer_broadcast(self, service: _Service, payload: bytes) -> None:
+        """Hand a broadcast to the application, queue it while every slot is busy, or drop it
+        (counted) once the queue holds its limit: a slow handler cannot make it grow."""
+        limits = service.limits
+        if service.broadcasts_in_flight < limits.max_broadcast_concurrency:
+            service.broadcasts_in_flight += 1
+            self.events.append(ev.BroadcastReceived(service.name, payload))
+        elif service.broadcasts_queued_bytes + len(payload) + ENTRY_COST <= limits.max_queued_broadcast_bytes:
+            service.broadcasts_queued.append(payload)
+            service.broadcasts_queued_bytes += len(payload) + ENTRY_COST
+        else:
+            self._count("broadcasts_dropped")
 
     def _on_flood(self, src: int, msg: Flood) -> None:
         self._spread(msg, src)

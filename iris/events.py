@@ -35,6 +35,8 @@ class RequestDone:
 
 @dataclass(slots=True)
 class BroadcastReceived:
+    """Acknowledge with `MessagingCore.broadcast_done(cluster)` once handled."""
+
     cluster: str
     payload: bytes
 

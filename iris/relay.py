@@ -36,6 +36,9 @@ SERVE_TIMEOUT_S = 60.0  # how long a member client may take to answer a request
 CHUNK = 64 * 1024  # the chunk limit announced to clients
 TUNNEL_WINDOW = 4 * 1024 * 1024  # credit granted to a client per tunnel
 TUNNEL_CONFIRM_TIMEOUT_S = 10.0
+MAX_TUNNEL_MESSAGE = 16 * 1024 * 1024  # one tunnel message from a client, assembled here
+MAX_CLIENT_TUNNEL_BYTES = 64 * 1024 * 1024  # a client's tunnel data waiting for the overlay
+MAX_CLIENT_TUNNELS = 1024  # a client's tunnels, open or opening
 
 
 class ClientGone(IrisError):
@@ -78,24 +81,41 @@ class _RelayTunnel:
         self.conn, self.tid, self.tunnel = conn, tid, tunnel
         self.credit = 0  # bytes the client lets us send it
         self.credit_changed = trio.Event()
+        self.granted = 0  # bytes we let the client send us, less what it sent
         self.inbound: deque[bytes] = deque()  # whole messages from the client, to send on
         self.inbound_ready = trio.Event()
         self.expected = 0
         self.parts: list[bytes] | None = None
-        self.done = trio.Event()
 
     def allow(self, space: int) -> None:
         self.credit += space
         self.credit_changed.set()
 
+    def grant(self, nbytes: int) -> None:
+        """Let the client send `nbytes` more."""
+        self.granted += nbytes
+        self.conn.send(rp.tun_allow_packet(self.tid, nbytes))
+
     def transfer(self, size: int, chunk: bytes) -> None:
-        """A chunk from the client; a whole message goes to the overlay tunnel in order."""
+        """A chunk from the client; a whole message goes to the overlay tunnel in order. A
+        client that sends beyond its credit or its chunk limit is cut off: what waits here
+        for the overlay tunnel stays within the window and one message."""
+        if len(chunk) > CHUNK:
+            raise rp.RelayError(f"tunnel chunk of {len(chunk)} bytes exceeds the chunk limit {CHUNK}")
         if size:
             if self.parts is not None:
                 raise rp.RelayError("a new tunnel message started inside another")
+            if size > MAX_TUNNEL_MESSAGE:
+                raise rp.RelayError(f"tunnel message of {size} bytes exceeds {MAX_TUNNEL_MESSAGE}")
+            if len(chunk) > self.granted:
+                raise rp.RelayError(f"tunnel {self.tid}: message sent beyond the credit granted")
+            self.granted -= size  # its later chunks may go beyond: they follow regardless
             self.parts, self.expected = [], size
         elif self.parts is None:
             raise rp.RelayError("a continuation chunk outside any message")
+        self.conn.tunnel_bytes += len(chunk)
+        if self.conn.tunnel_bytes > MAX_CLIENT_TUNNEL_BYTES:
+            raise rp.RelayError(f"more than {MAX_CLIENT_TUNNEL_BYTES} bytes of tunnel data waiting")
         self.parts.append(chunk)
         self.expected -= len(chunk)
         if self.expected < 0:
@@ -109,6 +129,7 @@ class _RelayTunnel:
             except ClosedError:
                 sent = False  # to_overlay finds out, and tells the client
             if sent:
+                self.conn.tunnel_bytes -= len(data)
                 self.conn.owe_credit(self, len(data))
             else:
                 self.inbound.append(data)
@@ -121,8 +142,11 @@ class _RelayTunnel:
                 self.inbound_ready = trio.Event()
                 await self.inbound_ready.wait()
             data = self.inbound.popleft()
-            await self.tunnel.send(data)
-            self.conn.send(rp.tun_allow_packet(self.tid, len(data)))  # the client may send more
+            try:
+                await self.tunnel.send(data)
+            finally:
+                self.conn.tunnel_bytes -= len(data)
+            self.grant(len(data))  # the client may send more
 
     async def to_client(self) -> None:
         while True:
@@ -149,10 +173,13 @@ class _RelayTunnel:
         except (ClosedError, IrisError):
             self.conn.send(rp.tun_close_packet(self.tid, "tunnel closed"))
         finally:
-            self.conn.tunnels.pop(self.tid, None)
+            if self.conn.tunnels.get(self.tid) is self:
+                del self.conn.tunnels[self.tid]
+            self.conn.tunnel_bytes -= sum(map(len, self.inbound)) + sum(map(len, self.parts or ()))
+            self.inbound.clear()
+            self.parts = None
             with trio.CancelScope(shield=True):
                 await self.tunnel.close()
-            self.done.set()
 
 
 class _Subscribers:
@@ -231,6 +258,8 @@ class RelayConnection:
         self.asking = 0  # this client's requests in flight
         self.tunnels: dict[int, _RelayTunnel] = {}  # by the client's tunnel id
         self.building: dict[int, list[Any]] = {}  # build id -> [event, client tunnel id]
+        self.opening: set[int] = set()  # ids of the client's TunInits not answered yet
+        self.tunnel_bytes = 0  # from the client, not yet on the overlay (all its tunnels)
         self.owed: dict[_RelayTunnel, int] = {}  # credit to return to the client after this read
         self._next_id = 0
         self._nursery: trio.Nursery | None = None
@@ -332,7 +361,7 @@ class RelayConnection:
         owed, self.owed = self.owed, {}
         for relay_tunnel, nbytes in owed.items():
             if self.tunnels.get(relay_tunnel.tid) is relay_tunnel:
-                self.send(rp.tun_allow_packet(relay_tunnel.tid, nbytes))
+                relay_tunnel.grant(nbytes)
 
     async def _dispatch(self, packet: object) -> None:
         kind = type(packet)
@@ -358,11 +387,17 @@ class RelayConnection:
             await self._room()
             await self.node.publish(packet.topic, packet.event)
         elif kind is rp.TunInit:
+            if self._tunnel_id_taken(packet.id):
+                return
+            if len(self.tunnels) + len(self.opening) >= MAX_CLIENT_TUNNELS:
+                self.send(rp.tun_confirm_packet(packet.id, True))  # refused, as if timed out
+                return
+            self.opening.add(packet.id)
             assert self._nursery is not None
             self._nursery.start_soon(self._open_tunnel, packet)
         elif kind is rp.TunConfirm:
             slot = self.building.get(packet.build_id)
-            if slot is not None and slot[1] is None:
+            if slot is not None and slot[1] is None and not self._tunnel_id_taken(packet.tunnel_id):
                 # Registered now: the client's TunAllow/TunTransfer may follow in the same read.
                 slot[1] = self.tunnels[packet.tunnel_id] = _RelayTunnel(self, packet.tunnel_id, slot[2])
                 slot[0].set()
@@ -382,6 +417,13 @@ class RelayConnection:
             if relay_tunnel is not None:
                 await relay_tunnel.tunnel.close()
 
+    def _tunnel_id_taken(self, tid: int) -> bool:
+        """A client's tunnel ids name one tunnel at a time; reusing a live one is cut off."""
+        if tid in self.tunnels or tid in self.opening:
+            self.close(f"tunnel id {tid} is already in use")
+            return True
+        return False
+
     async def _open_tunnel(self, packet: rp.TunInit) -> None:
         """The client opens a tunnel to a cluster."""
         try:
@@ -389,9 +431,11 @@ class RelayConnection:
         except IrisError:
             self.send(rp.tun_confirm_packet(packet.id, True))
             return
+        finally:
+            self.opening.discard(packet.id)
         relay_tunnel = self.tunnels[packet.id] = _RelayTunnel(self, packet.id, tunnel)
         self.send(rp.tun_confirm_packet(packet.id, False, CHUNK))
-        self.send(rp.tun_allow_packet(packet.id, TUNNEL_WINDOW))
+        relay_tunnel.grant(TUNNEL_WINDOW)
         await relay_tunnel.run()
 
     async def accept_tunnel(self, tunnel: Tunnel) -> None:
@@ -411,7 +455,7 @@ class RelayConnection:
         if self.closing:
             self.tunnels.pop(relay_tunnel.tid, None)
             return
-        self.send(rp.tun_allow_packet(relay_tunnel.tid, TUNNEL_WINDOW))
+        relay_tunnel.grant(TUNNEL_WINDOW)
         await relay_tunnel.run()
 
     async def _ask(self, packet: rp.Request) -> None:

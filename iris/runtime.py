@@ -198,7 +198,7 @@ class Runtime:
                 for dest, seqs in acks.items():
                     for i in range(0, len(seqs), MAX_ACKS):
                         self._send(dest, RouteAck(tuple(seqs[i:i + MAX_ACKS])))
-        if self.core.events:
+        while self.core.events:  # handling events may cause more (a drained queue)
             events, self.core.events = self.core.events, []
             self.on_events(events)
         if node.active and not self.joined.is_set():

@@ -2,11 +2,18 @@
 
     python scripts/bench_relay.py [--requests 5000] [--events 50000] [--tunnel 20000]
 
-Starts one `iris node` process A (relay on a free port). In this process, relay clients of A:
-a member connection answering requests of cluster "bench" (and counting broadcasts), a
-subscriber connection counting events, and callers. Measured on that one-node ring: request
-round trips per second with 1 caller and with 16 callers (16 connections), published and
-broadcast messages per second as received by the subscriber/member.
+Starts one `iris node` process A (relay on a free port); the clients run in this process.
+Measured on that one-node ring, the way the Go client's own benchmarks measured the original
+node (one connection registered as a member of cluster "bench" that sends requests to that
+cluster and answers them by echoing, 1-byte messages):
+- request round trips per second with 1 request at a time and with 16 concurrent requests
+  (16 tasks) over that connection, and the CPU per request of the node and of the clients;
+- sequential round trips again with a client without an event loop (blocking socket calls,
+  its own connection and cluster "bench-seq"), closer to what a compiled client costs;
+- publish and broadcast: the connection subscribes to a topic and publishes on it (broadcasts
+  to its own cluster), messages of 1 byte and of 1 KiB, from the first send until it has
+  received every message back (stricter than the Go benchmark, which stopped its clock for
+  publishes once they were sent).
 
 Then the tunnel phase (a tunnel's two ends are never on the same node): a second node process
 B joins A. A member connection on B registers cluster "bench-tun", confirms the inbound tunnel,
@@ -14,8 +21,8 @@ grants 4 MiB of credit and returns credit each time it has consumed 1 MiB more; 
 connection on A opens a tunnel to "bench-tun" and sends --tunnel messages of 1 KiB, then
 --tunnel/20 messages of 64 KiB, within the credit the node grants it (writes batched up to
 64 KiB). Measured: from the first send until the member has received every message whole,
-tunnel messages per second and MB (10^6 bytes of message payload) per second. Prints one JSON
-object.
+tunnel messages per second and MB (10^6 bytes of message payload) per second, and CPU per
+message of both nodes and of the clients. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -364,6 +371,43 @@ def node_process(key_file: str, seed_port: int | None = None) -> Iterator[tuple[
             node.wait()
 
 
+def sequential_blocking(port: int, count: int) -> dict:
+    """Round trips one at a time by a client written with blocking socket calls; it serves
+    cluster "bench-seq" itself, so each round trip is request, request, reply, reply."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(rp.client_init("bench-seq"))
+        reader, packets = rp.NodeReader(), []
+
+        def round_trip(rid: int) -> None:
+            sock.sendall(rp.client_request(rid, "bench-seq", b"x", 10_000))
+            while True:
+                while not packets:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise RuntimeError("the node closed the connection")
+                    packets.extend(reader.feed(data))
+                packet = packets.pop(0)
+                if type(packet) is rp.NodeRequest:
+                    sock.sendall(rp.client_reply(packet.id, True, packet.request))
+                elif type(packet) is rp.NodeReply:
+                    if packet.timed_out or not packet.success:
+                        raise RuntimeError(f"request {rid} failed: {packet}")
+                    return
+
+        while True:  # the registration is in place once the Init answer came
+            packets.extend(reader.feed(sock.recv(65536)))
+            if packets and type(packets.pop(0)) is rp.NodeInit:
+                break
+        for rid in range(1, 101):  # warm up
+            round_trip(rid)
+        t0 = time.perf_counter()
+        for rid in range(101, 101 + count):
+            round_trip(rid)
+        wall = time.perf_counter() - t0
+    return {"requests_1_blocking_client_per_s": round(count / wall)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
@@ -382,7 +426,8 @@ def main() -> int:
 
         async def run() -> dict:
             await (await connect(relay_a)).close()
-            result = await measure(relay_a, pid_a, args)
+            result = sequential_blocking(relay_a, max(1, args.requests // 3))
+            result.update(await measure(relay_a, pid_a, args))
             result.update(await measure_tunnel(relay_a, pid_a, start_b, args))
             return result
 

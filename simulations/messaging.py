@@ -154,7 +154,9 @@ class MessagingWorkload:
                 self.latency.append(latency)
                 if origin != me and origin in self.sim.net.positions:
                     self.stretch.append(latency / self.sim.net.base_delay(origin, me))
-            if kind is ev.EventReceived:
+            if kind is ev.BroadcastReceived:
+                core.broadcast_done(event.cluster)
+            else:
                 core.event_done(event.topic, len(event.payload))
                 pub_seq = int.from_bytes(event.payload[8:16], "big")
                 key = (me, event.origin, event.topic)

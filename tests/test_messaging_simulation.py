@@ -209,5 +209,5 @@ def test_topic_limits_drop_events_nobody_consumes():
     for _ in range(30):
         work.act(publisher, lambda c: c.publish("firehose", b"e" * 100))
     sim.run_for(2.0)
-    assert len(work.held["firehose"]) == 10  # 1000 bytes of 100-byte events
-    assert work.core(node).counters["events_dropped"] == 20
+    assert len(work.held["firehose"]) == 6  # 1000 bytes of 100-byte events (+ ENTRY_COST each)
+    assert work.core(node).counters["events_dropped"] == 24

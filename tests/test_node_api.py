@@ -212,6 +212,35 @@ async def test_a_slow_subscriber_drops_instead_of_growing(ring):
     assert core.topics[next(iter(core.topics))].queued_bytes <= 10_000
 
 
+async def test_a_slow_broadcast_handler_drops_instead_of_growing(ring):
+    """Broadcasts beyond the handlers' slots wait in a bounded queue; beyond it they are
+    dropped and counted (before, each became a handler job and a flood grew without limit)."""
+    _, nodes = ring
+    release = trio.Event()
+    running = most = 0
+    handled = []
+
+    class Slow:
+        async def handle_broadcast(self, data):
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await release.wait()
+            handled.append(data)
+            running -= 1
+
+    limits = iris.ServiceLimits(max_broadcast_concurrency=2, max_queued_broadcast_bytes=5 * (100 + 64))
+    await nodes[2].register("flood", Slow(), limits=limits)
+    for i in range(100):
+        await nodes[0].broadcast("flood", b"%03d" % i + b"b" * 97)
+    core = nodes[2]._runtime.core
+    await iris.testing.wait_until(lambda: core.counters.get("broadcasts_dropped", 0) == 100 - 2 - 5)
+    assert running == 2 and nodes[2]._workers.workers <= 4
+    release.set()
+    await iris.testing.wait_until(lambda: len(handled) == 7)
+    assert most == 2 and sorted(d[:3] for d in handled) == [b"%03d" % i for i in range(7)]  # the first 7
+
+
 async def test_thousands_of_pending_requests_stay_bounded(ring):
     _, nodes = ring
 

@@ -456,6 +456,71 @@ async def _exchange(member, opener):
     assert op == 0x0D and tid == 77
 
 
+async def _open_tunnel(relay, nursery):
+    """A tunnel from an opener client (relay of node 1) to a member client (relay of node 0):
+    returns (member, opener); the member's tunnel id is 77, the opener's 5."""
+    port, nodes, _ = relay
+    member = await Client.connect(port, cluster="tun")
+    other_port = await nursery.start(RelayServer(nodes[1]).serve, 0, ("127.0.0.1",))
+    opener = await Client.connect(other_port)
+    await opener.send(b"\x09" + uvarint(5) + text("tun") + uvarint(3000))
+    op, (build_id, _) = await member.read()
+    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77) + b"\x0b" + uvarint(77) + uvarint(1 << 20))
+    assert (await opener.read())[0] == 0x0A
+    op, (tid, credit) = await opener.read()
+    assert (op, tid, credit) == (0x0B, 5, 4 << 20)
+    return member, opener
+
+
+@pytest.mark.parametrize("violation, reason", [
+    (b"\x09" + uvarint(5) + text("tun") + uvarint(1000), "already in use"),  # TunInit reusing id 5
+    (transfer(5, b"x" * 70_000, chunk=70_000), "chunk limit"),
+    (b"\x0c" + uvarint(5) + uvarint(20 << 20) + blob(b"x"), "exceeds"),  # announced size too large
+])
+async def test_a_tunnel_client_breaking_the_rules_is_cut_off(relay, nursery, violation, reason):
+    """Reused tunnel ids, oversized chunks or messages, and data beyond the credit granted:
+    the opener's connection is closed with the reason; the member hears its tunnel close."""
+    with trio.fail_after(20):
+        member, opener = await _open_tunnel(relay, nursery)
+        await opener.send(violation)
+        while True:
+            op, fields = await opener.read()
+            if op == 0x02:
+                break
+        assert reason in fields[0]
+        assert await opener.closed()
+        while (await member.read())[0] != 0x0D:  # what came before the violation may arrive first
+            pass
+
+
+def test_tunnel_credit_is_checked_at_the_first_chunk_of_each_message():
+    """The credit rule alone (the overlay side is a stand-in that never has room, so no
+    credit comes back): a message may start while its first chunk fits the credit; its later
+    chunks follow regardless; the next message needs credit again."""
+    from iris.relay import _RelayTunnel
+
+    class Conn:
+        tunnel_bytes = 0
+
+        def send(self, packet):
+            pass
+
+    class FullTunnel:
+        def send_nowait(self, data):
+            return False
+
+    relay_tunnel = _RelayTunnel(Conn(), 1, FullTunnel())
+    relay_tunnel.grant(100)
+    relay_tunnel.transfer(60, b"a" * 60)
+    relay_tunnel.transfer(150, b"b" * 40)  # first chunk fits the 40 left; 110 more follow
+    relay_tunnel.transfer(0, b"c" * 110)
+    assert [len(m) for m in relay_tunnel.inbound] == [60, 150]
+    with pytest.raises(rp.RelayError, match="beyond the credit"):
+        relay_tunnel.transfer(1, b"d")
+    relay_tunnel.grant(111)
+    relay_tunnel.transfer(1, b"d")
+
+
 async def test_tunnel_to_a_cluster_without_members_is_refused(relay):
     port, _, _ = relay
     opener = await Client.connect(port)
