@@ -115,8 +115,16 @@ class MessagingConfig:
     """Trees this node takes part in (member or forwarder); beyond, new grafts are refused."""
 
     root_settle_s: float = 1.0
-    """A node that became a group's root this recently waits a little (up to this long) for
-    the old root's re-graft before it answers "no members"."""
+    """A node whose leaf set changed this recently (it may have become a group's root) waits
+    up to this long for the old root's re-graft before it answers "no members"."""
+
+    root_settle_after_failure_s: float = 7.0
+    """The same wait after a neighbour failed, or while the node closer to a group's key does
+    not answer. The members below a dead root graft anew once they notice: from the
+    detector's notice and their own verifying probe (about 1 s), or at the latest when their
+    next tree beat (`tree_beat_s`) goes unacknowledged. The wait covers a beat and the
+    acknowledgement timeout, with room for a loaded machine. Only a node that just took over
+    a group's key answers "no members" this late."""
 
     max_parked: int = 1024
 
@@ -160,7 +168,7 @@ class MessagingCore(OverlayApp):
         self.counters: dict[str, int] = {}
         self._next_id = 0
         self._ticking = False
-        self._ring_changed = -1e9  # when our leaf set last changed (roots may have moved)
+        self._settle_until = -1e9  # a new root parks requests for unknown groups until then
         self._parked: deque[tuple[float, Request | TunnelOpen]] = deque()
 
     # ================================================================== application side
@@ -333,11 +341,14 @@ class MessagingCore(OverlayApp):
             self._count("unexpected_direct")
 
     def activated(self) -> None:
-        self._ring_changed = self.now
+        self._settle(self.config.root_settle_s)
         self._ensure_tick()
 
+    def _settle(self, period: float) -> None:
+        self._settle_until = max(self._settle_until, self.now + period)
+
     def leafset_changed(self) -> None:
-        self._ring_changed = self.now
+        self._settle(self.config.root_settle_s)
         # A root that is no longer the closest node to its group grafts into the new root's
         # tree: after joins, and after a partition heals (the two trees merge).
         for tree in self.trees.values():
@@ -345,6 +356,7 @@ class MessagingCore(OverlayApp):
                 self._graft(tree)
 
     def peer_failed(self, peer: int) -> None:
+        self._settle(self.config.root_settle_after_failure_s)
         for tree in list(self.trees.values()):
             if tree.parent == peer:
                 tree.parent = None
@@ -563,7 +575,9 @@ class MessagingCore(OverlayApp):
                                                     tree.ancestors[: MAX_ANCESTORS - 1]))
         for peer, entries in up.items():
             for i in range(0, len(entries), MAX_TREE_ENTRIES):
-                self.node.send(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
+                # Acknowledged: a child learns within a beat that its parent died, and grafts
+                # anew (the root that took over waits for that, see root_settle_after_failure_s).
+                self.node.send_acked(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
         for peer, entries in down.items():
             for i in range(0, len(entries), MAX_TREE_ENTRIES):
                 self.node.send(peer, TreeDown(tuple(entries[i : i + MAX_TREE_ENTRIES])))
@@ -579,17 +593,9 @@ class MessagingCore(OverlayApp):
         tree = self.trees.get(msg.group)
         if tree is None:
             if came_from is None:
-                # We are the root and know no tree. If we only just became the root (a join,
-                # a merge), the old root's re-graft is probably on its way: wait for it briefly.
-                since = self.now if parked_since is None else parked_since
-                settle = self.config.root_settle_s
-                if (self.now - self._ring_changed < settle and self.now - since < settle
-                        and len(self._parked) < self.config.max_parked):
-                    if not self._parked:
-                        self.node.schedule(self.now + settle / 8, _TK_PARKED)
-                    self._parked.append((since, msg))
-                    return
-                self._fail_walk(msg, NO_MEMBERS, "no members in cluster")
+                # We are the root and know no tree.
+                if not self._wait_for_members(msg, parked_since):
+                    self._fail_walk(msg, NO_MEMBERS, "no members in cluster")
             else:
                 # We left the tree while the walk was on its way: start again from the route.
                 self._reroute(msg)
@@ -611,7 +617,8 @@ class MessagingCore(OverlayApp):
             if parent is not None and parent != came_from and msg.hops < MAX_WALK_HOPS:
                 self._step(msg, parent)  # nothing known below: the root knows more
             elif tree.is_root():
-                self._fail_walk(msg, NO_MEMBERS, "no members in cluster")
+                if not self._wait_for_members(msg, parked_since):
+                    self._fail_walk(msg, NO_MEMBERS, "no members in cluster")
             else:
                 self._reroute(msg)
             return
@@ -624,6 +631,21 @@ class MessagingCore(OverlayApp):
             self._arrive(msg, service)
         else:
             self._step(msg, target)
+
+    def _wait_for_members(self, msg: Request | TunnelOpen, parked_since: float | None) -> bool:
+        """We are the root of the group and know no member. If we only just became the root
+        (a join, a merge, a failure; or the node closer to the key is suspected), the members'
+        grafts are probably on their way: park the message and walk it again shortly, up to
+        `root_settle_after_failure_s`. True if parked."""
+        since = self.now if parked_since is None else parked_since
+        cfg = self.config
+        unsettled = self.now < self._settle_until or self.node.root_in_doubt(msg.group)
+        if not unsettled or self.now - since >= cfg.root_settle_after_failure_s or len(self._parked) >= cfg.max_parked:
+            return False
+        if not self._parked:
+            self.node.schedule(self.now + cfg.root_settle_s / 8, _TK_PARKED)
+        self._parked.append((since, msg))
+        return True
 
     def _step(self, msg: Request | TunnelOpen, target: int) -> None:
         if msg.hops >= MAX_WALK_HOPS:
@@ -642,6 +664,13 @@ class MessagingCore(OverlayApp):
             tunnel = self.tunnels.get((payload.opener, payload.tid))
             if tunnel is not None and tunnel.peer == peer:
                 self._tunnel_lost(tunnel, "peer unreachable")
+            return
+        if type(payload) is TreeUp:
+            for group, _ in payload.entries:
+                tree = self.trees.get(group)
+                if tree is not None and tree.parent == peer:
+                    tree.parent = None
+                    self._graft(tree)
             return
         if type(payload) is not Request and type(payload) is not TunnelOpen:
             return

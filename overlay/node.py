@@ -241,6 +241,17 @@ class OverlayNode:
         """Would a message routed toward `key` be delivered here?"""
         return self.state == ACTIVE and self.next_hop(key) is None
 
+    def root_in_doubt(self, key: int) -> bool:
+        """This node is the root for `key` only because the node that would be is suspected
+        (it did not acknowledge and is being probed): roots may be about to move."""
+        suspects = self._suspects
+        if not suspects:
+            return False
+        if self.leaf.in_range(key):
+            return self.leaf.closest(key, ()) in suspects
+        row = shared_prefix_len(self.id, key)
+        return self.table.get(row, digit(key, row)) in suspects
+
     def send_acked(self, peer: int, payload: Message, now: float | None = None) -> None:
         """Like `send`, but the peer acknowledges it; without an acknowledgement in time the
         app hears `undeliverable(peer, payload)` and the peer is suspected and probed."""

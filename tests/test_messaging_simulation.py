@@ -60,6 +60,26 @@ def test_request_times_out_when_the_only_member_dies():
     assert record.status in (TIMEOUT, NO_MEMBERS)
 
 
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_requests_find_the_members_while_a_dead_root_is_replaced(seed):
+    """The root of a cluster's tree crashes while requests keep coming. The node that takes
+    over as root knows no tree until the members below the dead root re-graft (after their
+    own verifying probe): it must wait for them, not answer "no members"."""
+    from iris.core import OK, cluster_group
+
+    sim, work = small_world(nodes=80, seed=seed)
+    group = cluster_group("c1")  # three members
+    (root,) = [n for n in sim.active if sim.nodes[n].is_root(group)]
+    sim.crash(root)
+    live = [n for n in sim.active if n != root]
+    for i in range(300):  # one request every 50 ms for 15 s, from everywhere
+        sim.at(sim.now + 0.05 * i, lambda i=i: work.request(live[i % len(live)], "c1", timeout=10.0))
+    sim.run_for(30.0)
+    outcomes = [r.status for r in work.requests.values() if r.cluster == "c1"]
+    assert len(outcomes) == 300 and NO_MEMBERS not in outcomes
+    assert outcomes.count(OK) == 300
+
+
 def test_tunnel_of_100000_messages_stays_in_order_within_the_window():
     sim, work = small_world(nodes=60, seed=5)
     r = run_tunnel(sim, work, "c9", messages=100_000, big_mib=10, consume_bps=40e6)

@@ -57,6 +57,13 @@ class NodeProcess:
     def logged(self, text):
         return any(text in line for line in self.lines)
 
+    def leaf_set_size(self):
+        """From the latest status line (logged every second), or -1 before the first."""
+        for line in reversed(self.lines):
+            if ", leaf set " in line:
+                return int(line.split(", leaf set ")[1].split(",")[0])
+        return -1
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -93,7 +100,7 @@ async def test_five_processes_survive_a_sigkill(tmp_path):
     try:
         async with iris.open_node(network_key=key, seeds=[seed], join_timeout=30) as probe:
             with trio.fail_after(30):  # everyone in everyone's leaf set (6 nodes < L)
-                while len(probe.status()["leaf_set"]) < 5:
+                while len(probe.status()["leaf_set"]) < 5 or any(n.leaf_set_size() < 5 for n in nodes):
                     await trio.sleep(0.1)
             before = set(probe.status()["leaf_set"])
             assert await probe.request("svc", b"hi", timeout=5) == b"hi"
