@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from iris import events as ev
+from iris.busy_poll import BusyPoll
 from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, MessagingConfig, cluster_group
 from iris.errors import (
     ClosedError,
@@ -210,6 +211,11 @@ class Node:
     @property
     def id(self) -> int:
         return self._runtime.node_id
+
+    @property
+    def busy_poll(self) -> BusyPoll:
+        """Integrations that read sockets of their own (the relay) poke it on traffic."""
+        return self._runtime.busy_poll
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the node's view: id, peers, leaf set, table fill, groups, counters."""
@@ -516,12 +522,14 @@ async def open_node(
     overlay_config: OverlayConfig | None = None,
     messaging_config: MessagingConfig | None = None,
     transport: TcpTransport | MemoryTransport | None = None,
+    busy_poll_s: float = 0.0,
 ) -> AsyncIterator[Node]:
     """Start a node, join the ring (or found one when there are no seeds), and yield it.
-    Leaving the block leaves the ring gracefully."""
+    Leaving the block leaves the ring gracefully. `busy_poll_s` > 0 trades CPU for latency
+    (see iris.busy_poll)."""
     host, port = parse_address(listen)
     runtime = Runtime(network_key, host, port, overlay_config, messaging_config,
-                      transport=transport)
+                      transport=transport, busy_poll=BusyPoll(busy_poll_s))
     join_failed = False
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:

@@ -282,6 +282,7 @@ class RelayConnection:
     async def run(self) -> None:
         reader = rp.RelayReader()
         incoming = EagerReader(self.stream)
+        poke = self.node.busy_poll.poke
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -298,6 +299,7 @@ class RelayConnection:
                 initialised = False
                 while not self.closing:
                     data = await incoming.receive()
+                    poke()
                     if not data:
                         if reader.pending:
                             log.info("relay client left in the middle of a packet")

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from iris.busy_poll import BusyPoll
 from iris.core import MessagingConfig, MessagingCore
 from iris.transport import MemoryTransport, TcpTransport
 from overlay.config import OverlayConfig
@@ -89,9 +90,11 @@ class Runtime:
         messaging_config: MessagingConfig | None = None,
         node_id: int | None = None,
         transport: TcpTransport | MemoryTransport | None = None,
+        busy_poll: BusyPoll | None = None,
     ) -> None:
         self.network_key = network_key
         self.transport = transport or TcpTransport()
+        self.busy_poll = busy_poll or BusyPoll()
         self.host = host
         self.port = port
         self.node_id = node_id if node_id is not None else secrets.randbits(128)
@@ -126,6 +129,7 @@ class Runtime:
             self._nursery = nursery
             self.port = await self.transport.listen(nursery, self.host, self.port, self._accepted)
             nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self.busy_poll.run)
             with trio.fail_after(join_timeout):
                 seed_ids = await self._reach_seeds(seeds) if seeds else []
                 self.node.start(self.now(), seed_ids)
@@ -372,6 +376,7 @@ class Runtime:
                 data = await link.stream.receive_some(65536)
                 if not data:
                     break
+                self.busy_poll.poke()
                 self._deliver_all(link, reader.feed(data))
         except (LinkError, DecodeError) as exc:
             log.warning("closing link to %x: %s", link.peer, exc)

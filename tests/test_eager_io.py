@@ -104,3 +104,4 @@ async def test_the_reader_sees_the_end_of_the_stream_and_lets_others_run(pair, n
     assert ticks - before >= 100  # a busy stream yields on every read: the other task ran
     with trio.fail_after(5):
         assert await reader.receive() == b""
+
