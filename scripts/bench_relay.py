@@ -9,7 +9,9 @@ cluster and answers them by echoing, 1-byte messages):
 - request round trips per second with 1 request at a time and with 16 concurrent requests
   (16 tasks) over that connection, and the CPU per request of the node and of the clients;
 - sequential round trips again with a client without an event loop (blocking socket calls,
-  its own connection and cluster "bench-seq"), closer to what a compiled client costs;
+  its own connection and cluster "bench-seq"), closer to what a compiled client costs; and,
+  as the machine's baseline, the same client's 1-byte round trips with an echo thread in
+  this process (no relay, no node);
 - publish and broadcast: the connection subscribes to a topic and publishes on it (broadcasts
   to its own cluster), messages of 1 byte and of 1 KiB, from the first send until it has
   received every message back (stricter than the Go benchmark, which stopped its clock for
@@ -35,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -44,6 +47,7 @@ import trio  # noqa: E402
 
 import iris  # noqa: E402
 from iris import relay_protocol as rp  # noqa: E402
+from iris.busy_poll import BusyPoll  # noqa: E402
 from iris.eager_io import EagerReader, Flusher, Outbox  # noqa: E402
 from iris.relay_client import RelayClient  # noqa: E402
 
@@ -66,16 +70,20 @@ def free_port() -> int:
     return port
 
 
+CLIENT_BUSY_POLL_S = 250e-6  # the trio client polls after traffic as the node does (and Go's runtime)
+
+
 class MuxConnection:
     """One relay connection used the way the Go client's benchmarks use theirs: registered as a
     member of the cluster it sends to, answering every request it gets by echoing it, while any
     number of tasks send requests over it concurrently; it also counts the broadcasts and
-    events it receives. Its socket I/O is the node's own (`iris.eager_io`)."""
+    events it receives. Its socket I/O is the node's own (`iris.eager_io`, `iris.busy_poll`)."""
 
     def __init__(self, client: RelayClient) -> None:
         self.client = client
         self.flusher = Flusher()
         self.outbox = Outbox(client.stream, self.flusher, limit=1 << 40)
+        self.busy_poll = BusyPoll(CLIENT_BUSY_POLL_S)
         self.waiting: dict[int, trio.Event] = {}
         self.next_id = 0
         self.received = 0  # broadcasts and events
@@ -106,6 +114,7 @@ class MuxConnection:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self.outbox.run_writer)
+            nursery.start_soon(self.busy_poll.run)
             await self._read()
             nursery.cancel_scope.cancel()
 
@@ -115,6 +124,7 @@ class MuxConnection:
             data = await incoming.receive()
             if not data:
                 return
+            self.busy_poll.poke()
             with self.flusher.batch():
                 for packet in reader.feed(data):
                     kind = type(packet)
@@ -371,6 +381,32 @@ def node_process(key_file: str, seed_port: int | None = None) -> Iterator[tuple[
             node.wait()
 
 
+def baseline_echo(count: int) -> dict:
+    """The machine's speed for the sequential figures: 1-byte round trips over loopback TCP
+    between two threads of this process with blocking sockets (no relay, no node)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+
+    def echo() -> None:
+        while data := peer.recv(65536):
+            peer.sendall(data)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    with client, peer:
+        for sock in (client, peer):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            client.sendall(b"x")
+            client.recv(1)
+        wall = time.perf_counter() - t0
+        client.shutdown(socket.SHUT_WR)
+        thread.join()
+    return {"baseline_tcp_echo_round_trips_per_s": round(count / wall)}
+
+
 def sequential_blocking(port: int, count: int) -> dict:
     """Round trips one at a time by a client written with blocking socket calls; it serves
     cluster "bench-seq" itself, so each round trip is request, request, reply, reply."""
@@ -426,7 +462,8 @@ def main() -> int:
 
         async def run() -> dict:
             await (await connect(relay_a)).close()
-            result = sequential_blocking(relay_a, max(1, args.requests // 3))
+            result = baseline_echo(max(1, args.requests // 3))
+            result.update(sequential_blocking(relay_a, max(1, args.requests // 3)))
             result.update(await measure(relay_a, pid_a, args))
             result.update(await measure_tunnel(relay_a, pid_a, start_b, args))
             return result
