@@ -1,6 +1,6 @@
 """Two real nodes on loopback TCP, encryption on, one process each: what they sustain.
 
-    python scripts/bench_node.py [--requests 10000] [--events 200000] [--tunnel 20000]
+    python scripts/bench_node.py [--requests 10000] [--events 200000] [--tunnel 20000] [--busy-poll-us 0]
 
 The parent process runs node A (the caller); it starts node B (the server) as a child process
 running this script with `--serve`. Measured:
@@ -73,11 +73,11 @@ class Server:
             pass
 
 
-async def serve(key_file: str, port: int) -> None:
+async def serve(key_file: str, port: int, busy_poll_s: float) -> None:
     with open(key_file, "rb") as f:
         key = f.read()
     server = Server()
-    async with iris.open_node(network_key=key, listen=f"127.0.0.1:{port}") as node:
+    async with iris.open_node(network_key=key, listen=f"127.0.0.1:{port}", busy_poll_s=busy_poll_s) as node:
         await node.register("bench", server,
                             limits=iris.ServiceLimits(max_concurrency=256))
         await node.subscribe("bench-events", server.on_event,
@@ -93,7 +93,8 @@ def pct(values: list[float], q: float) -> float:
 
 async def measure(args: argparse.Namespace, key: bytes, port: int) -> dict:
     out: dict = {}
-    async with iris.open_node(network_key=key, seeds=[("127.0.0.1", port)]) as node:
+    async with iris.open_node(network_key=key, seeds=[("127.0.0.1", port)],
+                              busy_poll_s=args.busy_poll_us / 1e6) as node:
         await node.request("bench", b"warm", timeout=5)
         payload = b"x" * 64
 
@@ -166,10 +167,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--tunnel", type=int, default=20_000)
+    parser.add_argument("--busy-poll-us", type=float, default=0.0,
+                        help="both nodes poll this long after traffic (iris.busy_poll; embedded default 0)")
     parser.add_argument("--serve", nargs=2, metavar=("KEYFILE", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        trio.run(serve, args.serve[0], int(args.serve[1]))
+        trio.run(serve, args.serve[0], int(args.serve[1]), args.busy_poll_us / 1e6)
         return 0
     import socket
     import tempfile
@@ -183,7 +186,8 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", key_file, str(port)],
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", key_file, str(port),
+                                  "--busy-poll-us", str(args.busy_poll_us)],
                                  stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout is not None and child.stdout.readline().strip() == "ready"
