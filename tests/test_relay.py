@@ -7,6 +7,8 @@ import sys
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import iris
 import iris.testing
@@ -557,3 +559,35 @@ def test_readers_give_the_same_packets_however_the_bytes_are_split():
             got += reader.feed(stream[i:i + size])
         assert got == whole and reader.pending == 0
         assert type(got[0].request) is bytes and type(got[3].event) is bytes  # not bytearray views
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=12))
+def test_readers_never_fail_on_arbitrary_bytes(chunks):
+    """Any bytes, cut anywhere: the readers return packets, keep a partial one, or stop with a
+    protocol error; nothing else escapes, and nothing more comes out after an error."""
+    for reader in (rp.RelayReader(), rp.NodeReader()):
+        for chunk in chunks:
+            before = reader.error
+            packets = reader.feed(chunk)
+            if before is not None:
+                assert packets == [] and reader.error is before
+        assert reader.error is None or isinstance(reader.error, rp.RelayError)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([
+    request(1, "c", b"r", 5), reply_ok(2, b"ok"), reply_fault(3, "f"), init("x"), b"\x02",
+    b"\x03" + text("c") + blob(b"b"), b"\x06" + text("t"), b"\x07" + text("t"),
+    b"\x08" + text("t") + blob(b"e"), b"\x09" + uvarint(4) + text("c") + uvarint(9),
+    b"\x0a" + uvarint(1) + uvarint(2), b"\x0b" + uvarint(1) + uvarint(300),
+    b"\x0c" + uvarint(1) + uvarint(3) + blob(b"abc"), b"\x0d" + uvarint(1)]), max_size=20),
+    st.integers(1, 50))
+def test_any_sequence_of_valid_packets_parses_the_same_in_any_chunking(packets, size):
+    stream = b"".join(packets)
+    reader = rp.RelayReader()
+    got = []
+    for i in range(0, len(stream), size):
+        got += reader.feed(stream[i:i + size])
+    assert reader.error is None and reader.pending == 0 and got == rp.RelayReader().feed(stream)
+    assert len(got) == len(packets)
