@@ -112,10 +112,18 @@ def _client_command(args: argparse.Namespace) -> int:
     from iris.errors import IrisError
     from iris.relay_client import RelayClient
 
+    class _Serve:
+        async def handle_request(self, data: bytes) -> bytes:
+            return await _run_command(args.run, data)
+
+    async def print_event(event: bytes) -> None:
+        sys.stdout.buffer.write(event + b"\n")
+        sys.stdout.flush()
+
     async def run() -> int:
-        cluster = args.cluster if args.command == "serve" else ""
-        client = await RelayClient.connect(args.relay_port, cluster=cluster)
-        try:
+        serving = args.command == "serve"
+        async with RelayClient.open(args.relay_port, cluster=args.cluster if serving else "",
+                                    handler=_Serve() if serving else None) as client:
             if args.command == "request":
                 reply = await client.request(args.cluster, args.message.encode(), args.timeout)
                 sys.stdout.buffer.write(reply + (b"" if reply.endswith(b"\n") else b"\n"))
@@ -124,16 +132,12 @@ def _client_command(args: argparse.Namespace) -> int:
             elif args.command == "publish":
                 await client.publish(args.topic, args.message.encode())
             elif args.command == "subscribe":
-                async for event in client.events(args.topic):
-                    sys.stdout.buffer.write(event + b"\n")
-                    sys.stdout.flush()
-            elif args.command == "serve":
-                await client.serve(lambda data: _run_command(args.run, data))
+                await client.subscribe(args.topic, print_event)
+                raise IrisError(await client.wait_closed())
+            elif serving:
+                raise IrisError(await client.wait_closed())
             elif args.command == "status":
                 print(json_module.dumps(await client.status(), indent=2))
-        finally:
-            with trio.CancelScope(shield=True):
-                await client.close()
         return 0
 
     try:

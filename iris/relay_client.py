@@ -1,100 +1,304 @@
-"""A Python client of the relay protocol: what the `iris request|broadcast|publish|subscribe|
-serve|status` commands use to talk to a running `iris node`."""
+"""Python clients of the relay protocol: programs that use a running `iris node` without
+embedding one (the `iris request|broadcast|publish|subscribe|serve|status` commands, and any
+trio application).
+
+    async with RelayClient.open(55555, cluster="echo", handler=Echo()) as client:
+        reply = await client.request("other", b"hi", timeout=1.0)   # from any number of tasks
+        await client.subscribe("news", on_event)
+
+`RelayClient` multiplexes everything over one connection, as the Go client does: requests from
+any number of tasks at once (matched to their replies by id), a member's requests served
+concurrently (`handle_request`, at most `max_concurrency` at once), broadcasts (`handle_broadcast`)
+and each topic's events (its handler) in order. Tunnels are not offered here yet.
+`RelayStream` is the connection underneath, packet by packet.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
 from iris import relay_protocol as rp
-from iris.errors import IrisError, RemoteError, TimeoutError
+from iris.eager_io import EagerReader, Flusher, Outbox
+from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
+
+log = logging.getLogger("iris.relay_client")
 
 STATUS_CLUSTER = "iris.status"  # answered by the node itself, never routed
+MAX_QUEUED_BYTES = 64 * 1024 * 1024  # written to the node and not yet taken by the kernel
+MAX_EVENTS_QUEUED = 10_000  # a topic's events waiting for a slow handler; beyond, dropped
+
+EventHandler = Callable[[bytes], Awaitable[None]]
 
 
-class RelayClient:
+class RelayStream:
+    """One relay connection after the Init exchange: packets in, bytes out."""
+
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.reader = rp.NodeReader()
-        self.packets: list[object] = []
-        self._next = 0
+        self.packets: deque[object] = deque()
 
     @classmethod
-    async def connect(cls, port: int = 55555, cluster: str = "", host: str = "127.0.0.1") -> RelayClient:
+    async def connect(cls, port: int = 55555, cluster: str = "", host: str = "127.0.0.1") -> RelayStream:
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
             raise IrisError(f"no node relay on {host}:{port} ({exc.strerror or exc})") from None
-        client = cls(stream)
+        relay = cls(stream)
         await stream.send_all(rp.client_init(cluster))
-        answer = await client.read()
+        answer = await relay.read()
         if isinstance(answer, rp.Deny):
             raise IrisError(f"the node refused: {answer.reason}")
         if not isinstance(answer, rp.NodeInit):
             raise IrisError(f"unexpected answer {answer!r}")
-        return client
+        return relay
 
     async def read(self) -> object:
         while not self.packets:
             data = await self.stream.receive_some(65536)
             if not data:
                 raise IrisError("the node closed the connection")
-            self.packets += self.reader.feed(data)
+            self.packets.extend(self.reader.feed(data))
             if self.reader.error is not None and not self.packets:
                 raise IrisError(f"the node broke the protocol: {self.reader.error}")
-        return self.packets.pop(0)
+        return self.packets.popleft()
 
+
+class _Topic:
+    def __init__(self, handler: EventHandler) -> None:
+        self.handler = handler
+        self.queue: deque[bytes] = deque()
+        self.wakeup = trio.Event()
+
+
+class RelayClient:
+    """See the module docstring. Obtain one with `RelayClient.open`."""
+
+    def __init__(self, relay: RelayStream, handler: Any, max_concurrency: int) -> None:
+        self._relay = relay
+        self._nursery: trio.Nursery | None = None  # the connection's own tasks
+        self._handler = handler
+        self._flusher = Flusher()
+        self._outbox = Outbox(relay.stream, self._flusher, MAX_QUEUED_BYTES)
+        self._waiting: dict[int, list[Any]] = {}  # request id -> [event, NodeReply or None]
+        self._next_id = 0
+        self._serving = trio.Semaphore(max_concurrency)
+        self._topics: dict[str, _Topic] = {}
+        self._broadcasts: deque[bytes] = deque()
+        self._broadcast_wakeup = trio.Event()
+        self._closed: str | None = None
+        self._closing = False  # this client sent Close
+        self._ended_event = trio.Event()
+        self.events_dropped = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, port: int = 55555, cluster: str = "", handler: Any = None,
+                   host: str = "127.0.0.1", max_concurrency: int = 64) -> AsyncIterator[RelayClient]:
+        """Connect to a node's relay; with `cluster`, as a member of it served by `handler`
+        (an object with `async handle_request(bytes) -> bytes` and/or `async
+        handle_broadcast(bytes)`). Leaving the block closes the connection."""
+        if cluster and handler is None:
+            raise ValueError("a member connection needs a handler")
+        relay = await RelayStream.connect(port, cluster, host)
+        client = cls(relay, handler, max_concurrency)
+        body_error: BaseException | None = None
+        async with trio.open_nursery() as outer:
+            await outer.start(client._run)
+            try:
+                yield client
+            except BaseException as exc:  # re-raised below, outside the nursery's group
+                body_error = exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client._close()
+                outer.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
+
+    async def _run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The connection's tasks; they stop when it ends, the caller's block goes on (and
+        gets ClosedError from then on)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._flusher.run)
+            nursery.start_soon(self._write)
+            nursery.start_soon(self._read)
+            if self._handler is not None and hasattr(self._handler, "handle_broadcast"):
+                nursery.start_soon(self._run_broadcasts)
+            task_status.started()
+
+    # ------------------------------------------------------------------------- the API
     async def request(self, cluster: str, data: bytes, timeout: float) -> bytes:
-        self._next += 1
-        await self.stream.send_all(rp.client_request(self._next, cluster, data, int(timeout * 1000)))
-        while True:
-            packet = await self.read()
-            if isinstance(packet, rp.NodeReply) and packet.id == self._next:
-                break
-            if isinstance(packet, rp.NodeClose):
-                raise IrisError(f"the node closed the connection: {packet.reason}")
-        if packet.timed_out:
+        """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise."""
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self._next_id += 1
+        rid = self._next_id
+        slot = self._waiting[rid] = [trio.Event(), None]
+        try:
+            self._send(rp.client_request(rid, cluster, data, max(1, round(timeout * 1000))))
+            await slot[0].wait()  # the node answers timed-out itself when the time is up
+        finally:
+            self._waiting.pop(rid, None)
+        reply: rp.NodeReply | None = slot[1]
+        if reply is None:
+            raise ClosedError(f"relay connection closed: {self._closed}")
+        if reply.timed_out:
             raise TimeoutError("request timed out")
-        if not packet.success:
-            raise RemoteError(packet.fault)
-        return packet.reply
+        if not reply.success:
+            raise RemoteError(reply.fault)
+        return reply.reply
 
     async def broadcast(self, cluster: str, data: bytes) -> None:
-        await self.stream.send_all(rp.client_broadcast(cluster, data))
+        self._send(rp.client_broadcast(cluster, data))
 
     async def publish(self, topic: str, data: bytes) -> None:
-        await self.stream.send_all(rp.client_publish(topic, data))
+        self._send(rp.client_publish(topic, data))
 
-    async def events(self, topic: str) -> AsyncIterator[bytes]:
-        await self.stream.send_all(rp.client_subscribe(topic))
-        while True:
-            packet = await self.read()
-            if isinstance(packet, rp.NodePublish) and packet.topic == topic:
-                yield packet.event
-            elif isinstance(packet, rp.NodeClose):
-                return
+    async def subscribe(self, topic: str, handler: EventHandler) -> None:
+        """Call `handler` with each event of `topic`, one at a time, in order."""
+        if topic in self._topics:
+            raise ValueError(f"already subscribed to {topic!r}")
+        self._send(rp.client_subscribe(topic))
+        sub = self._topics[topic] = _Topic(handler)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_topic, topic, sub)
 
-    async def serve(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
-        """Answer the requests of the cluster this connection registered, one at a time."""
-        while True:
-            packet = await self.read()
-            if isinstance(packet, rp.NodeRequest):
-                try:
-                    reply = await handler(packet.request)
-                    await self.stream.send_all(rp.client_reply(packet.id, True, reply))
-                except Exception as exc:  # the caller gets the text as a remote error
-                    await self.stream.send_all(rp.client_reply(packet.id, False, fault=str(exc) or type(exc).__name__))
-            elif isinstance(packet, rp.NodeClose):
-                return
+    async def unsubscribe(self, topic: str) -> None:
+        sub = self._topics.pop(topic, None)
+        if sub is not None:
+            sub.wakeup.set()
+            self._send(rp.client_unsubscribe(topic))
 
     async def status(self) -> dict[str, Any]:
+        """The node's own view: id, peers, leaf set, table fill, clusters, topics, counters."""
         return json.loads(await self.request(STATUS_CLUSTER, b"", timeout=5.0))
 
-    async def close(self) -> None:
+    async def wait_closed(self) -> str:
+        """Return once the connection ended, with the reason."""
+        await self._ended_event.wait()
+        assert self._closed is not None
+        return self._closed
+
+    # -------------------------------------------------------------------- internals
+    def _send(self, packet: bytes) -> None:
+        if self._closed is not None:
+            raise ClosedError(f"relay connection closed: {self._closed}")
+        with self._flusher.batch():  # written now: callers are not kept waiting for a task
+            if not self._outbox.push(packet):
+                raise IrisError("the node does not take what this client writes: too much queued")
+
+    async def _write(self) -> None:
+        await self._outbox.run_writer()
+
+    async def _read(self) -> None:
+        relay, incoming = self._relay, EagerReader(self._relay.stream)
+        reason = "the node closed the connection"
         try:
-            await self.stream.send_all(rp.client_close())
-        finally:
-            await self.stream.aclose()
+            while True:
+                data = await incoming.receive()
+                if not data:
+                    break
+                packets = relay.reader.feed(data)
+                with self._flusher.batch():
+                    for packet in packets:
+                        if self._dispatch(packet):
+                            return
+                if relay.reader.error is not None:
+                    reason = f"the node broke the protocol: {relay.reader.error}"
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            reason = f"connection lost ({exc})"
+        self._ended(reason)
+
+    def _dispatch(self, packet: object) -> bool:
+        """Act on one packet; True once the node closed the connection."""
+        kind = type(packet)
+        if kind is rp.NodeReply:
+            slot = self._waiting.get(packet.id)
+            if slot is not None:
+                slot[1] = packet
+                slot[0].set()
+        elif kind is rp.NodeRequest:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._serve, packet)
+        elif kind is rp.NodeBroadcast:
+            self._broadcasts.append(packet.message)
+            self._broadcast_wakeup.set()
+        elif kind is rp.NodePublish:
+            sub = self._topics.get(packet.topic)
+            if sub is not None:
+                if len(sub.queue) >= MAX_EVENTS_QUEUED:
+                    self.events_dropped += 1
+                else:
+                    sub.queue.append(packet.event)
+                    sub.wakeup.set()
+        elif kind is rp.NodeClose:
+            self._ended(packet.reason or ("closed by this client" if self._closing else "closed by the node"))
+            return True
+        elif kind is rp.NodeTunInit:  # tunnels are not offered by this client: refuse them
+            self._outbox.push(rp.client_tun_confirm(packet.build_id, 0) + rp.client_tun_close(0))
+        return False
+
+    def _ended(self, reason: str) -> None:
+        if self._closed is None:
+            self._closed = reason
+        for slot in self._waiting.values():
+            slot[0].set()  # no reply: ClosedError
+        self._ended_event.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _serve(self, packet: rp.NodeRequest) -> None:
+        async with self._serving:
+            try:
+                if not hasattr(self._handler, "handle_request"):
+                    raise IrisError("this client serves no requests")
+                reply = await self._handler.handle_request(packet.request)
+                answer = rp.client_reply(packet.id, True, bytes(reply))
+            except Exception as exc:  # the caller gets the text as a remote error
+                answer = rp.client_reply(packet.id, False, fault=str(exc) or type(exc).__name__)
+        if self._closed is None:
+            self._send(answer)
+
+    async def _run_broadcasts(self) -> None:
+        while True:
+            while not self._broadcasts:
+                self._broadcast_wakeup = trio.Event()
+                await self._broadcast_wakeup.wait()
+            await _call(self._handler.handle_broadcast, self._broadcasts.popleft(), "handle_broadcast")
+
+    async def _run_topic(self, topic: str, sub: _Topic) -> None:
+        while self._topics.get(topic) is sub:
+            if not sub.queue:
+                sub.wakeup = trio.Event()
+                await sub.wakeup.wait()
+                continue
+            await _call(sub.handler, sub.queue.popleft(), f"the event handler of {topic!r}")
+
+    async def _close(self) -> None:
+        if self._closed is None:
+            self._closing = True
+            self._outbox.push(rp.client_close())
+            self._flusher.flush()
+            with trio.move_on_after(1.0):  # the node answers Close with Close
+                await self._ended_event.wait()
+            self._ended("closed by this client")
+        await trio.aclose_forcefully(self._relay.stream)
+
+
+async def _call(handler: Callable[[bytes], Awaitable[Any]], data: bytes, what: str) -> None:
+    """One message to an application handler: what it raises is logged, the client goes on."""
+    try:
+        await handler(data)
+    except Exception:
+        log.exception("%s raised", what)

@@ -455,6 +455,10 @@ def client_subscribe(topic: str) -> bytes:
     return bytes([SUBSCRIBE]) + string(topic)
 
 
+def client_unsubscribe(topic: str) -> bytes:
+    return bytes([UNSUBSCRIBE]) + string(topic)
+
+
 def client_publish(topic: str, event: bytes) -> bytes:
     return bytes([PUBLISH]) + string(topic) + binary(event)
 

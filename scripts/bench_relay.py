@@ -15,7 +15,9 @@ cluster and answers them by echoing, 1-byte messages):
 - publish and broadcast: the connection subscribes to a topic and publishes on it (broadcasts
   to its own cluster), messages of 1 byte and of 1 KiB, from the first send until it has
   received every message back (stricter than the Go benchmark, which stopped its clock for
-  publishes once they were sent).
+  publishes once they were sent);
+- round trips with 16 in flight through the library client (`iris.relay_client.RelayClient`:
+  a member connection echoing, another connection asking).
 
 Then the tunnel phase (a tunnel's two ends are never on the same node): a second node process
 B joins A. A member connection on B registers cluster "bench-tun", confirms the inbound tunnel,
@@ -49,7 +51,7 @@ import iris  # noqa: E402
 from iris import relay_protocol as rp  # noqa: E402
 from iris.busy_poll import BusyPoll  # noqa: E402
 from iris.eager_io import EagerReader, Flusher, Outbox  # noqa: E402
-from iris.relay_client import RelayClient  # noqa: E402
+from iris.relay_client import RelayClient, RelayStream  # noqa: E402
 
 
 PROBE = b"probe"  # published until the subscriber sees one; not counted
@@ -79,7 +81,7 @@ class MuxConnection:
     number of tasks send requests over it concurrently; it also counts the broadcasts and
     events it receives. Its socket I/O is the node's own (`iris.eager_io`, `iris.busy_poll`)."""
 
-    def __init__(self, client: RelayClient) -> None:
+    def __init__(self, client: RelayStream) -> None:
         self.client = client
         self.flusher = Flusher()
         self.outbox = Outbox(client.stream, self.flusher, limit=1 << 40)
@@ -147,7 +149,7 @@ async def measure(port: int, node_pid: int, args: argparse.Namespace) -> dict:
     """The Go client's benchmark setup: one connection that serves cluster "bench", requests
     from it, subscribes to a topic and publishes on it, and broadcasts to its own cluster."""
     out: dict = {}
-    conn = MuxConnection(await RelayClient.connect(port, cluster="bench"))
+    conn = MuxConnection(await RelayStream.connect(port, cluster="bench"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.run)
         for concurrency in (1, 16):
@@ -206,12 +208,12 @@ TUN_REGRANT = 1024 * 1024  # the member returns credit each time it has consumed
 WRITE_BATCH = 64 * 1024  # the opener's write buffer
 
 
-async def connect(port: int, cluster: str = "", deadline_s: float = 30.0) -> RelayClient:
+async def connect(port: int, cluster: str = "", deadline_s: float = 30.0) -> RelayStream:
     """A relay connection, retried until the node's relay accepts it."""
     with trio.fail_after(deadline_s):
         while True:
             try:
-                return await RelayClient.connect(port, cluster=cluster)
+                return await RelayStream.connect(port, cluster=cluster)
             except iris.IrisError:
                 await trio.sleep(0.1)
 
@@ -220,7 +222,7 @@ class TunnelMember:
     """A member connection of TUN_CLUSTER: confirms every inbound tunnel, grants credit, returns
     it as it consumes data, and counts whole messages."""
 
-    def __init__(self, client: RelayClient) -> None:
+    def __init__(self, client: RelayStream) -> None:
         self.client = client
         self.messages = 0
         self.target = 0
@@ -266,7 +268,7 @@ class TunnelMember:
 class TunnelOpener:
     """A connection that opens tunnels and sends within the credit the node grants it."""
 
-    def __init__(self, client: RelayClient) -> None:
+    def __init__(self, client: RelayStream) -> None:
         self.client = client
         self.next_id = 0
         self.confirms: dict[int, list] = {}  # TunInit id -> [event, NodeTunConfirm]
@@ -407,6 +409,29 @@ def baseline_echo(count: int) -> dict:
     return {"baseline_tcp_echo_round_trips_per_s": round(count / wall)}
 
 
+class _Echo:
+    async def handle_request(self, data: bytes) -> bytes:
+        return data
+
+
+async def library_clients(port: int, count: int) -> dict:
+    """The library client (`iris.relay_client.RelayClient`, a task per served request): a
+    member of "bench-lib" echoing, a second connection sending 16 requests at a time."""
+    async with RelayClient.open(port, cluster="bench-lib", handler=_Echo()), RelayClient.open(port) as caller:
+        await caller.request("bench-lib", b"warm", timeout=10)
+
+        async def call(n: int) -> None:
+            for _ in range(n):
+                await caller.request("bench-lib", b"x", timeout=10)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(call, count // 16 + (i < count % 16))
+        wall = time.perf_counter() - t0
+    return {"requests_16_library_client_per_s": round(count / wall)}
+
+
 def sequential_blocking(port: int, count: int) -> dict:
     """Round trips one at a time by a client written with blocking socket calls; it serves
     cluster "bench-seq" itself, so each round trip is request, request, reply, reply."""
@@ -461,10 +486,11 @@ def main() -> int:
             return nodes.enter_context(node_process(key_file, seed_port=listen_a))[1:]
 
         async def run() -> dict:
-            await (await connect(relay_a)).close()
+            await (await connect(relay_a)).stream.aclose()  # the relay is up
             result = baseline_echo(max(1, args.requests // 3))
             result.update(sequential_blocking(relay_a, max(1, args.requests // 3)))
             result.update(await measure(relay_a, pid_a, args))
+            result.update(await library_clients(relay_a, args.requests))
             result.update(await measure_tunnel(relay_a, pid_a, start_b, args))
             return result
 

@@ -591,3 +591,84 @@ def test_any_sequence_of_valid_packets_parses_the_same_in_any_chunking(packets, 
         got += reader.feed(stream[i:i + size])
     assert reader.error is None and reader.pending == 0 and got == rp.RelayReader().feed(stream)
     assert len(got) == len(packets)
+
+
+# ------------------------------------------------------------------ the Python client library
+async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
+    from iris.relay_client import RelayClient
+
+    port, _, _ = relay
+    broadcasts, events = [], []
+
+    class Upper:
+        async def handle_request(self, data):
+            if data == b"fail":
+                raise ValueError("refused")
+            await trio.sleep(0.01)  # concurrent requests overlap here
+            return data.upper()
+
+        async def handle_broadcast(self, data):
+            broadcasts.append(data)
+
+    async def on_event(data):
+        events.append(data)
+
+    with trio.fail_after(20):
+        async with RelayClient.open(port, cluster="upper", handler=Upper()) as member, \
+                RelayClient.open(port) as caller:
+            replies = {}
+
+            async def ask(i):
+                replies[i] = await caller.request("upper", b"m%d" % i, timeout=5)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(50):
+                    nursery.start_soon(ask, i)
+            assert replies == {i: b"M%d" % i for i in range(50)}
+            with pytest.raises(iris.RemoteError, match="refused"):
+                await caller.request("upper", b"fail", timeout=5)
+            with pytest.raises(iris.RemoteError, match="no members"):  # the protocol's only error kind
+                await caller.request("nobody", b"?", timeout=2)
+            await caller.broadcast("upper", b"to all")
+            await member.subscribe("news", on_event)
+            while not events:  # the subscription is in place once an event arrives
+                await caller.publish("news", b"probe")
+                await trio.sleep(0.05)
+            events.clear()
+            for i in range(20):
+                await caller.publish("news", b"%d" % i)
+            await iris.testing.wait_until(lambda: len(events) >= 20)
+            assert events[-20:] == [b"%d" % i for i in range(20)]
+            await iris.testing.wait_until(lambda: broadcasts == [b"to all"])
+            assert (await caller.status())["state"] == "active"
+
+
+async def test_python_client_hears_the_node_close_the_connection(relay):
+    from iris.relay_client import RelayClient
+
+    port, _, server = relay
+
+    class Never:
+        async def handle_request(self, data):
+            await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with RelayClient.open(port, cluster="never", handler=Never()), RelayClient.open(port) as caller:
+            outcome = []
+
+            async def ask():
+                try:
+                    await caller.request("never", b"?", timeout=30)
+                except iris.ClosedError as exc:
+                    outcome.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask)
+                await iris.testing.wait_until(lambda: caller._waiting)
+                await iris.testing.wait_until(lambda: any(c.asking for c in server.connections))
+                (conn,) = [c for c in server.connections if c.asking]
+                conn.close("node going away")
+            assert await caller.wait_closed() == "node going away"
+            assert len(outcome) == 1
+            with pytest.raises(iris.ClosedError):
+                await caller.publish("news", b"too late")
