@@ -40,6 +40,7 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
+from iris.handler_queue import HandlerQueue
 from iris.limits import ServiceLimits, TopicLimits
 from iris.messages import MAX_PAYLOAD
 from iris.runtime import HIGH_WATER, Address, Runtime
@@ -179,13 +180,6 @@ class Tunnel:
         self._drained.set()
 
 
-class _Subscription:
-    def __init__(self, handler: EventHandler) -> None:
-        self.handler = handler
-        self.queue: deque[bytes] = deque()
-        self.wakeup = trio.Event()
-
-
 class Node:
     """A running node. Obtain one with `open_node`."""
 
@@ -198,7 +192,7 @@ class Node:
         self._early: dict[int, ev.RequestDone] = {}  # outcomes that came within `core.request`
         self._joined: dict[tuple[str, bool], trio.Event] = {}
         self._handlers: dict[str, Any] = {}
-        self._subscriptions: dict[str, _Subscription] = {}
+        self._subscriptions: dict[str, HandlerQueue] = {}
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], trio.Event] = {}
         self._closed = False
@@ -309,7 +303,10 @@ class Node:
         `handler` is an async function of the event, or an object whose plain
         `accept_event(bytes)` takes each event at once (see the module docstring)."""
         self._check_open()
-        sub = self._subscriptions[topic] = _Subscription(handler)
+        old = self._subscriptions.get(topic)
+        if old is not None:
+            old.stop()  # subscribing again replaces the handler
+        sub = self._subscriptions[topic] = HandlerQueue(handler, f"the event handler of topic {topic!r}")
         joined = self._joined[(topic, True)] = trio.Event()
         self._runtime.call(lambda: self._runtime.core.subscribe(topic, limits))
         if not hasattr(handler, "accept_event"):  # otherwise events are handed over at once
@@ -320,7 +317,7 @@ class Node:
     async def unsubscribe(self, topic: str) -> None:
         sub = self._subscriptions.pop(topic, None)
         if sub is not None:
-            sub.wakeup.set()
+            sub.stop()
             self._runtime.call(lambda: self._runtime.core.unsubscribe(topic))
 
     async def publish(self, topic: str, payload: bytes) -> None:
@@ -329,20 +326,10 @@ class Node:
         await self._runtime.room()
         self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
 
-    async def _run_subscription(self, topic: str, sub: _Subscription) -> None:
-        while self._subscriptions.get(topic) is sub:
-            if not sub.queue:
-                sub.wakeup = trio.Event()
-                await sub.wakeup.wait()
-                continue
-            payload = sub.queue.popleft()
-            try:
-                await sub.handler(payload)
-            except Exception:  # one bad event must not take the node down
-                log.exception("event handler of topic %r raised", topic)
-                self._runtime.count("event_handler_errors")
-            finally:
-                self._runtime.call(lambda: self._runtime.core.event_done(topic, len(payload)))
+    async def _run_subscription(self, topic: str, sub: HandlerQueue) -> None:
+        runtime = self._runtime
+        await sub.run(done=lambda payload: runtime.call(lambda: runtime.core.event_done(topic, len(payload))),
+                      failed=lambda: runtime.count("event_handler_errors"))
 
     # -------------------------------------------------------------------- tunnels
     async def tunnel(self, cluster: str, timeout: float = 5.0) -> Tunnel:
@@ -392,8 +379,7 @@ class Node:
                     continue
                 accept = getattr(sub.handler, "accept_event", None)
                 if accept is None:
-                    sub.queue.append(event.payload)
-                    sub.wakeup.set()
+                    sub.put(event.payload)
                 else:
                     self._accept(accept, event.payload, None, "accept_event")
                     self._runtime.core.event_done(event.topic, len(event.payload))

@@ -16,7 +16,6 @@ and each topic's events (its handler) in order. Tunnels are not offered here yet
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,13 +26,12 @@ import trio
 
 from iris import relay_protocol as rp
 from iris.eager_io import EagerReader, Flusher, Outbox
+from iris.handler_queue import HandlerQueue
 from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
-
-log = logging.getLogger("iris.relay_client")
 
 STATUS_CLUSTER = "iris.status"  # answered by the node itself, never routed
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # written to the node and not yet taken by the kernel
-MAX_EVENTS_QUEUED = 10_000  # a topic's events waiting for a slow handler; beyond, dropped
+MAX_QUEUED_MESSAGES = 10_000  # events of a topic (or broadcasts) waiting for a slow handler; beyond, dropped
 
 EventHandler = Callable[[bytes], Awaitable[None]]
 
@@ -72,13 +70,6 @@ class RelayStream:
         return self.packets.popleft()
 
 
-class _Topic:
-    def __init__(self, handler: EventHandler) -> None:
-        self.handler = handler
-        self.queue: deque[bytes] = deque()
-        self.wakeup = trio.Event()
-
-
 class RelayClient:
     """See the module docstring. Obtain one with `RelayClient.open`."""
 
@@ -91,13 +82,14 @@ class RelayClient:
         self._waiting: dict[int, list[Any]] = {}  # request id -> [event, NodeReply or None]
         self._next_id = 0
         self._serving = trio.Semaphore(max_concurrency)
-        self._topics: dict[str, _Topic] = {}
-        self._broadcasts: deque[bytes] = deque()
-        self._broadcast_wakeup = trio.Event()
+        self._topics: dict[str, HandlerQueue] = {}
+        self._broadcasts: HandlerQueue | None = None
+        if handler is not None and hasattr(handler, "handle_broadcast"):
+            self._broadcasts = HandlerQueue(handler.handle_broadcast, "handle_broadcast")
         self._closed: str | None = None
         self._closing = False  # this client sent Close
         self._ended_event = trio.Event()
-        self.events_dropped = 0
+        self.messages_dropped = 0
 
     @classmethod
     @asynccontextmanager
@@ -132,8 +124,8 @@ class RelayClient:
             nursery.start_soon(self._flusher.run)
             nursery.start_soon(self._write)
             nursery.start_soon(self._read)
-            if self._handler is not None and hasattr(self._handler, "handle_broadcast"):
-                nursery.start_soon(self._run_broadcasts)
+            if self._broadcasts is not None:
+                nursery.start_soon(self._broadcasts.run)
             task_status.started()
 
     # ------------------------------------------------------------------------- the API
@@ -169,14 +161,14 @@ class RelayClient:
         if topic in self._topics:
             raise ValueError(f"already subscribed to {topic!r}")
         self._send(rp.client_subscribe(topic))
-        sub = self._topics[topic] = _Topic(handler)
+        sub = self._topics[topic] = HandlerQueue(handler, f"the event handler of {topic!r}")
         assert self._nursery is not None
-        self._nursery.start_soon(self._run_topic, topic, sub)
+        self._nursery.start_soon(sub.run)
 
     async def unsubscribe(self, topic: str) -> None:
         sub = self._topics.pop(topic, None)
         if sub is not None:
-            sub.wakeup.set()
+            sub.stop()
             self._send(rp.client_unsubscribe(topic))
 
     async def status(self) -> dict[str, Any]:
@@ -232,22 +224,23 @@ class RelayClient:
             assert self._nursery is not None
             self._nursery.start_soon(self._serve, packet)
         elif kind is rp.NodeBroadcast:
-            self._broadcasts.append(packet.message)
-            self._broadcast_wakeup.set()
+            self._offer(self._broadcasts, packet.message)
         elif kind is rp.NodePublish:
-            sub = self._topics.get(packet.topic)
-            if sub is not None:
-                if len(sub.queue) >= MAX_EVENTS_QUEUED:
-                    self.events_dropped += 1
-                else:
-                    sub.queue.append(packet.event)
-                    sub.wakeup.set()
+            self._offer(self._topics.get(packet.topic), packet.event)
         elif kind is rp.NodeClose:
             self._ended(packet.reason or ("closed by this client" if self._closing else "closed by the node"))
             return True
         elif kind is rp.NodeTunInit:  # tunnels are not offered by this client: refuse them
             self._outbox.push(rp.client_tun_confirm(packet.build_id, 0) + rp.client_tun_close(0))
         return False
+
+    def _offer(self, queue: HandlerQueue | None, data: bytes) -> None:
+        if queue is None:
+            return
+        if len(queue) >= MAX_QUEUED_MESSAGES:
+            self.messages_dropped += 1
+        else:
+            queue.put(data)
 
     def _ended(self, reason: str) -> None:
         if self._closed is None:
@@ -270,21 +263,6 @@ class RelayClient:
         if self._closed is None:
             self._send(answer)
 
-    async def _run_broadcasts(self) -> None:
-        while True:
-            while not self._broadcasts:
-                self._broadcast_wakeup = trio.Event()
-                await self._broadcast_wakeup.wait()
-            await _call(self._handler.handle_broadcast, self._broadcasts.popleft(), "handle_broadcast")
-
-    async def _run_topic(self, topic: str, sub: _Topic) -> None:
-        while self._topics.get(topic) is sub:
-            if not sub.queue:
-                sub.wakeup = trio.Event()
-                await sub.wakeup.wait()
-                continue
-            await _call(sub.handler, sub.queue.popleft(), f"the event handler of {topic!r}")
-
     async def _close(self) -> None:
         if self._closed is None:
             self._closing = True
@@ -294,11 +272,3 @@ class RelayClient:
                 await self._ended_event.wait()
             self._ended("closed by this client")
         await trio.aclose_forcefully(self._relay.stream)
-
-
-async def _call(handler: Callable[[bytes], Awaitable[Any]], data: bytes, what: str) -> None:
-    """One message to an application handler: what it raises is logged, the client goes on."""
-    try:
-        await handler(data)
-    except Exception:
-        log.exception("%s raised", what)
