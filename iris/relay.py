@@ -84,8 +84,7 @@ class _RelayTunnel:
         self.granted = 0  # bytes we let the client send us, less what it sent
         self.inbound: deque[bytes] = deque()  # whole messages from the client, to send on
         self.inbound_ready = trio.Event()
-        self.expected = 0
-        self.parts: list[bytes] | None = None
+        self.assembler = rp.MessageAssembler()
 
     def allow(self, space: int) -> None:
         self.credit += space
@@ -102,27 +101,17 @@ class _RelayTunnel:
         for the overlay tunnel stays within the window and one message."""
         if len(chunk) > CHUNK:
             raise rp.RelayError(f"tunnel chunk of {len(chunk)} bytes exceeds the chunk limit {CHUNK}")
-        if size:
-            if self.parts is not None:
-                raise rp.RelayError("a new tunnel message started inside another")
+        if size and self.assembler.parts is None:  # a new message
             if size > MAX_TUNNEL_MESSAGE:
                 raise rp.RelayError(f"tunnel message of {size} bytes exceeds {MAX_TUNNEL_MESSAGE}")
             if len(chunk) > self.granted:
                 raise rp.RelayError(f"tunnel {self.tid}: message sent beyond the credit granted")
             self.granted -= size  # its later chunks may go beyond: they follow regardless
-            self.parts, self.expected = [], size
-        elif self.parts is None:
-            raise rp.RelayError("a continuation chunk outside any message")
         self.conn.tunnel_bytes += len(chunk)
         if self.conn.tunnel_bytes > MAX_CLIENT_TUNNEL_BYTES:
             raise rp.RelayError(f"more than {MAX_CLIENT_TUNNEL_BYTES} bytes of tunnel data waiting")
-        self.parts.append(chunk)
-        self.expected -= len(chunk)
-        if self.expected < 0:
-            raise rp.RelayError("tunnel message longer than announced")
-        if self.expected == 0:
-            data = b"".join(self.parts) if len(self.parts) > 1 else self.parts[0]
-            self.parts = None
+        data = self.assembler.add(size, chunk)
+        if data is not None:
             try:
                 # Straight onto the overlay tunnel while it has room (and nothing waits before).
                 sent = not self.inbound and self.tunnel.send_nowait(data)
@@ -175,9 +164,9 @@ class _RelayTunnel:
         finally:
             if self.conn.tunnels.get(self.tid) is self:
                 del self.conn.tunnels[self.tid]
-            self.conn.tunnel_bytes -= sum(map(len, self.inbound)) + sum(map(len, self.parts or ()))
+            self.conn.tunnel_bytes -= sum(map(len, self.inbound)) + self.assembler.pending
             self.inbound.clear()
-            self.parts = None
+            self.assembler = rp.MessageAssembler()
             with trio.CancelScope(shield=True):
                 await self.tunnel.close()
 

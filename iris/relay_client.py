@@ -9,13 +9,15 @@ trio application).
 `RelayClient` multiplexes everything over one connection, as the Go client does: requests from
 any number of tasks at once (matched to their replies by id), a member's requests served
 concurrently (`handle_request`, at most `max_concurrency` at once), broadcasts (`handle_broadcast`)
-and each topic's events (its handler) in order. Tunnels are not offered here yet.
-`RelayStream` is the connection underneath, packet by packet.
+and each topic's events (its handler) in order, and tunnels both ways (`tunnel`, and a
+member's `handle_tunnel`; see `iris.relay_tunnel`). `RelayStream` is the connection underneath,
+packet by packet.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +29,11 @@ import trio
 from iris import relay_protocol as rp
 from iris.eager_io import EagerReader, Flusher, Outbox
 from iris.handler_queue import HandlerQueue
+from iris.relay_tunnel import WINDOW as TUNNEL_WINDOW
+from iris.relay_tunnel import RelayTunnel
 from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
+
+log = logging.getLogger("iris.relay_client")
 
 STATUS_CLUSTER = "iris.status"  # answered by the node itself, never routed
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # written to the node and not yet taken by the kernel
@@ -86,6 +92,8 @@ class RelayClient:
         self._broadcasts: HandlerQueue | None = None
         if handler is not None and hasattr(handler, "handle_broadcast"):
             self._broadcasts = HandlerQueue(handler.handle_broadcast, "handle_broadcast")
+        self._tunnels: dict[int, RelayTunnel] = {}
+        self._opening: dict[int, list[Any]] = {}  # TunInit id -> [event, RelayTunnel or None]
         self._closed: str | None = None
         self._closing = False  # this client sent Close
         self._ended_event = trio.Event()
@@ -171,6 +179,24 @@ class RelayClient:
             sub.stop()
             self._send(rp.client_unsubscribe(topic))
 
+    async def tunnel(self, cluster: str, timeout: float = 5.0) -> RelayTunnel:
+        """Open a tunnel to one member of `cluster` (never one on this client's own node)."""
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self._next_id += 1
+        tid = self._next_id
+        slot = self._opening[tid] = [trio.Event(), None]
+        try:
+            self._send(rp.client_tun_init(tid, cluster, max(1, round(timeout * 1000))))
+            await slot[0].wait()
+        finally:
+            self._opening.pop(tid, None)
+        if self._closed is not None:
+            raise ClosedError(f"relay connection closed: {self._closed}")
+        if slot[1] is None:
+            raise TimeoutError(f"no tunnel to {cluster!r}: refused or timed out")
+        return slot[1]
+
     async def status(self) -> dict[str, Any]:
         """The node's own view: id, peers, leaf set, table fill, clusters, topics, counters."""
         return json.loads(await self.request(STATUS_CLUSTER, b"", timeout=5.0))
@@ -208,6 +234,8 @@ class RelayClient:
                 if relay.reader.error is not None:
                     reason = f"the node broke the protocol: {relay.reader.error}"
                     break
+        except IrisError as exc:  # the node broke a tunnel's rules
+            reason = f"the node broke the protocol: {exc}"
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             reason = f"connection lost ({exc})"
         self._ended(reason)
@@ -230,9 +258,54 @@ class RelayClient:
         elif kind is rp.NodeClose:
             self._ended(packet.reason or ("closed by this client" if self._closing else "closed by the node"))
             return True
-        elif kind is rp.NodeTunInit:  # tunnels are not offered by this client: refuse them
-            self._outbox.push(rp.client_tun_confirm(packet.build_id, 0) + rp.client_tun_close(0))
+        elif kind is rp.TunTransfer:
+            tunnel = self._tunnels.get(packet.tunnel_id)
+            if tunnel is not None:
+                tunnel.chunk(packet.size, packet.chunk)
+        elif kind is rp.TunAllow:
+            tunnel = self._tunnels.get(packet.tunnel_id)
+            if tunnel is not None:
+                tunnel.allowed(packet.space)
+        elif kind is rp.NodeTunConfirm:
+            slot = self._opening.get(packet.id)
+            if slot is not None:
+                if not packet.timed_out:  # registered now: its TunAllow may follow in this read
+                    slot[1] = self._tunnels[packet.id] = self._new_tunnel(packet.id, packet.chunk_limit)
+                slot[0].set()
+        elif kind is rp.NodeTunClose:
+            tunnel = self._tunnels.pop(packet.tunnel_id, None)
+            if tunnel is not None:
+                tunnel.ended(packet.reason or "closed")
+        elif kind is rp.NodeTunInit:
+            self._accept_tunnel(packet)
         return False
+
+    def _new_tunnel(self, tid: int, chunk_limit: int) -> RelayTunnel:
+        tunnel = RelayTunnel(self._send, tid, chunk_limit)
+        self._send(rp.client_tun_allow(tid, TUNNEL_WINDOW))
+        return tunnel
+
+    def _accept_tunnel(self, packet: rp.NodeTunInit) -> None:
+        """A tunnel to our cluster: confirm it with an id of ours and hand it to the handler
+        (refused at once when the handler takes no tunnels)."""
+        self._next_id += 1
+        tid = self._next_id
+        self._send(rp.client_tun_confirm(packet.build_id, tid))
+        if not hasattr(self._handler, "handle_tunnel"):
+            self._send(rp.client_tun_close(tid))
+            return
+        tunnel = self._tunnels[tid] = self._new_tunnel(tid, packet.chunk_limit)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve_tunnel, tunnel)
+
+    async def _serve_tunnel(self, tunnel: RelayTunnel) -> None:
+        try:
+            await self._handler.handle_tunnel(tunnel)
+        except Exception:  # closes this tunnel, not the connection
+            log.exception("handle_tunnel raised")
+        finally:
+            if self._closed is None:
+                await tunnel.close()
 
     def _offer(self, queue: HandlerQueue | None, data: bytes) -> None:
         if queue is None:
@@ -245,8 +318,11 @@ class RelayClient:
     def _ended(self, reason: str) -> None:
         if self._closed is None:
             self._closed = reason
-        for slot in self._waiting.values():
-            slot[0].set()  # no reply: ClosedError
+        for slot in (*self._waiting.values(), *self._opening.values()):
+            slot[0].set()  # no answer: ClosedError
+        tunnels, self._tunnels = self._tunnels, {}
+        for tunnel in tunnels.values():
+            tunnel.ended(reason)
         self._ended_event.set()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()

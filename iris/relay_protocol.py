@@ -196,6 +196,39 @@ def _parse(c: _Cursor) -> object:
     raise RelayError(f"unknown opcode 0x{op:02x}")
 
 
+class MessageAssembler:
+    """Tunnel messages out of TunTransfer chunks: the first chunk of a message carries its
+    size, later ones 0. `add` returns the message once whole; RelayError when the chunks break
+    that rule."""
+
+    __slots__ = ("parts", "expected")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] | None = None  # the message being assembled
+        self.expected = 0  # its bytes still to come
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a message not whole yet."""
+        return sum(map(len, self.parts)) if self.parts else 0
+
+    def add(self, size: int, chunk: bytes) -> bytes | None:
+        if size:
+            if self.parts is not None:
+                raise RelayError("a new tunnel message started inside another")
+            self.parts, self.expected = [], size
+        elif self.parts is None:
+            raise RelayError("a continuation chunk outside any message")
+        self.parts.append(chunk)
+        self.expected -= len(chunk)
+        if self.expected > 0:
+            return None
+        parts, self.parts = self.parts, None
+        if self.expected < 0:
+            raise RelayError("tunnel message longer than announced")
+        return b"".join(parts) if len(parts) > 1 else parts[0]
+
+
 class RelayReader:
     """Client packets out of a byte stream. A violation stops the reader: `feed` returns the
     good packets before it, and `error` holds the reason (the caller answers those packets,

@@ -672,3 +672,50 @@ async def test_python_client_hears_the_node_close_the_connection(relay):
             assert len(outcome) == 1
             with pytest.raises(iris.ClosedError):
                 await caller.publish("news", b"too late")
+
+
+async def test_python_client_tunnels_both_ways_with_large_messages_in_order(relay, nursery):
+    """A member client echoes on every tunnel it gets; an opener on another node's relay (a
+    tunnel's ends are on two nodes) sends small messages and ones far beyond the 4 MiB window."""
+    from iris.relay_client import RelayClient
+
+    port, nodes, _ = relay
+    other_port = await nursery.start(RelayServer(nodes[1]).serve, 0, ("127.0.0.1",))
+    ended = []
+
+    class Echo:
+        async def handle_request(self, data):
+            return data
+
+        async def handle_tunnel(self, tunnel):
+            try:
+                while True:
+                    await tunnel.send(await tunnel.receive())
+            except iris.ClosedError as exc:
+                ended.append(str(exc))
+
+    with trio.fail_after(60):
+        async with RelayClient.open(port, cluster="tun", handler=Echo()), \
+                RelayClient.open(other_port) as opener:
+            while True:  # the member is reachable once its registration has grafted
+                try:
+                    tunnel = await opener.tunnel("tun", timeout=2)
+                    break
+                except iris.TimeoutError:
+                    await trio.sleep(0.1)
+            async with tunnel:
+                big = bytes(range(256)) * (24 * 1024)  # 6 MiB: many chunks, beyond the window
+                small = [b"%d" % i for i in range(500)]
+
+                async def send_all():
+                    for message in small + [big] + small:
+                        await tunnel.send(message)
+
+                nursery.start_soon(send_all)
+                got = [await tunnel.receive() for _ in range(2 * len(small) + 1)]
+            assert got == small + [big] + small
+            await iris.testing.wait_until(lambda: ended)  # the member saw the close
+            with pytest.raises(iris.ClosedError):
+                await tunnel.send(b"after close")
+            with pytest.raises(iris.IrisError):
+                await opener.tunnel("nobody", timeout=1)
