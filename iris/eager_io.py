@@ -33,8 +33,9 @@ class Outbox:
         self.stream = stream
         self._flusher = flusher
         self._limit = limit
-        socket = getattr(stream, "socket", None)
-        self._fd = socket.fileno() if socket is not None else -1  # -1: the writer task only
+        # The socket object, not its number: once closed its fileno() is -1, where a number
+        # kept from before could already name another connection's new socket.
+        self._socket = getattr(stream, "socket", None)  # None: the writer task only
         self._queue: list[bytes] = []
         self.queued_bytes = 0
         self._listed = False  # in the flusher's list of outboxes to write
@@ -69,9 +70,10 @@ class Outbox:
         data = b"".join(self._queue) if len(self._queue) > 1 else self._queue[0]
         self._queue.clear()
         written = 0
-        if self._fd >= 0:
+        fd = self._socket.fileno() if self._socket is not None else -1
+        if fd >= 0:
             try:
-                written = os.write(self._fd, data)
+                written = os.write(fd, data)
             except OSError:  # would block, or broken: the writer's send_all finds out which
                 written = 0
         self.queued_bytes -= written
@@ -103,21 +105,25 @@ class EagerReader:
     def __init__(self, stream: trio.abc.Stream, max_bytes: int = 65536) -> None:
         self._stream = stream
         self._max = max_bytes
-        socket = getattr(stream, "socket", None)
-        self._fd = socket.fileno() if socket is not None else -1
+        self._socket = getattr(stream, "socket", None)  # see Outbox: never a kept number
 
     async def receive(self) -> bytes:
-        """The next bytes (b"" at the end of the stream); OSError when the connection broke.
-        It yields once per call, like trio's: by waiting when there was nothing to read, or
-        else by a checkpoint after the read (so a busy client does not starve the others)."""
-        if self._fd < 0:
+        """The next bytes (b"" at the end of the stream); OSError when the connection broke,
+        trio.ClosedResourceError once the stream was closed. It yields once per call, like
+        trio's: by waiting when there was nothing to read, or else by a checkpoint after the
+        read (so a busy client does not starve the others)."""
+        socket = self._socket
+        if socket is None:
             return await self._stream.receive_some(self._max)
         waited = False
         while True:
+            fd = socket.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError("the stream was closed")
             try:
-                data = os.read(self._fd, self._max)
+                data = os.read(fd, self._max)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._fd)
+                await trio.lowlevel.wait_readable(socket)
                 waited = True
                 continue
             if not waited:

@@ -51,6 +51,7 @@ class _Members:
 
     def __init__(self) -> None:
         self.connections: list[RelayConnection] = []
+        self.joining = 0  # connections registering the cluster (not members yet)
         self._turn = 0
 
     def _next(self) -> RelayConnection:
@@ -159,7 +160,7 @@ class _RelayTunnel:
                 nursery.start_soon(self.to_overlay)
                 await self.to_client()
                 nursery.cancel_scope.cancel()
-        except (ClosedError, IrisError):
+        except* (ClosedError, IrisError):  # (a nursery raises them as a group)
             self.conn.send(rp.tun_close_packet(self.tid, "tunnel closed"))
         finally:
             if self.conn.tunnels.get(self.tid) is self:
@@ -228,6 +229,8 @@ class RelayServer:
         self.connections.add(conn)
         try:
             await conn.run()
+        except Exception:  # one connection's failure never ends the relay
+            log.exception("relay connection failed")
         finally:
             self.connections.discard(conn)
             await conn.cleanup()
@@ -314,9 +317,10 @@ class RelayConnection:
                         self.outbox.finish()
                     await writer_done.wait()
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the client went away (reset, broken pipe): its state is cleaned up next
         finally:
+            self.closing = True  # nothing more is queued for a closed stream
             await trio.aclose_forcefully(self.stream)
 
     async def _init(self, packet: object) -> bool:
@@ -331,10 +335,17 @@ class RelayConnection:
             return False
         if packet.cluster:
             members = self.server.members.setdefault(packet.cluster, _Members())
-            members.connections.append(self)
+            members.joining += 1  # keeps `members` in place while this one registers
+            try:
+                self.registration = await self.node.register(packet.cluster, members)
+            finally:
+                members.joining -= 1
             self.cluster = packet.cluster
-            self.registration = await self.node.register(packet.cluster, members)
-        self.send(rp.init_packet())
+            self.send(rp.init_packet())
+            # Only now a member: no request may reach the client before its Init answer.
+            members.connections.append(self)
+        else:
+            self.send(rp.init_packet())
         return True
 
     async def _room(self) -> None:
@@ -534,7 +545,7 @@ class RelayConnection:
             members = self.server.members.get(self.cluster)
             if members is not None and self in members.connections:
                 members.connections.remove(self)
-                if not members.connections:
+                if not members.connections and not members.joining:
                     del self.server.members[self.cluster]
             if self.registration is not None:
                 with trio.CancelScope(shield=True):

@@ -216,7 +216,10 @@ class RelayClient:
                 raise IrisError("the node does not take what this client writes: too much queued")
 
     async def _write(self) -> None:
-        await self._outbox.run_writer()
+        try:
+            await self._outbox.run_writer()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._ended(f"connection lost ({exc})")
 
     async def _read(self) -> None:
         relay, incoming = self._relay, EagerReader(self._relay.stream)

@@ -719,3 +719,88 @@ async def test_python_client_tunnels_both_ways_with_large_messages_in_order(rela
                 await tunnel.send(b"after close")
             with pytest.raises(iris.IrisError):
                 await opener.tunnel("nobody", timeout=1)
+
+
+async def test_clients_coming_and_going_under_load_leave_no_state_behind(relay):
+    """Members that vanish abruptly (no Close) in the middle of serving, callers asking all the
+    while: every request ends (a reply, or a remote error naming the departure, never a hang),
+    and once everyone has left the relay holds nothing of theirs."""
+    import random
+
+    from iris.relay_client import RelayClient
+
+    port, _, server = relay
+    rng = random.Random(7)
+    outcomes = {"ok": 0, "error": 0}
+
+    class Slowish:
+        async def handle_request(self, data):
+            await trio.sleep(rng.random() * 0.02)
+            return data
+
+    async def member_life():
+        for life in range(4):
+            for attempt in range(5):  # loopback under this churn now and then resets a connect
+                try:
+                    async with RelayClient.open(port, cluster="churn", handler=Slowish()) as member:
+                        await trio.sleep(rng.uniform(0.05, 0.3))
+                        if life % 2:  # gone without a word, in the middle of what it was serving
+                            await trio.aclose_forcefully(member._relay.stream)
+                    break
+                except iris.IrisError as exc:
+                    assert "no node relay" in str(exc) and attempt < 4
+                    await trio.sleep(0.05)
+
+    async def caller_life():
+        async with RelayClient.open(port) as caller:
+            for i in range(60):
+                try:
+                    await caller.request("churn", b"%d" % i, timeout=5)
+                    outcomes["ok"] += 1
+                except iris.IrisError:
+                    outcomes["error"] += 1
+
+    with trio.fail_after(60):
+        async with RelayClient.open(port, cluster="churn", handler=Slowish()):  # one steady member
+            async with trio.open_nursery() as nursery:
+                for _ in range(6):
+                    nursery.start_soon(member_life)
+                for _ in range(6):
+                    nursery.start_soon(caller_life)
+        assert outcomes["ok"] + outcomes["error"] == 360 and outcomes["ok"] >= 300, outcomes
+        await iris.testing.wait_until(lambda: not server.connections and not server.members)
+
+
+async def test_a_client_that_resets_its_connection_mid_stream_takes_down_nothing_else(relay, nursery):
+    """A subscriber resets its connection (RST) while the node is writing it events, and an
+    opener resets while its tunnel has data on the way: the relay serves the others on."""
+    import socket as stdlib_socket
+    import struct
+
+    port, nodes, server = relay
+    other_port = await nursery.start(RelayServer(nodes[1]).serve, 0, ("127.0.0.1",))
+
+    def reset(client):
+        client.stream.socket.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+
+    with trio.fail_after(30):
+        subscriber = await Client.connect(port)
+        await subscriber.send(b"\x06" + text("flood"))
+        publisher = await Client.connect(port)
+        for _ in range(50):
+            await publisher.send(b"\x08" + text("flood") + blob(b"e" * 60_000))
+        reset(subscriber)
+        await subscriber.stream.aclose()
+        member, opener = await _open_tunnel(relay, nursery)
+        await opener.send(transfer(5, b"t" * 3_000_000))
+        reset(opener)
+        await opener.stream.aclose()
+        for _ in range(20):
+            await publisher.send(b"\x08" + text("flood") + blob(b"e" * 60_000))
+        # Both relays still answer.
+        for relay_port in (port, other_port):
+            caller = await Client.connect(relay_port)
+            await caller.send(request(9, "iris.status", b"", 1000))
+            op, fields = await caller.read()
+            assert op == 0x05 and fields[:3] == [9, False, True]
