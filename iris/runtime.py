@@ -383,6 +383,9 @@ class Runtime:
             self.count("links_closed_for_bad_input")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("link to %x ended: %r", link.peer, exc)
+        except Exception:  # a fault in handling this peer's input closes its link, not the node
+            log.exception("closing link to %x: its input could not be handled", link.peer)
+            self.count("links_closed_for_internal_error")
         finally:
             self._drop_link(link)
             await trio.aclose_forcefully(link.stream)

@@ -390,3 +390,27 @@ async def test_plain_function_handlers_and_callback_requests(ring):
     for i in range(5):
         await nodes[4].publish("news", b"%d" % i)
     await wait_for(lambda: events.events == [b"0", b"1", b"2", b"3", b"4"])
+
+
+async def test_a_fault_handling_one_peers_input_closes_that_link_not_the_node(ring):
+    _, nodes = ring
+    await nodes[1].register("echo", Echo())
+    runtime = nodes[1]._runtime
+    deliver = runtime._deliver
+    faults = []
+
+    def faulty(link, sealed):
+        if not faults:
+            faults.append(link.peer)
+            raise RuntimeError("a fault in the protocol code")
+        deliver(link, sealed)
+
+    runtime._deliver = faulty
+    with trio.fail_after(30):
+        while True:  # the link that carried the fault closes; requests go on over a new one
+            try:
+                if await nodes[0].request("echo", b"still", timeout=2) == b"echo:still":
+                    break
+            except iris.IrisError:
+                pass
+    assert faults and runtime.counters.get("links_closed_for_internal_error") == 1
