@@ -118,13 +118,13 @@ class MessagingConfig:
     """A node whose leaf set changed this recently (it may have become a group's root) waits
     up to this long for the old root's re-graft before it answers "no members"."""
 
-    root_settle_after_failure_s: float = 7.0
+    root_settle_after_failure_s: float = 4.0
     """The same wait after a neighbour failed, or while the node closer to a group's key does
-    not answer. The members below a dead root graft anew once they notice: from the
-    detector's notice and their own verifying probe (about 1 s), or at the latest when their
-    next tree beat (`tree_beat_s`) goes unacknowledged. The wait covers a beat and the
-    acknowledgement timeout, with room for a loaded machine. Only a node that just took over
-    a group's key answers "no members" this late."""
+    not answer. The members below a dead root graft anew once they notice: most hear the
+    detector's notice (they are its neighbours, or route to it) and verify it with one probe
+    (`probe_timeout_s`, 1 s); the wait covers that and the graft's way, with room for a loaded
+    machine. (A member that only learns from the tree's silence, 3 beats, comes later.) Only a
+    node that just took over a group's key answers "no members" this late."""
 
     max_parked: int = 1024
 
@@ -575,9 +575,7 @@ class MessagingCore(OverlayApp):
                                                     tree.ancestors[: MAX_ANCESTORS - 1]))
         for peer, entries in up.items():
             for i in range(0, len(entries), MAX_TREE_ENTRIES):
-                # Acknowledged: a child learns within a beat that its parent died, and grafts
-                # anew (the root that took over waits for that, see root_settle_after_failure_s).
-                self.node.send_acked(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
+                self.node.send(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
         for peer, entries in down.items():
             for i in range(0, len(entries), MAX_TREE_ENTRIES):
                 self.node.send(peer, TreeDown(tuple(entries[i : i + MAX_TREE_ENTRIES])))
@@ -664,13 +662,6 @@ class MessagingCore(OverlayApp):
             tunnel = self.tunnels.get((payload.opener, payload.tid))
             if tunnel is not None and tunnel.peer == peer:
                 self._tunnel_lost(tunnel, "peer unreachable")
-            return
-        if type(payload) is TreeUp:
-            for group, _ in payload.entries:
-                tree = self.trees.get(group)
-                if tree is not None and tree.parent == peer:
-                    tree.parent = None
-                    self._graft(tree)
             return
         if type(payload) is not Request and type(payload) is not TunnelOpen:
             return
