@@ -804,3 +804,27 @@ async def test_a_client_that_resets_its_connection_mid_stream_takes_down_nothing
             await caller.send(request(9, "iris.status", b"", 1000))
             op, fields = await caller.read()
             assert op == 0x05 and fields[:3] == [9, False, True]
+
+
+async def test_python_client_serves_at_most_max_concurrency_requests_at_once(relay):
+    from iris.relay_client import RelayClient
+
+    port, _, _ = relay
+    running = most = 0
+
+    class Busy:
+        async def handle_request(self, data):
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await trio.sleep(0.02)
+            running -= 1
+            return data
+
+    with trio.fail_after(30):
+        async with RelayClient.open(port, cluster="busy", handler=Busy(), max_concurrency=4), \
+                RelayClient.open(port) as caller:
+            async with trio.open_nursery() as nursery:
+                for i in range(40):
+                    nursery.start_soon(caller.request, "busy", b"%d" % i, 10)
+    assert most == 4
