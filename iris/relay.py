@@ -3,12 +3,18 @@
 Each connection speaks the relay protocol (`iris.relay_protocol`). A connection that names a
 cluster in its Init is one member of it: several connections may register the same cluster on
 one node, requests are spread over them in turn and each gets every broadcast. When a client
-goes away, its registration, subscriptions and pending requests go with it at once.
+goes away, its registration, subscriptions, pending requests and tunnels go with it at once,
+and a connection that fails in any way fails alone.
+
+Requests, broadcasts and events pass through the API's plain-function forms (no task per
+message), and the sockets are read and written directly (`iris.eager_io`): what one read of a
+client causes leaves in one write to each connection concerned.
 
 Tunnels: the node keeps one overlay tunnel per relay tunnel and moves whole messages between
 them; toward the client it sends chunks of at most 64 KiB (the first carries the message size,
 later ones 0) within the credit the client grants, and it grants the client credit as the
-messages the client sent go out on the overlay tunnel.
+messages the client sent go out on the overlay tunnel. A client that breaks the credit or size
+rules is cut off with the reason.
 """
 
 from __future__ import annotations
