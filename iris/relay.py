@@ -200,6 +200,10 @@ class RelayServer:
         self.connections: set[RelayConnection] = set()
         self.flusher = Flusher()
         self.port = 0
+        self.counters: dict[str, int] = {}  # shown by `iris status` under "relay"
+
+    def count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
 
     async def serve(self, port: int = DEFAULT_PORT, hosts: tuple[str, ...] = ("127.0.0.1", "::1"),
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -233,10 +237,12 @@ class RelayServer:
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = RelayConnection(self, stream)
         self.connections.add(conn)
+        self.count("connections")
         try:
             await conn.run()
         except Exception:  # one connection's failure never ends the relay
             log.exception("relay connection failed")
+            self.count("connections_failed")
         finally:
             self.connections.discard(conn)
             await conn.cleanup()
@@ -268,7 +274,14 @@ class RelayConnection:
             return
         if not self.outbox.push(packet):
             log.warning("relay client too slow (%d bytes queued): closing", self.outbox.queued_bytes)
+            self.server.count("clients_too_slow")
             self.close("client too slow")
+
+    def cut_off(self, reason: str, deny: bool = False) -> None:
+        """The client broke the protocol: Deny (before Init) or Close with the reason."""
+        if not self.closing:
+            self.server.count("clients_cut_off")
+        self.close(reason, deny)
 
     def close(self, reason: str, deny: bool = False) -> None:
         if self.closing:
@@ -316,7 +329,7 @@ class RelayConnection:
                             self._return_credit()
                     if reader.error is not None and not self.closing:
                         log.warning("relay client broke the protocol: %s", reader.error)
-                        self.close(str(reader.error), deny=not initialised)
+                        self.cut_off(str(reader.error), deny=not initialised)
                 with trio.move_on_after(1.0):
                     if not self.closing:
                         self.closing = True
@@ -331,13 +344,13 @@ class RelayConnection:
 
     async def _init(self, packet: object) -> bool:
         if not isinstance(packet, rp.Init):
-            self.close("expected Init", deny=True)
+            self.cut_off("expected Init", deny=True)
             return False
         if packet.magic != rp.CLIENT_MAGIC:
-            self.close(f"bad magic {packet.magic!r}", deny=True)
+            self.cut_off(f"bad magic {packet.magic!r}", deny=True)
             return False
         if packet.version != rp.VERSION:
-            self.close(f"protocol version {packet.version!r} not supported (need {rp.VERSION})", deny=True)
+            self.cut_off(f"protocol version {packet.version!r} not supported (need {rp.VERSION})", deny=True)
             return False
         if packet.cluster:
             members = self.server.members.setdefault(packet.cluster, _Members())
@@ -413,13 +426,17 @@ class RelayConnection:
             relay_tunnel = self.tunnels.get(packet.tunnel_id)
             if relay_tunnel is not None:
                 relay_tunnel.allow(packet.space)
+            else:  # a tunnel that closed meanwhile (or never was): nothing to do
+                self.server.count("tunnel_packets_for_unknown_ids")
         elif kind is rp.TunTransfer:
             relay_tunnel = self.tunnels.get(packet.tunnel_id)
             if relay_tunnel is not None:
                 try:
                     relay_tunnel.transfer(packet.size, packet.chunk)
                 except rp.RelayError as exc:
-                    self.close(str(exc))
+                    self.cut_off(str(exc))
+            else:
+                self.server.count("tunnel_packets_for_unknown_ids")
         elif kind is rp.TunClose:
             relay_tunnel = self.tunnels.pop(packet.tunnel_id, None)
             if relay_tunnel is not None:
@@ -428,7 +445,7 @@ class RelayConnection:
     def _tunnel_id_taken(self, tid: int) -> bool:
         """A client's tunnel ids name one tunnel at a time; reusing a live one is cut off."""
         if tid in self.tunnels or tid in self.opening:
-            self.close(f"tunnel id {tid} is already in use")
+            self.cut_off(f"tunnel id {tid} is already in use")
             return True
         return False
 
@@ -469,7 +486,8 @@ class RelayConnection:
     async def _ask(self, packet: rp.Request) -> None:
         """A client's request: sent into the overlay; the answer is written when it comes."""
         if packet.cluster == STATUS_CLUSTER:  # the node's own view, answered here
-            self.send(rp.reply_packet(packet.id, False, True, json.dumps(self.node.status()).encode()))
+            status = {**self.node.status(), "relay": {"clients": len(self.server.connections), **self.server.counters}}
+            self.send(rp.reply_packet(packet.id, False, True, json.dumps(status).encode()))
             return
         if self.asking >= MAX_CLIENT_REQUESTS:
             self.send(rp.reply_packet(packet.id, False, False, fault="too many requests in flight"))

@@ -283,7 +283,7 @@ async def test_a_member_that_leaves_or_never_answers_fails_the_request_instead_o
     (init() + b"\x03" + text("c") + uvarint(2**40), 0x02),  # oversized field
 ])
 async def test_bad_input_gets_a_reason_and_a_closed_connection(relay, junk, expected_op):
-    port, nodes, _ = relay
+    port, nodes, server = relay
     client = Client(await trio.open_tcp_stream("127.0.0.1", port))
     await client.send(junk)
     op, fields = await client.read()
@@ -291,6 +291,7 @@ async def test_bad_input_gets_a_reason_and_a_closed_connection(relay, junk, expe
         op, fields = await client.read()
     assert op == expected_op and fields[-1]  # a reason is given
     assert await client.closed()
+    assert server.counters["clients_cut_off"] == 1  # what `iris status` shows under "relay"
     other = await Client.connect(port)  # the node carries on
     await other.send(b"\x02")
     assert await other.read() == (0x02, [""])
@@ -640,7 +641,8 @@ async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
             await iris.testing.wait_until(lambda: len(events) >= 20)
             assert events[-20:] == [b"%d" % i for i in range(20)]
             await iris.testing.wait_until(lambda: broadcasts == [b"to all"])
-            assert (await caller.status())["state"] == "active"
+            status = await caller.status()
+            assert status["state"] == "active" and status["relay"]["clients"] == 2
 
 
 async def test_python_client_hears_the_node_close_the_connection(relay):
