@@ -189,7 +189,8 @@ class Node:
         self._workers = WorkerPool(nursery)
         runtime.on_events = self._on_events
         self._waiting: dict[int, RequestCallback] = {}  # req_id -> what to call with the outcome
-        self._early: dict[int, ev.RequestDone] | None = None  # outcomes within `core.request`
+        self._early: dict[int, ev.RequestDone] = {}  # outcomes within `core.request` calls
+        self._starting = 0  # `start_request` calls under way (a callback may start another)
         self._joined: dict[tuple[str, bool], trio.Event] = {}
         self._handlers: dict[str, Any] = {}
         self._subscriptions: dict[str, HandlerQueue] = {}
@@ -270,12 +271,12 @@ class Node:
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         _check_size(payload)
-        self._early = early_outcomes = {}  # an outcome can come before `request` returns its id
+        self._starting += 1  # an outcome can come before `core.request` returns its id
         try:
             req_id = self._runtime.call(lambda: self._runtime.core.request(cluster, payload, timeout))
         finally:
-            self._early = None
-        early = early_outcomes.get(req_id)
+            self._starting -= 1
+        early = self._early.pop(req_id, None)
         if early is None:
             self._waiting[req_id] = on_done
         else:
@@ -359,7 +360,7 @@ class Node:
                 on_done = self._waiting.pop(event.req_id, None)
                 if on_done is not None:
                     _finish(on_done, event)
-                elif self._early is not None:  # within `core.request`: see start_request
+                elif self._starting:  # within `core.request`: see start_request
                     self._early[event.req_id] = event
             elif kind is ev.RequestReceived:
                 accept = getattr(self._handlers.get(event.cluster), "accept_request", None)

@@ -414,3 +414,30 @@ async def test_a_fault_handling_one_peers_input_closes_that_link_not_the_node(ri
             except iris.IrisError:
                 pass
     assert faults and runtime.counters.get("links_closed_for_internal_error") == 1
+
+
+async def test_a_handler_may_forward_a_request_from_within_its_call(ring):
+    """A plain `accept_request` that passes the request on with `start_request` (a proxy):
+    asked on its own node, every step happens inside the first `start_request` call."""
+    _, nodes = ring
+    node = nodes[1]
+
+    class Back:
+        def accept_request(self, data, responder):
+            responder.reply(b"back:" + data)
+
+    class Front:
+        def accept_request(self, data, responder):
+            def answered(reply, error):
+                if error is None:
+                    responder.reply(b"front:" + reply)
+                else:
+                    responder.fail(str(error))
+
+            node.start_request("back", data, 5, answered)
+
+    await node.register("back", Back())
+    await node.register("front", Front())
+    with trio.fail_after(10):
+        assert await node.request("front", b"x", timeout=5) == b"front:back:x"
+        assert await nodes[0].request("front", b"y", timeout=5) == b"front:back:y"
