@@ -105,3 +105,18 @@ async def test_the_reader_sees_the_end_of_the_stream_and_lets_others_run(pair, n
     with trio.fail_after(5):
         assert await reader.receive() == b""
 
+
+
+async def test_a_batch_inside_a_batch_writes_once_at_the_outer_end(pair):
+    client, server = pair
+    flusher = Flusher()
+    outbox = Outbox(client, flusher, limit=1 << 20)
+    with flusher.batch():
+        outbox.push(b"a")
+        with flusher.batch():
+            outbox.push(b"b")
+        assert outbox.queued_bytes == 2  # the inner end wrote nothing
+        outbox.push(b"c")
+    assert outbox.queued_bytes == 0
+    with trio.fail_after(5):
+        assert await read_exactly(EagerReader(server), 3) == b"abc"
