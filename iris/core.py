@@ -31,13 +31,13 @@ Design (numbers in `MessagingConfig`):
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from iris import events as ev
 from iris.deadlines import Deadlines
-from iris.limits import ENTRY_COST, ServiceLimits, TopicLimits
+from iris.limits import ENTRY_COST, Gate, ServiceLimits, TopicLimits
 from iris.messages import (
     MAX_ANCESTORS,
     MAX_TREE_ENTRIES,
@@ -129,18 +129,14 @@ class MessagingConfig:
     max_parked: int = 1024
 
 
-@dataclass(slots=True)
 class _Service:
-    name: str
-    limits: ServiceLimits
-    members: int = 1  # registrations of this cluster on this node
-    in_flight: int = 0
-    queued: deque = field(default_factory=deque)
-    queued_bytes: int = 0
-    refused: int = 0
-    broadcasts_in_flight: int = 0
-    broadcasts_queued: deque = field(default_factory=deque)
-    broadcasts_queued_bytes: int = 0
+    __slots__ = ("name", "members", "requests", "broadcasts")
+
+    def __init__(self, name: str, limits: ServiceLimits) -> None:
+        self.name = name
+        self.members = 1  # registrations of this cluster on this node
+        self.requests = Gate(limits.max_concurrency, limits.max_queued_bytes)
+        self.broadcasts = Gate(limits.max_broadcast_concurrency, limits.max_queued_broadcast_bytes)
 
 
 @dataclass(slots=True)
@@ -238,8 +234,8 @@ class MessagingCore(OverlayApp):
                                      (error or "")[:1024]))
         service = self.services.get(group)
         if service is not None:
-            service.in_flight -= 1
-            self._drain_service(group, service)
+            for queued in service.requests.done():
+                self._hand_to_app(queued, service)
 
     def broadcast(self, cluster: str, payload: bytes) -> None:
         self._flood(cluster_group(cluster), payload)
@@ -256,15 +252,9 @@ class MessagingCore(OverlayApp):
     def broadcast_done(self, cluster: str) -> None:
         """The application handled a `BroadcastReceived` (frees a slot under ServiceLimits)."""
         service = self.services.get(cluster_group(cluster))
-        if service is None:
-            return
-        service.broadcasts_in_flight = max(0, service.broadcasts_in_flight - 1)
-        queued = service.broadcasts_queued
-        while queued and service.broadcasts_in_flight < service.limits.max_broadcast_concurrency:
-            payload = queued.popleft()
-            service.broadcasts_queued_bytes -= len(payload) + ENTRY_COST
-            service.broadcasts_in_flight += 1
-            self.events.append(ev.BroadcastReceived(service.name, payload))
+        if service is not None:
+            for payload in service.broadcasts.done():
+                self.events.append(ev.BroadcastReceived(service.name, payload))
 
     # ----------------------------------------------------------------------------- tunnels
     def open_tunnel(self, cluster: str, timeout: float) -> tuple[int, int]:
@@ -723,27 +713,18 @@ class MessagingCore(OverlayApp):
         if type(msg) is TunnelOpen:
             self._accept_tunnel(msg, service)
             return
-        if service.in_flight < service.limits.max_concurrency:
+        admitted = service.requests.offer(msg, len(msg.payload))
+        if admitted:
             self._hand_to_app(msg, service)
-        elif service.queued_bytes + len(msg.payload) + ENTRY_COST <= service.limits.max_queued_bytes:
-            service.queued.append(msg)
-            service.queued_bytes += len(msg.payload) + ENTRY_COST
-        else:
-            service.refused += 1
+        elif admitted is None:
             self._count("requests_refused")
             self.node.send(msg.origin, Reply(msg.req_id, REFUSED, b"", "service limits exceeded"))
 
     def _hand_to_app(self, msg: Request, service: _Service) -> None:
-        service.in_flight += 1
+        """`msg` was admitted (it counts as in flight): the application gets it."""
         token = self._new_id()
         self.inbound[token] = (msg.origin, msg.req_id, msg.group)
         self.events.append(ev.RequestReceived(service.name, token, msg.payload))
-
-    def _drain_service(self, group: int, service: _Service) -> None:
-        while service.queued and service.in_flight < service.limits.max_concurrency:
-            msg = service.queued.popleft()
-            service.queued_bytes -= len(msg.payload) + ENTRY_COST
-            self._hand_to_app(msg, service)
 
     def _on_reply(self, src: int, msg: Reply) -> None:
         if self.pending.pop(msg.req_id, None) is None:
@@ -786,21 +767,13 @@ class MessagingCore(OverlayApp):
         else:
             service = self.services.get(msg.group)
             if service is not None:
-                for _ in range(service.members):  # one copy per registration on this node
-                    self._offer_broadcast(service, msg.payload)
-
-    def _offer_broadcast(self, service: _Service, payload: bytes) -> None:
-        """Hand a broadcast to the application, queue it while every slot is busy, or drop it
-        (counted) once the queue holds its limit: a slow handler cannot make it grow."""
-        limits = service.limits
-        if service.broadcasts_in_flight < limits.max_broadcast_concurrency:
-            service.broadcasts_in_flight += 1
-            self.events.append(ev.BroadcastReceived(service.name, payload))
-        elif service.broadcasts_queued_bytes + len(payload) + ENTRY_COST <= limits.max_queued_broadcast_bytes:
-            service.broadcasts_queued.append(payload)
-            service.broadcasts_queued_bytes += len(payload) + ENTRY_COST
-        else:
-            self._count("broadcasts_dropped")
+                # One copy per registration on this node; a slow handler cannot make them pile up.
+                for _ in range(service.members):
+                    admitted = service.broadcasts.offer(msg.payload, len(msg.payload))
+                    if admitted:
+                        self.events.append(ev.BroadcastReceived(service.name, msg.payload))
+                    elif admitted is None:
+                        self._count("broadcasts_dropped")
 
     def _on_flood(self, src: int, msg: Flood) -> None:
         self._spread(msg, src)

@@ -7,7 +7,9 @@ message's payload plus ENTRY_COST, so that empty messages are bounded too.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 ENTRY_COST = 64  # bytes charged per queued message on top of its payload (its bookkeeping)
 
@@ -41,3 +43,42 @@ class TopicLimits:
     def __post_init__(self) -> None:
         if self.max_queued_bytes < 0:
             raise ValueError("max_queued_bytes must be >= 0")
+
+
+class Gate:
+    """Admission under one pair of limits: at most `concurrency` messages handed to the
+    application at once; while they are busy, later ones wait in a queue of at most
+    `max_queued_bytes` (payload + ENTRY_COST each); beyond, they are turned away."""
+
+    __slots__ = ("concurrency", "max_queued_bytes", "in_flight", "queue", "queued_bytes")
+
+    def __init__(self, concurrency: int, max_queued_bytes: int) -> None:
+        self.concurrency = concurrency
+        self.max_queued_bytes = max_queued_bytes
+        self.in_flight = 0
+        self.queue: deque[tuple[Any, int]] = deque()
+        self.queued_bytes = 0
+
+    def offer(self, item: Any, size: int) -> bool | None:
+        """True: hand `item` over now (it counts as in flight); False: it waits in the queue;
+        None: the queue is full, turn it away."""
+        if self.in_flight < self.concurrency:
+            self.in_flight += 1
+            return True
+        cost = size + ENTRY_COST
+        if self.queued_bytes + cost > self.max_queued_bytes:
+            return None
+        self.queue.append((item, cost))
+        self.queued_bytes += cost
+        return False
+
+    def done(self) -> list[Any]:
+        """One handed message is finished: the queued ones to hand over now (in flight)."""
+        self.in_flight = max(0, self.in_flight - 1)
+        ready = []
+        while self.queue and self.in_flight < self.concurrency:
+            item, cost = self.queue.popleft()
+            self.queued_bytes -= cost
+            self.in_flight += 1
+            ready.append(item)
+        return ready

@@ -22,16 +22,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
 
 from iris import relay_protocol as rp
 from iris.api import Node, Registration, Responder, Tunnel
-from iris.errors import ClosedError, IrisError, TimeoutError
+from iris.errors import ClosedError, IrisError, LimitExceededError, TimeoutError
 from iris.limits import TopicLimits
 from iris.eager_io import EagerReader, Flusher, Outbox
 from iris.relay_client import STATUS_CLUSTER
+from iris.relay_tunnel import SendCredit
 
 log = logging.getLogger("iris.relay")
 
@@ -45,10 +47,7 @@ TUNNEL_CONFIRM_TIMEOUT_S = 10.0
 MAX_TUNNEL_MESSAGE = 16 * 1024 * 1024  # one tunnel message from a client, assembled here
 MAX_CLIENT_TUNNEL_BYTES = 64 * 1024 * 1024  # a client's tunnel data waiting for the overlay
 MAX_CLIENT_TUNNELS = 1024  # a client's tunnels, open or opening
-
-
-class ClientGone(IrisError):
-    """The relay client that was to answer went away."""
+MAX_CLIENT_TOPICS = 1024  # a client's subscriptions
 
 
 class _Members:
@@ -61,8 +60,7 @@ class _Members:
         self._turn = 0
 
     def _next(self) -> RelayConnection:
-        if not self.connections:
-            raise ClientGone("no relay client serves this cluster any more")
+        """The next connection in turn (there is one: callers check)."""
         self._turn = (self._turn + 1) % len(self.connections)
         return self.connections[self._turn]
 
@@ -78,7 +76,8 @@ class _Members:
             self._next().send(rp.broadcast_packet(data))
 
     async def handle_tunnel(self, tunnel: Tunnel) -> None:
-        await self._next().accept_tunnel(tunnel)
+        if self.connections:  # else the handler returns: the tunnel closes
+            await self._next().accept_tunnel(tunnel)
 
 
 class _RelayTunnel:
@@ -86,16 +85,11 @@ class _RelayTunnel:
 
     def __init__(self, conn: RelayConnection, tid: int, tunnel: Tunnel) -> None:
         self.conn, self.tid, self.tunnel = conn, tid, tunnel
-        self.credit = 0  # bytes the client lets us send it
-        self.credit_changed = trio.Event()
+        self.credit = SendCredit()  # what the client lets us send it
         self.granted = 0  # bytes we let the client send us, less what it sent
         self.inbound: deque[bytes] = deque()  # whole messages from the client, to send on
         self.inbound_ready = trio.Event()
         self.assembler = rp.MessageAssembler()
-
-    def allow(self, space: int) -> None:
-        self.credit += space
-        self.credit_changed.set()
 
     def grant(self, nbytes: int) -> None:
         """Let the client send `nbytes` more."""
@@ -151,14 +145,8 @@ class _RelayTunnel:
             except ClosedError as exc:
                 self.conn.send(rp.tun_close_packet(self.tid, str(exc)))
                 return
-            first = data[:CHUNK]
-            while self.credit < len(first):
-                self.credit_changed = trio.Event()
-                await self.credit_changed.wait()
-            self.credit -= len(data)  # later chunks of a started message go regardless
-            self.conn.send(rp.tun_transfer_packet(self.tid, len(data), first))
-            for start in range(CHUNK, len(data), CHUNK):
-                self.conn.send(rp.tun_transfer_packet(self.tid, 0, data[start : start + CHUNK]))
+            await self.credit.spend(min(len(data), CHUNK), len(data))
+            self.conn.send(rp.tun_message_packets(self.tid, data, CHUNK))
 
     async def run(self) -> None:
         try:
@@ -261,7 +249,7 @@ class RelayConnection:
         self.serving: dict[int, tuple[float, Responder]] = {}  # request id -> (deadline, responder)
         self.asking = 0  # this client's requests in flight
         self.tunnels: dict[int, _RelayTunnel] = {}  # by the client's tunnel id
-        self.building: dict[int, list[Any]] = {}  # build id -> [event, client tunnel id]
+        self.building: dict[int, list[Any]] = {}  # build id -> [event, _RelayTunnel, Tunnel]
         self.opening: set[int] = set()  # ids of the client's TunInits not answered yet
         self.tunnel_bytes = 0  # from the client, not yet on the overlay (all its tunnels)
         self.owed: dict[_RelayTunnel, int] = {}  # credit to return to the client after this read
@@ -373,6 +361,14 @@ class RelayConnection:
             self.server.flusher.flush()
             await self.node.wait_for_room()
 
+    async def _pass_on(self, call: Awaitable[None]) -> None:
+        """A broadcast or publish: the protocol has no answer for them, so one the node refuses
+        (over its size limit) cuts the client off with the reason."""
+        try:
+            await call
+        except LimitExceededError as exc:
+            self.cut_off(str(exc))
+
     def owe_credit(self, relay_tunnel: _RelayTunnel, nbytes: int) -> None:
         """`nbytes` the client sent on this tunnel went out: credit it gets back after the read
         (one TunAllow per tunnel per read, not one per message)."""
@@ -390,7 +386,7 @@ class RelayConnection:
             self.close("")
         elif kind is rp.Broadcast:
             await self._room()
-            await self.node.broadcast(packet.cluster, packet.message)
+            await self._pass_on(self.node.broadcast(packet.cluster, packet.message))
         elif kind is rp.Request:
             await self._ask(packet)
         elif kind is rp.Reply:
@@ -406,7 +402,7 @@ class RelayConnection:
             await self._unsubscribe(packet.topic)
         elif kind is rp.Publish:
             await self._room()
-            await self.node.publish(packet.topic, packet.event)
+            await self._pass_on(self.node.publish(packet.topic, packet.event))
         elif kind is rp.TunInit:
             if self._tunnel_id_taken(packet.id):
                 return
@@ -425,7 +421,7 @@ class RelayConnection:
         elif kind is rp.TunAllow:
             relay_tunnel = self.tunnels.get(packet.tunnel_id)
             if relay_tunnel is not None:
-                relay_tunnel.allow(packet.space)
+                relay_tunnel.credit.grant(packet.space)
             else:  # a tunnel that closed meanwhile (or never was): nothing to do
                 self.server.count("tunnel_packets_for_unknown_ids")
         elif kind is rp.TunTransfer:
@@ -532,6 +528,9 @@ class RelayConnection:
 
     async def _subscribe(self, topic: str) -> None:
         if topic in self.topics:
+            return
+        if len(self.topics) >= MAX_CLIENT_TOPICS:
+            self.cut_off(f"more than {MAX_CLIENT_TOPICS} subscriptions")
             return
         self.topics.add(topic)
         subscribers = self.server.topics.get(topic)

@@ -139,17 +139,9 @@ class RelayClient:
     # ------------------------------------------------------------------------- the API
     async def request(self, cluster: str, data: bytes, timeout: float) -> bytes:
         """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise."""
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        self._next_id += 1
-        rid = self._next_id
-        slot = self._waiting[rid] = [trio.Event(), None]
-        try:
-            self._send(rp.client_request(rid, cluster, data, max(1, round(timeout * 1000))))
-            await slot[0].wait()  # the node answers timed-out itself when the time is up
-        finally:
-            self._waiting.pop(rid, None)
-        reply: rp.NodeReply | None = slot[1]
+        ms = _milliseconds(timeout)  # the node answers timed-out itself when the time is up
+        reply: rp.NodeReply | None = await self._exchange(
+            self._waiting, lambda rid: rp.client_request(rid, cluster, data, ms))
         if reply is None:
             raise ClosedError(f"relay connection closed: {self._closed}")
         if reply.timed_out:
@@ -181,21 +173,14 @@ class RelayClient:
 
     async def tunnel(self, cluster: str, timeout: float = 5.0) -> RelayTunnel:
         """Open a tunnel to one member of `cluster` (never one on this client's own node)."""
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        self._next_id += 1
-        tid = self._next_id
-        slot = self._opening[tid] = [trio.Event(), None]
-        try:
-            self._send(rp.client_tun_init(tid, cluster, max(1, round(timeout * 1000))))
-            await slot[0].wait()
-        finally:
-            self._opening.pop(tid, None)
+        ms = _milliseconds(timeout)
+        tunnel: RelayTunnel | None = await self._exchange(
+            self._opening, lambda tid: rp.client_tun_init(tid, cluster, ms))
         if self._closed is not None:
             raise ClosedError(f"relay connection closed: {self._closed}")
-        if slot[1] is None:
+        if tunnel is None:
             raise TimeoutError(f"no tunnel to {cluster!r}: refused or timed out")
-        return slot[1]
+        return tunnel
 
     async def status(self) -> dict[str, Any]:
         """The node's own view: id, peers, leaf set, table fill, clusters, topics, counters."""
@@ -208,6 +193,19 @@ class RelayClient:
         return self._closed
 
     # -------------------------------------------------------------------- internals
+    async def _exchange(self, pending: dict[int, list[Any]], packet: Callable[[int], bytes]) -> Any:
+        """Send the packet made for a fresh id and wait for the node's answer to it (what the
+        reader puts in the slot; None if the connection ended first)."""
+        self._next_id += 1
+        ident = self._next_id
+        slot = pending[ident] = [trio.Event(), None]
+        try:
+            self._send(packet(ident))
+            await slot[0].wait()
+        finally:
+            pending.pop(ident, None)
+        return slot[1]
+
     def _send(self, packet: bytes) -> None:
         if self._closed is not None:
             raise ClosedError(f"relay connection closed: {self._closed}")
@@ -351,3 +349,9 @@ class RelayClient:
                 await self._ended_event.wait()
             self._ended("closed by this client")
         await trio.aclose_forcefully(self._relay.stream)
+
+
+def _milliseconds(timeout: float) -> int:
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError("timeout must be a positive number of seconds")
+    return max(1, round(timeout * 1000))

@@ -380,7 +380,7 @@ class NodeReader(RelayReader):
 
 
 # -- encoders -----------------------------------------------------------------------------------
-_SMALL = [bytes((i,)) for i in range(0x80)]  # the one-byte varints
+_SMALL = [bytes((i,)) for i in range(0x80)]  # the one-byte varints (and opcodes)
 
 
 def varint(value: int) -> bytes:
@@ -412,96 +412,106 @@ def boolean(value: bool) -> bytes:
 
 
 def init_packet(version: str = VERSION) -> bytes:
-    return bytes([INIT]) + string(RELAY_MAGIC) + string(version)
+    return _SMALL[INIT] + string(RELAY_MAGIC) + string(version)
 
 
 def deny_packet(reason: str) -> bytes:
-    return bytes([DENY]) + string(RELAY_MAGIC) + string(reason)
+    return _SMALL[DENY] + string(RELAY_MAGIC) + string(reason)
 
 
 def close_packet(reason: str = "") -> bytes:
-    return bytes([CLOSE]) + string(reason)
+    return _SMALL[CLOSE] + string(reason)
 
 
 def broadcast_packet(message: bytes) -> bytes:
-    return bytes([BROADCAST]) + binary(message)
+    return _SMALL[BROADCAST] + binary(message)
 
 
 def request_packet(rid: int, request: bytes, timeout_ms: int) -> bytes:
-    return bytes([REQUEST]) + varint(rid) + binary(request) + varint(timeout_ms)
+    return _SMALL[REQUEST] + varint(rid) + binary(request) + varint(timeout_ms)
 
 
 def reply_packet(rid: int, timed_out: bool, success: bool = True, reply: bytes = b"", fault: str = "") -> bytes:
-    out = bytes([REPLY]) + varint(rid) + boolean(timed_out)
+    out = _SMALL[REPLY] + varint(rid) + boolean(timed_out)
     if timed_out:
         return out
     return out + boolean(success) + (binary(reply) if success else string(fault))
 
 
 def publish_packet(topic: str, event: bytes) -> bytes:
-    return bytes([PUBLISH]) + string(topic) + binary(event)
+    return _SMALL[PUBLISH] + string(topic) + binary(event)
 
 
 def tun_init_packet(build_id: int, chunk_limit: int) -> bytes:
-    return bytes([TUN_INIT]) + varint(build_id) + varint(chunk_limit)
+    return _SMALL[TUN_INIT] + varint(build_id) + varint(chunk_limit)
 
 
 def tun_confirm_packet(rid: int, timed_out: bool, chunk_limit: int = 0) -> bytes:
-    out = bytes([TUN_CONFIRM]) + varint(rid) + boolean(timed_out)
+    out = _SMALL[TUN_CONFIRM] + varint(rid) + boolean(timed_out)
     return out if timed_out else out + varint(chunk_limit)
 
 
 def tun_allow_packet(tunnel_id: int, space: int) -> bytes:
-    return bytes([TUN_ALLOW]) + varint(tunnel_id) + varint(space)
+    return _SMALL[TUN_ALLOW] + varint(tunnel_id) + varint(space)
 
 
 def tun_transfer_packet(tunnel_id: int, size: int, chunk: bytes) -> bytes:
-    return bytes([TUN_TRANSFER]) + varint(tunnel_id) + varint(size) + binary(chunk)
+    return _SMALL[TUN_TRANSFER] + varint(tunnel_id) + varint(size) + binary(chunk)
+
+
+def tun_message_packets(tunnel_id: int, data: bytes, chunk_limit: int) -> bytes:
+    """One tunnel message as TunTransfer packets (either direction): chunks of at most
+    `chunk_limit`, the first carrying the message's size, the later ones 0."""
+    first = tun_transfer_packet(tunnel_id, len(data), data[:chunk_limit])
+    if len(data) <= chunk_limit:
+        return first
+    return first + b"".join(tun_transfer_packet(tunnel_id, 0, data[start:start + chunk_limit])
+                            for start in range(chunk_limit, len(data), chunk_limit))
 
 
 def tun_close_packet(tunnel_id: int, reason: str) -> bytes:
-    return bytes([TUN_CLOSE]) + varint(tunnel_id) + string(reason)
+    return _SMALL[TUN_CLOSE] + varint(tunnel_id) + string(reason)
 
 
 # Client to node encoders (the CLI's client and other Python clients).
 def client_init(cluster: str = "") -> bytes:
-    return bytes([INIT]) + string(CLIENT_MAGIC) + string(VERSION) + string(cluster)
+    return _SMALL[INIT] + string(CLIENT_MAGIC) + string(VERSION) + string(cluster)
 
 
 def client_close() -> bytes:
-    return bytes([CLOSE])
+    return _SMALL[CLOSE]
 
 
 def client_broadcast(cluster: str, message: bytes) -> bytes:
-    return bytes([BROADCAST]) + string(cluster) + binary(message)
+    return _SMALL[BROADCAST] + string(cluster) + binary(message)
 
 
 def client_request(rid: int, cluster: str, request: bytes, timeout_ms: int) -> bytes:
-    return bytes([REQUEST]) + varint(rid) + string(cluster) + binary(request) + varint(timeout_ms)
+    return _SMALL[REQUEST] + varint(rid) + string(cluster) + binary(request) + varint(timeout_ms)
 
 
 def client_reply(rid: int, success: bool, reply: bytes = b"", fault: str = "") -> bytes:
-    return bytes([REPLY]) + varint(rid) + boolean(success) + (binary(reply) if success else string(fault))
+    return _SMALL[REPLY] + varint(rid) + boolean(success) + (binary(reply) if success else string(fault))
 
 
 def client_subscribe(topic: str) -> bytes:
-    return bytes([SUBSCRIBE]) + string(topic)
+    return _SMALL[SUBSCRIBE] + string(topic)
 
 
 def client_unsubscribe(topic: str) -> bytes:
-    return bytes([UNSUBSCRIBE]) + string(topic)
+    return _SMALL[UNSUBSCRIBE] + string(topic)
 
 
 def client_publish(topic: str, event: bytes) -> bytes:
-    return bytes([PUBLISH]) + string(topic) + binary(event)
+    return publish_packet(topic, event)  # the same fields both ways
 
 
 def client_tun_init(rid: int, cluster: str, timeout_ms: int) -> bytes:
-    return bytes([TUN_INIT]) + varint(rid) + string(cluster) + varint(timeout_ms)
+    return _SMALL[TUN_INIT] + varint(rid) + string(cluster) + varint(timeout_ms)
 
 
 def client_tun_confirm(build_id: int, tunnel_id: int) -> bytes:
-    return bytes([TUN_CONFIRM]) + varint(build_id) + varint(tunnel_id)
+    return _SMALL[TUN_CONFIRM] + varint(build_id) + varint(tunnel_id)
 
 
 def client_tun_allow(tunnel_id: int, space: int) -> bytes:
@@ -513,4 +523,4 @@ def client_tun_transfer(tunnel_id: int, size: int, chunk: bytes) -> bytes:
 
 
 def client_tun_close(tunnel_id: int) -> bytes:
-    return bytes([TUN_CLOSE]) + varint(tunnel_id)
+    return _SMALL[TUN_CLOSE] + varint(tunnel_id)

@@ -1,4 +1,5 @@
-"""The client's end of a relay tunnel (`RelayClient.tunnel`, or a member's `handle_tunnel`).
+"""The client's end of a relay tunnel (`RelayClient.tunnel`, or a member's `handle_tunnel`),
+and the send credit both ends of a relay tunnel keep (`SendCredit`, also the node's).
 
 Ordered, reliable messages to one member of a cluster, with the relay protocol's byte credit
 both ways: the node grants this end credit with TunAllow, and a message may start once its
@@ -22,13 +23,40 @@ from iris.errors import ClosedError, IrisError
 WINDOW = 4 * 1024 * 1024  # credit this end grants the node
 
 
+class SendCredit:
+    """The bytes the other end lets us send (its TunAllows). A message may start once its first
+    chunk fits; it then spends its whole size, since its later chunks go regardless (so a
+    message larger than the window cannot deadlock)."""
+
+    def __init__(self) -> None:
+        self.available = 0
+        self._changed = trio.Event()
+
+    def grant(self, nbytes: int) -> None:
+        self.available += nbytes
+        self._changed.set()
+
+    def wake(self) -> None:
+        """Wake a waiting sender (its tunnel closed)."""
+        self._changed.set()
+
+    async def spend(self, first: int, total: int, check: Callable[[], None] = lambda: None) -> None:
+        """Wait until `first` bytes fit, then spend `total`; `check` (which may raise) runs
+        before each wait and before spending."""
+        while self.available < first:
+            check()
+            self._changed = trio.Event()
+            await self._changed.wait()
+        check()
+        self.available -= total
+
+
 class RelayTunnel:
     def __init__(self, send: Callable[[bytes], None], tid: int, chunk_limit: int) -> None:
         self._send = send  # the connection's writer
         self.tid = tid
         self._chunk_limit = max(1, chunk_limit)
-        self._credit = 0  # bytes the node lets us start sending
-        self._credit_changed = trio.Event()
+        self._credit = SendCredit()  # what the node lets us send
         self._inbox: deque[bytes] = deque()
         self._readable = trio.Event()
         self._assembler = rp.MessageAssembler()
@@ -40,17 +68,8 @@ class RelayTunnel:
         """Send one message (not empty); waits while the node's credit does not cover it."""
         if not data:
             raise ValueError("a tunnel message cannot be empty")
-        first = min(len(data), self._chunk_limit)
-        while self._credit < first:
-            self._check_open()
-            self._credit_changed = trio.Event()
-            await self._credit_changed.wait()
-        self._check_open()
-        self._credit -= len(data)
-        limit = self._chunk_limit
-        self._send(rp.client_tun_transfer(self.tid, len(data), data[:limit]) + b"".join(
-            rp.client_tun_transfer(self.tid, 0, data[start:start + limit])
-            for start in range(limit, len(data), limit)))
+        await self._credit.spend(min(len(data), self._chunk_limit), len(data), self._check_open)
+        self._send(rp.tun_message_packets(self.tid, data, self._chunk_limit))
 
     async def receive(self) -> bytes:
         """The next message; ClosedError once the tunnel closed and every message was read."""
@@ -81,8 +100,7 @@ class RelayTunnel:
 
     # ------------------------------------------------------------------- from the node
     def allowed(self, space: int) -> None:
-        self._credit += space
-        self._credit_changed.set()
+        self._credit.grant(space)
 
     def chunk(self, size: int, data: bytes) -> None:
         """A TunTransfer: a whole message goes to the inbox; IrisError if the node broke
@@ -99,4 +117,4 @@ class RelayTunnel:
         if self._closed is None:
             self._closed = reason
         self._readable.set()
-        self._credit_changed.set()
+        self._credit.wake()

@@ -308,9 +308,7 @@ class TunnelOpener:
         """`count` copies of `message`: each starts once the credit covers its first chunk;
         its continuation chunks follow regardless (the protocol's rule)."""
         first = min(len(message), chunk_limit)
-        packets = rp.client_tun_transfer(tid, len(message), message[:chunk_limit]) + b"".join(
-            rp.client_tun_transfer(tid, 0, message[start : start + chunk_limit])
-            for start in range(chunk_limit, len(message), chunk_limit))
+        packets = rp.tun_message_packets(tid, message, chunk_limit)
         send, batch = self.client.stream.send_all, bytearray()
         for _ in range(count):
             while self.credit.get(tid, 0) < first:

@@ -281,6 +281,7 @@ async def test_a_member_that_leaves_or_never_answers_fails_the_request_instead_o
     (init() + b"\x7f", 0x02),                        # unknown opcode: Close with reason
     (init() + b"\x05\x01\x07", 0x02),                # invalid bool
     (init() + b"\x03" + text("c") + uvarint(2**40), 0x02),  # oversized field
+    (init() + b"\x08" + text("t") + blob(b"e" * (9 << 20)), 0x02),  # an event over the node's limit
 ])
 async def test_bad_input_gets_a_reason_and_a_closed_connection(relay, junk, expected_op):
     port, nodes, server = relay
@@ -295,6 +296,20 @@ async def test_bad_input_gets_a_reason_and_a_closed_connection(relay, junk, expe
     other = await Client.connect(port)  # the node carries on
     await other.send(b"\x02")
     assert await other.read() == (0x02, [""])
+
+
+async def test_a_client_subscribing_beyond_its_limit_is_cut_off(relay, monkeypatch):
+    import iris.relay
+
+    monkeypatch.setattr(iris.relay, "MAX_CLIENT_TOPICS", 2)
+    port, _, server = relay
+    client = await Client.connect(port)
+    with trio.fail_after(10):
+        await client.send(b"".join(b"\x06" + text(f"t{i}") for i in range(3)))
+        op, fields = await client.read()
+        assert op == 0x02 and "subscriptions" in fields[0]
+        assert await client.closed()
+    await iris.testing.wait_until(lambda: not server.topics)  # its subscriptions went with it
 
 
 async def test_a_truncated_packet_then_hangup_leaves_the_node_serving(relay):
