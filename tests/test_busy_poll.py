@@ -2,6 +2,7 @@
 
 import pytest
 import trio
+import trio.testing
 
 from iris.busy_poll import BusyPoll
 
@@ -13,8 +14,9 @@ async def test_busy_poll_spins_for_a_window_after_traffic_then_sleeps(nursery):
 
     poll = BusyPoll(0.005)
     nursery.start_soon(poll.run)
-    await trio.sleep(0.01)
-    assert not poll._spinning  # no traffic, no polling
+    with trio.fail_after(5):  # no traffic, no polling: every task gets to wait
+        await trio.testing.wait_all_tasks_blocked()
+    assert not poll._spinning
     passes = 0
     poll.poke()
     with trio.fail_after(5):
