@@ -7,7 +7,7 @@
 
 import os
 
-from iris.api import Node, Registration, Tunnel, open_node
+from iris.runtime import Node, Registration, Tunnel, open_node
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -17,7 +17,7 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
-from iris.limits import ServiceLimits, TopicLimits
+from iris.core.limits import ServiceLimits, TopicLimits
 
 __version__ = "0.1.0"
 

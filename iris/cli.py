@@ -54,7 +54,7 @@ def cmd_node(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch, node, args.status_interval)
                 if not args.no_relay:
-                    from iris.relay import RelayServer
+                    from iris.relay.server import RelayServer
 
                     await nursery.start(RelayServer(node).serve, args.relay_port)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -110,7 +110,7 @@ def _client_command(args: argparse.Namespace) -> int:
     import trio
 
     from iris.errors import IrisError
-    from iris.relay_client import RelayClient
+    from iris.relay.client import RelayClient
 
     class _Serve:
         async def handle_request(self, data: bytes) -> bytes:

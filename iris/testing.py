@@ -18,8 +18,8 @@ from typing import Any
 
 import trio
 
-from iris.api import Node, open_node
-from iris.transport import MemoryNetwork
+from iris.runtime.node import Node, open_node
+from iris.runtime.transport import MemoryNetwork
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, poll: float = 0.01) -> None:

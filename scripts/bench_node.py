@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--tunnel", type=int, default=20_000)
     parser.add_argument("--busy-poll-us", type=float, default=0.0,
-                        help="both nodes poll this long after traffic (iris.busy_poll; embedded default 0)")
+                        help="both nodes poll this long after traffic (iris.runtime.busy_poll; embedded default 0)")
     parser.add_argument("--serve", nargs=2, metavar=("KEYFILE", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -16,7 +16,7 @@ cluster and answers them by echoing, 1-byte messages):
   to its own cluster), messages of 1 byte and of 1 KiB, from the first send until it has
   received every message back (stricter than the Go benchmark, which stopped its clock for
   publishes once they were sent);
-- round trips with 16 in flight through the library client (`iris.relay_client.RelayClient`:
+- round trips with 16 in flight through the library client (`iris.relay.client.RelayClient`:
   a member connection echoing, another connection asking).
 
 Then the tunnel phase (a tunnel's two ends are never on the same node): a second node process
@@ -48,10 +48,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import trio  # noqa: E402
 
 import iris  # noqa: E402
-from iris import relay_protocol as rp  # noqa: E402
-from iris.busy_poll import BusyPoll  # noqa: E402
-from iris.eager_io import EagerReader, Flusher, Outbox  # noqa: E402
-from iris.relay_client import RelayClient, RelayStream  # noqa: E402
+from iris.relay import protocol as rp  # noqa: E402
+from iris.runtime.busy_poll import BusyPoll  # noqa: E402
+from iris.runtime.eager_io import EagerReader, Flusher, Outbox  # noqa: E402
+from iris.relay.client import RelayClient, RelayStream  # noqa: E402
 
 
 PROBE = b"probe"  # published until the subscriber sees one; not counted
@@ -79,7 +79,7 @@ class MuxConnection:
     """One relay connection used the way the Go client's benchmarks use theirs: registered as a
     member of the cluster it sends to, answering every request it gets by echoing it, while any
     number of tasks send requests over it concurrently; it also counts the broadcasts and
-    events it receives. Its socket I/O is the node's own (`iris.eager_io`, `iris.busy_poll`)."""
+    events it receives. Its socket I/O is the node's own (`iris.runtime.eager_io`, `iris.runtime.busy_poll`)."""
 
     def __init__(self, client: RelayStream) -> None:
         self.client = client
@@ -413,7 +413,7 @@ class _Echo:
 
 
 async def library_clients(port: int, count: int) -> dict:
-    """The library client (`iris.relay_client.RelayClient`, a task per served request): a
+    """The library client (`iris.relay.client.RelayClient`, a task per served request): a
     member of "bench-lib" echoing, a second connection sending 16 requests at a time."""
     async with RelayClient.open(port, cluster="bench-lib", handler=_Echo()), RelayClient.open(port) as caller:
         await caller.request("bench-lib", b"warm", timeout=10)

@@ -20,9 +20,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from iris import events as ev
-from iris.core import TIMEOUT, MessagingCore, cluster_group, topic_group
-from iris.messages import OK
+from iris.core import events as ev
+from iris.core.messaging import TIMEOUT, MessagingCore, cluster_group, topic_group
+from iris.core.messages import OK
 from overlay.messages import Lookup
 from overlay.node import OverlayNode
 from overlay.wire import Message

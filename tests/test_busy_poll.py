@@ -1,10 +1,10 @@
-"""Busy polling after traffic (iris.busy_poll)."""
+"""Busy polling after traffic (iris.runtime.busy_poll)."""
 
 import pytest
 import trio
 import trio.testing
 
-from iris.busy_poll import BusyPoll
+from iris.runtime.busy_poll import BusyPoll
 
 
 async def test_busy_poll_spins_for_a_window_after_traffic_then_sleeps(nursery):

@@ -1,6 +1,6 @@
 """One timer for many pending requests."""
 
-from iris.deadlines import Deadlines
+from iris.core.deadlines import Deadlines
 
 
 def test_answered_entries_cost_no_timer_and_pending_ones_expire_in_order():

@@ -1,9 +1,9 @@
-"""Eager socket reads and writes (iris.eager_io) over real TCP connections on loopback."""
+"""Eager socket reads and writes (iris.runtime.eager_io) over real TCP connections on loopback."""
 
 import pytest
 import trio
 
-from iris.eager_io import EagerReader, Flusher, Outbox
+from iris.runtime.eager_io import EagerReader, Flusher, Outbox
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 import pytest
 
-from iris import events as ev
-from iris.core import NO_MEMBERS, TIMEOUT
+from iris.core import events as ev
+from iris.core.messaging import NO_MEMBERS, TIMEOUT
 from simulations.messaging import (
     MessagingOptions,
     make_messaging_sim,
@@ -65,7 +65,7 @@ def test_requests_find_the_members_while_a_dead_root_is_replaced(seed):
     """The root of a cluster's tree crashes while requests keep coming. The node that takes
     over as root knows no tree until the members below the dead root re-graft (after their
     own verifying probe): it must wait for them, not answer "no members"."""
-    from iris.core import OK, cluster_group
+    from iris.core.messaging import OK, cluster_group
 
     sim, work = small_world(nodes=80, seed=seed)
     group = cluster_group("c1")  # three members
@@ -138,8 +138,8 @@ def test_messaging_runs_through_the_wire_codec():
 
 
 def test_service_limits_refuse_and_remote_errors_carry_their_text():
-    from iris.core import REFUSED, REMOTE_ERROR
-    from iris.limits import ServiceLimits
+    from iris.core.messaging import REFUSED, REMOTE_ERROR
+    from iris.core.limits import ServiceLimits
 
     sim, work = small_world(nodes=60, seed=11)
     member = sim.random_active()
@@ -170,7 +170,7 @@ def test_leaving_members_prune_the_tree():
         work.act(m, lambda c: c.unregister(cluster))
     work.members[cluster] = set()
     sim.run_for(30.0)
-    from iris.core import cluster_group
+    from iris.core.messaging import cluster_group
 
     group = cluster_group(cluster)
     assert not any(group in n.app.trees for n in sim.nodes.values())
@@ -218,7 +218,7 @@ def test_either_side_closes_a_tunnel_after_its_data():
 
 
 def test_topic_limits_drop_events_nobody_consumes():
-    from iris.limits import TopicLimits
+    from iris.core.limits import TopicLimits
 
     sim, work = small_world(nodes=40, seed=14)
     node = sim.random_active()

@@ -171,7 +171,7 @@ async def test_a_stalled_handshake_is_abandoned(tcp_ring):
 
 
 def test_parse_address():
-    from iris.api import parse_address
+    from iris.runtime.node import parse_address
 
     assert parse_address("10.0.0.1:55") == ("10.0.0.1", 55)
     assert parse_address(("h", 1)) == ("h", 1)
@@ -181,7 +181,7 @@ def test_parse_address():
 
 
 async def test_oversized_messages_are_refused_before_they_leave(ring):
-    from iris.messages import MAX_PAYLOAD
+    from iris.core.messages import MAX_PAYLOAD
 
     _, nodes = ring
     await nodes[1].register("echo", Echo())

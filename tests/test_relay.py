@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import iris
 import iris.testing
-from iris import relay_protocol as rp
-from iris.relay import RelayServer
+from iris.relay import protocol as rp
+from iris.relay.server import RelayServer
 
 # ---------------------------------------------------------------- a client from the spec
 
@@ -299,9 +299,9 @@ async def test_bad_input_gets_a_reason_and_a_closed_connection(relay, junk, expe
 
 
 async def test_a_client_subscribing_beyond_its_limit_is_cut_off(relay, monkeypatch):
-    import iris.relay
+    import iris.relay.server
 
-    monkeypatch.setattr(iris.relay, "MAX_CLIENT_TOPICS", 2)
+    monkeypatch.setattr(iris.relay.server, "MAX_CLIENT_TOPICS", 2)
     port, _, server = relay
     client = await Client.connect(port)
     with trio.fail_after(10):
@@ -515,7 +515,7 @@ def test_tunnel_credit_is_checked_at_the_first_chunk_of_each_message():
     """The credit rule alone (the overlay side is a stand-in that never has room, so no
     credit comes back): a message may start while its first chunk fits the credit; its later
     chunks follow regardless; the next message needs credit again."""
-    from iris.relay import _RelayTunnel
+    from iris.relay.server import _RelayTunnel
 
     class Conn:
         tunnel_bytes = 0
@@ -611,7 +611,7 @@ def test_any_sequence_of_valid_packets_parses_the_same_in_any_chunking(packets, 
 
 # ------------------------------------------------------------------ the Python client library
 async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
-    from iris.relay_client import RelayClient
+    from iris.relay.client import RelayClient
 
     port, _, _ = relay
     broadcasts, events = [], []
@@ -661,7 +661,7 @@ async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
 
 
 async def test_python_client_hears_the_node_close_the_connection(relay):
-    from iris.relay_client import RelayClient
+    from iris.relay.client import RelayClient
 
     port, _, server = relay
 
@@ -694,7 +694,7 @@ async def test_python_client_hears_the_node_close_the_connection(relay):
 async def test_python_client_tunnels_both_ways_with_large_messages_in_order(relay, nursery):
     """A member client echoes on every tunnel it gets; an opener on another node's relay (a
     tunnel's ends are on two nodes) sends small messages and ones far beyond the 4 MiB window."""
-    from iris.relay_client import RelayClient
+    from iris.relay.client import RelayClient
 
     port, nodes, _ = relay
     other_port = await nursery.start(RelayServer(nodes[1]).serve, 0, ("127.0.0.1",))
@@ -744,7 +744,7 @@ async def test_clients_coming_and_going_under_load_leave_no_state_behind(relay):
     and once everyone has left the relay holds nothing of theirs."""
     import random
 
-    from iris.relay_client import RelayClient
+    from iris.relay.client import RelayClient
 
     port, _, server = relay
     rng = random.Random(7)
@@ -824,7 +824,7 @@ async def test_a_client_that_resets_its_connection_mid_stream_takes_down_nothing
 
 
 async def test_python_client_serves_at_most_max_concurrency_requests_at_once(relay):
-    from iris.relay_client import RelayClient
+    from iris.relay.client import RelayClient
 
     port, _, _ = relay
     running = most = 0

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import iris.messages as im
+import iris.core.messages as im
 import overlay.messages as m
 from overlay.ids import RING
 from overlay.wire import MAX_FRAME, WIRE_VERSION, DecodeError, decode, encode

@@ -3,7 +3,7 @@
 import trio
 import trio.testing
 
-from iris.workers import WorkerPool
+from iris.runtime.workers import WorkerPool
 
 
 async def test_workers_are_reused_and_the_pool_grows_only_under_load():

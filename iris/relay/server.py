@@ -1,13 +1,13 @@
 """The relay: programs in any language use a node through a local TCP connection.
 
-Each connection speaks the relay protocol (`iris.relay_protocol`). A connection that names a
+Each connection speaks the relay protocol (`iris.relay.protocol`). A connection that names a
 cluster in its Init is one member of it: several connections may register the same cluster on
 one node, requests are spread over them in turn and each gets every broadcast. When a client
 goes away, its registration, subscriptions, pending requests and tunnels go with it at once,
 and a connection that fails in any way fails alone.
 
 Requests, broadcasts and events pass through the API's plain-function forms (no task per
-message), and the sockets are read and written directly (`iris.eager_io`): what one read of a
+message), and the sockets are read and written directly (`iris.runtime.eager_io`): what one read of a
 client causes leaves in one write to each connection concerned.
 
 Tunnels: the node keeps one overlay tunnel per relay tunnel and moves whole messages between
@@ -27,15 +27,15 @@ from typing import Any
 
 import trio
 
-from iris import relay_protocol as rp
-from iris.api import Node, Registration, Responder, Tunnel
+from iris.relay import protocol as rp
+from iris.runtime.node import Node, Registration, Responder, Tunnel
 from iris.errors import ClosedError, IrisError, LimitExceededError, TimeoutError
-from iris.limits import TopicLimits
-from iris.eager_io import EagerReader, Flusher, Outbox
-from iris.relay_client import STATUS_CLUSTER
-from iris.relay_tunnel import SendCredit
+from iris.core.limits import TopicLimits
+from iris.runtime.eager_io import EagerReader, Flusher, Outbox
+from iris.relay.client import STATUS_CLUSTER
+from iris.relay.tunnel import SendCredit
 
-log = logging.getLogger("iris.relay")
+log = logging.getLogger("iris.relay.server")
 
 DEFAULT_PORT = 55555
 MAX_OUT_BYTES = 64 * 1024 * 1024  # queued for one client; beyond, it is too slow: closed

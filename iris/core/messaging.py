@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from iris import events as ev
-from iris.deadlines import Deadlines
-from iris.limits import ENTRY_COST, Gate, ServiceLimits, TopicLimits
-from iris.messages import (
+from iris.core import events as ev
+from iris.core.deadlines import Deadlines
+from iris.core.limits import ENTRY_COST, Gate, ServiceLimits, TopicLimits
+from iris.core.messages import (
     MAX_ANCESTORS,
     MAX_TREE_ENTRIES,
     MAX_WALK_HOPS,
@@ -60,8 +60,8 @@ from iris.messages import (
     TunnelData,
     TunnelOpen,
 )
-from iris.tree import GroupTree
-from iris.tunnel import TunnelEnd, TunnelError
+from iris.core.tree import GroupTree
+from iris.core.tunnel_end import TunnelEnd, TunnelError
 from overlay.ids import key_for
 from overlay.node import OverlayApp, OverlayNode
 from overlay.wire import Message

@@ -28,9 +28,9 @@ from typing import Any
 
 import trio
 
-from iris import events as ev
-from iris.busy_poll import BusyPoll
-from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, MessagingConfig, cluster_group
+from iris.core import events as ev
+from iris.runtime.busy_poll import BusyPoll
+from iris.core.messaging import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, MessagingConfig, cluster_group
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -40,13 +40,13 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
-from iris.handler_queue import HandlerQueue
-from iris.limits import ServiceLimits, TopicLimits
-from iris.messages import MAX_PAYLOAD
-from iris.runtime import HIGH_WATER, Address, Runtime
-from iris.transport import MemoryTransport, TcpTransport
-from iris.tunnel import TunnelError
-from iris.workers import WorkerPool
+from iris.runtime.handler_queue import HandlerQueue
+from iris.core.limits import ServiceLimits, TopicLimits
+from iris.core.messages import MAX_PAYLOAD
+from iris.runtime.driver import HIGH_WATER, Address, Runtime
+from iris.runtime.transport import MemoryTransport, TcpTransport
+from iris.core.tunnel_end import TunnelError
+from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig
 
 EventHandler = Callable[[bytes], Awaitable[None]]
@@ -514,7 +514,7 @@ async def open_node(
 ) -> AsyncIterator[Node]:
     """Start a node, join the ring (or found one when there are no seeds), and yield it.
     Leaving the block leaves the ring gracefully. `busy_poll_s` > 0 trades CPU for latency
-    (see iris.busy_poll)."""
+    (see iris.runtime.busy_poll)."""
     host, port = parse_address(listen)
     runtime = Runtime(network_key, host, port, overlay_config, messaging_config,
                       transport=transport, busy_poll=BusyPoll(busy_poll_s))

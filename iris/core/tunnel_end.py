@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from iris.messages import CHUNK
+from iris.core.messages import CHUNK
 
 
 class TunnelError(Exception):

@@ -10,7 +10,7 @@ trio application).
 any number of tasks at once (matched to their replies by id), a member's requests served
 concurrently (`handle_request`, at most `max_concurrency` at once), broadcasts (`handle_broadcast`)
 and each topic's events (its handler) in order, and tunnels both ways (`tunnel`, and a
-member's `handle_tunnel`; see `iris.relay_tunnel`). `RelayStream` is the connection underneath,
+member's `handle_tunnel`; see `iris.relay.tunnel`). `RelayStream` is the connection underneath,
 packet by packet.
 """
 
@@ -26,14 +26,14 @@ from typing import Any
 
 import trio
 
-from iris import relay_protocol as rp
-from iris.eager_io import EagerReader, Flusher, Outbox
-from iris.handler_queue import HandlerQueue
-from iris.relay_tunnel import WINDOW as TUNNEL_WINDOW
-from iris.relay_tunnel import RelayTunnel
+from iris.relay import protocol as rp
+from iris.runtime.eager_io import EagerReader, Flusher, Outbox
+from iris.runtime.handler_queue import HandlerQueue
+from iris.relay.tunnel import WINDOW as TUNNEL_WINDOW
+from iris.relay.tunnel import RelayTunnel
 from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
 
-log = logging.getLogger("iris.relay_client")
+log = logging.getLogger("iris.relay.client")
 
 STATUS_CLUSTER = "iris.status"  # answered by the node itself, never routed
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # written to the node and not yet taken by the kernel

@@ -8,7 +8,7 @@ path to the root (to refuse a child that is its own ancestor, which would close 
 
 from __future__ import annotations
 
-from iris.messages import MAX_ANCESTORS
+from iris.core.messages import MAX_ANCESTORS
 
 
 class GroupTree:

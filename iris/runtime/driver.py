@@ -23,16 +23,16 @@ from typing import Any
 
 import trio
 
-from iris.busy_poll import BusyPoll
-from iris.core import MessagingConfig, MessagingCore
-from iris.transport import MemoryTransport, TcpTransport
+from iris.runtime.busy_poll import BusyPoll
+from iris.core.messaging import MessagingConfig, MessagingCore
+from iris.runtime.transport import MemoryTransport, TcpTransport
 from overlay.config import OverlayConfig
 from overlay.link import FrameReader, Handshake, LinkError, Session, frame
 from overlay.messages import MAX_ACKS, Addresses, Direct, Route, RouteAck
 from overlay.node import OverlayNode
 from overlay.wire import MAX_FRAME, DecodeError, Message, decode, encode, ids_in
 
-log = logging.getLogger("iris.runtime")
+log = logging.getLogger("iris.runtime.driver")
 
 HANDSHAKE_TIMEOUT_S = 5.0
 DIAL_TIMEOUT_S = 5.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from iris import relay_protocol as rp
+from iris.relay import protocol as rp
 from iris.errors import ClosedError, IrisError
 
 WINDOW = 4 * 1024 * 1024  # credit this end grants the node

@@ -25,7 +25,7 @@ class RequestReceived:
 @dataclass(slots=True)
 class RequestDone:
     """The outcome of `MessagingCore.request`: `status` is OK, REMOTE_ERROR, NO_MEMBERS,
-    REFUSED or TIMEOUT (see iris.core)."""
+    REFUSED or TIMEOUT (see iris.core.messaging)."""
 
     req_id: int
     status: int
