@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class Event:
+    """Base of everything the messaging core tells the application. Drivers dispatch on the
+    concrete type (a table keyed by class), not on a chain of checks."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
-class Joined:
+class Joined(Event):
     """A registration or subscription is grafted: members now reach it."""
 
     name: str
@@ -14,7 +21,7 @@ class Joined:
 
 
 @dataclass(slots=True)
-class RequestReceived:
+class RequestReceived(Event):
     """Answer with `MessagingCore.reply(token, ...)`."""
 
     cluster: str
@@ -23,7 +30,7 @@ class RequestReceived:
 
 
 @dataclass(slots=True)
-class RequestDone:
+class RequestDone(Event):
     """The outcome of `MessagingCore.request`: `status` is OK, REMOTE_ERROR, NO_MEMBERS,
     REFUSED or TIMEOUT (see iris.core.messaging)."""
 
@@ -34,7 +41,7 @@ class RequestDone:
 
 
 @dataclass(slots=True)
-class BroadcastReceived:
+class BroadcastReceived(Event):
     """Acknowledge with `MessagingCore.broadcast_done(cluster)` once handled."""
 
     cluster: str
@@ -42,7 +49,7 @@ class BroadcastReceived:
 
 
 @dataclass(slots=True)
-class EventReceived:
+class EventReceived(Event):
     """Acknowledge with `MessagingCore.event_done(topic, len(payload))` once consumed."""
 
     topic: str
@@ -52,7 +59,7 @@ class EventReceived:
 
 
 @dataclass(slots=True)
-class TunnelIncoming:
+class TunnelIncoming(Event):
     """A peer opened a tunnel to our cluster; it is open."""
 
     key: tuple[int, int]
@@ -60,12 +67,12 @@ class TunnelIncoming:
 
 
 @dataclass(slots=True)
-class TunnelOpened:
+class TunnelOpened(Event):
     key: tuple[int, int]
 
 
 @dataclass(slots=True)
-class TunnelMessage:
+class TunnelMessage(Event):
     """One whole message; return its bytes with `tunnel_consumed` once read."""
 
     key: tuple[int, int]
@@ -73,13 +80,13 @@ class TunnelMessage:
 
 
 @dataclass(slots=True)
-class TunnelDrained:
+class TunnelDrained(Event):
     """The peer granted credit and queued data went out: a waiting sender may go on."""
 
     key: tuple[int, int]
 
 
 @dataclass(slots=True)
-class TunnelClosed:
+class TunnelClosed(Event):
     key: tuple[int, int]
     reason: str
