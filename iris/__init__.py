@@ -7,7 +7,7 @@
 
 import os
 
-from iris.runtime import Node, Registration, Tunnel, open_node
+from iris.core.limits import ServiceLimits, TopicLimits
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -17,7 +17,7 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
-from iris.core.limits import ServiceLimits, TopicLimits
+from iris.runtime import Node, Registration, Tunnel, open_node
 
 __version__ = "0.1.0"
 

@@ -40,7 +40,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     import iris
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = read_key(args.network_key_file)
 
     async def run() -> None:
@@ -178,16 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     node = sub.add_parser("node", help="run a node until interrupted")
     node.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on")
-    node.add_argument("--seed", action="append", default=[], help="HOST:PORT of a node to join through (repeatable)")
+    node.add_argument("--seed", action="append", default=[],
+                      help="HOST:PORT of a node to join through (repeatable)")
     node.add_argument("--network-key-file", required=True)
     node.add_argument("--join-timeout", type=float, default=60.0)
     node.add_argument("--status-interval", type=float, default=10.0)
     node.add_argument("--relay-port", type=int, default=55555,
-                      help="port of the relay for local clients, on 127.0.0.1 and ::1 (default %(default)s)")
+                      help="port of the relay for local clients, on 127.0.0.1 and ::1 "
+                           "(default %(default)s)")
     node.add_argument("--no-relay", action="store_true", help="do not start the relay")
     node.add_argument("--busy-poll-us", type=float, default=250.0,
-                      help="after traffic, poll this long before sleeping: lower latency on virtual "
-                           "machines for some CPU (0: off; default %(default)s)")
+                      help="after traffic, poll this long before sleeping: lower latency on "
+                           "virtual machines for some CPU (0: off; default %(default)s)")
     node.add_argument("--echo", action="append", default=[], metavar="CLUSTER",
                       help="also serve CLUSTER with an echo handler (repeatable)")
     node.set_defaults(func=cmd_node)
@@ -200,23 +203,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = argparse.ArgumentParser(add_help=False)
     relay.add_argument("--relay-port", type=int, default=55555, help="the node's relay port")
-    request = sub.add_parser("request", parents=[relay], help="send a request to a cluster, print the reply")
+    request = sub.add_parser("request", parents=[relay],
+                             help="send a request to a cluster, print the reply")
     request.add_argument("cluster")
     request.add_argument("message")
     request.add_argument("--timeout", type=float, default=5.0)
-    broadcast = sub.add_parser("broadcast", parents=[relay], help="send a message to every member of a cluster")
+    broadcast = sub.add_parser("broadcast", parents=[relay],
+                               help="send a message to every member of a cluster")
     broadcast.add_argument("cluster")
     broadcast.add_argument("message")
     publish = sub.add_parser("publish", parents=[relay], help="publish an event on a topic")
     publish.add_argument("topic")
     publish.add_argument("message")
-    subscribe = sub.add_parser("subscribe", parents=[relay], help="print a topic's events until interrupted")
+    subscribe = sub.add_parser("subscribe", parents=[relay],
+                               help="print a topic's events until interrupted")
     subscribe.add_argument("topic")
     serve = sub.add_parser("serve", parents=[relay],
-                           help="answer a cluster's requests with a command (request on stdin, reply from stdout)")
+                           help="answer a cluster's requests with a command "
+                                "(request on stdin, reply from stdout)")
     serve.add_argument("cluster")
     serve.add_argument("run", nargs="*", metavar="-- COMMAND", help="the command, after --")
-    sub.add_parser("status", parents=[relay], help="the node's view: id, peers, leaf set, groups, counters")
+    sub.add_parser("status", parents=[relay],
+                   help="the node's view: id, peers, leaf set, groups, counters")
     for parser_ in (request, broadcast, publish, subscribe, serve, sub.choices["status"]):
         parser_.set_defaults(func=_client_command)
 
@@ -240,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         args.run = command or args.run
         if not args.run:
             parser.error("iris serve: give the command after --")
-    return args.func(args)
+    status: int = args.func(args)  # every command returns its exit status
+    return status
 
 
 if __name__ == "__main__":

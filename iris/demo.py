@@ -22,18 +22,35 @@ CLUSTERS = {"echo": 6, "compute": 5, "store": 3}
 TOPICS = {"news": 8, "metrics": 4}
 
 
+class Tally:
+    """Counts deliveries; `all_in` is set once the expected number has arrived, so the demo
+    waits for the last one instead of polling."""
+
+    def __init__(self, expected: int) -> None:
+        self.count = 0
+        self.expected = expected
+        self.all_in = trio.Event()
+        if expected <= 0:
+            self.all_in.set()
+
+    def add(self) -> None:
+        self.count += 1
+        if self.count >= self.expected:
+            self.all_in.set()
+
+
 class DemoService:
     """Answers requests, counts broadcasts, and checks tunnel order."""
 
-    def __init__(self, name: str, stats: dict[str, Any]) -> None:
+    def __init__(self, name: str, broadcasts_in: Tally) -> None:
         self.name = name
-        self.stats = stats
+        self.broadcasts_in = broadcasts_in
 
     async def handle_request(self, data: bytes) -> bytes:
         return self.name.encode() + b":" + data
 
     async def handle_broadcast(self, data: bytes) -> None:
-        self.stats["broadcasts_received"] += 1
+        self.broadcasts_in.add()
 
     async def handle_tunnel(self, tunnel: iris.Tunnel) -> None:
         try:
@@ -54,7 +71,9 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
                    progress: Any = None, seed: int = 1) -> dict[str, Any]:
     rng = random.Random(seed)
     key = iris.generate_network_key()
-    stats: dict[str, Any] = {"broadcasts_received": 0}
+    expected_broadcasts = broadcasts * sum(CLUSTERS.values())
+    expected_events = publishes * sum(TOPICS.values())
+    broadcasts_in, events_in = Tally(expected_broadcasts), Tally(expected_events)
     started = time.perf_counter()
     result: dict[str, Any] = {"nodes": nodes}
 
@@ -74,7 +93,7 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
             members[cluster] = order[position : position + size]
             position += size
             for node in members[cluster]:
-                await node.register(cluster, DemoService(cluster, stats))
+                await node.register(cluster, DemoService(cluster, broadcasts_in))
         received: dict[str, list[bytes]] = {}
         for topic, size in TOPICS.items():
             for i, node in enumerate(rng.sample(running, size)):
@@ -82,6 +101,7 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
 
                 async def on_event(data: bytes, box: list[bytes] = box) -> None:
                     box.append(data)
+                    events_in.add()
 
                 await node.subscribe(topic, on_event)
         step("registering")
@@ -118,13 +138,11 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
         publishers = {topic: rng.sample(running, 2) for topic in TOPICS}
         for k in range(publishes):
             for topic in TOPICS:
-                await publishers[topic][k % 2].publish(topic, b"%s:%d:%d" % (topic.encode(), k % 2, k))
-        expected_broadcasts = broadcasts * sum(CLUSTERS.values())
-        expected_events = publishes * sum(TOPICS.values())
+                event = b"%s:%d:%d" % (topic.encode(), k % 2, k)
+                await publishers[topic][k % 2].publish(topic, event)
         with trio.move_on_after(10):
-            while (stats["broadcasts_received"] < expected_broadcasts
-                   or sum(len(v) for v in received.values()) < expected_events):
-                await trio.sleep(0.01)
+            await broadcasts_in.all_in.wait()
+            await events_in.all_in.wait()
         step("broadcast/publish", 1)
 
         # Publishes arrive in order per publisher.
@@ -132,10 +150,10 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
         for box in received.values():
             last: dict[bytes, int] = {}
             for data in box:
-                topic, pub, k = data.split(b":")
-                if int(k) <= last.get(topic + pub, -1):
+                name, publisher, seq = data.split(b":")
+                if int(seq) <= last.get(name + publisher, -1):
                     order_ok = False
-                last[topic + pub] = int(k)
+                last[name + publisher] = int(seq)
 
         # One tunnel: send numbered messages, read the acknowledgements back in order.
         tunnel_in_order = True
@@ -163,13 +181,14 @@ async def run_demo(nodes: int = 20, requests: int = 2000, concurrency: int = 16,
             "request_mean_ms": round(statistics.fmean(latencies) * 1000, 3) if latencies else None,
             "requests_per_s": round(len(latencies) / request_wall) if request_wall else None,
             "broadcasts": broadcasts * len(CLUSTERS),
-            "broadcast_delivery_ratio": min(1.0, stats["broadcasts_received"] / expected_broadcasts),
+            "broadcast_delivery_ratio": min(1.0, broadcasts_in.count / expected_broadcasts),
             "publishes": publishes * len(TOPICS),
-            "publish_delivery_ratio": min(1.0, sum(len(v) for v in received.values()) / expected_events),
+            "publish_delivery_ratio": min(1.0, events_in.count / expected_events),
             "publish_in_order": order_ok,
             "tunnel_messages": tunnel_messages,
             "tunnel_in_order": tunnel_in_order,
-            "tunnel_round_trips_per_s": round(tunnel_messages / tunnel_wall) if tunnel_wall else None,
+            "tunnel_round_trips_per_s":
+                round(tunnel_messages / tunnel_wall) if tunnel_wall else None,
             "wall_s": round(time.perf_counter() - started, 2),
         })
     return result
@@ -187,8 +206,9 @@ def main(as_json: bool = False, nodes: int = 20, requests: int = 2000) -> int:
 
     console = Console()
     total = (nodes - 1) + 1 + requests + 1 + 10
-    with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
         task = bar.add_task("starting", total=total)
 
         def progress(what: str, advance: int) -> None:
@@ -205,5 +225,6 @@ def main(as_json: bool = False, nodes: int = 20, requests: int = 2000) -> int:
 
 
 def _healthy(result: dict[str, Any]) -> bool:
-    return (result["request_success_ratio"] == 1.0 and result["broadcast_delivery_ratio"] == 1.0
-            and result["publish_delivery_ratio"] == 1.0 and result["tunnel_in_order"])
+    return bool(result["request_success_ratio"] == 1.0
+                and result["broadcast_delivery_ratio"] == 1.0
+                and result["publish_delivery_ratio"] == 1.0 and result["tunnel_in_order"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 
 class IrisError(Exception):
     """Base of every error this package raises to an application."""
@@ -11,8 +13,13 @@ class JoinError(IrisError):
     """The node could not join the ring through its seeds in time."""
 
 
-class TimeoutError(IrisError):  # noqa: A001 - the package's own, distinct from the builtin
-    """No reply came within the request's timeout."""
+class TimeoutError(IrisError, builtins.TimeoutError):  # noqa: A001 - is the builtin too
+    """No reply came within the request's timeout (or no tunnel opened within the opening's).
+
+    It is a builtin `TimeoutError` too, so `except TimeoutError` catches it whether the
+    application means the builtin or `iris.TimeoutError`. (The builtin is an `OSError`, so
+    `except OSError` catches it as well.)
+    """
 
 
 class RemoteError(IrisError):

@@ -8,6 +8,8 @@
 
 Every node runs the full protocol (handshake, sealed frames, the same cores); `local_nodes`
 returns once every node's leaf set is exactly right, and `wait_until` waits for any condition.
+Both give up with `trio.TooSlowError` after a limit, so that a test waiting for something that
+never comes fails instead of hanging; an enclosing cancel scope can end them sooner.
 """
 
 from __future__ import annotations
@@ -21,12 +23,21 @@ import trio
 from iris.runtime.node import Node, open_node
 from iris.runtime.transport import MemoryNetwork
 
+WAIT_LIMIT_S = 10.0  # for `wait_until`
+CONVERGE_LIMIT_S = 30.0  # for `local_nodes`: joins one by one, then exact leaf sets
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, poll: float = 0.01) -> None:
-    """Return as soon as `predicate()` holds; raise trio.TooSlowError after `timeout`."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(poll)
+
+async def wait_until(predicate: Callable[[], bool], poll: float = 0.01) -> None:
+    """Return as soon as `predicate()` holds; raise trio.TooSlowError after WAIT_LIMIT_S."""
+    with trio.fail_after(WAIT_LIMIT_S):
+        await _poll(predicate, poll)
+
+
+async def _poll(predicate: Callable[[], bool], interval: float) -> None:
+    # The predicate may read any state (a node's, a handler's), and nothing signals a change of
+    # that; so it is polled.
+    while not predicate():  # noqa: ASYNC110 - no event to wait on: see above
+        await trio.sleep(interval)
 
 
 def converged(nodes: list[Node]) -> bool:
@@ -49,7 +60,7 @@ def converged(nodes: list[Node]) -> bool:
 
 @asynccontextmanager
 async def local_nodes(count: int, transport: str = "memory", network_key: bytes | None = None,
-                      timeout: float = 30.0, on_join: Callable[[], None] | None = None,
+                      on_join: Callable[[], None] | None = None,
                       **options: Any) -> AsyncIterator[list[Node]]:
     """Start `count` nodes (the rest join through the first) and yield them once converged.
     `on_join` is called as each node has joined (progress reports)."""
@@ -75,7 +86,8 @@ async def local_nodes(count: int, transport: str = "memory", network_key: bytes 
             await nursery.start(run, [nodes[0].address])
             if on_join is not None:
                 on_join()
-        await wait_until(lambda: converged(nodes), timeout)
+        with trio.fail_after(CONVERGE_LIMIT_S):
+            await _poll(lambda: converged(nodes), 0.01)
         try:
             yield nodes
         finally:

@@ -12,6 +12,7 @@ In a ring of fewer than L+1 nodes a node can sit on both sides at once; that is 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Collection
 
 from overlay.ids import MASK, RING, ring_distance
 
@@ -84,7 +85,7 @@ class LeafSet:
         cw = (key - self.owner) & MASK
         return cw <= self._rmax or RING - cw <= self._lmax
 
-    def closest(self, key: int, avoid: object = ()) -> int:
+    def closest(self, key: int, avoid: Collection[int] = ()) -> int:
         """The member or owner numerically closest to `key` (ties: the smaller id), skipping
         the nodes in `avoid`.
 

@@ -103,7 +103,8 @@ class Session:
         try:
             plaintext = self._recv.decrypt(self._nonce(self._recv_counter), sealed, None)
         except Exception:  # InvalidTag: altered, forged, replayed or out of order
-            raise LinkError("frame failed authentication (altered, forged, replayed or reordered)") from None
+            raise LinkError(
+                "frame failed authentication (altered, forged, replayed or reordered)") from None
         self._recv_counter += 1
         return plaintext
 
@@ -111,14 +112,18 @@ class Session:
 class Handshake:
     """One side of the handshake. Feed it the peer's frames; it tells what to send."""
 
-    def __init__(self, network_key: bytes, node_id: int, host: str, port: int, dialer: bool) -> None:
+    def __init__(
+        self, network_key: bytes, node_id: int, host: str, port: int, dialer: bool
+    ) -> None:
         if len(network_key) != NETWORK_KEY_BYTES:
             raise ValueError(f"the network key must be {NETWORK_KEY_BYTES} bytes")
         self._network_key = network_key
         self._dialer = dialer
         self._private = X25519PrivateKey.generate()
         public = self._private.public_key().public_bytes_raw()
-        self._hello = msgpack.packb([LINK_VERSION, public, node_id.to_bytes(16, "big"), host, port])
+        # msgpack ships no type hints: packb is declared here for what it returns.
+        self._hello: bytes = msgpack.packb(
+            [LINK_VERSION, public, node_id.to_bytes(16, "big"), host, port])
         self._peer_hello: bytes | None = None
         self._keys: tuple[bytes, bytes, bytes, bytes] | None = None
         self._transcript = b""
@@ -161,7 +166,10 @@ class Handshake:
         material = HKDF(algorithm=hashes.SHA256(), length=128, salt=self._network_key,
                         info=_INFO + self._transcript).derive(shared)
         d2l_key, l2d_key, d_mac, l_mac = (material[i : i + 32] for i in range(0, 128, 32))
-        self._keys = (d2l_key, l2d_key, d_mac, l_mac) if self._dialer else (l2d_key, d2l_key, l_mac, d_mac)
+        if self._dialer:
+            self._keys = (d2l_key, l2d_key, d_mac, l_mac)
+        else:
+            self._keys = (l2d_key, d2l_key, l_mac, d_mac)
         return hmac.new(self._keys[2], self._transcript, hashlib.sha256).digest()
 
     def _check_finished(self, payload: bytes) -> None:

@@ -5,8 +5,22 @@ Node lists travel as ids only; the real runtime's link layer resolves ids to add
 
 from __future__ import annotations
 
-from overlay.wire import (BOOL, ID, NESTED, U32, U64, Message, ids, number, optional, records, text, uint,
-                          uints, wire_message)
+from overlay.wire import (
+    BOOL,
+    ID,
+    NESTED,
+    U32,
+    U64,
+    Message,
+    ids,
+    number,
+    optional,
+    records,
+    text,
+    uint,
+    uints,
+    wire_message,
+)
 
 MAX_LIST = 64  # a leaf set (<= 32) or a routing-table row (16) plus slack
 MAX_HOPS = 255

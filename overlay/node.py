@@ -9,6 +9,15 @@ Outputs: `out` (a list of `(destination id, message)` pairs the driver drains an
 The node never reads a clock, touches a socket or spawns a task, so the same object runs under
 the discrete-event simulator and under the trio runtime.
 
+Why this module is longer than the others: its handlers are one state machine over one shared
+state (leaf set, table, probes in flight, timers), and each mechanism below is a few handlers
+that lean on the others (a probe's answer feeds the join, repair and heal alike), so splitting
+them across files would scatter the control flow of one protocol. What stands on its own lives
+in its own module: the routing rule (`overlay.routing_rule`), probe bookkeeping
+(`overlay.probes`), the partition-heal record (`overlay.lost_peers`), the acknowledgement
+timeout estimator (`overlay.ack_delay`), the timeout queues (`overlay.timeouts`) and the
+upcall interface (`overlay.app`).
+
 Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 - Join: the joiner asks a seed to route a `JoinRequest` toward the joiner's id. Every node on
   the route sends the joiner its useful table rows; the root also sends its leaf set. The joiner
@@ -34,13 +43,18 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Collection
 from heapq import heappop, heappush
 from itertools import chain
-from typing import Any, Callable
+from typing import Any, TypeVar
 
+from overlay import routing_rule
+from overlay.ack_delay import AckDelay
+from overlay.app import OverlayApp
 from overlay.config import OverlayConfig
-from overlay.ids import digit, ring_distance, shared_prefix_len
+from overlay.ids import shared_prefix_len
 from overlay.leafset import LeafSet
+from overlay.lost_peers import LostPeers
 from overlay.messages import (
     Departed,
     Direct,
@@ -56,19 +70,29 @@ from overlay.messages import (
     RowReply,
     RowRequest,
 )
+from overlay.probes import (
+    FATAL,
+    P_CANDIDATE,
+    P_CONFIRM,
+    P_HEAL,
+    P_NEIGHBOUR,
+    P_SUSPECT,
+    P_TABLE,
+    P_VERIFY,
+    RETRIED,
+    Probe,
+    Probes,
+)
 from overlay.routing_table import UNKNOWN_RTT, RoutingTable
 from overlay.timeouts import TimeoutQueue
 from overlay.wire import Message
+
+__all__ = ["ACTIVE", "CONFIRMING", "JOINING", "LEFT", "OverlayApp", "OverlayNode"]
 
 INF = float("inf")
 
 # Node states.
 JOINING, CONFIRMING, ACTIVE, LEFT = "joining", "confirming", "active", "left"
-
-# Why a peer is probed, in rising order of what a missing answer means.
-P_CANDIDATE, P_HEAL, P_CONFIRM, P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR = range(7)
-_RETRIED = frozenset((P_TABLE, P_SUSPECT, P_NEIGHBOUR))
-_FATAL = frozenset((P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
 
 # Timer kinds.
 T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN, T_APP = range(9)
@@ -77,49 +101,21 @@ T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN, T_APP =
 C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
 
 JOIN_ATTEMPTS = 4  # join requests before a node with seeds starts a ring of its own
-MAX_ADAPTED_TIMEOUT_S = 10.0
 HELLO_NO_RTT = 0.0
 
-
-class OverlayApp:
-    """Upcalls from the overlay to the layer above. The defaults ignore everything."""
-
-    def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
-        """`payload`, routed toward `key`, arrived at its root (this node)."""
-
-    def forward(self, key: int, payload: Message, next_hop: int) -> Message | None:
-        """`payload` passes through on its way to `next_hop`; return it (or a replacement)
-        to let it go on, or None to consume it here."""
-        return payload
-
-    def receive_direct(self, src: int, payload: Message) -> None:
-        """A message sent point-to-point by `src` with `OverlayNode.send`."""
-
-    def activated(self) -> None:
-        """The node joined the ring and may now be a root."""
-
-    def leafset_changed(self) -> None:
-        """Leaf-set membership changed (roots of nearby keys may have moved)."""
-
-    def peer_failed(self, peer: int) -> None:
-        """`peer` was declared failed (or left)."""
-
-    def timer(self, token: int) -> None:
-        """A timer set with `OverlayNode.schedule(when, token)` is due."""
-
-    def undeliverable(self, peer: int, payload: Message) -> None:
-        """`peer` did not acknowledge `payload` sent with `send_acked` (it is being probed)."""
-
-
 _NULL_APP = OverlayApp()
+
+# A routed message (or a `send_acked` one) awaiting its acknowledgement:
+# (message, next hop, attempt, avoided hops, sent at); attempt 0 is a `send_acked`.
+_Pending = tuple[Route | Direct, int, int, tuple[int, ...], float]
 
 
 class OverlayNode:
     __slots__ = (
         "id", "config", "rng", "app", "out", "now", "state", "leaf", "table", "sent",
-        "next_deadline", "dropped", "_timers", "_seq", "_pings", "_pinged", "_routes", "_suspects", "_lost",
-        "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
-        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ack_srtt", "_ack_var",
+        "next_deadline", "dropped", "_timers", "_seq", "_probes", "_routes", "_suspects",
+        "_lost", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
+        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ack_delay",
     )
 
     def __init__(
@@ -145,12 +141,12 @@ class OverlayNode:
         # because the simulator reads it after every input of every node.
         self.next_deadline = INF
         self._seq = 0
-        self._pings: dict[int, list[Any]] = {}  # seq -> [peer, sent_at, purpose, attempt, want_leaf]
-        self._pinged: dict[int, int] = {}  # peer -> seq of its probe in flight
-        # seq -> (message, next hop, attempt, avoided hops, sent at); attempt 0: a `send_acked`
-        self._routes: dict[int, tuple[Route | Direct, int, int, tuple[int, ...], float]] = {}
+        cfg = self.config
+        self._probes = Probes(cfg.max_pending_pings)
+        self._routes: dict[int, _Pending] = {}  # by the sequence number the ack will carry
         self._suspects: set[int] = set()
-        self._lost: dict[int, list[float]] = {}  # peer -> [lost_at, next_try, interval, last_try]
+        self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s, cfg.heal_first_retry_s,
+                               cfg.heal_max_retry_s)
         self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
         self._seeds: tuple[int, ...] = ()
         self._join_tries = 0
@@ -159,10 +155,9 @@ class OverlayNode:
         self._last_sweep = -INF
         self._last_merge = -INF
         self._heal_at = INF
-        self._ping_timeouts = TimeoutQueue(self.config.probe_timeout_s)
-        self._route_timeouts = TimeoutQueue(self.config.route_ack_timeout_s)
-        self._ack_srtt = -1.0  # smoothed acknowledgement delay (-1: no sample yet)
-        self._ack_var = 0.0
+        self._ping_timeouts = TimeoutQueue(cfg.probe_timeout_s)
+        self._route_timeouts = TimeoutQueue(cfg.route_ack_timeout_s)
+        self._ack_delay = AckDelay()
 
     # ===================================================================== driver interface
     @property
@@ -211,8 +206,7 @@ class OverlayNode:
         self._ping_timeouts.reset()
         self._route_timeouts.reset()
         self._routes.clear()
-        self._pings.clear()
-        self._pinged.clear()
+        self._probes.clear()
 
     # ====================================================================== app interface
     def set_time(self, now: float) -> None:
@@ -245,12 +239,7 @@ class OverlayNode:
         """This node is the root for `key` only because the node that would be is suspected
         (it did not acknowledge and is being probed): roots may be about to move."""
         suspects = self._suspects
-        if not suspects:
-            return False
-        if self.leaf.in_range(key):
-            return self.leaf.closest(key, ()) in suspects
-        row = shared_prefix_len(self.id, key)
-        return self.table.get(row, digit(key, row)) in suspects
+        return bool(suspects) and routing_rule.first_choice(self.leaf, self.table, key) in suspects
 
     def send_acked(self, peer: int, payload: Message, now: float | None = None) -> None:
         """Like `send`, but the peer acknowledges it; without an acknowledgement in time the
@@ -261,35 +250,15 @@ class OverlayNode:
         seq = self._seq
         msg = Direct(seq, payload)
         self._send(peer, msg, C_ROUTE)
-        if len(self._routes) < self.config.max_pending_routes:
-            self._routes[seq] = (msg, peer, 0, (), self.now)
-            deadline = self._route_timeouts.push(self.now, seq)
-            if deadline is not None:
-                self._at(deadline, T_ROUTE, self._route_timeouts.generation)
+        self._await_ack(seq, (msg, peer, 0, (), self.now))
 
-    def next_hop(self, key: int, avoid: tuple[int, ...] | frozenset[int] = ()) -> int | None:
-        """Pastry's routing rule; None when this node is the root for `key`."""
+    def next_hop(self, key: int, avoid: Collection[int] = ()) -> int | None:
+        """Pastry's routing rule (`overlay.routing_rule`), avoiding the suspected peers too;
+        None when this node is the root for `key`."""
         suspects = self._suspects
         if suspects:
             avoid = frozenset(avoid) | suspects
-        leaf = self.leaf
-        if leaf.in_range(key):
-            best = leaf.closest(key, avoid)
-            return None if best == self.id else best
-        row = shared_prefix_len(self.id, key)
-        node = self.table.get(row, digit(key, row))
-        if node is not None and node not in avoid:
-            return node
-        # Rare case: any known node at least as long a prefix and numerically closer.
-        best = self.id
-        best_d = ring_distance(best, key)
-        for node in chain(leaf.members(), self.table.entries()):
-            if node in avoid or shared_prefix_len(node, key) < row:
-                continue
-            d = ring_distance(node, key)
-            if d < best_d or (d == best_d and node < best):
-                best, best_d = node, d
-        return None if best == self.id else best
+        return routing_rule.next_hop(self.leaf, self.table, key, avoid)
 
     # ========================================================================== internals
     def _send(self, dest: int, msg: Message, category: int) -> None:
@@ -303,6 +272,12 @@ class OverlayNode:
 
     def _jitter(self, period: float) -> float:
         return period * self.rng.uniform(0.75, 1.25)
+
+    def _expect(self, queue: TimeoutQueue, kind: int, key: int) -> None:
+        """Start `key`'s timeout in `queue`; set the queue's one timer if it has none."""
+        deadline = queue.push(self.now, key)
+        if deadline is not None:
+            self._at(deadline, kind, queue.generation)
 
     # ----------------------------------------------------------------------------- join
     def _send_join(self) -> None:
@@ -336,9 +311,7 @@ class OverlayNode:
         to choose the nearer one without probing every row of every hop.
         """
         upto = shared_prefix_len(self.id, joiner)
-        rows = self.table.rows
-        nodes = [n for r in range(max(upto - 1, 0), min(upto + 1, len(rows)))
-                 for n in rows[r] if n is not None]
+        nodes = [n for r in range(max(upto - 1, 0), upto + 1) for n in self.table.row(r)]
         nodes.append(self.id)
         leaf = self.leaf.members() if final else None
         self._send(joiner, JoinReply(tuple(nodes), leaf), C_JOIN)
@@ -361,7 +334,7 @@ class OverlayNode:
         self._maybe_activate()
 
     def _maybe_activate(self) -> None:
-        if self.state == CONFIRMING and not any(p[2] == P_CONFIRM for p in self._pings.values()):
+        if self.state == CONFIRMING and not self._probes.confirming():
             self._activate()
 
     def _activate(self) -> None:
@@ -382,9 +355,10 @@ class OverlayNode:
         """`peer` spoke to us directly and is active: it is alive; place it where it fits."""
         if peer == self.id:
             return
+        lost = self._lost
         revived = False
-        if self._lost and peer in self._lost:
-            del self._lost[peer]
+        if lost and peer in lost:
+            del lost[peer]
             revived = True
         if self._suspects:
             self._suspects.discard(peer)
@@ -400,7 +374,8 @@ class OverlayNode:
         `measure` also probes nodes that would only compete for an occupied table cell, so
         that the nearest one wins it (a joiner does this for the rows handed to it).
         """
-        leaf, table, lost, pinged, me = self.leaf, self.table, self._lost, self._pinged, self.id
+        leaf, table, lost, me = self.leaf, self.table, self._lost, self.id
+        pinged = self._probes.by_peer
         right, left = leaf.right, leaf.left
         for node in nodes:
             if node in right or node in left or node == me or node in pinged:
@@ -408,8 +383,7 @@ class OverlayNode:
             record = lost.get(node) if lost else None
             if record is not None:
                 # A peer we lost is named alive by someone: retry it early (partition heal).
-                if self.now - record[3] >= self.config.merge_lookup_gap_s:
-                    record[3] = self.now
+                if record.retry_early(self.now, self.config.merge_lookup_gap_s):
                     self._ping(node, P_HEAL)
                 continue
             if leaf.fits(node):
@@ -430,28 +404,25 @@ class OverlayNode:
     def _ping(self, peer: int, purpose: int, want_leaf: bool = False, attempt: int = 1) -> None:
         if peer == self.id:
             return
-        seq = self._pinged.get(peer)
-        if seq is not None:
-            state = self._pings[seq]
-            if purpose > state[2]:
-                state[2] = purpose
-            if want_leaf and not state[4]:
+        probes = self._probes
+        probe = probes.by_peer.get(peer)
+        if probe is not None:
+            if purpose > probe.purpose:
+                probe.purpose = purpose
+            if want_leaf and not probe.want_leaf:
                 # The probe in flight did not ask for the leaf set: ask again under the same
                 # sequence number; the answer without it is then not taken as the reply.
-                state[4] = True
-                self._send(peer, Ping(seq, True, self.state == ACTIVE), C_MAINTENANCE)
+                probe.want_leaf = True
+                self._send(peer, Ping(probe.seq, True, self.state == ACTIVE), C_MAINTENANCE)
             return
-        if len(self._pings) >= self.config.max_pending_pings:
+        if probes.full():
             return
         self._seq += 1
         seq = self._seq
-        self._pings[seq] = [peer, self.now, purpose, attempt, want_leaf]
-        self._pinged[peer] = seq
+        probes.add(Probe(seq, peer, self.now, purpose, attempt, want_leaf))
         category = C_MAINTENANCE if self.state == ACTIVE else C_JOIN
         self._send(peer, Ping(seq, want_leaf, self.state == ACTIVE), category)
-        deadline = self._ping_timeouts.push(self.now, seq)
-        if deadline is not None:
-            self._at(deadline, T_PING, self._ping_timeouts.generation)
+        self._expect(self._ping_timeouts, T_PING, seq)
 
     def _on_ping(self, src: int, msg: Ping) -> None:
         if msg.active:
@@ -461,23 +432,18 @@ class OverlayNode:
         self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf), category)
 
     def _on_pong(self, src: int, msg: Pong) -> None:
-        state = self._pings.get(msg.seq)
-        if state is None or state[0] != src:
+        probe = self._probes.answer(msg.seq, src, carries_leaf=msg.leaf is not None)
+        if probe is None:
             return
-        if state[4] and msg.leaf is None:
-            return  # answer to the first probe; the one that carries the leaf set follows
-        del self._pings[msg.seq]
-        del self._pinged[src]
-        if not self._pings:
+        if not self._probes:
             self._ping_timeouts.clear()
-            self._shrink_pings()
         if msg.active:
-            self._heard_active(src, self.now - state[1])
+            self._heard_active(src, self.now - probe.sent_at)
         else:
             self._suspects.discard(src)
         if msg.leaf:
             self._learn(msg.leaf)
-        if state[2] == P_CONFIRM:
+        if probe.purpose == P_CONFIRM:
             self._maybe_activate()
 
     def _on_ping_timer(self, generation: int) -> None:
@@ -494,22 +460,14 @@ class OverlayNode:
         if deadline is not None:
             self._at(deadline, kind, queue.generation)
 
-    def _shrink_pings(self) -> None:
-        """Dicts never give memory back; after a burst of probes (a join) start afresh."""
-        self._pings = {}
-        self._pinged = {}
-
     def _ping_expired(self, seq: int) -> None:
-        state = self._pings.pop(seq, None)
-        if state is None:
+        probe = self._probes.expire(seq)
+        if probe is None:
             return
-        peer, _, purpose, attempt, want_leaf = state
-        del self._pinged[peer]
-        if not self._pings:
-            self._shrink_pings()
-        if purpose in _RETRIED and attempt < self.config.probe_attempts:
-            self._ping(peer, purpose, want_leaf, attempt + 1)
-        elif purpose in _FATAL:
+        peer, purpose = probe.peer, probe.purpose
+        if purpose in RETRIED and probe.attempt < self.config.probe_attempts:
+            self._ping(peer, purpose, probe.want_leaf, probe.attempt + 1)
+        elif purpose in FATAL:
             self._declare_failed(peer, purpose)
         elif purpose == P_CONFIRM:
             if self.leaf.remove(peer):
@@ -525,9 +483,7 @@ class OverlayNode:
           nodes nearby, whose tables likely hold the same dead node;
         - a peer verified after a notice: nobody (the detector told everyone already).
         """
-        in_leaf = self.leaf.remove(peer)
-        cell = self.table.remove(peer)
-        self._suspects.discard(peer)
+        in_leaf, cell = self._forget(peer)
         if not in_leaf and cell is None:
             return
         self._remember_lost(peer)
@@ -538,26 +494,31 @@ class OverlayNode:
             told = self.leaf.members()
         for member in told:
             self._send(member, Departed(peer), C_MAINTENANCE)
-        if in_leaf:
-            self._leaf_changed()
-            self._repair_leaf()
-        if cell is not None:
-            self._repair_cell(*cell)
+        self._repair(in_leaf, cell)
         self._start_sweep()
         self.app.peer_failed(peer)
 
     def _drop(self, peer: int) -> None:
         """Forget a peer that left gracefully."""
+        in_leaf, cell = self._forget(peer)
+        self._repair(in_leaf, cell)
+        if in_leaf or cell is not None:
+            self.app.peer_failed(peer)
+
+    def _forget(self, peer: int) -> tuple[bool, tuple[int, int] | None]:
+        """Take `peer` out of our state: (was it in the leaf set, the table cell it held)."""
         in_leaf = self.leaf.remove(peer)
         cell = self.table.remove(peer)
         self._suspects.discard(peer)
+        return in_leaf, cell
+
+    def _repair(self, in_leaf: bool, cell: tuple[int, int] | None) -> None:
+        """Refill what losing a peer left short: its side of the leaf set, its table cell."""
         if in_leaf:
             self._leaf_changed()
             self._repair_leaf()
         if cell is not None:
             self._repair_cell(*cell)
-        if in_leaf or cell is not None:
-            self.app.peer_failed(peer)
 
     def _repair_leaf(self) -> None:
         """Ask the farthest member of a short side for its leaf set."""
@@ -569,9 +530,9 @@ class OverlayNode:
     def _repair_cell(self, row: int, col: int) -> None:
         """Pastry's lazy repair: a node in the same row (or a deeper one) has our cell's
         candidates in its own row `row`."""
-        rows = self.table.rows
-        for r in range(row, len(rows)):
-            peers = [n for n in rows[r] if n is not None]
+        table = self.table
+        for r in range(row, len(table.rows)):
+            peers = table.row(r)
             if peers:
                 self._send(self.rng.choice(peers), RowRequest(row), C_MAINTENANCE)
                 return
@@ -612,8 +573,7 @@ class OverlayNode:
         if lost:
             now, hint = self.now, self.config.gossip_hint_s
             for node in msg.leaf:
-                record = lost.get(node)
-                if record is not None and now - record[0] < hint:
+                if lost.lost_within(node, now, hint):
                     self._send(src, Departed(node), C_MAINTENANCE)
         self._learn(msg.leaf)
 
@@ -673,31 +633,39 @@ class OverlayNode:
     # ----------------------------------------------------------------------- routing
     def _route_step(self, msg: Route, avoid: tuple[int, ...] = (), attempt: int = 1) -> None:
         payload = msg.payload
-        join = type(payload) is JoinRequest
-        nh = self.next_hop(msg.key, avoid + (payload.joiner,) if join else avoid)
-        if join:
-            if payload.joiner != self.id and (attempt == 1 or nh is None):
-                self._answer_join(payload.joiner, final=nh is None)
+        if isinstance(payload, JoinRequest):
+            # A join is routed like any message, but never to the joiner itself (it is not
+            # active yet), and every node on the way answers the joiner.
+            joiner = payload.joiner
+            nh = self.next_hop(msg.key, avoid + (joiner,))
+            if joiner != self.id and (attempt == 1 or nh is None):
+                self._answer_join(joiner, final=nh is None)
             if nh is None:
                 return
-        elif nh is None:
-            self.app.deliver(msg.key, payload, msg.origin, msg.hops)
-            return
-        elif attempt == 1:
-            forwarded = self.app.forward(msg.key, payload, nh)
-            if forwarded is None:
+            category = C_JOIN
+        else:
+            nh = self.next_hop(msg.key, avoid)
+            if nh is None:
+                self.app.deliver(msg.key, payload, msg.origin, msg.hops)
                 return
-            if forwarded is not payload:
-                msg = Route(msg.key, msg.seq, msg.origin, msg.hops, forwarded)
+            if attempt == 1:
+                forwarded = self.app.forward(msg.key, payload, nh)
+                if forwarded is None:
+                    return
+                if forwarded is not payload:
+                    msg = Route(msg.key, msg.seq, msg.origin, msg.hops, forwarded)
+            category = C_ROUTE
         self._seq += 1
         seq = self._seq
-        self._send(nh, Route(msg.key, seq, msg.origin, msg.hops + 1, msg.payload),
-                   C_JOIN if join else C_ROUTE)
+        self._send(nh, Route(msg.key, seq, msg.origin, msg.hops + 1, msg.payload), category)
+        self._await_ack(seq, (msg, nh, attempt, avoid, self.now))
+
+    def _await_ack(self, seq: int, pending: _Pending) -> None:
+        """Keep a sent hop (or `Direct`) until its acknowledgement, to re-send it another way
+        (or tell the app) if none comes; beyond the bound it goes unacknowledged."""
         if len(self._routes) < self.config.max_pending_routes:
-            self._routes[seq] = (msg, nh, attempt, avoid, self.now)
-            deadline = self._route_timeouts.push(self.now, seq)
-            if deadline is not None:
-                self._at(deadline, T_ROUTE, self._route_timeouts.generation)
+            self._routes[seq] = pending
+            self._expect(self._route_timeouts, T_ROUTE, seq)
 
     def _on_route(self, src: int, msg: Route) -> None:
         if self.state != ACTIVE:
@@ -721,15 +689,9 @@ class OverlayNode:
             self._route_timeouts.clear()  # its timer, when it fires, finds nothing due
 
     def _ack_sample(self, delay: float) -> None:
-        """Adapt the hop and probe timeouts to how long acknowledgements take (Jacobson's
-        estimator, as TCP's retransmission timer): a busy but live peer is not mistaken for a
-        dead one, while on an idle network the configured floors apply."""
-        if self._ack_srtt < 0:
-            self._ack_srtt, self._ack_var = delay, delay / 2
-        else:
-            self._ack_var = 0.75 * self._ack_var + 0.25 * abs(self._ack_srtt - delay)
-            self._ack_srtt = 0.875 * self._ack_srtt + 0.125 * delay
-        patience = min(self._ack_srtt + 4 * self._ack_var, MAX_ADAPTED_TIMEOUT_S)
+        """Adapt the hop and probe timeouts to how long acknowledgements take
+        (`overlay.ack_delay`), never below their configured floors."""
+        patience = self._ack_delay.sample(delay)
         cfg = self.config
         self._route_timeouts.timeout = max(cfg.route_ack_timeout_s, patience)
         self._ping_timeouts.timeout = max(cfg.probe_timeout_s, patience)
@@ -744,7 +706,7 @@ class OverlayNode:
         msg, nh, attempt, avoid, _ = pending
         self._suspects.add(nh)
         self._ping(nh, P_SUSPECT)
-        if type(msg) is Direct:
+        if isinstance(msg, Direct):
             self.app.undeliverable(nh, msg.payload)
             return
         if attempt >= self.config.route_attempts:
@@ -754,13 +716,7 @@ class OverlayNode:
 
     # ------------------------------------------------------------------- partition heal
     def _remember_lost(self, peer: int) -> None:
-        cfg, now = self.config, self.now
-        lost = self._lost
-        if peer not in lost and len(lost) >= cfg.heal_record_size:
-            del lost[min(lost, key=lambda p: lost[p][0])]
-        first = self._jitter(cfg.heal_first_retry_s)
-        lost[peer] = [now, now + first, cfg.heal_first_retry_s, now]
-        self._arm_heal(now + first)
+        self._arm_heal(self._lost.remember(peer, self.now, self._jitter))
 
     def _arm_heal(self, when: float) -> None:
         if when < self._heal_at:
@@ -773,18 +729,9 @@ class OverlayNode:
         self._heal_at = INF
         if self.state == LEFT:
             return
-        cfg, now = self.config, self.now
-        lost = self._lost
-        for peer in [p for p, rec in lost.items() if now - rec[0] > cfg.heal_forget_s]:
-            del lost[peer]
-        soonest = INF
-        for peer, rec in lost.items():
-            if rec[1] <= now:
-                rec[3] = now
-                rec[2] = min(rec[2] * 2, cfg.heal_max_retry_s)
-                rec[1] = now + self._jitter(rec[2])
-                self._ping(peer, P_HEAL)
-            soonest = min(soonest, rec[1])
+        for peer in self._lost.due(self.now, self._jitter):
+            self._ping(peer, P_HEAL)
+        soonest = self._lost.soonest()
         if soonest < INF:
             self._arm_heal(soonest)
 
@@ -795,21 +742,31 @@ class OverlayNode:
             self._send(peer, JoinRequest(self.id), C_MAINTENANCE)
 
 
-_HANDLERS: dict[type, Callable[[OverlayNode, int, Any], None]] = {
-    Heartbeat: OverlayNode._on_heartbeat,
-    Ping: OverlayNode._on_ping,
-    Pong: OverlayNode._on_pong,
-    JoinRequest: OverlayNode._on_join_request,
-    JoinReply: OverlayNode._on_join_reply,
-    Hello: OverlayNode._on_hello,
-    Leave: OverlayNode._on_leave,
-    Departed: OverlayNode._on_departed,
-    RowRequest: OverlayNode._on_row_request,
-    RowReply: OverlayNode._on_row_reply,
-    Route: OverlayNode._on_route,
-    RouteAck: OverlayNode._on_route_ack,
-    Direct: OverlayNode._on_direct,
-}
+_M = TypeVar("_M", bound=Message)
+_Handler = Callable[[OverlayNode, int, Any], None]
+
+
+def _on(cls: type[_M], handler: Callable[[OverlayNode, int, _M], None]
+        ) -> tuple[type[Message], _Handler]:
+    """One entry of the dispatch table: the type checker sees that `handler` takes `cls`."""
+    return cls, handler
+
+
+_HANDLERS: dict[type[Message], _Handler] = dict([
+    _on(Heartbeat, OverlayNode._on_heartbeat),
+    _on(Ping, OverlayNode._on_ping),
+    _on(Pong, OverlayNode._on_pong),
+    _on(JoinRequest, OverlayNode._on_join_request),
+    _on(JoinReply, OverlayNode._on_join_reply),
+    _on(Hello, OverlayNode._on_hello),
+    _on(Leave, OverlayNode._on_leave),
+    _on(Departed, OverlayNode._on_departed),
+    _on(RowRequest, OverlayNode._on_row_request),
+    _on(RowReply, OverlayNode._on_row_reply),
+    _on(Route, OverlayNode._on_route),
+    _on(RouteAck, OverlayNode._on_route_ack),
+    _on(Direct, OverlayNode._on_direct),
+])
 
 _TIMERS: dict[int, Callable[[OverlayNode, int], None]] = {
     T_HEARTBEAT: OverlayNode._on_heartbeat_timer,

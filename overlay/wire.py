@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import msgpack
 
@@ -32,7 +33,13 @@ class Message:
 
     __slots__ = ()
     TYPE: ClassVar[int] = -1
-    SPEC: ClassVar[tuple[Any, ...]] = ()
+    SPEC: ClassVar[tuple[Kind, ...]] = ()
+    FIELDS: ClassVar[tuple[str, ...]] = ()  # the field names, in wire order
+    # Declared for type checkers: every registered message class is a dataclass.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+_M = TypeVar("_M", bound=Message)
 
 
 # -- field kinds ----------------------------------------------------------------------------
@@ -178,17 +185,17 @@ class _Records(Kind):
         self.kinds = kinds
 
     def pack(self, value: tuple[tuple[Any, ...], ...]) -> list[list[Any]]:
-        return [[k.pack(v) for k, v in zip(self.kinds, rec)] for rec in value]
+        return [[k.pack(v) for k, v in zip(self.kinds, rec, strict=True)] for rec in value]
 
     def unpack(self, raw: Any, depth: int) -> tuple[tuple[Any, ...], ...]:
         if type(raw) is not list or len(raw) > self.limit:
             raise DecodeError(f"expected at most {self.limit} records")
         width = len(self.kinds)
-        out = []
+        out: list[tuple[Any, ...]] = []
         for rec in raw:
             if type(rec) is not list or len(rec) != width:
                 raise DecodeError(f"a record must have {width} fields")
-            out.append(tuple(k.unpack(v, depth) for k, v in zip(self.kinds, rec)))
+            out.append(tuple(k.unpack(v, depth) for k, v in zip(self.kinds, rec, strict=True)))
         return tuple(out)
 
 
@@ -235,17 +242,25 @@ def records(limit: int, *kinds: Kind) -> Kind:
 _REGISTRY: dict[int, type[Message]] = {}
 
 
-def wire_message(type_code: int, *spec: Kind):
-    """Class decorator: make a slotted dataclass of the class and register its wire type."""
+@dataclass_transform(eq_default=True)
+def wire_message(type_code: int, *spec: Kind) -> Callable[[type[_M]], type[_M]]:
+    """Class decorator: make a slotted dataclass of the class and register its wire type.
 
-    def wrap(cls: type) -> type[Message]:
+    `dataclass_transform` tells type checkers what the decorator does (an `__init__` taking
+    the annotated fields in order), so a message built with the wrong fields is caught before
+    it ever reaches the codec.
+    """
+
+    def wrap(cls: type[_M]) -> type[_M]:
         if type_code in _REGISTRY:
             raise ValueError(f"wire type {type_code} registered twice")
         new = dataclasses.dataclass(slots=True, eq=True, repr=True)(cls)
-        if len(dataclasses.fields(new)) != len(spec):
+        names = tuple(f.name for f in dataclasses.fields(new))
+        if len(names) != len(spec):
             raise TypeError(f"{cls.__name__}: SPEC does not match the fields")
         new.TYPE = type_code
         new.SPEC = spec
+        new.FIELDS = names
         _REGISTRY[type_code] = new
         return new
 
@@ -253,16 +268,17 @@ def wire_message(type_code: int, *spec: Kind):
 
 
 _IDENTITY = (_UInt, _Bool, _Bytes, _Str)
-_PACKERS: dict[type, tuple[tuple[str, Any], ...]] = {}
+# Per class: (field name, packer), the packer None where the value goes as it is.
+_PACKERS: dict[type[Message], tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
 
 
 def _body(msg: Message) -> list[Any]:
     cls = type(msg)
     packers = _PACKERS.get(cls)
-    if packers is None:  # per class: field names, with None where the value goes as it is
+    if packers is None:
         packers = _PACKERS[cls] = tuple(
             (name, None if isinstance(kind, _IDENTITY) else kind.pack)
-            for kind, name in zip(cls.SPEC, cls.__slots__))
+            for kind, name in zip(cls.SPEC, cls.FIELDS, strict=True))
     out: list[Any] = [cls.TYPE]
     for name, pack in packers:
         value = getattr(msg, name)
@@ -276,8 +292,9 @@ def _from_body(type_code: Any, fields: list[Any], depth: int) -> Message:
         raise DecodeError(f"unknown message type {type_code!r}")
     if len(fields) != len(cls.SPEC):
         raise DecodeError(f"{cls.__name__} takes {len(cls.SPEC)} fields, got {len(fields)}")
-    values = [kind.unpack(raw, depth) for kind, raw in zip(cls.SPEC, fields)]
-    return cls(*values)
+    values = [kind.unpack(raw, depth) for kind, raw in zip(cls.SPEC, fields, strict=True)]
+    build: Callable[..., Message] = cls  # a registered class takes its fields in SPEC order
+    return build(*values)
 
 
 def _names_ids(kind: Kind) -> bool:
@@ -290,7 +307,7 @@ def _names_ids(kind: Kind) -> bool:
     return False
 
 
-_ID_FIELDS: dict[type, tuple[tuple[str, Kind], ...]] = {}
+_ID_FIELDS: dict[type[Message], tuple[tuple[str, Kind], ...]] = {}
 
 
 def ids_in(msg: Message) -> list[int]:
@@ -300,7 +317,8 @@ def ids_in(msg: Message) -> list[int]:
     fields = _ID_FIELDS.get(cls)
     if fields is None:
         fields = _ID_FIELDS[cls] = tuple(
-            (name, kind) for kind, name in zip(cls.SPEC, cls.__slots__) if _names_ids(kind))
+            (name, kind) for kind, name in zip(cls.SPEC, cls.FIELDS, strict=True)
+            if _names_ids(kind))
     if not fields:
         return []
     found: list[int] = []
@@ -318,7 +336,7 @@ def ids_in(msg: Message) -> list[int]:
             found.extend(ids_in(value))
         elif isinstance(kind, _Records):
             for rec in value:
-                for k, v in zip(kind.kinds, rec):
+                for k, v in zip(kind.kinds, rec, strict=True):
                     walk(k, v)
 
     for name, kind in fields:
@@ -330,7 +348,8 @@ def encode(msg: Message) -> bytes:
     """One frame body for `msg`."""
     body = _body(msg)
     body.insert(0, WIRE_VERSION)
-    return msgpack.packb(body, use_bin_type=True)
+    frame: bytes = msgpack.packb(body, use_bin_type=True)  # msgpack ships no type hints
+    return frame
 
 
 def decode(data: bytes) -> Message:

@@ -49,10 +49,9 @@ import trio  # noqa: E402
 
 import iris  # noqa: E402
 from iris.relay import protocol as rp  # noqa: E402
+from iris.relay.client import RelayClient, RelayStream  # noqa: E402
 from iris.runtime.busy_poll import BusyPoll  # noqa: E402
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox  # noqa: E402
-from iris.relay.client import RelayClient, RelayStream  # noqa: E402
-
 
 PROBE = b"probe"  # published until the subscriber sees one; not counted
 
@@ -72,14 +71,16 @@ def free_port() -> int:
     return port
 
 
-CLIENT_BUSY_POLL_S = 250e-6  # the trio client polls after traffic as the node does (and Go's runtime)
+# The trio client polls after traffic as the node does (and Go's runtime).
+CLIENT_BUSY_POLL_S = 250e-6
 
 
 class MuxConnection:
     """One relay connection used the way the Go client's benchmarks use theirs: registered as a
     member of the cluster it sends to, answering every request it gets by echoing it, while any
     number of tasks send requests over it concurrently; it also counts the broadcasts and
-    events it receives. Its socket I/O is the node's own (`iris.runtime.eager_io`, `iris.runtime.busy_poll`)."""
+    events it receives. Its socket I/O is the node's own (`iris.runtime.eager_io`,
+    `iris.runtime.busy_poll`)."""
 
     def __init__(self, client: RelayStream) -> None:
         self.client = client
@@ -98,8 +99,9 @@ class MuxConnection:
 
     async def drained(self) -> None:
         """Let the flusher write what was queued; wait while much is still unwritten."""
-        await trio.sleep(0)
-        while self.outbox.queued_bytes > 1 << 20:
+        await trio.lowlevel.checkpoint()
+        # The outbox announces no drain, so look again every millisecond.
+        while self.outbox.queued_bytes > 1 << 20:  # noqa: ASYNC110 - no event to wait on
             await trio.sleep(0.001)
 
     def expect(self, count: int) -> None:
@@ -145,6 +147,14 @@ class MuxConnection:
                             self.reached.set()
 
 
+async def call(conn: MuxConnection, n: int, latencies: list[float]) -> None:
+    """`n` requests one after another, each one's round trip appended to `latencies`."""
+    for _ in range(n):
+        t = time.perf_counter()
+        await conn.request("bench", b"x")
+        latencies.append(time.perf_counter() - t)
+
+
 async def measure(port: int, node_pid: int, args: argparse.Namespace) -> dict:
     """The Go client's benchmark setup: one connection that serves cluster "bench", requests
     from it, subscribes to a topic and publishes on it, and broadcasts to its own cluster."""
@@ -155,17 +165,11 @@ async def measure(port: int, node_pid: int, args: argparse.Namespace) -> dict:
         for concurrency in (1, 16):
             total = args.requests if concurrency > 1 else max(1, args.requests // 3)
             latencies: list[float] = []
-
-            async def call(n: int) -> None:
-                for _ in range(n):
-                    t = time.perf_counter()
-                    await conn.request("bench", b"x")
-                    latencies.append(time.perf_counter() - t)
-
             node0, client0, t0 = process_cpu_s(node_pid), time.process_time(), time.perf_counter()
             async with trio.open_nursery() as group:
                 for i in range(concurrency):
-                    group.start_soon(call, total // concurrency + (i < total % concurrency))
+                    group.start_soon(call, conn, total // concurrency + (i < total % concurrency),
+                                     latencies)
             wall = time.perf_counter() - t0
             latencies.sort()
             label = f"requests_{concurrency}"
@@ -197,7 +201,8 @@ async def measure(port: int, node_pid: int, args: argparse.Namespace) -> dict:
                 wall = time.perf_counter() - t0
                 label = f"{name}_{size}b"
                 out[f"{label}_per_s"] = round(args.events / wall)
-                out[f"{label}_node_cpu_us"] = round((process_cpu_s(node_pid) - node0) / args.events * 1e6, 1)
+                out[f"{label}_node_cpu_us"] = round(
+                    (process_cpu_s(node_pid) - node0) / args.events * 1e6, 1)
         nursery.cancel_scope.cancel()
     return out
 
@@ -257,7 +262,8 @@ class TunnelMember:
             elif kind is rp.NodeTunInit:
                 next_id += 1
                 left[next_id] = consumed[next_id] = 0
-                await send(rp.client_tun_confirm(packet.build_id, next_id) + rp.client_tun_allow(next_id, TUN_GRANT))
+                await send(rp.client_tun_confirm(packet.build_id, next_id)
+                           + rp.client_tun_allow(next_id, TUN_GRANT))
             elif kind is rp.NodeTunClose:
                 left.pop(packet.tunnel_id, None)
                 consumed.pop(packet.tunnel_id, None)
@@ -342,7 +348,8 @@ async def measure_tunnel(relay_a: int, pid_a: int, start_b: Callable[[], tuple[i
                 if not confirm.timed_out:
                     break
                 await trio.sleep(0.1)
-        for label, size, count in (("1k", 1024, args.tunnel), ("64k", 64 * 1024, max(1, args.tunnel // 20))):
+        for label, size, count in (("1k", 1024, args.tunnel),
+                                   ("64k", 64 * 1024, max(1, args.tunnel // 20))):
             member.expect(count)
             cpu0 = (process_cpu_s(pid_a), process_cpu_s(pid_b), time.process_time())
             t0 = time.perf_counter()
@@ -353,7 +360,8 @@ async def measure_tunnel(relay_a: int, pid_a: int, start_b: Callable[[], tuple[i
             out[f"tunnel_{label}_msgs_per_s"] = round(count / wall)
             out[f"tunnel_{label}_mb_per_s"] = round(count * size / wall / 1e6, 1)
             cpu1 = (process_cpu_s(pid_a), process_cpu_s(pid_b), time.process_time())
-            for name, before, after in zip(("sender_node", "receiver_node", "clients"), cpu0, cpu1):
+            for name, before, after in zip(("sender_node", "receiver_node", "clients"), cpu0, cpu1,
+                                           strict=True):
                 out[f"tunnel_{label}_{name}_cpu_us"] = round((after - before) / count * 1e6, 1)
         await opener.close(confirm.id)
         nursery.cancel_scope.cancel()
@@ -415,7 +423,8 @@ class _Echo:
 async def library_clients(port: int, count: int) -> dict:
     """The library client (`iris.relay.client.RelayClient`, a task per served request): a
     member of "bench-lib" echoing, a second connection sending 16 requests at a time."""
-    async with RelayClient.open(port, cluster="bench-lib", handler=_Echo()), RelayClient.open(port) as caller:
+    async with RelayClient.open(port, cluster="bench-lib", handler=_Echo()), \
+            RelayClient.open(port) as caller:
         await caller.request("bench-lib", b"warm", timeout=10)
 
         async def call(n: int) -> None:
@@ -468,10 +477,12 @@ def sequential_blocking(port: int, count: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--tunnel", type=int, default=20_000, help="1 KiB tunnel messages (and a 20th as many of 64 KiB)")
+    parser.add_argument("--tunnel", type=int, default=20_000,
+                        help="1 KiB tunnel messages (and a 20th as many of 64 KiB)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as nodes:  # nodes stop first
         key_file = os.path.join(tmp, "net.key")
@@ -480,7 +491,8 @@ def main() -> int:
         listen_a, relay_a, pid_a = nodes.enter_context(node_process(key_file))
 
         def start_b() -> tuple[int, int]:
-            """Node B joins A only for the tunnel phase: the phases before measure a one-node ring."""
+            """Node B joins A only for the tunnel phase: the phases before measure a one-node
+            ring."""
             return nodes.enter_context(node_process(key_file, seed_port=listen_a))[1:]
 
         async def run() -> dict:

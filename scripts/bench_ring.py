@@ -21,7 +21,13 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from simulations import checkers  # noqa: E402
-from simulations.scenarios import ScenarioOptions, build_ring, make_sim, measure_maintenance, run_lookups  # noqa: E402
+from simulations.scenarios import (  # noqa: E402
+    ScenarioOptions,
+    build_ring,
+    make_sim,
+    measure_maintenance,
+    run_lookups,
+)
 
 
 def baseline_events_per_s(count: int = 1_000_000) -> float:
@@ -33,7 +39,7 @@ def baseline_events_per_s(count: int = 1_000_000) -> float:
     heap: list[tuple[float, int]] = [(float(i % 1000), i) for i in range(1000)]
     heapq.heapify(heap)
     t0 = time.perf_counter()
-    for i in range(count):
+    for _ in range(count):
         when, n = heapq.heappop(heap)
         heapq.heappush(heap, (when + 1.0, n))
     return count / (time.perf_counter() - t0)
@@ -49,12 +55,14 @@ def peak_rss_bytes() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--lookups", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--join-rate", type=float, default=0.0, help="joins per simulated second")
-    parser.add_argument("--skip-checks", action="store_true", help="skip the full checkers at the end")
+    parser.add_argument("--skip-checks", action="store_true",
+                        help="skip the full checkers at the end")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 from overlay.ids import BASE, ID_BITS, closer, digit, shared_prefix_len
-from simulations.engine import Simulation
+from simulations.world import World
 
 
 @dataclass
@@ -40,7 +40,7 @@ class RoutingCheck:
     max_hops: int
 
 
-def true_leaves(sim: Simulation, node_id: int) -> tuple[list[int], list[int]]:
+def true_leaves(sim: World, node_id: int) -> tuple[list[int], list[int]]:
     """The L/2 live active nodes on each side of `node_id`, nearest first."""
     ids = sim.active
     n = len(ids)
@@ -54,7 +54,7 @@ def true_leaves(sim: Simulation, node_id: int) -> tuple[list[int], list[int]]:
     return left, right
 
 
-def true_root(sim: Simulation, key: int) -> int:
+def true_root(sim: World, key: int) -> int:
     """The live active node numerically closest to `key` (ties: the smaller id)."""
     ids = sim.active
     n = len(ids)
@@ -63,7 +63,7 @@ def true_root(sim: Simulation, key: int) -> int:
     return before if closer(key, before, after) else after
 
 
-def check_leaf_sets(sim: Simulation, limit_examples: int = 5) -> LeafCheck:
+def check_leaf_sets(sim: World, limit_examples: int = 5) -> LeafCheck:
     wrong = 0
     examples: list[str] = []
     for node_id in sim.active:
@@ -79,7 +79,7 @@ def check_leaf_sets(sim: Simulation, limit_examples: int = 5) -> LeafCheck:
                      examples=examples)
 
 
-def check_routing_tables(sim: Simulation) -> TableCheck:
+def check_routing_tables(sim: World) -> TableCheck:
     """Every entry live with the right prefix and digit; fill against the best possible."""
     live = sim.nodes
     ids = list(sim.active)
@@ -117,7 +117,7 @@ def check_routing_tables(sim: Simulation) -> TableCheck:
                       misplaced=misplaced, fill_ratio=fill)
 
 
-def walk(sim: Simulation, start: int, key: int, max_hops: int = 64) -> tuple[int | None, int]:
+def walk(sim: World, start: int, key: int, max_hops: int = 64) -> tuple[int | None, int]:
     """Follow next_hop from `start` without sending anything: (end node or None, hops)."""
     current = start
     for hops in range(max_hops + 1):
@@ -131,7 +131,9 @@ def walk(sim: Simulation, start: int, key: int, max_hops: int = 64) -> tuple[int
     return None, max_hops
 
 
-def check_routing(sim: Simulation, lookups: int = 1000, rng: random.Random | None = None) -> RoutingCheck:
+def check_routing(
+    sim: World, lookups: int = 1000, rng: random.Random | None = None
+) -> RoutingCheck:
     """Random keys from random nodes, walked through every node's routing state."""
     rng = rng or random.Random(sim.seed + 1)
     ids = sim.active
@@ -149,7 +151,7 @@ def check_routing(sim: Simulation, lookups: int = 1000, rng: random.Random | Non
     return RoutingCheck(correct == lookups, lookups, correct, total_hops / lookups, max_hops)
 
 
-def all_ok(sim: Simulation, lookups: int = 300) -> bool:
+def all_ok(sim: World, lookups: int = 300) -> bool:
     """Every checker passes (leaf sets first: it is the cheapest and the most telling)."""
     return (
         check_leaf_sets(sim, limit_examples=0).ok

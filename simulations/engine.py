@@ -15,16 +15,17 @@ from __future__ import annotations
 import gc
 import hashlib
 import random
-from math import log
 from collections.abc import Callable
 from heapq import heappop, heappush
+from math import log
 from typing import Any
 
 from sortedcontainers import SortedList
 
+from overlay.app import OverlayApp
 from overlay.config import OverlayConfig
 from overlay.ids import random_id
-from overlay.node import OverlayApp, OverlayNode
+from overlay.node import OverlayNode
 from overlay.wire import Message, decode, encode
 from simulations.network import Network, NetworkConfig
 from simulations.workload import LookupTracker, RingApp
@@ -128,7 +129,8 @@ class Simulation:
             self._flush(node)
 
     def random_active(self) -> int:
-        return self.active[self.rng.randrange(len(self.active))]
+        node_id: int = self.active[self.rng.randrange(len(self.active))]  # SortedList is untyped
+        return node_id
 
     # ----------------------------------------------------------------------- scheduling
     def _push(self, when: float, kind: int, a: Any, b: Any = None, c: Any = None) -> None:
@@ -180,7 +182,8 @@ class Simulation:
                 continue
             if self.wire:
                 msg = decode(encode(msg))
-            arrival = now + (min_delay + abs(here - there) * per_unit - log(1.0 - random()) * jitter)
+            arrival = now + (
+                min_delay + abs(here - there) * per_unit - log(1.0 - random()) * jitter)
             if cfg.fifo:
                 arrival = self._in_order(src, dest, arrival)
             seq += 1
@@ -252,7 +255,9 @@ class Simulation:
     def run_for(self, seconds: float) -> None:
         self.run_until_time(self.now + seconds)
 
-    def run_until(self, predicate: Callable[[], bool], timeout: float, check_every: float = 1.0) -> float | None:
+    def run_until(
+        self, predicate: Callable[[], bool], timeout: float, check_every: float = 1.0
+    ) -> float | None:
         """Run until `predicate()` holds, checked every `check_every` simulated seconds.
 
         Returns the simulated time it took, or None if `timeout` passed first.
@@ -280,7 +285,8 @@ class Simulation:
     def digest(self) -> str:
         """A fingerprint of the whole state: equal for two runs with the same seed."""
         h = hashlib.sha256()
-        h.update(f"{self.now:.9f}|{self.events}|{self.messages_sent}|{self.messages_dropped}".encode())
+        h.update(
+            f"{self.now:.9f}|{self.events}|{self.messages_sent}|{self.messages_dropped}".encode())
         for node_id in sorted(self.nodes):
             node = self.nodes[node_id]
             h.update(f"{node_id:x}:{node.state}:{node.leaf.left}:{node.leaf.right}:".encode())

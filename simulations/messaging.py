@@ -1,33 +1,29 @@
-"""Messaging workloads in the simulator: clusters, requests, broadcasts, topics, a tunnel.
+"""Messaging scenarios in the simulator: clusters, requests, broadcasts, topics, a tunnel.
 
-Every node runs a `MessagingCore` over its `OverlayNode`. A scripted application on each node
-answers requests with its own id, and records every broadcast, event and tunnel message, so
-the scenario can score delivery against what should have happened:
-
-- a request is answered when exactly one member of the right cluster handled it and its reply
-  reached the requester; `misdelivered` counts answers from outside the cluster and replies
-  matched to the wrong request;
-- a broadcast or publish is delivered when every member (subscriber) that was grafted when it
-  was sent, and is still alive, got it exactly once; publishes from one publisher must arrive
-  in order.
+Every node runs a `MessagingCore` with a scripted application on top
+(`simulations.messaging_workload`), which scores every delivery exactly. The scenarios here
+build a ring, set up the groups, drive the traffic, disturb the ring (churn, a partition) and
+report what the scoring found.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, TypeVar
 
+from iris.core import OK, MessagingCore, cluster_group, topic_group
 from iris.core import events as ev
-from iris.core.messaging import TIMEOUT, MessagingCore, cluster_group, topic_group
-from iris.core.messages import OK
-from overlay.messages import Lookup
-from overlay.node import OverlayNode
-from overlay.wire import Message
 from simulations import checkers
 from simulations.engine import Simulation
+from simulations.messaging_workload import (
+    MessagingWorkload,
+    RequestRecord,
+    SimMessaging,
+    TunnelKey,
+)
 from simulations.network import NetworkConfig
 from simulations.scenarios import ScenarioOptions, build_ring
 
@@ -35,241 +31,7 @@ CLUSTER_SIZES = (1, 3, 5, 10, 20, 35, 50, 65, 80, 100)
 TOPIC_COUNT = 20
 MAX_SUBSCRIBERS = 200
 
-
-class SimMessaging(MessagingCore):
-    """The core plus what the simulator needs to see: activation and lookups."""
-
-    def __init__(self, sim: Simulation, node: OverlayNode) -> None:
-        super().__init__(node)
-        self.sim = sim
-
-    def activated(self) -> None:
-        super().activated()
-        self.sim.mark_active(self.node.id)
-
-    def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
-        if type(payload) is Lookup:
-            self.sim.lookups.delivered(self.node.id, key, payload.tag, hops)
-        else:
-            super().deliver(key, payload, origin, hops)
-
-
-@dataclass
-class RequestRecord:
-    requester: int
-    cluster: str
-    sent_at: float
-    status: int | None = None
-    responder: int | None = None
-
-
-class MessagingWorkload:
-    """Scripted applications on every node and the scorekeeping of one scenario."""
-
-    def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
-        self.members: dict[str, set[int]] = {}
-        self.subscribers: dict[str, set[int]] = {}
-        self.joined: set[tuple[int, str, bool]] = set()
-        self.requests: dict[tuple[int, int], RequestRecord] = {}
-        self.handled: dict[tuple[int, int], int] = defaultdict(int)  # (requester, payload id)
-        self.served: dict[tuple[int, str], int] = defaultdict(int)  # (member, cluster) -> handled
-        self.misdelivered = 0
-        self.floods: dict[int, tuple[str, bool, set[int], float, int]] = {}
-        self.received: dict[int, dict[int, int]] = defaultdict(dict)  # tag -> node -> count
-        self.latency: list[float] = []
-        self.stretch: list[float] = []
-        self.order_violations = 0
-        self.last_seq: dict[tuple[int, int, str], int] = {}
-        self.tunnel_log: dict[tuple[int, int], list[bytes]] = defaultdict(list)
-        self.tunnel_events: list[Any] = []
-        self.tunnel_max_buffered = 0
-        self.slow_consumer = False  # tunnel receivers consume on a clock instead of at once
-        # clusters whose requests wait, topics whose events are never read
-        self.held: dict[str, list[tuple[int, int]]] = {}
-        self.unconsumed: dict[tuple[int, tuple[int, int]], int] = defaultdict(int)
-        self._tag = 0
-        self._pub_seq: dict[tuple[int, str], int] = defaultdict(int)
-        sim.after_call = self._drain
-
-    # -- plumbing ------------------------------------------------------------------------------
-    def core(self, node_id: int) -> SimMessaging:
-        return self.sim.nodes[node_id].app
-
-    def act(self, node_id: int, fn: Callable[[SimMessaging], Any]) -> Any:
-        """Run an application call on a node and send what it produced."""
-        result = None
-
-        def call(node: OverlayNode) -> None:
-            nonlocal result
-            node.set_time(self.sim.now)
-            result = fn(node.app)
-
-        self.sim.call(node_id, call)
-        return result
-
-    def _drain(self, node: OverlayNode) -> None:
-        app = node.app
-        if not isinstance(app, MessagingCore) or not app.events:
-            return
-        events, app.events = app.events, []
-        for event in events:
-            self._on_event(node.id, app, event)
-
-    def _on_event(self, me: int, core: MessagingCore, event: Any) -> None:
-        kind = type(event)
-        if kind is ev.RequestReceived:
-            if event.cluster in self.held:
-                self.held[event.cluster].append((me, event.token))
-                return
-            requester, req_id = _decode_request(event.payload)
-            self.handled[(requester, req_id)] += 1
-            record = self.requests.get((requester, req_id))
-            if record is None or record.cluster != event.cluster or me not in self.members[event.cluster]:
-                self.misdelivered += 1  # handled by a node outside the cluster
-            self.served[(me, event.cluster)] += 1
-            core.reply(event.token, me.to_bytes(16, "big") + event.payload)
-        elif kind is ev.RequestDone:
-            record = self.requests.get((me, event.req_id))
-            if record is None:
-                self.misdelivered += 1
-                return
-            record.status = event.status
-            if event.status == OK:
-                responder = int.from_bytes(event.payload[:16], "big")
-                requester, req_id = _decode_request(event.payload[16:])
-                record.responder = responder
-                if (requester, req_id) != (me, event.req_id):
-                    self.misdelivered += 1  # a reply matched to the wrong request
-        elif kind is ev.EventReceived and event.topic in self.held:
-            self.held[event.topic].append((me, event.seq))  # an application that never reads
-        elif kind is ev.BroadcastReceived or kind is ev.EventReceived:
-            tag = int.from_bytes(event.payload[:8], "big")
-            got = self.received[tag]
-            got[me] = got.get(me, 0) + 1
-            info = self.floods.get(tag)
-            if info is not None and got[me] == 1:
-                sent_at, origin = info[3], info[4]
-                latency = self.sim.now - sent_at
-                self.latency.append(latency)
-                if origin != me and origin in self.sim.net.positions:
-                    self.stretch.append(latency / self.sim.net.base_delay(origin, me))
-            if kind is ev.BroadcastReceived:
-                core.broadcast_done(event.cluster)
-            else:
-                core.event_done(event.topic, len(event.payload))
-                pub_seq = int.from_bytes(event.payload[8:16], "big")
-                key = (me, event.origin, event.topic)
-                if pub_seq <= self.last_seq.get(key, -1):
-                    self.order_violations += 1
-                self.last_seq[key] = pub_seq
-        elif kind is ev.Joined:
-            self.joined.add((me, event.name, event.topic))
-        elif kind is ev.TunnelMessage:
-            self.tunnel_log[event.key].append(event.data)
-            tunnel = core.tunnels.get(event.key)
-            if tunnel is not None:
-                self.tunnel_max_buffered = max(self.tunnel_max_buffered, tunnel.buffered)
-            if self.slow_consumer:
-                self.unconsumed[(me, event.key)] += len(event.data)
-            else:
-                core.tunnel_consumed(event.key, len(event.data))
-        elif kind in (ev.TunnelIncoming, ev.TunnelOpened, ev.TunnelClosed):
-            self.tunnel_events.append((me, event))
-
-    # -- the application's actions ------------------------------------------------------------
-    def register(self, node_id: int, cluster: str) -> None:
-        self.members.setdefault(cluster, set()).add(node_id)
-        self.act(node_id, lambda core: core.register(cluster))
-
-    def subscribe(self, node_id: int, topic: str) -> None:
-        self.subscribers.setdefault(topic, set()).add(node_id)
-        self.act(node_id, lambda core: core.subscribe(topic))
-
-    def grafted(self, node_id: int, name: str, topic: bool) -> bool:
-        return (node_id, name, topic) in self.joined
-
-    def all_grafted(self) -> bool:
-        live = self.sim.nodes
-        return all(self.grafted(n, c, False) for c, ms in self.members.items() for n in ms if n in live) and \
-            all(self.grafted(n, t, True) for t, ss in self.subscribers.items() for n in ss if n in live)
-
-    def request(self, requester: int, cluster: str, timeout: float = 5.0) -> None:
-        def send(core: SimMessaging) -> None:
-            req_id = core._next_id + 1  # the id `request` is about to assign
-            payload = _encode_request(requester, req_id)
-            assigned = core.request(cluster, payload, timeout)
-            assert assigned == req_id
-            self.requests[(requester, assigned)] = RequestRecord(requester, cluster, self.sim.now)
-
-        self.act(requester, send)
-
-    def flood(self, origin: int, name: str, topic: bool) -> None:
-        self._tag += 1
-        tag = self._tag
-        audience = self.subscribers[name] if topic else self.members[name]
-        expected = {n for n in audience if self.grafted(n, name, topic) and n in self.sim.nodes}
-        self.floods[tag] = (name, topic, expected, self.sim.now, origin)
-        seq = self._pub_seq[(origin, name)]
-        self._pub_seq[(origin, name)] = seq + 1
-        payload = tag.to_bytes(8, "big") + seq.to_bytes(8, "big") + b"x" * 48
-        if topic:
-            self.act(origin, lambda core: core.publish(name, payload))
-        else:
-            self.act(origin, lambda core: core.broadcast(name, payload))
-
-    # -- scoring --------------------------------------------------------------------------------
-    def request_summary(self, cluster_for_balance: str | None = None) -> dict[str, Any]:
-        """Requests whose requester is still alive (a dead requester hears nothing)."""
-        records = [r for r in self.requests.values() if r.requester in self.sim.nodes]
-        answered = sum(1 for r in records if r.status == OK)
-        failed = sum(1 for r in records if r.status is not None and r.status not in (OK, TIMEOUT))
-        timed_out = sum(1 for r in records if r.status == TIMEOUT)
-        duplicates = sum(count - 1 for count in self.handled.values() if count > 1)
-        result = {
-            "requests": len(records),
-            "request_success_ratio": answered / len(records) if records else 1.0,
-            "request_errors": failed,
-            "request_timeouts": timed_out,
-            "request_unresolved": sum(1 for r in records if r.status is None),
-            "request_duplicates": duplicates,
-            "request_misdelivered": self.misdelivered,
-        }
-        if cluster_for_balance is not None:
-            counts = [self.served.get((m, cluster_for_balance), 0)
-                      for m in self.members[cluster_for_balance]]
-            mean = statistics.fmean(counts) if counts else 0.0
-            result["balance_max_over_mean"] = round(max(counts) / mean, 3) if mean else None
-        return result
-
-    def flood_summary(self, topic: bool, since: float = -1.0) -> dict[str, Any]:
-        expected = delivered = duplicates = count = 0
-        live = self.sim.nodes
-        for tag, (name, is_topic, audience, sent_at, _) in self.floods.items():
-            if is_topic != topic or sent_at < since:
-                continue
-            count += 1
-            got = self.received.get(tag, {})
-            for node in audience:
-                if node in live:
-                    expected += 1
-                    if got.get(node, 0) >= 1:
-                        delivered += 1
-            duplicates += sum(c - 1 for c in got.values() if c > 1)
-        prefix = "publish" if topic else "broadcast"
-        return {
-            f"{prefix}es" if topic else "broadcasts": count,
-            f"{prefix}_delivery_ratio": delivered / expected if expected else 1.0,
-            f"{prefix}_duplicates": duplicates,
-        }
-
-
-def _encode_request(requester: int, req_id: int) -> bytes:
-    return requester.to_bytes(16, "big") + req_id.to_bytes(8, "big")
-
-
-def _decode_request(payload: bytes) -> tuple[int, int]:
-    return int.from_bytes(payload[:16], "big"), int.from_bytes(payload[16:24], "big")
+_TunnelEvent = TypeVar("_TunnelEvent", ev.TunnelIncoming, ev.TunnelOpened)
 
 
 # ======================================================================== scenario plumbing
@@ -290,7 +52,9 @@ def make_messaging_sim(opts: ScenarioOptions) -> tuple[Simulation, MessagingWork
     return sim, MessagingWorkload(sim)
 
 
-def setup_groups(sim: Simulation, work: MessagingWorkload, opts: ScenarioOptions) -> dict[str, Any]:
+def setup_groups(
+    sim: Simulation, work: MessagingWorkload, opts: ScenarioOptions
+) -> dict[str, Any]:
     rng = sim.rng
     ids = list(sim.active)
     sizes = [min(s, len(ids)) for s in CLUSTER_SIZES]
@@ -303,8 +67,7 @@ def setup_groups(sim: Simulation, work: MessagingWorkload, opts: ScenarioOptions
             work.subscribe(node, f"t{i}")
     settle = sim.run_until(work.all_grafted, timeout=60.0, check_every=0.5)
     # Two tree beats: capacities have travelled the whole tree, so balancing is as designed.
-    some_core = sim.nodes[ids[0]].app
-    sim.run_for(2 * some_core.config.tree_beat_s)
+    sim.run_for(2 * work.core(ids[0]).config.tree_beat_s)
     return {"clusters": len(sizes), "topics": TOPIC_COUNT, "graft_s": settle}
 
 
@@ -375,16 +138,21 @@ class TunnelRun:
         self.opener = opener = sim.random_active()
         if consume_bps is not None:
             self._consume_on_a_clock(consume_bps)
-        self.key = work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
-        sim.run_until(lambda: self.member is not None and self.opened, timeout=15.0, check_every=0.1)
+        key = work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
+        assert key is not None  # the opener is a live node
+        self.key: TunnelKey = key
+        sim.run_until(lambda: self.member is not None and self.opened, timeout=15.0,
+                      check_every=0.1)
         self.filler = b"m" * max(0, size - 8)
         self.wall = time.perf_counter()
         if self.opened:
             sim.at(sim.now, self._send_some)
 
-    def _event(self, kind: type) -> tuple[int, Any] | None:
-        return next(((me, e) for me, e in self.work.tunnel_events
-                     if isinstance(e, kind) and e.key == self.key), None)
+    def _event(self, kind: type[_TunnelEvent]) -> tuple[int, _TunnelEvent] | None:
+        for me, event in self.work.tunnel_events:
+            if isinstance(event, kind) and event.key == self.key:
+                return me, event
+        return None
 
     @property
     def opened(self) -> bool:
@@ -406,21 +174,23 @@ class TunnelRun:
                 take = min(pending, budget)
                 if take and node_id in sim.nodes:
                     work.unconsumed[(node_id, key)] -= take
-                    work.act(node_id, lambda c, k=key, n=take: c.tunnel_consumed(k, n))
+                    work.tunnel_consumed(node_id, key, take)
             sim.at(sim.now + period, consume)
 
         sim.at(sim.now + period, consume)
 
     def _send_some(self) -> None:
         sim, work, key = self.sim, self.work, self.key
-        core = work.core(self.opener) if self.opener in sim.nodes else None
-        tunnel = core.tunnels.get(key) if core else None
+        if self.opener not in sim.nodes:
+            return
+        core = work.core(self.opener)
+        tunnel = core.tunnels.get(key)
         if tunnel is None:
             return
         # Keep about one window queued: the application waits for credit like a real one.
-        while self.sent < self.messages and tunnel.queued_bytes < core.config.tunnel_window:
-            data = self.sent.to_bytes(8, "big") + self.filler
-            work.act(self.opener, lambda c: c.tunnel_send(key, data))
+        window = core.config.tunnel_window
+        while self.sent < self.messages and tunnel.queued_bytes < window:
+            work.tunnel_send(self.opener, key, self.sent.to_bytes(8, "big") + self.filler)
             self.sent += 1
         if self.sent < self.messages:
             sim.at(sim.now + 0.01, self._send_some)
@@ -435,7 +205,7 @@ class TunnelRun:
         stream_max_buffered = work.tunnel_max_buffered
         big = bytes(range(256)) * (self.big_mib * 4096)
         if self.big_mib:
-            work.act(self.opener, lambda c: c.tunnel_send(key, big))
+            work.tunnel_send(self.opener, key, big)
             sim.run_until(lambda: len(log) > messages, timeout=120.0, check_every=0.2)
         numbered = log[:messages]
         in_order = len(numbered) == messages and all(
@@ -443,7 +213,8 @@ class TunnelRun:
         return {
             "tunnel_messages": len(numbered),
             "tunnel_in_order": in_order,
-            "tunnel_big_intact": (len(log) > messages and log[messages] == big) if self.big_mib else None,
+            "tunnel_big_intact": (
+                (len(log) > messages and log[messages] == big) if self.big_mib else None),
             "tunnel_max_buffered": stream_max_buffered,
             "tunnel_window": work.core(self.opener).config.tunnel_window,
             "tunnel_wall_s": round(time.perf_counter() - self.wall, 2),
@@ -481,7 +252,8 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(work.flood_summary(topic=False))
     result.update(work.flood_summary(topic=True))
     result["publish_order_violations"] = work.order_violations
-    result["publish_delay_stretch"] = round(statistics.fmean(work.stretch), 3) if work.stretch else None
+    result["publish_delay_stretch"] = (
+        round(statistics.fmean(work.stretch), 3) if work.stretch else None)
     result.update(tree_quality(sim))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, opts.tunnel_big_mib))
     result.pop("tunnel_key", None)
@@ -510,7 +282,7 @@ def trees_consistent(sim: Simulation, work: MessagingWorkload) -> bool:
         for name, audience in names.items():
             group = topic_group(name) if topic else cluster_group(name)
             root = checkers.true_root(sim, group)
-            root_tree = live[root].app.trees.get(group)
+            root_tree = work.core(root).trees.get(group)
             if root_tree is None or not root_tree.is_root():
                 return False
             for member in audience:
@@ -518,7 +290,7 @@ def trees_consistent(sim: Simulation, work: MessagingWorkload) -> bool:
                     continue
                 current, steps = member, 0
                 while current != root:
-                    tree = live[current].app.trees.get(group) if current in live else None
+                    tree = work.core(current).trees.get(group) if current in live else None
                     if tree is None or tree.parent is None or steps > 64:
                         return False
                     current, steps = tree.parent, steps + 1
@@ -571,7 +343,8 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     merged = sim.run_until(lambda: trees_consistent(sim, work), timeout=120.0, check_every=0.5)
     result["recovery_s"] = merged
     sim.run_for(6.0)  # the last split-time requests finish or time out
-    reachable, unreachable = [], []
+    reachable: list[RequestRecord] = []
+    unreachable: list[RequestRecord] = []
     for r in split_records:
         same_side = any(side.get(m) == side.get(r.requester) for m in work.members[r.cluster])
         (reachable if same_side else unreachable).append(r)

@@ -7,8 +7,9 @@ seconds unless the key ends in `wall_s`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from overlay.config import OverlayConfig
 from simulations import checkers
@@ -191,7 +192,7 @@ def scenario_churn(opts: ScenarioOptions) -> dict[str, Any]:
     sim.run_until(lambda: sim.lookups.done, timeout=10.0, check_every=0.5)
     result.update(sim.lookups.summary())
     result["replaced"] = replaced
-    sent = [b - a for a, b in zip(sent_before, sim.sent_by_category())]
+    sent = [b - a for a, b in zip(sent_before, sim.sent_by_category(), strict=True)]
     span = sim.now - start
     result["maintenance_msgs_per_node_s"] = round(sent[0] / opts.nodes / span, 4)
     result["join_msgs_per_node_s"] = round(sent[1] / opts.nodes / span, 4)

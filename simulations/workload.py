@@ -7,15 +7,13 @@ node that delivers it is, at that moment, the live active node numerically close
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from overlay.app import OverlayApp
 from overlay.ids import ID_BITS
 from overlay.messages import Lookup
-from overlay.node import OverlayApp, OverlayNode
+from overlay.node import OverlayNode
 from overlay.wire import Message
-
-if TYPE_CHECKING:
-    from simulations.engine import Simulation
+from simulations.checkers import true_root
+from simulations.world import World
 
 
 class RingApp(OverlayApp):
@@ -23,7 +21,7 @@ class RingApp(OverlayApp):
 
     __slots__ = ("sim", "node_id")
 
-    def __init__(self, sim: Simulation, node: OverlayNode) -> None:
+    def __init__(self, sim: World, node: OverlayNode) -> None:
         self.sim = sim
         self.node_id = node.id
 
@@ -31,24 +29,25 @@ class RingApp(OverlayApp):
         self.sim.mark_active(self.node_id)
 
     def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
-        if type(payload) is Lookup:
+        if isinstance(payload, Lookup):
             self.sim.lookups.delivered(self.node_id, key, payload.tag, hops)
 
 
 class LookupTracker:
     """Issues lookups and scores their deliveries against the simulator's truth."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: World) -> None:
         self.sim = sim
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every lookup so far: a scenario scores each phase on its own."""
         self.pending: dict[int, int] = {}  # tag -> key
         self.issued = 0
         self.correct = 0
         self.wrong = 0
         self.duplicates = 0
         self.hops: list[int] = []
-
-    def reset(self) -> None:
-        self.__init__(self.sim)  # type: ignore[misc]
 
     def issue(self) -> None:
         sim = self.sim
@@ -62,8 +61,6 @@ class LookupTracker:
         sim.call(src, lambda node: node.route(key, Lookup(src, tag), sim.now))
 
     def delivered(self, at: int, key: int, tag: int, hops: int) -> None:
-        from simulations.checkers import true_root
-
         expected = self.pending.pop(tag, None)
         if expected is None:
             self.duplicates += 1

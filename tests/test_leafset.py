@@ -79,7 +79,8 @@ def test_range_and_closest():
     assert leaf.in_range(owner + 1)
     assert not leaf.in_range(owner + RING // 2)
     key = leaf.right[3] + 1
-    assert leaf.closest(key) == min([owner, *leaf.members()], key=lambda n: (ring_distance(n, key), n))
+    truth = min([owner, *leaf.members()], key=lambda n: (ring_distance(n, key), n))
+    assert leaf.closest(key) == truth
     assert leaf.closest(key, avoid={leaf.right[3]}) != leaf.right[3]
 
 

@@ -4,9 +4,12 @@ description (it does not use the server's encoder)."""
 import socket
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import trio
+import trio.testing
+from conftest import retry, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +38,8 @@ def text(s: str) -> bytes:
     return blob(s.encode())
 
 
-def init(cluster: str = "", magic: str = "iris-client-magic", version: str = "v1.0-draft2") -> bytes:
+def init(cluster: str = "", magic: str = "iris-client-magic",
+         version: str = "v1.0-draft2") -> bytes:
     return b"\x00" + text(magic) + text(version) + text(cluster)
 
 
@@ -101,7 +105,8 @@ class Client:
             if timed_out:
                 return op, [rid, True]
             success = await self._byte()
-            return op, [rid, False, bool(success), await self._blob() if success else await self._text()]
+            outcome = await self._blob() if success else await self._text()
+            return op, [rid, False, bool(success), outcome]
         if op == 0x08:
             return op, [await self._text(), await self._blob()]
         if op == 0x09:  # TunInit: build id, chunk limit
@@ -229,14 +234,14 @@ async def test_subscribe_publish_unsubscribe(relay):
     port, nodes, _ = relay
     sub = await Client.connect(port)
     await sub.send(b"\x06" + text("news"))
-    await iris.testing.wait_until(lambda: nodes[0]._runtime.core.topics)
+    await wait_until(lambda: nodes[0]._runtime.core.topics)
     pub = await Client.connect(port)
     await pub.send(b"\x08" + text("news") + blob(b"e1"))
     assert await sub.read() == (0x08, ["news", b"e1"])
     await nodes[1].publish("news", b"e2")
     assert await sub.read() == (0x08, ["news", b"e2"])
     await sub.send(b"\x07" + text("news"))
-    await iris.testing.wait_until(lambda: not nodes[0]._runtime.core.topics)
+    await wait_until(lambda: not nodes[0]._runtime.core.topics)
 
 
 async def test_close_is_answered_and_a_departed_member_is_cleaned_up(relay):
@@ -245,7 +250,7 @@ async def test_close_is_answered_and_a_departed_member_is_cleaned_up(relay):
     await member.send(b"\x02")
     assert await member.read() == (0x02, [""])
     assert await member.closed()
-    await iris.testing.wait_until(lambda: not server.members)
+    await wait_until(lambda: not server.members)
     caller = await Client.connect(port)
     await caller.send(request(3, "gone", b"?", 3000))
     op, fields = await caller.read()
@@ -309,7 +314,7 @@ async def test_a_client_subscribing_beyond_its_limit_is_cut_off(relay, monkeypat
         op, fields = await client.read()
         assert op == 0x02 and "subscriptions" in fields[0]
         assert await client.closed()
-    await iris.testing.wait_until(lambda: not server.topics)  # its subscriptions went with it
+    await wait_until(lambda: not server.topics)  # its subscriptions went with it
 
 
 async def test_a_truncated_packet_then_hangup_leaves_the_node_serving(relay):
@@ -331,53 +336,65 @@ def free_port():
     return port
 
 
+async def start_process(command):
+    return await trio.lowlevel.open_process(command, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+
+
+async def stop_process(proc):
+    """SIGTERM (a node leaves the ring), and SIGKILL if that does not end it."""
+    proc.terminate()
+    with trio.move_on_after(10):
+        await proc.wait()
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
 async def test_two_node_processes_serve_a_relay_client_from_a_relay_service(tmp_path):
     key_file = tmp_path / "k"
     key_file.write_bytes(iris.generate_network_key())
     ports = [free_port() for _ in range(4)]
     cli = [sys.executable, "-m", "iris.cli", "node", "--network-key-file", str(key_file)]
-    first = subprocess.Popen(cli + ["--listen", f"127.0.0.1:{ports[0]}", "--relay-port", str(ports[1])],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second = subprocess.Popen(cli + ["--listen", f"127.0.0.1:{ports[2]}", "--relay-port", str(ports[3]),
-                                     "--seed", f"127.0.0.1:{ports[0]}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = await start_process(
+        cli + ["--listen", f"127.0.0.1:{ports[0]}", "--relay-port", str(ports[1])])
+    second = await start_process(
+        cli + ["--listen", f"127.0.0.1:{ports[2]}", "--relay-port", str(ports[3]),
+               "--seed", f"127.0.0.1:{ports[0]}"])
     try:
-        async def connect(port, cluster=""):
-            with trio.fail_after(30):
-                while True:
-                    try:
-                        return await Client.connect(port, cluster)
-                    except OSError:
-                        await trio.sleep(0.1)
+        with trio.fail_after(30):  # the relays listen once their nodes are up
+            member = await retry(lambda: Client.connect(ports[1], "svc"), errors=(OSError,))
+            caller = await retry(lambda: Client.connect(ports[3]), errors=(OSError,))
 
-        member = await connect(ports[1], "svc")
-        caller = await connect(ports[3])
+        async def ping():
+            """A request through the second node's relay, answered by the member if it gets
+            there; the fields of the reply the caller gets."""
+            await caller.send(request(1, "svc", b"ping", 1000))
+            async with trio.open_nursery() as n:
+                async def serve():
+                    with trio.move_on_after(1.5):
+                        _, (rid, data, _) = await member.read()
+                        await member.send(reply_ok(rid, data + b"!"))
+                n.start_soon(serve)
+                _, fields = await caller.read()
+            return fields
+
+        # Until the second node has joined and the tree reaches the member.
         with trio.fail_after(30):
-            while True:  # until the second node has joined and the tree reaches the member
-                await caller.send(request(1, "svc", b"ping", 1000))
-                async with trio.open_nursery() as n:
-                    async def serve():
-                        with trio.move_on_after(1.5):
-                            _, (rid, data, _) = await member.read()
-                            await member.send(reply_ok(rid, data + b"!"))
-                    n.start_soon(serve)
-                    op, fields = await caller.read()
-                if fields[1:] == [False, True, b"ping!"]:
-                    break
-                await trio.sleep(0.2)
+            await retry(ping, accept=lambda fields: fields[1:] == [False, True, b"ping!"],
+                        pause=0.2)
     finally:
         for proc in (first, second):
-            proc.terminate()
-            proc.wait(timeout=10)
+            await stop_process(proc)
 
 
 async def test_cli_client_commands_against_a_running_node(tmp_path):
     key_file = tmp_path / "k"
     key_file.write_bytes(iris.generate_network_key())
     listen, relay_port = free_port(), free_port()
-    node = subprocess.Popen([sys.executable, "-m", "iris.cli", "node", "--network-key-file", str(key_file),
-                             "--listen", f"127.0.0.1:{listen}", "--relay-port", str(relay_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = await start_process([sys.executable, "-m", "iris.cli", "node", "--network-key-file",
+                                str(key_file), "--listen", f"127.0.0.1:{listen}",
+                                "--relay-port", str(relay_port)])
     iris_cli = [sys.executable, "-m", "iris.cli"]
     relay_arg = ["--relay-port", str(relay_port)]
     try:
@@ -385,21 +402,19 @@ async def test_cli_client_commands_against_a_running_node(tmp_path):
             return await trio.run_process(iris_cli + list(args) + relay_arg, capture_stdout=True,
                                           capture_stderr=True, check=False, **kw)
 
-        with trio.fail_after(30):
-            while (await run("status")).returncode != 0:
-                await trio.sleep(0.2)
-        status = (await run("status")).stdout.decode()
+        with trio.fail_after(30):  # the node's relay answers once the node is up
+            status = await retry(lambda: run("status"),
+                                 accept=lambda result: result.returncode == 0, pause=0.2)
+        status = status.stdout.decode()
         assert '"state": "active"' in status
         # iris serve: the reply is the command's stdout for the request on its stdin
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: trio.run_process(
+            nursery.start_soon(partial(
+                trio.run_process,
                 iris_cli + ["serve", "upper", *relay_arg, "--", "tr", "a-z", "A-Z"], check=False))
-            with trio.fail_after(30):
-                while True:
-                    result = await run("request", "upper", "shout", "--timeout", "2")
-                    if result.returncode == 0:
-                        break
-                    await trio.sleep(0.2)
+            with trio.fail_after(30):  # until `iris serve` has registered
+                result = await retry(lambda: run("request", "upper", "shout", "--timeout", "2"),
+                                     accept=lambda result: result.returncode == 0, pause=0.2)
             assert result.stdout == b"SHOUT\n"
             missing = await run("request", "nobody", "x", "--timeout", "2")
             assert missing.returncode == 1 and b"no members" in missing.stderr
@@ -408,8 +423,8 @@ async def test_cli_client_commands_against_a_running_node(tmp_path):
             lines = []
 
             async def subscriber():
-                proc = await trio.lowlevel.open_process(iris_cli + ["subscribe", "news", *relay_arg],
-                                                        stdout=subprocess.PIPE)
+                proc = await trio.lowlevel.open_process(
+                    iris_cli + ["subscribe", "news", *relay_arg], stdout=subprocess.PIPE)
                 buf = b""
                 while b"\n" not in buf:
                     buf += await proc.stdout.receive_some(1024)
@@ -428,8 +443,7 @@ async def test_cli_client_commands_against_a_running_node(tmp_path):
             assert (await run("broadcast", "upper", "hi")).returncode == 0
             nursery.cancel_scope.cancel()
     finally:
-        node.terminate()
-        node.wait(timeout=10)
+        await stop_process(node)
 
 
 def transfer(tunnel_id, data, chunk=65536):
@@ -460,10 +474,12 @@ async def _exchange(member, opener):
     op, (build_id, limit) = await member.read()
     assert op == 0x09 and limit == 65536
     # the member grants its credit in the same write as its confirmation (as clients do)
-    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77) + b"\x0b" + uvarint(77) + uvarint(1 << 20))
+    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77)
+                      + b"\x0b" + uvarint(77) + uvarint(1 << 20))
     op, fields = await opener.read()
     assert (op, fields) == (0x0A, [5, False, 65536])
-    await opener.send(b"\x0b" + uvarint(5) + uvarint(1 << 20))  # the node grants each client its window
+    # the node grants each client its window
+    await opener.send(b"\x0b" + uvarint(5) + uvarint(1 << 20))
     big = bytes(range(256)) * 800  # 200 KiB: four chunks
     await opener.send(transfer(5, big))
     assert await member.read_message(77) == big
@@ -483,7 +499,8 @@ async def _open_tunnel(relay, nursery):
     opener = await Client.connect(other_port)
     await opener.send(b"\x09" + uvarint(5) + text("tun") + uvarint(3000))
     op, (build_id, _) = await member.read()
-    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77) + b"\x0b" + uvarint(77) + uvarint(1 << 20))
+    await member.send(b"\x0a" + uvarint(build_id) + uvarint(77)
+                      + b"\x0b" + uvarint(77) + uvarint(1 << 20))
     assert (await opener.read())[0] == 0x0A
     op, (tid, credit) = await opener.read()
     assert (op, tid, credit) == (0x0B, 5, 4 << 20)
@@ -549,13 +566,15 @@ async def test_tunnel_to_a_cluster_without_members_is_refused(relay):
 
 def test_tunnel_packets_round_trip_through_the_readers():
     """The library's own encoders and readers (the client above does not use them)."""
-    node_side = [rp.tun_init_packet(3, 65536), rp.tun_confirm_packet(4, True), rp.tun_confirm_packet(5, False, 65536),
-                 rp.tun_allow_packet(6, 1 << 22), rp.tun_transfer_packet(7, 300, b"x" * 200), rp.tun_close_packet(8, "bye")]
+    node_side = [rp.tun_init_packet(3, 65536), rp.tun_confirm_packet(4, True),
+                 rp.tun_confirm_packet(5, False, 65536), rp.tun_allow_packet(6, 1 << 22),
+                 rp.tun_transfer_packet(7, 300, b"x" * 200), rp.tun_close_packet(8, "bye")]
     assert rp.NodeReader().feed(b"".join(node_side)) == [
         rp.NodeTunInit(3, 65536), rp.NodeTunConfirm(4, True, 0), rp.NodeTunConfirm(5, False, 65536),
         rp.TunAllow(6, 1 << 22), rp.TunTransfer(7, 300, b"x" * 200), rp.NodeTunClose(8, "bye")]
-    client_side = [rp.client_tun_init(1, "tun", 3000), rp.client_tun_confirm(2, 77), rp.client_tun_allow(77, 1 << 20),
-                   rp.client_tun_transfer(77, 0, b"y" * 5), rp.client_tun_close(77)]
+    client_side = [rp.client_tun_init(1, "tun", 3000), rp.client_tun_confirm(2, 77),
+                   rp.client_tun_allow(77, 1 << 20), rp.client_tun_transfer(77, 0, b"y" * 5),
+                   rp.client_tun_close(77)]
     assert rp.RelayReader().feed(b"".join(client_side)) == [
         rp.TunInit(1, "tun", 3000), rp.TunConfirm(2, 77), rp.TunAllow(77, 1 << 20),
         rp.TunTransfer(77, 0, b"y" * 5), rp.TunClose(77)]
@@ -563,8 +582,9 @@ def test_tunnel_packets_round_trip_through_the_readers():
 
 def test_readers_give_the_same_packets_however_the_bytes_are_split():
     """Fields and multi-byte varints cut anywhere across reads; one reader per split."""
-    packets = [request(300, "echo", b"a" * 200, 70_000), reply_ok(5, b""), reply_fault(20_000, "no"),
-               b"\x08" + text("topic") + blob(b"z" * 130), b"\x0c" + uvarint(1 << 30) + uvarint(0) + blob(b"q")]
+    packets = [request(300, "echo", b"a" * 200, 70_000), reply_ok(5, b""),
+               reply_fault(20_000, "no"), b"\x08" + text("topic") + blob(b"z" * 130),
+               b"\x0c" + uvarint(1 << 30) + uvarint(0) + blob(b"q")]
     stream = b"".join(packets)
     whole = rp.RelayReader().feed(stream)
     assert len(whole) == len(packets) and whole[0] == rp.Request(300, "echo", b"a" * 200, 70_000)
@@ -620,14 +640,19 @@ async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
         async def handle_request(self, data):
             if data == b"fail":
                 raise ValueError("refused")
-            await trio.sleep(0.01)  # concurrent requests overlap here
+            # A handler that takes a moment, so that the concurrent requests below are
+            # really in progress together (the time is the subject here, not a wait).
+            await trio.sleep(0.01)
             return data.upper()
 
         async def handle_broadcast(self, data):
             broadcasts.append(data)
 
+    event_arrived = trio.Event()
+
     async def on_event(data):
         events.append(data)
+        event_arrived.set()
 
     with trio.fail_after(20):
         async with RelayClient.open(port, cluster="upper", handler=Upper()) as member, \
@@ -643,19 +668,23 @@ async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
             assert replies == {i: b"M%d" % i for i in range(50)}
             with pytest.raises(iris.RemoteError, match="refused"):
                 await caller.request("upper", b"fail", timeout=5)
-            with pytest.raises(iris.RemoteError, match="no members"):  # the protocol's only error kind
+            # A remote error: the protocol's only kind of error.
+            with pytest.raises(iris.RemoteError, match="no members"):
                 await caller.request("nobody", b"?", timeout=2)
             await caller.broadcast("upper", b"to all")
             await member.subscribe("news", on_event)
-            while not events:  # the subscription is in place once an event arrives
+            # The protocol does not confirm a subscription: it is in place once a probe
+            # event arrives. Probe again until one does.
+            while not event_arrived.is_set():
                 await caller.publish("news", b"probe")
-                await trio.sleep(0.05)
+                with trio.move_on_after(0.1):
+                    await event_arrived.wait()
             events.clear()
             for i in range(20):
                 await caller.publish("news", b"%d" % i)
-            await iris.testing.wait_until(lambda: len(events) >= 20)
+            await wait_until(lambda: len(events) >= 20)
             assert events[-20:] == [b"%d" % i for i in range(20)]
-            await iris.testing.wait_until(lambda: broadcasts == [b"to all"])
+            await wait_until(lambda: broadcasts == [b"to all"])
             status = await caller.status()
             assert status["state"] == "active" and status["relay"]["clients"] == 2
 
@@ -670,7 +699,8 @@ async def test_python_client_hears_the_node_close_the_connection(relay):
             await trio.sleep_forever()
 
     with trio.fail_after(20):
-        async with RelayClient.open(port, cluster="never", handler=Never()), RelayClient.open(port) as caller:
+        async with RelayClient.open(port, cluster="never", handler=Never()), \
+                RelayClient.open(port) as caller:
             outcome = []
 
             async def ask():
@@ -681,8 +711,8 @@ async def test_python_client_hears_the_node_close_the_connection(relay):
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(ask)
-                await iris.testing.wait_until(lambda: caller._waiting)
-                await iris.testing.wait_until(lambda: any(c.asking for c in server.connections))
+                await wait_until(lambda: caller._waiting)
+                await wait_until(lambda: any(c.asking for c in server.connections))
                 (conn,) = [c for c in server.connections if c.asking]
                 conn.close("node going away")
             assert await caller.wait_closed() == "node going away"
@@ -714,12 +744,9 @@ async def test_python_client_tunnels_both_ways_with_large_messages_in_order(rela
     with trio.fail_after(60):
         async with RelayClient.open(port, cluster="tun", handler=Echo()), \
                 RelayClient.open(other_port) as opener:
-            while True:  # the member is reachable once its registration has grafted
-                try:
-                    tunnel = await opener.tunnel("tun", timeout=2)
-                    break
-                except iris.TimeoutError:
-                    await trio.sleep(0.1)
+            # The member is reachable once its registration has grafted.
+            tunnel = await retry(lambda: opener.tunnel("tun", timeout=2),
+                                 errors=(iris.TimeoutError,))
             async with tunnel:
                 big = bytes(range(256)) * (24 * 1024)  # 6 MiB: many chunks, beyond the window
                 small = [b"%d" % i for i in range(500)]
@@ -731,7 +758,7 @@ async def test_python_client_tunnels_both_ways_with_large_messages_in_order(rela
                 nursery.start_soon(send_all)
                 got = [await tunnel.receive() for _ in range(2 * len(small) + 1)]
             assert got == small + [big] + small
-            await iris.testing.wait_until(lambda: ended)  # the member saw the close
+            await wait_until(lambda: ended)  # the member saw the close
             with pytest.raises(iris.ClosedError):
                 await tunnel.send(b"after close")
             with pytest.raises(iris.IrisError):
@@ -752,6 +779,8 @@ async def test_clients_coming_and_going_under_load_leave_no_state_behind(relay):
 
     class Slowish:
         async def handle_request(self, data):
+            # Serving takes a moment, so that members leave in the middle of it (the time
+            # is the subject here, not a wait).
             await trio.sleep(rng.random() * 0.02)
             return data
 
@@ -759,13 +788,17 @@ async def test_clients_coming_and_going_under_load_leave_no_state_behind(relay):
         for life in range(4):
             for attempt in range(5):  # loopback under this churn now and then resets a connect
                 try:
-                    async with RelayClient.open(port, cluster="churn", handler=Slowish()) as member:
+                    async with RelayClient.open(port, cluster="churn",
+                                                handler=Slowish()) as member:
+                        # A member's lifetime: the churn this test is about, not a wait.
                         await trio.sleep(rng.uniform(0.05, 0.3))
-                        if life % 2:  # gone without a word, in the middle of what it was serving
+                        if life % 2:  # gone without a word, in the middle of what it serves
                             await trio.aclose_forcefully(member._relay.stream)
                     break
                 except iris.IrisError as exc:
                     assert "no node relay" in str(exc) and attempt < 4
+                    # A short back-off before connecting again, so the retries of six
+                    # members do not meet the same overflowing accept queue at once.
                     await trio.sleep(0.05)
 
     async def caller_life():
@@ -778,17 +811,19 @@ async def test_clients_coming_and_going_under_load_leave_no_state_behind(relay):
                     outcomes["error"] += 1
 
     with trio.fail_after(60):
-        async with RelayClient.open(port, cluster="churn", handler=Slowish()):  # one steady member
-            async with trio.open_nursery() as nursery:
-                for _ in range(6):
-                    nursery.start_soon(member_life)
-                for _ in range(6):
-                    nursery.start_soon(caller_life)
+        # One steady member, and members and callers coming and going.
+        async with RelayClient.open(port, cluster="churn", handler=Slowish()), \
+                trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(member_life)
+            for _ in range(6):
+                nursery.start_soon(caller_life)
         assert outcomes["ok"] + outcomes["error"] == 360 and outcomes["ok"] >= 300, outcomes
-        await iris.testing.wait_until(lambda: not server.connections and not server.members)
+        await wait_until(lambda: not server.connections and not server.members)
 
 
-async def test_a_client_that_resets_its_connection_mid_stream_takes_down_nothing_else(relay, nursery):
+async def test_a_client_that_resets_its_connection_mid_stream_takes_down_nothing_else(relay,
+                                                                                      nursery):
     """A subscriber resets its connection (RST) while the node is writing it events, and an
     opener resets while its tunnel has data on the way: the relay serves the others on."""
     import socket as stdlib_socket
@@ -824,24 +859,32 @@ async def test_a_client_that_resets_its_connection_mid_stream_takes_down_nothing
 
 
 async def test_python_client_serves_at_most_max_concurrency_requests_at_once(relay):
+    """40 requests at once to a member client allowed 4 at a time: 4 handlers start, no
+    fifth while they are busy, and the rest are served as they finish."""
     from iris.relay.client import RelayClient
 
     port, _, _ = relay
-    running = most = 0
+    running = most = served = 0
+    release = trio.Event()
 
     class Busy:
         async def handle_request(self, data):
-            nonlocal running, most
+            nonlocal running, most, served
             running += 1
             most = max(most, running)
-            await trio.sleep(0.02)
+            await release.wait()
             running -= 1
+            served += 1
             return data
 
     with trio.fail_after(30):
         async with RelayClient.open(port, cluster="busy", handler=Busy(), max_concurrency=4), \
-                RelayClient.open(port) as caller:
-            async with trio.open_nursery() as nursery:
-                for i in range(40):
-                    nursery.start_soon(caller.request, "busy", b"%d" % i, 10)
+                RelayClient.open(port) as caller, trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(caller.request, "busy", b"%d" % i, 10)
+            await wait_until(lambda: running == 4)
+            await trio.testing.wait_all_tasks_blocked()  # a fifth would have started by now
+            assert running == most == 4
+            release.set()
+            await wait_until(lambda: served == 40)
     assert most == 4

@@ -26,18 +26,19 @@ from typing import Any
 
 import trio
 
+from iris.core.tunnel_flow import WINDOW as TUNNEL_WINDOW
+from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
 from iris.relay import protocol as rp
+from iris.relay.tunnel import RelayTunnel
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox
 from iris.runtime.handler_queue import HandlerQueue
-from iris.relay.tunnel import WINDOW as TUNNEL_WINDOW
-from iris.relay.tunnel import RelayTunnel
-from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
 
 log = logging.getLogger("iris.relay.client")
 
 STATUS_CLUSTER = "iris.status"  # answered by the node itself, never routed
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # written to the node and not yet taken by the kernel
-MAX_QUEUED_MESSAGES = 10_000  # events of a topic (or broadcasts) waiting for a slow handler; beyond, dropped
+# Events of a topic (or broadcasts) waiting for a slow handler; beyond, they are dropped.
+MAX_QUEUED_MESSAGES = 10_000
 
 EventHandler = Callable[[bytes], Awaitable[None]]
 
@@ -51,7 +52,8 @@ class RelayStream:
         self.packets: deque[object] = deque()
 
     @classmethod
-    async def connect(cls, port: int = 55555, cluster: str = "", host: str = "127.0.0.1") -> RelayStream:
+    async def connect(cls, port: int = 55555, cluster: str = "",
+                      host: str = "127.0.0.1") -> RelayStream:
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
@@ -102,7 +104,8 @@ class RelayClient:
     @classmethod
     @asynccontextmanager
     async def open(cls, port: int = 55555, cluster: str = "", handler: Any = None,
-                   host: str = "127.0.0.1", max_concurrency: int = 64) -> AsyncIterator[RelayClient]:
+                   host: str = "127.0.0.1",
+                   max_concurrency: int = 64) -> AsyncIterator[RelayClient]:
         """Connect to a node's relay; with `cluster`, as a member of it served by `handler`
         (an object with `async handle_request(bytes) -> bytes` and/or `async
         handle_broadcast(bytes)`). Leaving the block closes the connection."""
@@ -137,7 +140,10 @@ class RelayClient:
             task_status.started()
 
     # ------------------------------------------------------------------------- the API
-    async def request(self, cluster: str, data: bytes, timeout: float) -> bytes:
+    async def request(
+        self, cluster: str, data: bytes,
+        timeout: float,  # noqa: ASYNC109 - the request's own deadline, sent to the node
+    ) -> bytes:
         """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise."""
         ms = _milliseconds(timeout)  # the node answers timed-out itself when the time is up
         reply: rp.NodeReply | None = await self._exchange(
@@ -171,7 +177,10 @@ class RelayClient:
             sub.stop()
             self._send(rp.client_unsubscribe(topic))
 
-    async def tunnel(self, cluster: str, timeout: float = 5.0) -> RelayTunnel:
+    async def tunnel(
+        self, cluster: str,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the opening's own deadline, sent to the node
+    ) -> RelayTunnel:
         """Open a tunnel to one member of `cluster` (never one on this client's own node)."""
         ms = _milliseconds(timeout)
         tunnel: RelayTunnel | None = await self._exchange(
@@ -184,7 +193,8 @@ class RelayClient:
 
     async def status(self) -> dict[str, Any]:
         """The node's own view: id, peers, leaf set, table fill, clusters, topics, counters."""
-        return json.loads(await self.request(STATUS_CLUSTER, b"", timeout=5.0))
+        status: dict[str, Any] = json.loads(await self.request(STATUS_CLUSTER, b"", timeout=5.0))
+        return status
 
     async def wait_closed(self) -> str:
         """Return once the connection ended, with the reason."""
@@ -241,45 +251,56 @@ class RelayClient:
             reason = f"connection lost ({exc})"
         self._ended(reason)
 
-    def _dispatch(self, packet: object) -> bool:
+    def _dispatch(self, packet: rp.NodePacket) -> bool:
         """Act on one packet; True once the node closed the connection."""
-        kind = type(packet)
-        if kind is rp.NodeReply:
-            slot = self._waiting.get(packet.id)
-            if slot is not None:
-                slot[1] = packet
-                slot[0].set()
-        elif kind is rp.NodeRequest:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._serve, packet)
-        elif kind is rp.NodeBroadcast:
-            self._offer(self._broadcasts, packet.message)
-        elif kind is rp.NodePublish:
-            self._offer(self._topics.get(packet.topic), packet.event)
-        elif kind is rp.NodeClose:
-            self._ended(packet.reason or ("closed by this client" if self._closing else "closed by the node"))
-            return True
-        elif kind is rp.TunTransfer:
-            tunnel = self._tunnels.get(packet.tunnel_id)
-            if tunnel is not None:
-                tunnel.chunk(packet.size, packet.chunk)
-        elif kind is rp.TunAllow:
-            tunnel = self._tunnels.get(packet.tunnel_id)
-            if tunnel is not None:
-                tunnel.allowed(packet.space)
-        elif kind is rp.NodeTunConfirm:
-            slot = self._opening.get(packet.id)
-            if slot is not None:
-                if not packet.timed_out:  # registered now: its TunAllow may follow in this read
-                    slot[1] = self._tunnels[packet.id] = self._new_tunnel(packet.id, packet.chunk_limit)
-                slot[0].set()
-        elif kind is rp.NodeTunClose:
-            tunnel = self._tunnels.pop(packet.tunnel_id, None)
-            if tunnel is not None:
-                tunnel.ended(packet.reason or "closed")
-        elif kind is rp.NodeTunInit:
-            self._accept_tunnel(packet)
-        return False
+        return _NODE_PACKETS[type(packet)](self, packet) is True
+
+    def _on_reply(self, packet: rp.NodeReply) -> None:
+        slot = self._waiting.get(packet.id)
+        if slot is not None:
+            slot[1] = packet
+            slot[0].set()
+
+    def _on_request(self, packet: rp.NodeRequest) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve, packet)
+
+    def _on_broadcast(self, packet: rp.NodeBroadcast) -> None:
+        self._offer(self._broadcasts, packet.message)
+
+    def _on_publish(self, packet: rp.NodePublish) -> None:
+        self._offer(self._topics.get(packet.topic), packet.event)
+
+    def _on_close(self, packet: rp.NodeClose) -> bool:
+        closer = "closed by this client" if self._closing else "closed by the node"
+        self._ended(packet.reason or closer)
+        return True
+
+    def _on_tun_transfer(self, packet: rp.TunTransfer) -> None:
+        tunnel = self._tunnels.get(packet.tunnel_id)
+        if tunnel is not None:
+            tunnel.chunk(packet.size, packet.chunk)
+
+    def _on_tun_allow(self, packet: rp.TunAllow) -> None:
+        tunnel = self._tunnels.get(packet.tunnel_id)
+        if tunnel is not None:
+            tunnel.allowed(packet.space)
+
+    def _on_tun_confirm(self, packet: rp.NodeTunConfirm) -> None:
+        slot = self._opening.get(packet.id)
+        if slot is not None:
+            if not packet.timed_out:  # registered now: its TunAllow may follow in this read
+                slot[1] = self._tunnels[packet.id] = self._new_tunnel(packet.id,
+                                                                      packet.chunk_limit)
+            slot[0].set()
+
+    def _on_tun_close(self, packet: rp.NodeTunClose) -> None:
+        tunnel = self._tunnels.pop(packet.tunnel_id, None)
+        if tunnel is not None:
+            tunnel.ended(packet.reason or "closed")
+
+    def _on_unexpected(self, packet: rp.NodePacket) -> None:
+        """An Init or Deny after the handshake: nothing to act on."""
 
     def _new_tunnel(self, tid: int, chunk_limit: int) -> RelayTunnel:
         tunnel = RelayTunnel(self._send, tid, chunk_limit)
@@ -355,3 +376,20 @@ def _milliseconds(timeout: float) -> int:
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError("timeout must be a positive number of seconds")
     return max(1, round(timeout * 1000))
+
+
+_NODE_PACKETS: dict[type, Callable[[RelayClient, Any], bool | None]] = {
+    rp.NodeReply: RelayClient._on_reply,
+    rp.NodeRequest: RelayClient._on_request,
+    rp.NodeBroadcast: RelayClient._on_broadcast,
+    rp.NodePublish: RelayClient._on_publish,
+    rp.NodeClose: RelayClient._on_close,
+    rp.TunTransfer: RelayClient._on_tun_transfer,
+    rp.TunAllow: RelayClient._on_tun_allow,
+    rp.NodeTunConfirm: RelayClient._on_tun_confirm,
+    rp.NodeTunClose: RelayClient._on_tun_close,
+    rp.NodeTunInit: RelayClient._accept_tunnel,
+    rp.NodeInit: RelayClient._on_unexpected,
+    rp.Deny: RelayClient._on_unexpected,
+}
+"""What the client does with each packet of the node (True: the connection is over)."""

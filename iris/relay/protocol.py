@@ -10,7 +10,11 @@ closed with the reason). `NodeReader` does the same for node packets (the client
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from iris.core.tunnel_flow import split
 
 CLIENT_MAGIC = "iris-client-magic"
 RELAY_MAGIC = "iris-relay-magic"
@@ -22,6 +26,9 @@ MAX_VARINT_BYTES = 10
 INIT, DENY, CLOSE, BROADCAST, REQUEST, REPLY = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05
 SUBSCRIBE, UNSUBSCRIBE, PUBLISH = 0x06, 0x07, 0x08
 TUN_INIT, TUN_CONFIRM, TUN_ALLOW, TUN_TRANSFER, TUN_CLOSE = 0x09, 0x0A, 0x0B, 0x0C, 0x0D
+
+
+P = TypeVar("P")
 
 
 class RelayError(Exception):
@@ -114,6 +121,13 @@ class TunClose:
     tunnel_id: int
 
 
+ClientPacket = (
+    Init | Close | Broadcast | Request | Reply | Subscribe | Unsubscribe | Publish | TunInit
+    | TunConfirm | TunAllow | TunTransfer | TunClose
+)
+"""Every packet a client sends the node."""
+
+
 class _Cursor:
     __slots__ = ("buf", "pos")
 
@@ -164,7 +178,7 @@ class _Cursor:
         return b == 1
 
 
-def _parse(c: _Cursor) -> object:
+def _parse(c: _Cursor) -> ClientPacket:
     op = c.byte()
     if op == INIT:
         return Init(c.string(), c.string(), c.string())
@@ -196,51 +210,17 @@ def _parse(c: _Cursor) -> object:
     raise RelayError(f"unknown opcode 0x{op:02x}")
 
 
-class MessageAssembler:
-    """Tunnel messages out of TunTransfer chunks: the first chunk of a message carries its
-    size, later ones 0. `add` returns the message once whole; RelayError when the chunks break
-    that rule."""
+class PacketReader(Generic[P]):
+    """Packets out of a byte stream. A violation stops the reader: `feed` returns the good
+    packets before it, and `error` holds the reason (the caller answers those packets, then
+    closes the connection)."""
 
-    __slots__ = ("parts", "expected")
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] | None = None  # the message being assembled
-        self.expected = 0  # its bytes still to come
-
-    @property
-    def pending(self) -> int:
-        """Bytes held of a message not whole yet."""
-        return sum(map(len, self.parts)) if self.parts else 0
-
-    def add(self, size: int, chunk: bytes) -> bytes | None:
-        if size:
-            if self.parts is not None:
-                raise RelayError("a new tunnel message started inside another")
-            self.parts, self.expected = [], size
-        elif self.parts is None:
-            raise RelayError("a continuation chunk outside any message")
-        self.parts.append(chunk)
-        self.expected -= len(chunk)
-        if self.expected > 0:
-            return None
-        parts, self.parts = self.parts, None
-        if self.expected < 0:
-            raise RelayError("tunnel message longer than announced")
-        return b"".join(parts) if len(parts) > 1 else parts[0]
-
-
-class RelayReader:
-    """Client packets out of a byte stream. A violation stops the reader: `feed` returns the
-    good packets before it, and `error` holds the reason (the caller answers those packets,
-    then closes the connection)."""
-
-    _parse = staticmethod(_parse)
-
-    def __init__(self) -> None:
+    def __init__(self, parse: Callable[[_Cursor], P]) -> None:
+        self._parse = parse
         self._buffer = bytearray()
         self.error: RelayError | None = None
 
-    def feed(self, data: bytes) -> list[object]:
+    def feed(self, data: bytes | bytearray) -> list[P]:
         if self.error is not None:
             return []
         if self._buffer:  # a packet was pending: the bytearray grows in place
@@ -248,7 +228,7 @@ class RelayReader:
             buf += data
         else:  # parse the bytes as they came: slices of them are the fields, one copy each
             buf = data
-        packets = []
+        packets: list[P] = []
         pos = 0
         while pos < len(buf):
             cursor = _Cursor(buf, pos)
@@ -338,7 +318,14 @@ class NodeTunClose:
     reason: str
 
 
-def _parse_node(c: _Cursor) -> object:
+NodePacket = (
+    NodeInit | Deny | NodeClose | NodeBroadcast | NodeRequest | NodeReply | NodePublish
+    | NodeTunInit | NodeTunConfirm | TunAllow | TunTransfer | NodeTunClose
+)
+"""Every packet the node sends a client."""
+
+
+def _parse_node(c: _Cursor) -> NodePacket:
     op = c.byte()
     if op == INIT:
         return NodeInit(c.string(), c.string())
@@ -373,10 +360,18 @@ def _parse_node(c: _Cursor) -> object:
     raise RelayError(f"unexpected opcode 0x{op:02x} from the node")
 
 
-class NodeReader(RelayReader):
-    """Node packets out of a byte stream (the client side)."""
+class RelayReader(PacketReader[ClientPacket]):
+    """Client packets out of a byte stream (the node's side)."""
 
-    _parse = staticmethod(_parse_node)
+    def __init__(self) -> None:
+        super().__init__(_parse)
+
+
+class NodeReader(PacketReader[NodePacket]):
+    """Node packets out of a byte stream (the client's side)."""
+
+    def __init__(self) -> None:
+        super().__init__(_parse_node)
 
 
 # -- encoders -----------------------------------------------------------------------------------
@@ -431,7 +426,8 @@ def request_packet(rid: int, request: bytes, timeout_ms: int) -> bytes:
     return _SMALL[REQUEST] + varint(rid) + binary(request) + varint(timeout_ms)
 
 
-def reply_packet(rid: int, timed_out: bool, success: bool = True, reply: bytes = b"", fault: str = "") -> bytes:
+def reply_packet(rid: int, timed_out: bool, success: bool = True, reply: bytes = b"",
+                 fault: str = "") -> bytes:
     out = _SMALL[REPLY] + varint(rid) + boolean(timed_out)
     if timed_out:
         return out
@@ -462,11 +458,10 @@ def tun_transfer_packet(tunnel_id: int, size: int, chunk: bytes) -> bytes:
 def tun_message_packets(tunnel_id: int, data: bytes, chunk_limit: int) -> bytes:
     """One tunnel message as TunTransfer packets (either direction): chunks of at most
     `chunk_limit`, the first carrying the message's size, the later ones 0."""
-    first = tun_transfer_packet(tunnel_id, len(data), data[:chunk_limit])
     if len(data) <= chunk_limit:
-        return first
-    return first + b"".join(tun_transfer_packet(tunnel_id, 0, data[start:start + chunk_limit])
-                            for start in range(chunk_limit, len(data), chunk_limit))
+        return tun_transfer_packet(tunnel_id, len(data), data)
+    return b"".join(tun_transfer_packet(tunnel_id, len(data) if first else 0, chunk)
+                    for first, chunk in split(data, chunk_limit))
 
 
 def tun_close_packet(tunnel_id: int, reason: str) -> bytes:
@@ -491,7 +486,8 @@ def client_request(rid: int, cluster: str, request: bytes, timeout_ms: int) -> b
 
 
 def client_reply(rid: int, success: bool, reply: bytes = b"", fault: str = "") -> bytes:
-    return _SMALL[REPLY] + varint(rid) + boolean(success) + (binary(reply) if success else string(fault))
+    outcome = binary(reply) if success else string(fault)
+    return _SMALL[REPLY] + varint(rid) + boolean(success) + outcome
 
 
 def client_subscribe(topic: str) -> bytes:

@@ -7,8 +7,8 @@ goes away, its registration, subscriptions, pending requests and tunnels go with
 and a connection that fails in any way fails alone.
 
 Requests, broadcasts and events pass through the API's plain-function forms (no task per
-message), and the sockets are read and written directly (`iris.runtime.eager_io`): what one read of a
-client causes leaves in one write to each connection concerned.
+message), and the sockets are read and written directly (`iris.runtime.eager_io`): what one
+read of a client causes leaves in one write to each connection concerned.
 
 Tunnels: the node keeps one overlay tunnel per relay tunnel and moves whole messages between
 them; toward the client it sends chunks of at most 64 KiB (the first carries the message size,
@@ -22,18 +22,25 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
-from iris.relay import protocol as rp
-from iris.runtime.node import Node, Registration, Responder, Tunnel
-from iris.errors import ClosedError, IrisError, LimitExceededError, TimeoutError
 from iris.core.limits import TopicLimits
-from iris.runtime.eager_io import EagerReader, Flusher, Outbox
+from iris.core.tunnel_flow import (
+    CHUNK,
+    WINDOW,
+    MessageAssembler,
+    ReceiveCredit,
+    TunnelProtocolError,
+)
+from iris.errors import ClosedError, IrisError, LimitExceededError, TimeoutError
+from iris.relay import protocol as rp
 from iris.relay.client import STATUS_CLUSTER
-from iris.relay.tunnel import SendCredit
+from iris.relay.tunnel import CreditWait
+from iris.runtime.eager_io import EagerReader, Flusher, Outbox
+from iris.runtime.node import Node, Registration, Responder, Tunnel
 
 log = logging.getLogger("iris.relay.server")
 
@@ -41,8 +48,6 @@ DEFAULT_PORT = 55555
 MAX_OUT_BYTES = 64 * 1024 * 1024  # queued for one client; beyond, it is too slow: closed
 MAX_CLIENT_REQUESTS = 10_000  # a client's requests in flight
 SERVE_TIMEOUT_S = 60.0  # how long a member client may take to answer a request
-CHUNK = 64 * 1024  # the chunk limit announced to clients
-TUNNEL_WINDOW = 4 * 1024 * 1024  # credit granted to a client per tunnel
 TUNNEL_CONFIRM_TIMEOUT_S = 10.0
 MAX_TUNNEL_MESSAGE = 16 * 1024 * 1024  # one tunnel message from a client, assembled here
 MAX_CLIENT_TUNNEL_BYTES = 64 * 1024 * 1024  # a client's tunnel data waiting for the overlay
@@ -85,15 +90,15 @@ class _RelayTunnel:
 
     def __init__(self, conn: RelayConnection, tid: int, tunnel: Tunnel) -> None:
         self.conn, self.tid, self.tunnel = conn, tid, tunnel
-        self.credit = SendCredit()  # what the client lets us send it
-        self.granted = 0  # bytes we let the client send us, less what it sent
+        self.credit = CreditWait()  # what the client lets us send it
+        self.received = ReceiveCredit(0)  # what we let the client send us
         self.inbound: deque[bytes] = deque()  # whole messages from the client, to send on
         self.inbound_ready = trio.Event()
-        self.assembler = rp.MessageAssembler()
+        self.assembler = MessageAssembler()
 
     def grant(self, nbytes: int) -> None:
         """Let the client send `nbytes` more."""
-        self.granted += nbytes
+        self.received.grant(nbytes)
         self.conn.send(rp.tun_allow_packet(self.tid, nbytes))
 
     def transfer(self, size: int, chunk: bytes) -> None:
@@ -101,17 +106,22 @@ class _RelayTunnel:
         client that sends beyond its credit or its chunk limit is cut off: what waits here
         for the overlay tunnel stays within the window and one message."""
         if len(chunk) > CHUNK:
-            raise rp.RelayError(f"tunnel chunk of {len(chunk)} bytes exceeds the chunk limit {CHUNK}")
-        if size and self.assembler.parts is None:  # a new message
-            if size > MAX_TUNNEL_MESSAGE:
-                raise rp.RelayError(f"tunnel message of {size} bytes exceeds {MAX_TUNNEL_MESSAGE}")
-            if len(chunk) > self.granted:
-                raise rp.RelayError(f"tunnel {self.tid}: message sent beyond the credit granted")
-            self.granted -= size  # its later chunks may go beyond: they follow regardless
-        self.conn.tunnel_bytes += len(chunk)
-        if self.conn.tunnel_bytes > MAX_CLIENT_TUNNEL_BYTES:
-            raise rp.RelayError(f"more than {MAX_CLIENT_TUNNEL_BYTES} bytes of tunnel data waiting")
-        data = self.assembler.add(size, chunk)
+            raise rp.RelayError(
+                f"tunnel chunk of {len(chunk)} bytes exceeds the chunk limit {CHUNK}")
+        first = size != 0 and not self.assembler.inside_message
+        try:
+            if first:
+                if size > MAX_TUNNEL_MESSAGE:
+                    raise rp.RelayError(
+                        f"tunnel message of {size} bytes exceeds {MAX_TUNNEL_MESSAGE}")
+                self.received.started(len(chunk), size)
+            self.conn.tunnel_bytes += len(chunk)
+            if self.conn.tunnel_bytes > MAX_CLIENT_TUNNEL_BYTES:
+                raise rp.RelayError(
+                    f"more than {MAX_CLIENT_TUNNEL_BYTES} bytes of tunnel data waiting")
+            data = self.assembler.add(size != 0, size, chunk)
+        except TunnelProtocolError as exc:
+            raise rp.RelayError(f"tunnel {self.tid}: {exc}") from None
         if data is not None:
             try:
                 # Straight onto the overlay tunnel while it has room (and nothing waits before).
@@ -161,7 +171,7 @@ class _RelayTunnel:
                 del self.conn.tunnels[self.tid]
             self.conn.tunnel_bytes -= sum(map(len, self.inbound)) + self.assembler.pending
             self.inbound.clear()
-            self.assembler = rp.MessageAssembler()
+            self.assembler = MessageAssembler()
             with trio.CancelScope(shield=True):
                 await self.tunnel.close()
 
@@ -261,7 +271,8 @@ class RelayConnection:
         if self.closing:
             return
         if not self.outbox.push(packet):
-            log.warning("relay client too slow (%d bytes queued): closing", self.outbox.queued_bytes)
+            log.warning("relay client too slow (%d bytes queued): closing",
+                        self.outbox.queued_bytes)
             self.server.count("clients_too_slow")
             self.close("client too slow")
 
@@ -338,7 +349,8 @@ class RelayConnection:
             self.cut_off(f"bad magic {packet.magic!r}", deny=True)
             return False
         if packet.version != rp.VERSION:
-            self.cut_off(f"protocol version {packet.version!r} not supported (need {rp.VERSION})", deny=True)
+            self.cut_off(f"protocol version {packet.version!r} not supported (need {rp.VERSION})",
+                         deny=True)
             return False
         if packet.cluster:
             members = self.server.members.setdefault(packet.cluster, _Members())
@@ -380,63 +392,76 @@ class RelayConnection:
             if self.tunnels.get(relay_tunnel.tid) is relay_tunnel:
                 relay_tunnel.grant(nbytes)
 
-    async def _dispatch(self, packet: object) -> None:
-        kind = type(packet)
-        if kind is rp.Close:
-            self.close("")
-        elif kind is rp.Broadcast:
-            await self._room()
-            await self._pass_on(self.node.broadcast(packet.cluster, packet.message))
-        elif kind is rp.Request:
-            await self._ask(packet)
-        elif kind is rp.Reply:
-            entry = self.serving.pop(packet.id, None)
-            if entry is not None:  # a reply to a request we no longer wait for is dropped
-                if packet.success:
-                    entry[1].reply(packet.reply)
-                else:
-                    entry[1].fail(packet.fault)
-        elif kind is rp.Subscribe:
-            await self._subscribe(packet.topic)
-        elif kind is rp.Unsubscribe:
-            await self._unsubscribe(packet.topic)
-        elif kind is rp.Publish:
-            await self._room()
-            await self._pass_on(self.node.publish(packet.topic, packet.event))
-        elif kind is rp.TunInit:
-            if self._tunnel_id_taken(packet.id):
-                return
-            if len(self.tunnels) + len(self.opening) >= MAX_CLIENT_TUNNELS:
-                self.send(rp.tun_confirm_packet(packet.id, True))  # refused, as if timed out
-                return
-            self.opening.add(packet.id)
-            assert self._nursery is not None
-            self._nursery.start_soon(self._open_tunnel, packet)
-        elif kind is rp.TunConfirm:
-            slot = self.building.get(packet.build_id)
-            if slot is not None and slot[1] is None and not self._tunnel_id_taken(packet.tunnel_id):
-                # Registered now: the client's TunAllow/TunTransfer may follow in the same read.
-                slot[1] = self.tunnels[packet.tunnel_id] = _RelayTunnel(self, packet.tunnel_id, slot[2])
-                slot[0].set()
-        elif kind is rp.TunAllow:
-            relay_tunnel = self.tunnels.get(packet.tunnel_id)
-            if relay_tunnel is not None:
-                relay_tunnel.credit.grant(packet.space)
-            else:  # a tunnel that closed meanwhile (or never was): nothing to do
-                self.server.count("tunnel_packets_for_unknown_ids")
-        elif kind is rp.TunTransfer:
-            relay_tunnel = self.tunnels.get(packet.tunnel_id)
-            if relay_tunnel is not None:
-                try:
-                    relay_tunnel.transfer(packet.size, packet.chunk)
-                except rp.RelayError as exc:
-                    self.cut_off(str(exc))
+    async def _dispatch(self, packet: rp.ClientPacket) -> None:
+        await _CLIENT_PACKETS[type(packet)](self, packet)
+
+    async def _on_close(self, packet: rp.Close) -> None:
+        self.close("")
+
+    async def _on_broadcast(self, packet: rp.Broadcast) -> None:
+        await self._room()
+        await self._pass_on(self.node.broadcast(packet.cluster, packet.message))
+
+    async def _on_reply(self, packet: rp.Reply) -> None:
+        entry = self.serving.pop(packet.id, None)
+        if entry is not None:  # a reply to a request we no longer wait for is dropped
+            if packet.success:
+                entry[1].reply(packet.reply)
             else:
-                self.server.count("tunnel_packets_for_unknown_ids")
-        elif kind is rp.TunClose:
-            relay_tunnel = self.tunnels.pop(packet.tunnel_id, None)
-            if relay_tunnel is not None:
-                await relay_tunnel.tunnel.close()
+                entry[1].fail(packet.fault)
+
+    async def _on_subscribe(self, packet: rp.Subscribe) -> None:
+        await self._subscribe(packet.topic)
+
+    async def _on_unsubscribe(self, packet: rp.Unsubscribe) -> None:
+        await self._unsubscribe(packet.topic)
+
+    async def _on_publish(self, packet: rp.Publish) -> None:
+        await self._room()
+        await self._pass_on(self.node.publish(packet.topic, packet.event))
+
+    async def _on_tun_init(self, packet: rp.TunInit) -> None:
+        if self._tunnel_id_taken(packet.id):
+            return
+        if len(self.tunnels) + len(self.opening) >= MAX_CLIENT_TUNNELS:
+            self.send(rp.tun_confirm_packet(packet.id, True))  # refused, as if timed out
+            return
+        self.opening.add(packet.id)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._open_tunnel, packet)
+
+    async def _on_tun_confirm(self, packet: rp.TunConfirm) -> None:
+        slot = self.building.get(packet.build_id)
+        if slot is not None and slot[1] is None and not self._tunnel_id_taken(packet.tunnel_id):
+            # Registered now: the client's TunAllow/TunTransfer may follow in the same read.
+            slot[1] = self.tunnels[packet.tunnel_id] = _RelayTunnel(self, packet.tunnel_id,
+                                                                    slot[2])
+            slot[0].set()
+
+    async def _on_tun_allow(self, packet: rp.TunAllow) -> None:
+        relay_tunnel = self.tunnels.get(packet.tunnel_id)
+        if relay_tunnel is not None:
+            relay_tunnel.credit.grant(packet.space)
+        else:  # a tunnel that closed meanwhile (or never was): nothing to do
+            self.server.count("tunnel_packets_for_unknown_ids")
+
+    async def _on_tun_transfer(self, packet: rp.TunTransfer) -> None:
+        relay_tunnel = self.tunnels.get(packet.tunnel_id)
+        if relay_tunnel is not None:
+            try:
+                relay_tunnel.transfer(packet.size, packet.chunk)
+            except rp.RelayError as exc:
+                self.cut_off(str(exc))
+        else:
+            self.server.count("tunnel_packets_for_unknown_ids")
+
+    async def _on_tun_close(self, packet: rp.TunClose) -> None:
+        relay_tunnel = self.tunnels.pop(packet.tunnel_id, None)
+        if relay_tunnel is not None:
+            await relay_tunnel.tunnel.close()
+
+    async def _on_second_init(self, packet: rp.Init) -> None:
+        """An Init after the first changes nothing: the connection's role is set."""
 
     def _tunnel_id_taken(self, tid: int) -> bool:
         """A client's tunnel ids name one tunnel at a time; reusing a live one is cut off."""
@@ -448,7 +473,8 @@ class RelayConnection:
     async def _open_tunnel(self, packet: rp.TunInit) -> None:
         """The client opens a tunnel to a cluster."""
         try:
-            tunnel = await self.node.tunnel(packet.cluster, timeout=max(packet.timeout_ms, 1) / 1000)
+            timeout = max(packet.timeout_ms, 1) / 1000
+            tunnel = await self.node.tunnel(packet.cluster, timeout=timeout)
         except IrisError:
             self.send(rp.tun_confirm_packet(packet.id, True))
             return
@@ -456,7 +482,7 @@ class RelayConnection:
             self.opening.discard(packet.id)
         relay_tunnel = self.tunnels[packet.id] = _RelayTunnel(self, packet.id, tunnel)
         self.send(rp.tun_confirm_packet(packet.id, False, CHUNK))
-        relay_tunnel.grant(TUNNEL_WINDOW)
+        relay_tunnel.grant(WINDOW)
         await relay_tunnel.run()
 
     async def accept_tunnel(self, tunnel: Tunnel) -> None:
@@ -476,13 +502,14 @@ class RelayConnection:
         if self.closing:
             self.tunnels.pop(relay_tunnel.tid, None)
             return
-        relay_tunnel.grant(TUNNEL_WINDOW)
+        relay_tunnel.grant(WINDOW)
         await relay_tunnel.run()
 
     async def _ask(self, packet: rp.Request) -> None:
         """A client's request: sent into the overlay; the answer is written when it comes."""
         if packet.cluster == STATUS_CLUSTER:  # the node's own view, answered here
-            status = {**self.node.status(), "relay": {"clients": len(self.server.connections), **self.server.counters}}
+            relay = {"clients": len(self.server.connections), **self.server.counters}
+            status = {**self.node.status(), "relay": relay}
             self.send(rp.reply_packet(packet.id, False, True, json.dumps(status).encode()))
             return
         if self.asking >= MAX_CLIENT_REQUESTS:
@@ -494,7 +521,7 @@ class RelayConnection:
         def answered(reply: bytes | None, error: IrisError | None) -> None:
             self.asking -= 1
             if error is None:
-                self.send(rp.reply_packet(rid, False, True, reply))
+                self.send(rp.reply_packet(rid, False, True, reply or b""))
             elif isinstance(error, TimeoutError):
                 self.send(rp.reply_packet(rid, True))
             else:
@@ -502,7 +529,8 @@ class RelayConnection:
 
         self.asking += 1
         try:
-            self.node.start_request(packet.cluster, packet.request, max(packet.timeout_ms, 1) / 1000, answered)
+            self.node.start_request(packet.cluster, packet.request,
+                                    max(packet.timeout_ms, 1) / 1000, answered)
         except IrisError as exc:
             answered(None, exc)
 
@@ -576,3 +604,21 @@ class RelayConnection:
         with trio.CancelScope(shield=True):
             for topic in list(self.topics):
                 await self._unsubscribe(topic)
+
+
+_CLIENT_PACKETS: dict[type, Callable[[RelayConnection, Any], Awaitable[None]]] = {
+    rp.Init: RelayConnection._on_second_init,
+    rp.Close: RelayConnection._on_close,
+    rp.Broadcast: RelayConnection._on_broadcast,
+    rp.Request: RelayConnection._ask,
+    rp.Reply: RelayConnection._on_reply,
+    rp.Subscribe: RelayConnection._on_subscribe,
+    rp.Unsubscribe: RelayConnection._on_unsubscribe,
+    rp.Publish: RelayConnection._on_publish,
+    rp.TunInit: RelayConnection._on_tun_init,
+    rp.TunConfirm: RelayConnection._on_tun_confirm,
+    rp.TunAllow: RelayConnection._on_tun_allow,
+    rp.TunTransfer: RelayConnection._on_tun_transfer,
+    rp.TunClose: RelayConnection._on_tun_close,
+}
+"""What the node does with each packet of an initialised client."""

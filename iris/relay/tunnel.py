@@ -1,12 +1,12 @@
 """The client's end of a relay tunnel (`RelayClient.tunnel`, or a member's `handle_tunnel`),
-and the send credit both ends of a relay tunnel keep (`SendCredit`, also the node's).
+and `CreditWait`, the send credit of either end of a relay tunnel as something a task can
+wait on (the node's end uses it too).
 
-Ordered, reliable messages to one member of a cluster, with the relay protocol's byte credit
-both ways: the node grants this end credit with TunAllow, and a message may start once its
-first chunk fits the credit (its later chunks follow regardless, so a message larger than the
-window cannot deadlock); this end grants the node `WINDOW` bytes and gives them back as the
-application reads messages, so what waits here for the application stays within the window
-and one message.
+Ordered, reliable messages to one member of a cluster, under the tunnel rules of
+`iris.core.tunnel_flow` both ways: the node grants this end credit with TunAllow, and a message
+may start once its first chunk fits the credit; this end grants the node `WINDOW` bytes and
+gives them back as the application reads messages, so what waits here for the application
+stays within the window and one message.
 """
 
 from __future__ import annotations
@@ -17,23 +17,20 @@ from typing import Any
 
 import trio
 
-from iris.relay import protocol as rp
+from iris.core.tunnel_flow import MessageAssembler, SendCredit, TunnelProtocolError
 from iris.errors import ClosedError, IrisError
+from iris.relay import protocol as rp
 
-WINDOW = 4 * 1024 * 1024  # credit this end grants the node
 
-
-class SendCredit:
-    """The bytes the other end lets us send (its TunAllows). A message may start once its first
-    chunk fits; it then spends its whole size, since its later chunks go regardless (so a
-    message larger than the window cannot deadlock)."""
+class CreditWait:
+    """The bytes the other end lets us send (its TunAllows), and a sender waiting for them."""
 
     def __init__(self) -> None:
-        self.available = 0
+        self._credit = SendCredit()
         self._changed = trio.Event()
 
     def grant(self, nbytes: int) -> None:
-        self.available += nbytes
+        self._credit.grant(nbytes)
         self._changed.set()
 
     def wake(self) -> None:
@@ -43,12 +40,12 @@ class SendCredit:
     async def spend(self, first: int, total: int, check: Callable[[], None] = lambda: None) -> None:
         """Wait until `first` bytes fit, then spend `total`; `check` (which may raise) runs
         before each wait and before spending."""
-        while self.available < first:
+        while not self._credit.fits(first):
             check()
             self._changed = trio.Event()
             await self._changed.wait()
         check()
-        self.available -= total
+        self._credit.spend(total)
 
 
 class RelayTunnel:
@@ -56,10 +53,10 @@ class RelayTunnel:
         self._send = send  # the connection's writer
         self.tid = tid
         self._chunk_limit = max(1, chunk_limit)
-        self._credit = SendCredit()  # what the node lets us send
+        self._credit = CreditWait()  # what the node lets us send
         self._inbox: deque[bytes] = deque()
         self._readable = trio.Event()
-        self._assembler = rp.MessageAssembler()
+        self._assembler = MessageAssembler()
         self._closed: str | None = None
         self._closing = False
 
@@ -106,8 +103,8 @@ class RelayTunnel:
         """A TunTransfer: a whole message goes to the inbox; IrisError if the node broke
         the protocol's chunk rules."""
         try:
-            message = self._assembler.add(size, data)
-        except rp.RelayError as exc:
+            message = self._assembler.add(size != 0, size, data)
+        except TunnelProtocolError as exc:
             raise IrisError(f"tunnel {self.tid}: {exc}") from None
         if message is not None:
             self._inbox.append(message)

@@ -46,7 +46,7 @@ class BusyPoll:
             try:
                 until = clock() + self.window_s
                 while True:
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
                     if self._poked:
                         self._poked = False
                         until = clock() + self.window_s

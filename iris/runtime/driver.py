@@ -2,14 +2,15 @@
 
 Like the simulator, it only moves bytes and time: every input (a frame, a due timer, an
 application call) goes into the cores, then `_after()` sends what they produced, hands their
-events to the application layer and re-arms the one timer. No protocol decision lives here.
+events to the application layer and re-arms the one timer. No protocol decision lives here:
+what the protocol decides about links, the driver asks `overlay.link_policy`.
 
 Links: one TCP connection per peer, dialed on first use (the address comes from the directory)
 or accepted. Each starts with the handshake of `overlay.link`; until it checks out nothing else
-passes. Outgoing frames wait in two bounded queues, control (overlay maintenance) ahead of bulk,
-and one writer task coalesces what is queued into a single `send_all`. Node ids become addresses
-through `Addresses` frames: before a frame that names nodes, the sender tells the receiver where
-those nodes listen (once per link).
+passes. Outgoing frames wait in the link's `OutQueue`, control frames (the link policy says
+which) ahead of bulk, and one writer task coalesces what is queued into a single `send_all`.
+Node ids become addresses through `Addresses` frames: before a frame that names nodes, the
+sender tells the receiver where those nodes listen (once per link).
 """
 
 from __future__ import annotations
@@ -17,18 +18,21 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
+from iris.core import MessagingConfig, MessagingCore
+from iris.core.events import Event
+from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
-from iris.core.messaging import MessagingConfig, MessagingCore
+from iris.runtime.out_queue import OutQueue
 from iris.runtime.transport import MemoryTransport, TcpTransport
 from overlay.config import OverlayConfig
-from overlay.link import FrameReader, Handshake, LinkError, Session, frame
-from overlay.messages import MAX_ACKS, Addresses, Direct, Route, RouteAck
+from overlay.link import FrameReader, Handshake, LinkError, PeerHello, Session, frame
+from overlay.link_policy import CONTROL, LinkPolicy
+from overlay.messages import MAX_ACKS, Addresses, RouteAck
 from overlay.node import OverlayNode
 from overlay.wire import MAX_FRAME, DecodeError, Message, decode, encode, ids_in
 
@@ -37,10 +41,8 @@ log = logging.getLogger("iris.runtime.driver")
 HANDSHAKE_TIMEOUT_S = 5.0
 DIAL_TIMEOUT_S = 5.0
 BATCH_BYTES = 64 * 1024
-MAX_CONTROL_FRAMES = 10_000
-MAX_BULK_BYTES = 64 * 1024 * 1024
-HIGH_WATER = 8 * 1024 * 1024  # queued bulk bytes (all links) at which applications wait
-LOW_WATER = 2 * 1024 * 1024
+MAX_CONTROL_FRAMES = 10_000  # per link
+MAX_BULK_BYTES = 64 * 1024 * 1024  # per link
 TOLD_LIMIT = 8192
 DIRECTORY_LIMIT = 65_536  # known node addresses; beyond, the oldest unlinked ones go
 INF = float("inf")
@@ -49,35 +51,50 @@ Address = tuple[str, int]
 
 
 class Link:
-    """One authenticated connection to a peer, with its outgoing queues."""
+    """One authenticated connection to a peer, with its outgoing queue: control frames in the
+    priority lane (up to MAX_CONTROL_FRAMES), bulk in the main lane (up to MAX_BULK_BYTES,
+    counted by the runtime's backpressure)."""
 
-    def __init__(self, peer: int, runtime: Runtime) -> None:
+    def __init__(self, peer: int, pressure: Backpressure) -> None:
         self.peer = peer
-        self.runtime = runtime
         self.stream: trio.abc.Stream | None = None
         self.session: Session | None = None
-        self.control: deque[bytes] = deque()
-        self.bulk: deque[bytes] = deque()
-        self.bulk_bytes = 0
+        self.queue = OutQueue(MAX_BULK_BYTES, MAX_CONTROL_FRAMES, pressure)
         self.wakeup = trio.Event()  # something to write
-        self.closed = False
         self.told: set[int] = set()  # ids whose addresses this peer has been given
+        self._emptied: trio.Event | None = None  # set when the queue empties, if waited for
+
+    @property
+    def closed(self) -> bool:
+        return self.queue.closed
 
     def push(self, payload: bytes, control: bool) -> bool:
-        if self.closed:
+        if not self.queue.push(payload, control):
             return False
-        if control:
-            if len(self.control) >= MAX_CONTROL_FRAMES:
-                return False
-            self.control.append(payload)
-        else:
-            if self.bulk_bytes + len(payload) > MAX_BULK_BYTES:
-                return False
-            self.bulk.append(payload)
-            self.bulk_bytes += len(payload)
-            self.runtime.queued_bulk += len(payload)
         self.wakeup.set()
         return True
+
+    async def flushed(self) -> None:
+        """Return once the writer has written everything queued, or the link closed."""
+        if self.queue and not self.closed:
+            self._emptied = trio.Event()
+            await self._emptied.wait()
+
+    def emptied(self) -> None:
+        """The writer wrote everything queued, or the link closed: `flushed` returns."""
+        if self._emptied is not None:
+            self._emptied.set()
+
+
+class OpenedStream(NamedTuple):
+    """A stream whose handshake checked out, with what came after the handshake in its reads
+    (`leftover` frames, and the `reader` holding the start of the next one)."""
+
+    stream: trio.abc.Stream
+    peer: PeerHello
+    session: Session
+    leftover: list[bytes]
+    reader: FrameReader
 
 
 class Runtime:
@@ -103,10 +120,10 @@ class Runtime:
         self.core = MessagingCore(self.node, messaging_config)
         self.directory: dict[int, Address] = {}
         self.links: dict[int, Link] = {}
-        self.on_events: Callable[[list[Any]], None] = lambda events: None
+        self.link_policy = LinkPolicy()
+        self.backpressure = Backpressure()
+        self.on_events: Callable[[list[Event]], None] = lambda events: None
         self.counters: dict[str, int] = {}
-        self.queued_bulk = 0
-        self._room = trio.Event()
         self.joined = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._epoch = 0.0
@@ -164,8 +181,7 @@ class Runtime:
         """Flush what the leave produced (briefly), then stop every task."""
         with trio.move_on_after(1.0):
             for link in list(self.links.values()):
-                while (link.control or link.bulk) and not link.closed:
-                    await trio.sleep(0.01)
+                await link.flushed()
         close_listener = getattr(self.transport, "close_listener", None)
         if close_listener is not None:
             close_listener(self.host, self.port)
@@ -235,9 +251,8 @@ class Runtime:
             if address is None or self._nursery is None:
                 self.count("sent_to_unknown_address")
                 return
-            link = self.links[dest] = Link(dest, self)
+            link = self.links[dest] = Link(dest, self.backpressure)
             self._nursery.start_soon(self._dial, link, address)
-        control = type(msg) is not Route and type(msg) is not Direct and type(msg).TYPE < 32
         entries = []
         for node_id in ids_in(msg):
             if node_id not in link.told and node_id != dest:
@@ -247,59 +262,54 @@ class Runtime:
                     link.told.add(node_id)
         if len(link.told) > TOLD_LIMIT:
             link.told.clear()
+        policy = self.link_policy
         if entries:
-            link.push(encode(Addresses(tuple(entries[:256]))), control=True)
-        if not link.push(encode(msg), control):
+            addresses = Addresses(tuple(entries[:256]))
+            link.push(encode(addresses), policy.priority(addresses) is CONTROL)
+        if not link.push(encode(msg), policy.priority(msg) is CONTROL):
             self.count("send_queue_full")
 
     async def _writer(self, link: Link) -> None:
-        stream, session = link.stream, link.session
+        stream, session, queue = link.stream, link.session, link.queue
         assert stream is not None and session is not None
-        while not link.closed:
+        seal = session.seal
+        while not queue.closed:
             await link.wakeup.wait()
             # Let the tasks that are ready run first: a request handler already woken adds
             # its reply to the acknowledgement just queued, and both leave in one segment
             # (one wake-up fewer at the peer per request).
             await trio.lowlevel.cancel_shielded_checkpoint()
             link.wakeup = trio.Event()
-            while link.control or link.bulk:
-                batch = bytearray()
-                while link.control and len(batch) < BATCH_BYTES:
-                    batch += frame(session.seal(link.control.popleft()))
-                while link.bulk and len(batch) < BATCH_BYTES:
-                    payload = link.bulk.popleft()
-                    link.bulk_bytes -= len(payload)
-                    self._dequeued(len(payload))
-                    batch += frame(session.seal(payload))
-                await stream.send_all(bytes(batch))
+            while queue:
+                await stream.send_all(b"".join([frame(seal(p)) for p in queue.take(BATCH_BYTES)]))
+                queue.written()
+            link.emptied()
 
     # --------------------------------------------------------------------------- links
-    async def _connect(self, address: Address
-                       ) -> tuple[trio.abc.Stream, Handshake, list[bytes], FrameReader]:
+    async def _connect(self, address: Address) -> OpenedStream:
         """Dial `address` and run the handshake; the stream is closed if that fails."""
         with trio.fail_after(DIAL_TIMEOUT_S):
             stream = await self.transport.connect(*address)
         try:
-            hs, leftover, reader = await self._handshake(stream, dialer=True)
+            return await self._handshake(stream, dialer=True)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        return stream, hs, leftover, reader
 
     async def _dial_address(self, address: Address) -> int:
         """Connect to a seed by address; returns its id once the handshake checks out."""
-        stream, hs, leftover, reader = await self._connect(address)
-        link = self._link_for_new_stream(hs.peer.node_id)
-        self._adopt(link, stream, hs, leftover, reader, address)
+        opened = await self._connect(address)
+        link = self._link_for_new_stream(opened.peer.node_id)
+        self._adopt(link, opened, address)
         assert self._nursery is not None
-        self._nursery.start_soon(self._run_link, link, reader, leftover)
-        return hs.peer.node_id
+        self._nursery.start_soon(self._run_link, link, opened.reader, opened.leftover)
+        return opened.peer.node_id
 
     def _link_for_new_stream(self, peer: int) -> Link:
         """Every stream gets its own Link and reader. The one registered for sending stays
         until it closes, so a peer's frames never switch streams mid-flow (order holds);
         a second stream (both sides dialed at once) is only read from."""
-        link = Link(peer, self)
+        link = Link(peer, self.backpressure)
         current = self.links.get(peer)
         if current is None or current.closed:
             self.links[peer] = link
@@ -307,36 +317,37 @@ class Runtime:
 
     async def _dial(self, link: Link, address: Address) -> None:
         try:
-            stream, hs, leftover, reader = await self._connect(address)
+            opened = await self._connect(address)
         except (OSError, LinkError, trio.TooSlowError) as exc:
             log.info("link to %s:%d failed: %s", *address, exc)
             self._drop_link(link)
             return
-        if hs.peer.node_id != link.peer:
-            log.info("%s:%d is now node %x, not %x", *address, hs.peer.node_id, link.peer)
+        peer_id = opened.peer.node_id
+        if peer_id != link.peer:
+            log.info("%s:%d is now node %x, not %x", *address, peer_id, link.peer)
             self.directory.pop(link.peer, None)
             self._drop_link(link)
-            link = self._link_for_new_stream(hs.peer.node_id)
-        self._adopt(link, stream, hs, leftover, reader, address)
-        await self._run_link(link, reader, leftover)
+            link = self._link_for_new_stream(peer_id)
+        self._adopt(link, opened, address)
+        await self._run_link(link, opened.reader, opened.leftover)
 
     async def _accepted(self, stream: trio.abc.Stream) -> None:
         try:
-            hs, leftover, reader = await self._handshake(stream, dialer=False)
+            opened = await self._handshake(stream, dialer=False)
         except (OSError, LinkError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             log.warning("incoming link refused: %s", exc)
             await trio.aclose_forcefully(stream)
             return
-        peer = hs.peer
+        peer = opened.peer
         host = peer.host
-        if host in ("0.0.0.0", "::", "") and hasattr(stream, "socket"):
+        if host in ("0.0.0.0", "::", "") and isinstance(stream, trio.SocketStream):
             host = stream.socket.getpeername()[0]
         link = self._link_for_new_stream(peer.node_id)
-        self._adopt(link, stream, hs, leftover, reader, (host, peer.port))
-        await self._run_link(link, reader, leftover)  # serve_listeners closes it on return
+        self._adopt(link, opened, (host, peer.port))
+        # serve_listeners closes the stream on return
+        await self._run_link(link, opened.reader, opened.leftover)
 
-    async def _handshake(self, stream: trio.abc.Stream, dialer: bool
-                         ) -> tuple[Handshake, list[bytes], FrameReader]:
+    async def _handshake(self, stream: trio.abc.Stream, dialer: bool) -> OpenedStream:
         hs = Handshake(self.network_key, self.node_id, self.host, self.port, dialer)
         reader = FrameReader(max_frame=4096)
         leftover: list[bytes] = []
@@ -346,23 +357,22 @@ class Runtime:
                 data = await stream.receive_some(65536)
                 if not data:
                     raise LinkError("peer closed during the handshake")
-                for payload in reader.feed(data):
+                for payload in reader.feed(bytes(data)):
                     if hs.session is not None:
                         leftover.append(payload)
                         continue
                     reply = hs.receive(payload)
                     if reply is not None:
                         await stream.send_all(frame(reply))
+        assert hs.peer is not None  # known before the session is
         if hs.peer.node_id == self.node_id:
             raise LinkError("connected to ourselves")
         reader.max_frame = MAX_FRAME
-        return hs, leftover, reader
+        return OpenedStream(stream, hs.peer, hs.session, leftover, reader)
 
-    def _adopt(self, link: Link, stream: trio.abc.Stream, hs: Handshake, leftover: list[bytes],
-               reader: FrameReader, address: Address) -> None:
-        assert self._nursery is not None and hs.session is not None
-        link.stream = stream
-        link.session = hs.session
+    def _adopt(self, link: Link, opened: OpenedStream, address: Address) -> None:
+        link.stream = opened.stream
+        link.session = opened.session
         self.directory[link.peer] = address
         link.wakeup.set()
 
@@ -377,7 +387,7 @@ class Runtime:
                 if not data:
                     break
                 self.busy_poll.poke()
-                self._deliver_all(link, reader.feed(data))
+                self._deliver_all(link, reader.feed(bytes(data)))
         except (LinkError, DecodeError) as exc:
             log.warning("closing link to %x: %s", link.peer, exc)
             self.count("links_closed_for_bad_input")
@@ -420,25 +430,9 @@ class Runtime:
             return
         self.node.receive(link.peer, msg, self.now())
 
-    def _dequeued(self, nbytes: int) -> None:
-        self.queued_bulk -= nbytes
-        if self.queued_bulk <= LOW_WATER:
-            self._room.set()
-
-    async def room(self) -> None:
-        """Wait while the links hold more than HIGH_WATER bytes of bulk frames: applications
-        that produce faster than the network carries slow down instead of filling memory."""
-        while self.queued_bulk > HIGH_WATER:
-            if self._room.is_set():
-                self._room = trio.Event()  # every waiter shares this one
-            await self._room.wait()
-
     def _drop_link(self, link: Link) -> None:
-        if not link.closed:
-            self._dequeued(link.bulk_bytes)
-            link.bulk.clear()
-            link.bulk_bytes = 0
-        link.closed = True
+        link.queue.discard()
         link.wakeup.set()
+        link.emptied()
         if self.links.get(link.peer) is link:
             del self.links[link.peer]

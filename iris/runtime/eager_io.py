@@ -8,8 +8,8 @@ wait (and so yield) when the kernel has nothing to read or no room to write:
 
 - `EagerReader.receive` reads at once when data is there; it waits for readability only when
   there is none, and does not pass the loop again after such a wait.
-- `Outbox` writes at once (`os.write`) when no write is in progress; only what the kernel does
-  not take waits for the writer task.
+- `Outbox` writes its queue (an `OutQueue`, as the overlay's links have) at once (`os.write`)
+  when no write is in progress; only what the kernel does not take waits for the writer task.
 
 Packets queued while a relay reader handles one read are written together when that read is
 done (`Flusher.batch`): one write per connection per read. Packets queued from anywhere else (a
@@ -25,30 +25,32 @@ from contextlib import contextmanager
 
 import trio
 
+from iris.runtime.out_queue import OutQueue
+
 
 class Outbox:
-    """The queue of one connection, bounded by `limit` bytes."""
+    """The queue of one connection (an `OutQueue` of `limit` bytes), written eagerly."""
 
     def __init__(self, stream: trio.abc.Stream, flusher: Flusher, limit: int) -> None:
         self.stream = stream
         self._flusher = flusher
-        self._limit = limit
+        self._queue = OutQueue(limit)
         # The socket object, not its number: once closed its fileno() is -1, where a number
         # kept from before could already name another connection's new socket.
         self._socket = getattr(stream, "socket", None)  # None: the writer task only
-        self._queue: list[bytes] = []
-        self.queued_bytes = 0
         self._listed = False  # in the flusher's list of outboxes to write
         self._writing = False  # the writer task is in send_all: it writes what comes next too
         self._wakeup = trio.Event()
-        self.closed = False  # no more output (set by `finish`)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued and not yet written (a write in progress included)."""
+        return self._queue.queued_bytes
 
     def push(self, packet: bytes) -> bool:
         """Queue `packet`; False (and nothing queued) if the queue would exceed its limit."""
-        if self.queued_bytes + len(packet) > self._limit:
+        if not self._queue.push(packet):
             return False
-        self._queue.append(packet)
-        self.queued_bytes += len(packet)
         if not self._listed:
             self._listed = True
             self._flusher.add(self)
@@ -56,19 +58,18 @@ class Outbox:
 
     def finish(self, last: bytes = b"") -> None:
         """Queue a final packet (beyond the limit); the writer ends once all is written."""
-        if last:
-            self._queue.append(last)
-            self.queued_bytes += len(last)
-        self.closed = True
+        self._queue.finish(last)
         self._wakeup.set()
 
     def flush(self) -> None:
         """Write what is queued now if the kernel takes it; leave the rest to the writer."""
         self._listed = False
-        if self._writing or not self._queue:
+        if self._writing:
             return
-        data = b"".join(self._queue) if len(self._queue) > 1 else self._queue[0]
-        self._queue.clear()
+        queue = self._queue
+        data = queue.take_all()
+        if not data:
+            return
         written = 0
         fd = self._socket.fileno() if self._socket is not None else -1
         if fd >= 0:
@@ -76,26 +77,26 @@ class Outbox:
                 written = os.write(fd, data)
             except OSError:  # would block, or broken: the writer's send_all finds out which
                 written = 0
-        self.queued_bytes -= written
         if written < len(data):
-            self._queue.append(data[written:])
+            queue.written(data[written:])
             self._wakeup.set()
+        else:
+            queue.written()
 
     async def run_writer(self) -> None:
         """Write what `flush` could not, until `finish` and everything is written."""
+        queue = self._queue
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            while self._queue:
-                data = b"".join(self._queue)
-                self._queue.clear()
+            while data := queue.take_all():
                 self._writing = True
                 try:
                     await self.stream.send_all(data)
                 finally:
                     self._writing = False
-                self.queued_bytes -= len(data)
-            if self.closed:
+                queue.written()
+            if queue.closed:
                 return
 
 
@@ -114,7 +115,7 @@ class EagerReader:
         read (so a busy client does not starve the others)."""
         socket = self._socket
         if socket is None:
-            return await self._stream.receive_some(self._max)
+            return bytes(await self._stream.receive_some(self._max))
         waited = False
         while True:
             fd = socket.fileno()

@@ -28,9 +28,11 @@ from typing import Any
 
 import trio
 
+from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, MessagingConfig, cluster_group
 from iris.core import events as ev
-from iris.runtime.busy_poll import BusyPoll
-from iris.core.messaging import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, MessagingConfig, cluster_group
+from iris.core.limits import ServiceLimits, TopicLimits
+from iris.core.messages import MAX_PAYLOAD
+from iris.core.tunnel_end import TunnelError
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -40,12 +42,10 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
+from iris.runtime.busy_poll import BusyPoll
+from iris.runtime.driver import Address, Runtime
 from iris.runtime.handler_queue import HandlerQueue
-from iris.core.limits import ServiceLimits, TopicLimits
-from iris.core.messages import MAX_PAYLOAD
-from iris.runtime.driver import HIGH_WATER, Address, Runtime
 from iris.runtime.transport import MemoryTransport, TcpTransport
-from iris.core.tunnel_end import TunnelError
 from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig
 
@@ -197,6 +197,19 @@ class Node:
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], trio.Event] = {}
         self._closed = False
+        # What the node does with each kind of event the core emits (iris.core.events).
+        self._event_handlers: dict[type[ev.Event], Callable[[Any], None]] = {
+            ev.RequestDone: self._on_request_done,
+            ev.RequestReceived: self._on_request_received,
+            ev.BroadcastReceived: self._on_broadcast_received,
+            ev.EventReceived: self._on_event_received,
+            ev.Joined: self._on_joined,
+            ev.TunnelOpened: self._on_tunnel_opened,
+            ev.TunnelIncoming: self._on_tunnel_incoming,
+            ev.TunnelDrained: self._on_tunnel_drained,
+            ev.TunnelMessage: self._on_tunnel_message,
+            ev.TunnelClosed: self._on_tunnel_closed,
+        }
 
     # ------------------------------------------------------------------------- facts
     @property
@@ -227,7 +240,8 @@ class Node:
             "topics": sorted(t.name for t in rt.core.topics.values()),
             "trees": len(rt.core.trees),
             "tunnels": len(rt.core.tunnels),
-            "messages_sent": {"maintenance": node.sent[0], "join": node.sent[1], "routed": node.sent[2]},
+            "messages_sent": {
+                "maintenance": node.sent[0], "join": node.sent[1], "routed": node.sent[2]},
             "counters": {**rt.counters, **rt.core.counters},
         }
 
@@ -236,24 +250,31 @@ class Node:
             raise ClosedError("node is closed")
 
     # ------------------------------------------------------------------- clusters
-    async def register(self, cluster: str, handler: Any, limits: ServiceLimits | None = None,
-                       timeout: float = 10.0) -> Registration:
-        """Join `cluster`; returns once requests sent afterwards can reach this member."""
+    async def register(self, cluster: str, handler: Any,
+                       limits: ServiceLimits | None = None) -> Registration:
+        """Join `cluster`; returns once requests sent afterwards can reach this member (the
+        core keeps grafting until then: bound the wait with `trio.fail_after` if need be)."""
         self._check_open()
         self._handlers[cluster] = handler
         joined = self._joined[(cluster, False)] = trio.Event()
         self._runtime.call(lambda: self._runtime.core.register(cluster, limits))
-        with trio.fail_after(timeout):
-            await joined.wait()
+        await joined.wait()
         return Registration(self, cluster)
 
-    async def request(self, cluster: str, payload: bytes, timeout: float = 5.0) -> bytes:
-        await self._runtime.room()
+    async def request(
+        self, cluster: str, payload: bytes,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the request's own deadline, not a cancel scope
+    ) -> bytes:
+        """Ask one member of `cluster`: its reply, or RemoteError, NoSuchClusterError,
+        LimitExceededError or TimeoutError. `timeout` travels with the request into the core,
+        whose one deadline heap turns silence into TimeoutError."""
+        await self._runtime.backpressure.room()
         done = trio.Event()
-        outcome: list[Any] = []
+        outcome: tuple[bytes | None, IrisError | None] = (None, None)
 
         def finished(reply: bytes | None, error: IrisError | None) -> None:
-            outcome.extend((reply, error))
+            nonlocal outcome
+            outcome = (reply, error)
             done.set()
 
         self.start_request(cluster, payload, timeout, finished)
@@ -261,9 +282,11 @@ class Node:
         reply, error = outcome
         if error is not None:
             raise error
+        assert reply is not None  # a request succeeds with a reply
         return reply
 
-    def start_request(self, cluster: str, payload: bytes, timeout: float, on_done: RequestCallback) -> None:
+    def start_request(self, cluster: str, payload: bytes, timeout: float,
+                      on_done: RequestCallback) -> None:
         """Send a request without waiting: `on_done(reply, None)` or `on_done(None, error)` is
         called once, from the node's event processing (it must not block). Unlike `request`,
         this does not wait while the links are congested; callers pace themselves."""
@@ -273,7 +296,8 @@ class Node:
         _check_size(payload)
         self._starting += 1  # an outcome can come before `core.request` returns its id
         try:
-            req_id = self._runtime.call(lambda: self._runtime.core.request(cluster, payload, timeout))
+            req_id = self._runtime.call(
+                lambda: self._runtime.core.request(cluster, payload, timeout))
         finally:
             self._starting -= 1
         early = self._early.pop(req_id, None)
@@ -285,36 +309,36 @@ class Node:
     @property
     def congested(self) -> bool:
         """More outgoing data is queued than the high-water mark: `wait_for_room` would wait."""
-        return self._runtime.queued_bulk > HIGH_WATER
+        return self._runtime.backpressure.congested
 
     async def wait_for_room(self) -> None:
         """Return once the links can take more: at once, unless more than the high-water mark
         of outgoing data is queued (what `request`, `broadcast` and `publish` wait for)."""
-        await self._runtime.room()
+        await self._runtime.backpressure.room()
 
     async def broadcast(self, cluster: str, payload: bytes) -> None:
         self._check_open()
         _check_size(payload)
-        await self._runtime.room()
+        await self._runtime.backpressure.room()
         self._runtime.call(lambda: self._runtime.core.broadcast(cluster, payload))
 
     # --------------------------------------------------------------------- topics
     async def subscribe(self, topic: str, handler: EventHandler | Any,
-                        limits: TopicLimits | None = None, timeout: float = 10.0) -> None:
-        """Receive the events of `topic`; returns once publishes sent afterwards reach us.
-        `handler` is an async function of the event, or an object whose plain
-        `accept_event(bytes)` takes each event at once (see the module docstring)."""
+                        limits: TopicLimits | None = None) -> None:
+        """Receive the events of `topic`; returns once publishes sent afterwards reach us (as
+        `register` does). `handler` is an async function of the event, or an object whose
+        plain `accept_event(bytes)` takes each event at once (see the module docstring)."""
         self._check_open()
         old = self._subscriptions.get(topic)
         if old is not None:
             old.stop()  # subscribing again replaces the handler
-        sub = self._subscriptions[topic] = HandlerQueue(handler, f"the event handler of topic {topic!r}")
+        sub = self._subscriptions[topic] = HandlerQueue(
+            handler, f"the event handler of topic {topic!r}")
         joined = self._joined[(topic, True)] = trio.Event()
         self._runtime.call(lambda: self._runtime.core.subscribe(topic, limits))
         if not hasattr(handler, "accept_event"):  # otherwise events are handed over at once
             self._nursery.start_soon(self._run_subscription, topic, sub)
-        with trio.fail_after(timeout):
-            await joined.wait()
+        await joined.wait()
 
     async def unsubscribe(self, topic: str) -> None:
         sub = self._subscriptions.pop(topic, None)
@@ -325,16 +349,22 @@ class Node:
     async def publish(self, topic: str, payload: bytes) -> None:
         self._check_open()
         _check_size(payload)
-        await self._runtime.room()
+        await self._runtime.backpressure.room()
         self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
 
     async def _run_subscription(self, topic: str, sub: HandlerQueue) -> None:
         runtime = self._runtime
-        await sub.run(done=lambda payload: runtime.call(lambda: runtime.core.event_done(topic, len(payload))),
-                      failed=lambda: runtime.count("event_handler_errors"))
+        await sub.run(
+            done=lambda payload: runtime.call(lambda: runtime.core.event_done(topic, len(payload))),
+            failed=lambda: runtime.count("event_handler_errors"))
 
     # -------------------------------------------------------------------- tunnels
-    async def tunnel(self, cluster: str, timeout: float = 5.0) -> Tunnel:
+    async def tunnel(
+        self, cluster: str,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the opening's own deadline, not a cancel scope
+    ) -> Tunnel:
+        """Open a tunnel to one member of `cluster`. `timeout` travels with the opening into
+        the core, which gives up on it then (the relay passes its clients' deadlines on)."""
         self._check_open()
         key = self._runtime.call(lambda: self._runtime.core.open_tunnel(cluster, timeout))
         tunnel = self._tunnels[key] = Tunnel(self, key)
@@ -353,71 +383,84 @@ class Node:
         return tunnel
 
     # ---------------------------------------------------------------------- events
-    def _on_events(self, events: list[Any]) -> None:
+    def _on_events(self, events: list[ev.Event]) -> None:
+        handlers = self._event_handlers
         for event in events:
-            kind = type(event)
-            if kind is ev.RequestDone:
-                on_done = self._waiting.pop(event.req_id, None)
-                if on_done is not None:
-                    _finish(on_done, event)
-                elif self._starting:  # within `core.request`: see start_request
-                    self._early[event.req_id] = event
-            elif kind is ev.RequestReceived:
-                accept = getattr(self._handlers.get(event.cluster), "accept_request", None)
-                if accept is None:
-                    self._workers.submit(self._serve_request, event)
-                else:
-                    self._accept(accept, event.payload, Responder(self, event.token), "accept_request")
-            elif kind is ev.BroadcastReceived:
-                accept = getattr(self._handlers.get(event.cluster), "accept_broadcast", None)
-                if accept is None:
-                    self._workers.submit(self._serve_broadcast, event)
-                else:
-                    self._accept(accept, event.payload, None, "accept_broadcast")
-                    self._runtime.core.broadcast_done(event.cluster)  # what it drains: this loop
-            elif kind is ev.EventReceived:
-                sub = self._subscriptions.get(event.topic)
-                if sub is None:
-                    continue
-                accept = getattr(sub.handler, "accept_event", None)
-                if accept is None:
-                    sub.put(event.payload)
-                else:
-                    self._accept(accept, event.payload, None, "accept_event")
-                    self._runtime.core.event_done(event.topic, len(event.payload))
-            elif kind is ev.Joined:
-                joined = self._joined.get((event.name, event.topic))
-                if joined is not None:
-                    joined.set()
-            elif kind is ev.TunnelOpened:
-                tunnel = self._tunnels.get(event.key)
-                if tunnel is not None:
-                    tunnel._opened = True
-                opened = self._opening.get(event.key)
-                if opened is not None:
-                    opened.set()
-            elif kind is ev.TunnelIncoming:
-                tunnel = self._tunnels[event.key] = Tunnel(self, event.key)
-                handler = self._handlers.get(event.cluster)
-                if handler is not None and hasattr(handler, "handle_tunnel"):
-                    self._nursery.start_soon(self._serve_tunnel, handler, tunnel)
-                else:
-                    self._runtime.call(lambda k=event.key: self._runtime.core.tunnel_close(k, "no tunnel handler"))
-            elif kind is ev.TunnelDrained:
-                tunnel = self._tunnels.get(event.key)
-                if tunnel is not None:
-                    tunnel._drained.set()
-            elif kind is ev.TunnelMessage:
-                tunnel = self._tunnels.get(event.key)
-                if tunnel is not None:
-                    tunnel._message(event.data)
-            elif kind is ev.TunnelClosed:
-                tunnel = self._tunnels.pop(event.key, None)
-                if tunnel is not None:
-                    tunnel._closed(event.reason)
-                opened = self._opening.get(event.key)
-                if opened is not None:
-                    opened.set()
+            handlers[type(event)](event)
+
+    def _on_request_done(self, event: ev.RequestDone) -> None:
+        on_done = self._waiting.pop(event.req_id, None)
+        if on_done is not None:
+            _finish(on_done, event)
+        elif self._starting:  # within `core.request`: see start_request
+            self._early[event.req_id] = event
+
+    def _on_request_received(self, event: ev.RequestReceived) -> None:
+        accept = getattr(self._handlers.get(event.cluster), "accept_request", None)
+        if accept is None:
+            self._workers.submit(self._serve_request, event)
+        else:
+            self._accept(accept, event.payload, Responder(self, event.token), "accept_request")
+
+    def _on_broadcast_received(self, event: ev.BroadcastReceived) -> None:
+        accept = getattr(self._handlers.get(event.cluster), "accept_broadcast", None)
+        if accept is None:
+            self._workers.submit(self._serve_broadcast, event)
+        else:
+            self._accept(accept, event.payload, None, "accept_broadcast")
+            self._runtime.core.broadcast_done(event.cluster)  # what it drains: this loop
+
+    def _on_event_received(self, event: ev.EventReceived) -> None:
+        sub = self._subscriptions.get(event.topic)
+        if sub is None:
+            return
+        accept = getattr(sub.handler, "accept_event", None)
+        if accept is None:
+            sub.put(event.payload)
+        else:
+            self._accept(accept, event.payload, None, "accept_event")
+            self._runtime.core.event_done(event.topic, len(event.payload))
+
+    def _on_joined(self, event: ev.Joined) -> None:
+        joined = self._joined.get((event.name, event.topic))
+        if joined is not None:
+            joined.set()
+
+    def _on_tunnel_opened(self, event: ev.TunnelOpened) -> None:
+        tunnel = self._tunnels.get(event.key)
+        if tunnel is not None:
+            tunnel._opened = True
+        opened = self._opening.get(event.key)
+        if opened is not None:
+            opened.set()
+
+    def _on_tunnel_incoming(self, event: ev.TunnelIncoming) -> None:
+        key = event.key
+        tunnel = self._tunnels[key] = Tunnel(self, key)
+        handler = self._handlers.get(event.cluster)
+        if handler is not None and hasattr(handler, "handle_tunnel"):
+            self._nursery.start_soon(self._serve_tunnel, handler, tunnel)
+        else:
+            core = self._runtime.core
+            self._runtime.call(lambda: core.tunnel_close(key, "no tunnel handler"))
+
+    def _on_tunnel_drained(self, event: ev.TunnelDrained) -> None:
+        tunnel = self._tunnels.get(event.key)
+        if tunnel is not None:
+            tunnel._drained.set()
+
+    def _on_tunnel_message(self, event: ev.TunnelMessage) -> None:
+        tunnel = self._tunnels.get(event.key)
+        if tunnel is not None:
+            tunnel._message(event.data)
+
+    def _on_tunnel_closed(self, event: ev.TunnelClosed) -> None:
+        tunnel = self._tunnels.pop(event.key, None)
+        if tunnel is not None:
+            tunnel._closed(event.reason)
+        opened = self._opening.get(event.key)
+        if opened is not None:
+            opened.set()
 
     def _accept(self, accept: Callable[..., None], payload: bytes, responder: Responder | None,
                 what: str) -> None:
@@ -442,8 +485,9 @@ class Node:
             reply = await handler.handle_request(event.payload)
             if not isinstance(reply, (bytes, bytearray)):
                 raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
-            _check_size(reply)
-            self._runtime.call(lambda: core.reply(event.token, bytes(reply)))
+            data = bytes(reply)
+            _check_size(data)
+            self._runtime.call(lambda: core.reply(event.token, data))
         except Exception as exc:  # the caller gets the text as RemoteError
             message = str(exc) or type(exc).__name__
             self._runtime.call(lambda: core.reply(event.token, error=message))

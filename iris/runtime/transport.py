@@ -20,7 +20,8 @@ class TcpTransport:
     async def listen(self, nursery: trio.Nursery, host: str, port: int, handler: Handler) -> int:
         listeners = await trio.open_tcp_listeners(port, host=host)
         nursery.start_soon(trio.serve_listeners, handler, listeners)
-        return listeners[0].socket.getsockname()[1]
+        bound: int = listeners[0].socket.getsockname()[1]  # the port chosen when `port` is 0
+        return bound
 
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         return await trio.open_tcp_stream(host, port)

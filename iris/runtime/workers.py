@@ -44,13 +44,17 @@ class WorkerPool:
                     await job(arg)
                 if len(idle) >= self._max_idle:
                     return
-                task = trio.lowlevel.current_task()
-                idle.append(task)
-
-                def abort(_: Any) -> trio.lowlevel.Abort:
-                    idle.remove(task)
-                    return trio.lowlevel.Abort.SUCCEEDED
-
-                await trio.lowlevel.wait_task_rescheduled(abort)
+                await self._park()
         finally:
             self.workers -= 1
+
+    async def _park(self) -> None:
+        """Wait among the idle workers until `submit` reschedules this task."""
+        task = trio.lowlevel.current_task()
+        self._idle.append(task)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)

@@ -1,0 +1,72 @@
+"""Broadcast and publish: a `Flood` is routed to the group's tree and then sent along every
+tree edge except the one it came from.
+
+Every node remembers the last `seen_ids` (origin, seq) pairs and drops repeats, so no member
+gets a message twice even while the tree changes. Over FIFO links a publisher's messages take
+the same path while the tree is stable, so they arrive in order. Delivery is bounded by the
+service's broadcast limits and the topic's limits; beyond, messages are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from iris.core import events as ev
+from iris.core.limits import ENTRY_COST
+from iris.core.messages import Flood
+from iris.core.state import CoreState
+from iris.core.tree import GroupTree
+
+
+class Flooding:
+    __slots__ = ("state",)
+
+    def __init__(self, state: CoreState) -> None:
+        self.state = state
+
+    def start(self, group: int, payload: bytes) -> None:
+        state = self.state
+        msg = Flood(group, state.node.id, state.new_id(), payload)
+        if group in state.trees:
+            self.spread(msg, None)
+        else:
+            state.node.route(group, msg)
+
+    def on_flood(self, src: int, msg: Flood) -> None:
+        self.spread(msg, src)
+
+    def spread(self, msg: Flood, came_from: int | None) -> None:
+        """Deliver `msg` here (if a member) and pass it along every other tree edge, once."""
+        state = self.state
+        if not state.first_sight(msg.origin, msg.seq):
+            state.count("flood_duplicate_dropped")
+            return
+        tree = state.trees.get(msg.group)
+        if tree is None:
+            return
+        for peer in tree.neighbours():
+            if peer != came_from:
+                state.node.send(peer, msg)
+        if tree.local:
+            self._deliver(msg, tree)
+
+    def _deliver(self, msg: Flood, tree: GroupTree) -> None:
+        state = self.state
+        if tree.topic:
+            topic = state.topics.get(msg.group)
+            if topic is None:
+                return
+            if topic.queued_bytes + len(msg.payload) + ENTRY_COST > topic.limits.max_queued_bytes:
+                topic.dropped += 1
+                state.count("events_dropped")
+                return
+            topic.queued_bytes += len(msg.payload) + ENTRY_COST
+            state.events.append(ev.EventReceived(topic.name, msg.payload, msg.origin, msg.seq))
+        else:
+            service = state.services.get(msg.group)
+            if service is not None:
+                # One copy per registration on this node; a slow handler cannot make them pile up.
+                for _ in range(service.members):
+                    admitted = service.broadcasts.offer(msg.payload, len(msg.payload))
+                    if admitted:
+                        state.events.append(ev.BroadcastReceived(service.name, msg.payload))
+                    elif admitted is None:
+                        state.count("broadcasts_dropped")

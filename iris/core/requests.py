@@ -1,0 +1,85 @@
+"""Requests at both ends: the requester's pending requests and their deadlines, and the
+member's admission of requests under its service limits and its replies.
+
+The reply goes straight from the member to the requester. One timer, armed at the earliest
+deadline still pending (`Deadlines`), turns silence into TIMEOUT; late and duplicate replies
+are ignored.
+"""
+
+from __future__ import annotations
+
+from iris.core import events as ev
+from iris.core.deadlines import Deadlines
+from iris.core.messages import MAX_ERROR, OK, REFUSED, REMOTE_ERROR, Reply, Request
+from iris.core.state import TK_REQUEST, CoreState, Service, cluster_group
+
+TIMEOUT = 4  # RequestDone status when no reply came in time (after OK..REFUSED)
+
+
+class Requests:
+    __slots__ = ("state", "pending", "deadlines", "inbound")
+
+    def __init__(self, state: CoreState) -> None:
+        self.state = state
+        self.pending: dict[int, float] = {}  # req_id -> deadline
+        self.deadlines = Deadlines()  # one timer for every pending request
+        self.inbound: dict[int, tuple[int, int, int]] = {}  # token -> (origin, req_id, group)
+
+    # -------------------------------------------------------------------- requester side
+    def request(self, cluster: str, payload: bytes, timeout: float) -> int:
+        state = self.state
+        req_id = state.new_id()
+        if len(self.pending) >= state.config.max_pending_requests:
+            state.events.append(ev.RequestDone(req_id, REFUSED, b"", "too many pending requests"))
+            return req_id
+        deadline = state.now + timeout
+        self.pending[req_id] = deadline
+        at = self.deadlines.add(deadline, req_id, self.pending)
+        if at is not None:
+            state.node.schedule(at, TK_REQUEST)
+        group = cluster_group(cluster)
+        state.node.route(group, Request(group, req_id, state.node.id, 0, payload))
+        return req_id
+
+    def on_reply(self, src: int, msg: Reply) -> None:
+        if self.pending.pop(msg.req_id, None) is None:
+            self.state.count("late_replies")
+            return
+        self.state.events.append(ev.RequestDone(msg.req_id, msg.status, msg.payload, msg.error))
+
+    def expire(self) -> None:
+        """The request timer fired: every request past its deadline times out."""
+        state = self.state
+        expired, at = self.deadlines.expire(state.now, self.pending)
+        for req_id in expired:
+            del self.pending[req_id]
+            state.events.append(ev.RequestDone(req_id, TIMEOUT, b"", "request timed out"))
+        if at is not None:
+            state.node.schedule(at, TK_REQUEST)
+
+    # ----------------------------------------------------------------------- member side
+    def arrive(self, msg: Request, service: Service) -> None:
+        """The walk chose this node: admit the request under the service's limits."""
+        admitted = service.requests.offer(msg, len(msg.payload))
+        if admitted:
+            self._hand_to_app(msg, service)
+        elif admitted is None:
+            self.state.count("requests_refused")
+            self.state.node.send(msg.origin,
+                                 Reply(msg.req_id, REFUSED, b"", "service limits exceeded"))
+
+    def reply(self, token: int, payload: bytes = b"", error: str | None = None) -> None:
+        origin, req_id, group = self.inbound.pop(token)
+        status = OK if error is None else REMOTE_ERROR
+        self.state.node.send(origin, Reply(req_id, status, payload if error is None else b"",
+                                           (error or "")[:MAX_ERROR]))
+        service = self.state.services.get(group)
+        if service is not None:
+            for queued in service.requests.done():
+                self._hand_to_app(queued, service)
+
+    def _hand_to_app(self, msg: Request, service: Service) -> None:
+        """`msg` was admitted (it counts as in flight): the application gets it."""
+        token = self.state.new_id()
+        self.inbound[token] = (msg.origin, msg.req_id, msg.group)
+        self.state.events.append(ev.RequestReceived(service.name, token, msg.payload))

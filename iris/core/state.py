@@ -1,0 +1,155 @@
+"""What the messaging protocols of one node share: the overlay node they speak through, the
+configuration, the trees, the local services and topics, the event list the driver drains,
+counters, the id source and the de-duplication record.
+
+The protocols (`trees`, `walk`, `requests`, `flood`, `tunnels`) are separate objects that each
+hold this one state, so none of them needs to import another to reach the data they all use.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+
+from iris.core.events import Event
+from iris.core.limits import Gate, ServiceLimits, TopicLimits
+from iris.core.tree import GroupTree
+from overlay.ids import key_for
+from overlay.node import OverlayNode
+
+# Timer tokens: kind in the low 2 bits, an id above.
+TK_TICK, TK_REQUEST, TK_TUNNEL, TK_PARKED = range(4)
+
+
+# Group keys are hashed once per name: every request and publish needs one.
+@lru_cache(maxsize=4096)
+def cluster_group(name: str) -> int:
+    return key_for("cluster:" + name)
+
+
+@lru_cache(maxsize=4096)
+def topic_group(name: str) -> int:
+    return key_for("topic:" + name)
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingConfig:
+    tree_beat_s: float = 5.0
+    """Tree neighbours exchange one aggregated beat per this period."""
+
+    tree_silence_beats: float = 3.0
+    """A tree neighbour silent this many beats is dropped (child) or replaced (parent)."""
+
+    graft_retry_s: float = 3.0
+    """A Subscribe not acknowledged within this is sent again."""
+
+    seen_ids: int = 16384
+    """Broadcast/publish ids remembered per node for de-duplication (oldest forgotten)."""
+
+    max_pending_requests: int = 65536
+    """Outstanding requests of this node; beyond, `request` fails at once."""
+
+    tunnel_window: int = 4 * 1024 * 1024
+    """Bytes a tunnel end lets its peer send ahead of what its application consumed."""
+
+    tunnel_send_buffer: int = 8 * 1024 * 1024
+    """Bytes queued for sending on one tunnel; beyond, `tunnel_send` refuses."""
+
+    tunnel_keepalive_s: float = 5.0
+    tunnel_silence_s: float = 15.0
+
+    max_tunnels: int = 4096
+
+    max_trees: int = 65_536
+    """Trees this node takes part in (member or forwarder); beyond, new grafts are refused."""
+
+    root_settle_s: float = 1.0
+    """A node whose leaf set changed this recently (it may have become a group's root) waits
+    up to this long for the old root's re-graft before it answers "no members"."""
+
+    root_settle_after_failure_s: float = 4.0
+    """The same wait after a neighbour failed, or while the node closer to a group's key does
+    not answer. The members below a dead root graft anew once they notice: most hear the
+    detector's notice (they are its neighbours, or route to it) and verify it with one probe
+    (`probe_timeout_s`, 1 s); the wait covers that and the graft's way, with room for a loaded
+    machine. (A member that only learns from the tree's silence, 3 beats, comes later.) Only a
+    node that just took over a group's key answers "no members" this late."""
+
+    max_parked: int = 1024
+
+
+class Service:
+    """A cluster this node serves: how many registrations, and the admission of its requests
+    and broadcasts under the service's limits."""
+
+    __slots__ = ("name", "members", "requests", "broadcasts")
+
+    def __init__(self, name: str, limits: ServiceLimits) -> None:
+        self.name = name
+        self.members = 1  # registrations of this cluster on this node
+        self.requests = Gate(limits.max_concurrency, limits.max_queued_bytes)
+        self.broadcasts = Gate(limits.max_broadcast_concurrency, limits.max_queued_broadcast_bytes)
+
+
+@dataclass(slots=True)
+class Topic:
+    """A topic this node subscribes to, with the bytes of events not consumed yet."""
+
+    name: str
+    limits: TopicLimits
+    queued_bytes: int = 0
+    dropped: int = 0
+
+
+class CoreState:
+    __slots__ = (
+        "node", "config", "events", "trees", "services", "topics", "seen", "counters",
+        "_next_id", "ticking", "settle_until",
+    )
+
+    def __init__(self, node: OverlayNode, config: MessagingConfig) -> None:
+        self.node = node
+        self.config = config
+        self.events: list[Event] = []
+        self.trees: dict[int, GroupTree] = {}
+        self.services: dict[int, Service] = {}
+        self.topics: dict[int, Topic] = {}
+        self.seen: OrderedDict[tuple[int, int, int], None] = OrderedDict()
+        self.counters: dict[str, int] = {}
+        self._next_id = 0
+        self.ticking = False  # the tree beat timer is set
+        self.settle_until = -1e9  # a new root parks requests for unknown groups until then
+
+    @property
+    def now(self) -> float:
+        return self.node.now
+
+    def new_id(self) -> int:
+        """One sequence for request ids, flood sequence numbers, tunnel ids and tokens."""
+        self._next_id += 1
+        return self._next_id
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counters[what] = self.counters.get(what, 0) + n
+
+    def settle(self, period: float) -> None:
+        self.settle_until = max(self.settle_until, self.now + period)
+
+    def first_sight(self, origin: int, seq: int, hops: int = 0) -> bool:
+        """True the first time (origin, seq, hops) is seen (within the bounded record)."""
+        seen = self.seen
+        key = (origin, seq, hops)
+        if key in seen:
+            return False
+        seen[key] = None
+        if len(seen) > self.config.seen_ids:
+            seen.popitem(last=False)
+        return True
+
+    def ensure_tick(self) -> None:
+        """Arm the tree beat (it also checks tunnels) unless it is armed already."""
+        if not self.ticking and self.node.active:
+            self.ticking = True
+            jitter = self.node.rng.uniform(0.5, 1.0)
+            self.node.schedule(self.now + self.config.tree_beat_s * jitter, TK_TICK)

@@ -1,0 +1,263 @@
+"""Scribe trees: one per cluster and per topic, rooted at the live node closest to the group.
+
+A member routes a `Subscribe`; the first tree node on the route adopts it (`TreeAck`), and a
+node not in the tree yet adopts it and grafts itself (the reverse-path tree). A node refuses to
+adopt one of its own ancestors, which keeps re-grafts from closing loops. Tree neighbours
+exchange one aggregated beat per `tree_beat_s`: capacities up (`TreeUp`), capacity outside
+the subtree and the path to the root down (`TreeDown`). A silent parent (3 beats) or one the
+overlay declares failed makes the child graft again; silent children are pruned; a node whose
+subtree empties prunes itself. A root that is no longer the closest node to its group (a node
+joined, a partition healed) grafts into the new root's tree, which merges split trees.
+"""
+
+from __future__ import annotations
+
+from iris.core import events as ev
+from iris.core.messages import (
+    MAX_ANCESTORS,
+    MAX_TREE_ENTRIES,
+    Prune,
+    Subscribe,
+    TreeAck,
+    TreeDown,
+    TreeUp,
+)
+from iris.core.state import CoreState
+from iris.core.tree import GroupTree
+from overlay.wire import Message
+
+
+class Trees:
+    __slots__ = ("state",)
+
+    def __init__(self, state: CoreState) -> None:
+        self.state = state
+
+    # ------------------------------------------------------------------- local membership
+    def join(self, group: int, name: str, topic: bool) -> None:
+        """One more member of `group` on this node: graft, or count it in the tree we are in."""
+        state = self.state
+        tree = state.trees.get(group)
+        if tree is None:
+            tree = state.trees[group] = GroupTree(group, name, topic, state.now)
+            tree.local = 1
+            self.graft(tree)
+        else:
+            tree.name = name
+            tree.topic = topic
+            tree.local += 1
+            if not tree.grafting:
+                state.events.append(ev.Joined(name, topic))
+            self.after_weight_change(tree)
+        state.ensure_tick()
+
+    def leave(self, group: int) -> None:
+        tree = self.state.trees.get(group)
+        if tree is None:
+            return
+        tree.local = max(0, tree.local - 1)
+        if tree.local == 0:
+            tree.name = None
+        self.after_weight_change(tree)
+
+    # ------------------------------------------------------------------------- grafting
+    def graft(self, tree: GroupTree) -> None:
+        """Route a Subscribe toward the group: the first tree node on the way adopts us."""
+        state = self.state
+        tree.grafting = True
+        tree.graft_sent = state.now
+        state.node.route(tree.group, Subscribe(tree.group, state.node.id, tree.weight))
+
+    def _adopt(self, tree: GroupTree, child: int, weight: int) -> None:
+        tree.children[child] = [weight, self.state.now]
+        self.state.node.send(child, TreeAck(tree.group, tree.weight_outside(child),
+                                            tree.ancestors[: MAX_ANCESTORS - 1]))
+
+    def subscribe_passing(self, msg: Subscribe) -> Message | None:
+        """A graft on its way through us: adopt it (joining the tree if need be) or let it on."""
+        state = self.state
+        child = msg.subscriber
+        if child == state.node.id:
+            return msg  # our own graft leaving us
+        tree = state.trees.get(msg.group)
+        if tree is not None:
+            if child in tree.ancestors:
+                return msg  # adopting our own ancestor would close a loop: let it pass
+            before = tree.weight
+            self._adopt(tree, child, msg.weight)
+            if tree.weight != before:
+                self._send_up(tree)
+            return None
+        if len(state.trees) >= state.config.max_trees:
+            state.count("grafts_refused")
+            return None  # the subscriber's graft times out and is retried
+        # Not in the tree yet: become a forwarder, adopt the child, and graft ourselves.
+        tree = state.trees[msg.group] = GroupTree(msg.group, None, False, state.now)
+        self._adopt(tree, child, msg.weight)
+        tree.grafting = True
+        tree.graft_sent = state.now
+        state.ensure_tick()
+        return Subscribe(msg.group, state.node.id, tree.weight)
+
+    def subscribe_at_root(self, msg: Subscribe) -> None:
+        """A graft reached the group's root, which is us."""
+        state = self.state
+        tree = state.trees.get(msg.group)
+        if msg.subscriber == state.node.id:
+            if tree is not None and tree.grafting:
+                tree.parent = None
+                tree.ancestors = ()
+                tree.grafting = False
+                self._grafted(tree)
+            return
+        if tree is None:
+            if len(state.trees) >= state.config.max_trees:
+                state.count("grafts_refused")
+                return
+            tree = state.trees[msg.group] = GroupTree(msg.group, None, False, state.now)
+            state.ensure_tick()
+        elif tree.grafting:
+            # We are the closest node after all: stop grafting, we are the root.
+            tree.parent = None
+            tree.ancestors = ()
+            tree.grafting = False
+        if msg.subscriber in tree.ancestors:
+            return
+        self._adopt(tree, msg.subscriber, msg.weight)
+
+    def _grafted(self, tree: GroupTree) -> None:
+        if tree.name is not None:
+            self.state.events.append(ev.Joined(tree.name, tree.topic))
+
+    # --------------------------------------------------------------- tree neighbours' news
+    def on_tree_ack(self, src: int, msg: TreeAck) -> None:
+        state = self.state
+        tree = state.trees.get(msg.group)
+        if tree is None:
+            state.node.send(src, Prune(msg.group))
+            return
+        if tree.parent is not None and tree.parent != src and not tree.grafting:
+            state.node.send(src, Prune(msg.group))  # a late answer to an older graft
+            return
+        was_grafting = tree.grafting
+        tree.set_parent(src, msg.ancestors, state.now)
+        tree.up_weight = msg.outside
+        if was_grafting:
+            self._grafted(tree)
+
+    def on_prune(self, src: int, msg: Prune) -> None:
+        tree = self.state.trees.get(msg.group)
+        if tree is None:
+            return
+        if tree.children.pop(src, None) is not None:
+            self.after_weight_change(tree)
+        elif tree.parent == src:
+            tree.parent = None  # our parent disowns us: graft again
+            self.graft(tree)
+
+    def on_tree_up(self, src: int, msg: TreeUp) -> None:
+        state = self.state
+        for group, weight in msg.entries:
+            tree = state.trees.get(group)
+            if tree is None:
+                state.node.send(src, Prune(group))  # "I am not in that tree": it grafts again
+                continue
+            child = tree.children.get(src)
+            if child is None:
+                if src in tree.ancestors or src == tree.parent:
+                    state.node.send(src, Prune(group))
+                    continue
+                tree.children[src] = [weight, state.now]
+                self._send_up(tree)
+                continue
+            changed = child[0] != weight
+            child[0] = weight
+            child[1] = state.now
+            if changed:
+                self._send_up(tree)
+
+    def on_tree_down(self, src: int, msg: TreeDown) -> None:
+        state = self.state
+        for group, weight, ancestors in msg.entries:
+            tree = state.trees.get(group)
+            if tree is None or tree.parent != src:
+                state.node.send(src, Prune(group))
+                continue
+            tree.up_weight = weight
+            tree.parent_heard = state.now
+            tree.ancestors = (src, *ancestors)[:MAX_ANCESTORS]
+
+    def after_weight_change(self, tree: GroupTree) -> None:
+        """Tell the parent the subtree's new capacity, or leave the tree once it is empty."""
+        if tree.empty():
+            del self.state.trees[tree.group]
+            if tree.parent is not None:
+                self.state.node.send(tree.parent, Prune(tree.group))
+        else:
+            self._send_up(tree)
+
+    def _send_up(self, tree: GroupTree) -> None:
+        if tree.parent is not None:
+            self.state.node.send(tree.parent, TreeUp(((tree.group, tree.weight),)))
+
+    # ------------------------------------------------------------------- overlay changes
+    def root_moved(self) -> None:
+        """The leaf set changed: a root that is no longer the closest node to its group grafts
+        into the new root's tree (after joins, and after a partition heals: the trees merge)."""
+        node = self.state.node
+        for tree in self.state.trees.values():
+            if tree.is_root() and not node.is_root(tree.group):
+                self.graft(tree)
+
+    def neighbour_failed(self, peer: int) -> None:
+        for tree in list(self.state.trees.values()):
+            if tree.parent == peer:
+                tree.parent = None
+                self.graft(tree)
+            if tree.children.pop(peer, None) is not None:
+                self.after_weight_change(tree)
+
+    def drop_neighbour(self, group: int, peer: int) -> None:
+        """`peer` did not acknowledge a step sent to it in the group's tree: drop it."""
+        tree = self.state.trees.get(group)
+        if tree is not None:
+            if tree.children.pop(peer, None) is not None:
+                self.after_weight_change(tree)
+            elif tree.parent == peer:
+                tree.parent = None
+                self.graft(tree)
+
+    # ------------------------------------------------------------------------ the beat
+    def beat(self) -> None:
+        """One tree beat: check every tree, then send each tree neighbour one message."""
+        state = self.state
+        now, cfg = state.now, state.config
+        silence = cfg.tree_beat_s * cfg.tree_silence_beats
+        up: dict[int, list[tuple[int, int]]] = {}
+        down: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}
+        for tree in list(state.trees.values()):
+            for child in [c for c, (_, heard) in tree.children.items() if now - heard > silence]:
+                del tree.children[child]
+            if tree.empty():
+                self.after_weight_change(tree)
+                continue
+            if tree.grafting:
+                if now - tree.graft_sent >= cfg.graft_retry_s:
+                    self.graft(tree)
+            elif tree.parent is not None and now - tree.parent_heard > silence:
+                tree.parent = None
+                self.graft(tree)
+            elif tree.parent is None and not state.node.is_root(tree.group):
+                self.graft(tree)
+            if tree.parent is not None and not tree.grafting:
+                up.setdefault(tree.parent, []).append((tree.group, tree.weight))
+            for child in tree.children:
+                down.setdefault(child, []).append((tree.group, tree.weight_outside(child),
+                                                   tree.ancestors[: MAX_ANCESTORS - 1]))
+        for peer, entries in up.items():
+            for i in range(0, len(entries), MAX_TREE_ENTRIES):
+                state.node.send(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
+        for peer, down_entries in down.items():
+            for i in range(0, len(down_entries), MAX_TREE_ENTRIES):
+                state.node.send(peer, TreeDown(tuple(down_entries[i : i + MAX_TREE_ENTRIES])))
+

@@ -1,0 +1,165 @@
+"""The capacity-weighted walk: how a request or a tunnel opening finds one member.
+
+A `Request` or `TunnelOpen` is routed toward its group; the first tree node on the route starts
+the walk. At each tree node it goes to the node itself (if a member), to a child, or to the
+parent (never back where it came from), each with probability proportional to the capacity
+that way, which samples members in proportion to capacity. Steps are acknowledged
+(`send_acked`): a dead tree neighbour is dropped and the walk goes on elsewhere. Only the root
+says "no members" (it alone sees the whole tree); a node with nothing known below sends the
+walk up. A root that has only just become the root parks the walk and tries again shortly, so
+that the members of a dead root have time to graft anew.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from iris.core.messages import MAX_WALK_HOPS, NO_MEMBERS, Reply, Request, TunnelClose, TunnelOpen
+from iris.core.state import TK_PARKED, CoreState, Service
+from iris.core.trees import Trees
+
+Walker = Request | TunnelOpen
+"""What walks: a request, or the opening of a tunnel."""
+
+
+class Walk:
+    __slots__ = ("state", "trees", "on_request", "on_tunnel_open", "parked")
+
+    def __init__(self, state: CoreState, trees: Trees,
+                 on_request: Callable[[Request, Service], None],
+                 on_tunnel_open: Callable[[TunnelOpen, Service], None]) -> None:
+        self.state = state
+        self.trees = trees
+        self.on_request = on_request  # the walk chose this node for a request
+        self.on_tunnel_open = on_tunnel_open  # ... or for a tunnel
+        self.parked: deque[tuple[float, Walker]] = deque()
+
+    def enter(self, msg: Walker) -> None:
+        """`msg` reached the group's tree (or its root) by routing: start walking, once."""
+        if self._entering(msg):
+            self.step_from(msg, None)
+
+    def step_from(self, msg: Walker, came_from: int | None,
+                  parked_since: float | None = None) -> None:
+        """Take one step of the walk toward one member."""
+        state = self.state
+        tree = state.trees.get(msg.group)
+        if tree is None:
+            if came_from is None:
+                # We are the root and know no tree.
+                if not self._wait_for_members(msg, parked_since):
+                    self._fail(msg, "no members in cluster")
+            else:
+                # We left the tree while the walk was on its way: start again from the route.
+                self._reroute(msg)
+            return
+        service = state.services.get(msg.group)
+        options: list[tuple[int | None, float]] = []
+        # A tunnel's two ends live on two nodes: its opener never serves it.
+        serves_here = isinstance(msg, Request) or msg.opener != state.node.id
+        if service is not None and tree.local and serves_here:
+            options.append((None, float(tree.local)))
+        for child, (weight, _) in tree.children.items():
+            if child != came_from and weight > 0:
+                options.append((child, weight))
+        parent = tree.parent
+        if parent is not None and parent != came_from and tree.up_weight > 0:
+            options.append((parent, float(tree.up_weight)))
+        total = sum(w for _, w in options)
+        if total <= 0:
+            if parent is not None and parent != came_from and msg.hops < MAX_WALK_HOPS:
+                self._step(msg, parent)  # nothing known below: the root knows more
+            elif tree.is_root():
+                if not self._wait_for_members(msg, parked_since):
+                    self._fail(msg, "no members in cluster")
+            else:
+                self._reroute(msg)
+            return
+        pick = state.node.rng.random() * total
+        target: int | None = None
+        for target, weight in options:  # noqa: B007 - the loop's last target is the pick
+            pick -= weight
+            if pick < 0:
+                break
+        if target is not None:
+            self._step(msg, target)
+        elif isinstance(msg, Request):
+            assert service is not None
+            self.on_request(msg, service)
+        else:
+            assert service is not None
+            self.on_tunnel_open(msg, service)
+
+    def release_parked(self) -> None:
+        """The parking timer fired: walk every parked message again."""
+        parked, self.parked = self.parked, deque()
+        for since, msg in parked:
+            self.step_from(msg, None, parked_since=since)
+
+    def step_lost(self, peer: int, msg: Walker) -> None:
+        """A step to `peer` was not acknowledged: drop that neighbour and walk on."""
+        self.trees.drop_neighbour(msg.group, peer)
+        self.state.count("walk_steps_rerouted")
+        if msg.group in self.state.trees:
+            self.step_from(msg, None)
+        else:
+            self._reroute(msg)
+
+    def _wait_for_members(self, msg: Walker, parked_since: float | None) -> bool:
+        """We are the root of the group and know no member. If we only just became the root
+        (a join, a merge, a failure; or the node closer to the key is suspected), the members'
+        grafts are probably on their way: park the message and walk it again shortly, up to
+        `root_settle_after_failure_s`. True if parked."""
+        state = self.state
+        now = state.now
+        since = now if parked_since is None else parked_since
+        cfg = state.config
+        unsettled = now < state.settle_until or state.node.root_in_doubt(msg.group)
+        if (not unsettled or now - since >= cfg.root_settle_after_failure_s
+                or len(self.parked) >= cfg.max_parked):
+            return False
+        if not self.parked:
+            state.node.schedule(now + cfg.root_settle_s / 8, TK_PARKED)
+        self.parked.append((since, msg))
+        return True
+
+    def _step(self, msg: Walker, target: int) -> None:
+        if msg.hops >= MAX_WALK_HOPS:
+            self._fail(msg, "request walked too far")
+            return
+        step: Walker
+        if isinstance(msg, Request):
+            step = Request(msg.group, msg.req_id, msg.origin, msg.hops + 1, msg.payload)
+        else:
+            step = TunnelOpen(msg.group, msg.opener, msg.tid, msg.hops + 1, msg.window)
+        self.state.node.send_acked(target, step)  # a dead tree neighbour must not swallow it
+
+    def _reroute(self, msg: Walker) -> None:
+        node = self.state.node
+        if msg.hops >= MAX_WALK_HOPS:
+            self._fail(msg, "request walked too far")
+        elif isinstance(msg, Request):
+            node.route(msg.group, Request(msg.group, msg.req_id, msg.origin, msg.hops + 1,
+                                          msg.payload))
+        else:
+            node.route(msg.group, TunnelOpen(msg.group, msg.opener, msg.tid, msg.hops + 1,
+                                             msg.window))
+
+    def _fail(self, msg: Walker, reason: str) -> None:
+        if isinstance(msg, Request):
+            self.state.node.send(msg.origin, Reply(msg.req_id, NO_MEMBERS, b"", reason))
+        else:
+            self.state.node.send(msg.opener, TunnelClose(msg.opener, msg.tid, reason))
+
+    def _entering(self, msg: Walker) -> bool:
+        """A routed request may arrive twice (a hop re-sent after a lost acknowledgement):
+        only the first copy starts a walk. A walk that had to re-route counts its hops, so
+        its second entry is not mistaken for a copy."""
+        if isinstance(msg, Request):
+            fresh = self.state.first_sight(msg.origin, msg.req_id, msg.hops)
+        else:
+            fresh = self.state.first_sight(msg.opener, msg.tid, msg.hops)
+        if not fresh:
+            self.state.count("request_duplicate_dropped")
+        return fresh

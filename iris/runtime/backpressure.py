@@ -1,0 +1,43 @@
+"""Backpressure: applications wait while the node's links hold too much unsent data.
+
+`request`, `broadcast` and `publish` return before their frames are written; without a brake,
+an application that produces faster than the network carries would grow the queues until
+they refuse frames. So every bulk byte queued on any link is counted here, and `room()` waits
+while more than the high-water mark is queued, until the writers bring it below the low-water
+mark (the gap keeps waiters from waking for every frame written).
+"""
+
+from __future__ import annotations
+
+import trio
+
+HIGH_WATER = 8 * 1024 * 1024  # queued bulk bytes (all links) at which applications wait
+LOW_WATER = 2 * 1024 * 1024  # ... until the links hold no more than this
+
+
+class Backpressure:
+    def __init__(self, high_water: int = HIGH_WATER, low_water: int = LOW_WATER) -> None:
+        self.queued = 0
+        self._high = high_water
+        self._low = low_water
+        self._room = trio.Event()
+
+    @property
+    def congested(self) -> bool:
+        """More than the high-water mark is queued: `room()` would wait."""
+        return self.queued > self._high
+
+    def add(self, nbytes: int) -> None:
+        self.queued += nbytes
+
+    def remove(self, nbytes: int) -> None:
+        self.queued -= nbytes
+        if self.queued <= self._low:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Return at once unless congested; then once the queues drained to the low-water mark."""
+        while self.queued > self._high:
+            if self._room.is_set():
+                self._room = trio.Event()  # every waiter shares this one
+            await self._room.wait()

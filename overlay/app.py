@@ -1,0 +1,39 @@
+"""The upcall interface: what the overlay tells the layer above it.
+
+The layer above (the messaging core, a simulator workload) subclasses `OverlayApp` and
+overrides what it needs. The defaults ignore everything, so a plain ring runs without one.
+"""
+
+from __future__ import annotations
+
+from overlay.wire import Message
+
+
+class OverlayApp:
+    """Upcalls from the overlay to the layer above. The defaults ignore everything."""
+
+    def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
+        """`payload`, routed toward `key`, arrived at its root (this node)."""
+
+    def forward(self, key: int, payload: Message, next_hop: int) -> Message | None:
+        """`payload` passes through on its way to `next_hop`; return it (or a replacement)
+        to let it go on, or None to consume it here."""
+        return payload
+
+    def receive_direct(self, src: int, payload: Message) -> None:
+        """A message sent point-to-point by `src` with `OverlayNode.send`."""
+
+    def activated(self) -> None:
+        """The node joined the ring and may now be a root."""
+
+    def leafset_changed(self) -> None:
+        """Leaf-set membership changed (roots of nearby keys may have moved)."""
+
+    def peer_failed(self, peer: int) -> None:
+        """`peer` was declared failed (or left)."""
+
+    def timer(self, token: int) -> None:
+        """A timer set with `OverlayNode.schedule(when, token)` is due."""
+
+    def undeliverable(self, peer: int, payload: Message) -> None:
+        """`peer` did not acknowledge `payload` sent with `send_acked` (it is being probed)."""

@@ -1,0 +1,80 @@
+"""The partition-heal record: peers declared failed, retried in case they come back.
+
+Pastry alone leaves two self-consistent rings after a partition: each side has dropped the
+other and nothing makes either look again. So every peer declared failed is remembered (a
+bounded record, the oldest forgotten first, everything after `heal_forget_s`) and probed again
+at a doubling, jittered interval (`heal_first_retry_s` up to `heal_max_retry_s`): a partition of
+any length is noticed within about a minute of its end, for a few probes per lost peer. A lost
+peer that answers, or that a neighbour names alive, triggers the node's merge lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+INF = float("inf")
+
+
+class LostPeer:
+    __slots__ = ("lost_at", "next_try", "interval", "last_try")
+
+    def __init__(self, lost_at: float, next_try: float, interval: float) -> None:
+        self.lost_at = lost_at
+        self.next_try = next_try
+        self.interval = interval  # un-jittered wait before the retry after next_try
+        self.last_try = lost_at
+
+    def retry_early(self, now: float, gap: float) -> bool:
+        """Someone named this peer alive: retry it now, unless it was tried within `gap`."""
+        if now - self.last_try < gap:
+            return False
+        self.last_try = now
+        return True
+
+
+class LostPeers(dict[int, LostPeer]):
+    """Lost peers by id, in the order they were first lost (the order retries go out in).
+
+    A dict itself, because the node asks "is this peer lost?" for every peer it hears from."""
+
+    __slots__ = ("size", "forget_s", "first_retry_s", "max_retry_s")
+
+    def __init__(self, size: int, forget_s: float, first_retry_s: float, max_retry_s: float
+                 ) -> None:
+        super().__init__()
+        self.size = size
+        self.forget_s = forget_s
+        self.first_retry_s = first_retry_s
+        self.max_retry_s = max_retry_s
+
+    def remember(self, peer: int, now: float, jitter: Callable[[float], float]) -> float:
+        """Record `peer` as lost now (a full record forgets the peer lost longest ago);
+        return when it is first retried."""
+        if peer not in self and len(self) >= self.size:
+            del self[min(self, key=lambda p: self[p].lost_at)]
+        first_try = now + jitter(self.first_retry_s)
+        self[peer] = LostPeer(now, first_try, self.first_retry_s)
+        return first_try
+
+    def lost_within(self, peer: int, now: float, window: float) -> bool:
+        """Was `peer` lost less than `window` ago?"""
+        record = self.get(peer)
+        return record is not None and now - record.lost_at < window
+
+    def due(self, now: float, jitter: Callable[[float], float]) -> list[int]:
+        """Forget the peers silent too long; return the peers to retry now, in record order,
+        each with its next retry set a doubled (and `jitter`ed) interval later."""
+        for peer in [p for p, rec in self.items() if now - rec.lost_at > self.forget_s]:
+            del self[peer]
+        retry: list[int] = []
+        for peer, rec in self.items():
+            if rec.next_try <= now:
+                rec.last_try = now
+                rec.interval = min(rec.interval * 2, self.max_retry_s)
+                rec.next_try = now + jitter(rec.interval)
+                retry.append(peer)
+        return retry
+
+    def soonest(self) -> float:
+        """When the next retry is due (INF when nobody is lost)."""
+        return min((rec.next_try for rec in self.values()), default=INF)

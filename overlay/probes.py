@@ -1,0 +1,96 @@
+"""Probe bookkeeping: the probes a node has in flight, and why each was sent.
+
+A probe is a `Ping` that must be answered by a `Pong` with the same sequence number from the
+same peer. At most one probe per peer is in flight: a second reason to probe a peer raises the
+purpose of the probe already out instead of sending another, so a peer is never declared
+failed twice, and never more quietly than its most serious reason asks for.
+"""
+
+from __future__ import annotations
+
+# Why a peer is probed, in rising order of what a missing answer means.
+P_CANDIDATE = 0  # a node we heard of that would improve our state: no answer, not taken
+P_HEAL = 1  # a peer lost to failure, retried in case a partition healed
+P_CONFIRM = 2  # a tentative leaf-set member of a joiner: no answer, not in the leaf set
+P_TABLE = 3  # a routing-table entry checked for liveness and round trip
+P_VERIFY = 4  # a peer another node told us is dead: checked before we forget it
+P_SUSPECT = 5  # a peer that did not acknowledge a hop
+P_NEIGHBOUR = 6  # an immediate neighbour whose heartbeats stopped
+
+RETRIED = frozenset((P_TABLE, P_SUSPECT, P_NEIGHBOUR))
+"""Purposes probed again (up to `probe_attempts`) before the peer is given up: one lost
+message must not cost a live member."""
+
+FATAL = frozenset((P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
+"""Purposes for which the last unanswered probe declares the peer failed."""
+
+
+class Probe:
+    """One probe in flight."""
+
+    __slots__ = ("seq", "peer", "sent_at", "purpose", "attempt", "want_leaf")
+
+    def __init__(
+        self, seq: int, peer: int, sent_at: float, purpose: int, attempt: int, want_leaf: bool
+    ) -> None:
+        self.seq = seq
+        self.peer = peer
+        self.sent_at = sent_at  # the answer measures the round trip from here
+        self.purpose = purpose
+        self.attempt = attempt
+        self.want_leaf = want_leaf  # the answer that counts is the one carrying a leaf set
+
+
+class Probes:
+    """The probes in flight, by sequence number (to match answers) and by peer (one each)."""
+
+    __slots__ = ("limit", "by_seq", "by_peer")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.by_seq: dict[int, Probe] = {}
+        self.by_peer: dict[int, Probe] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_seq)
+
+    def full(self) -> bool:
+        return len(self.by_seq) >= self.limit
+
+    def add(self, probe: Probe) -> None:
+        self.by_seq[probe.seq] = probe
+        self.by_peer[probe.peer] = probe
+
+    def answer(self, seq: int, src: int, carries_leaf: bool) -> Probe | None:
+        """The probe a `Pong` from `src` answers, taken out of flight; None if it answers
+        none, or only a first probe that was asked again for the leaf set."""
+        probe = self.by_seq.get(seq)
+        if probe is None or probe.peer != src:
+            return None
+        if probe.want_leaf and not carries_leaf:
+            return None  # answer to the first probe; the one that carries the leaf set follows
+        self._remove(probe)
+        return probe
+
+    def expire(self, seq: int) -> Probe | None:
+        """The probe whose time ran out, taken out of flight (None if it was answered)."""
+        probe = self.by_seq.get(seq)
+        if probe is not None:
+            self._remove(probe)
+        return probe
+
+    def confirming(self) -> bool:
+        """Is any tentative leaf-set member still unconfirmed?"""
+        return any(p.purpose == P_CONFIRM for p in self.by_seq.values())
+
+    def clear(self) -> None:
+        self.by_seq.clear()
+        self.by_peer.clear()
+
+    def _remove(self, probe: Probe) -> None:
+        del self.by_seq[probe.seq]
+        del self.by_peer[probe.peer]
+        if not self.by_seq:
+            # Dicts never give memory back; after a burst of probes (a join) start afresh.
+            self.by_seq = {}
+            self.by_peer = {}

@@ -1,0 +1,48 @@
+"""The partition-heal record: bounded, oldest forgotten first, retried at a doubling interval."""
+
+from overlay.lost_peers import INF, LostPeers
+
+
+def no_jitter(period):
+    return period
+
+
+def test_retries_double_up_to_the_cap():
+    lost = LostPeers(size=4, forget_s=3600.0, first_retry_s=2.0, max_retry_s=10.0)
+    assert lost.remember(7, now=0.0, jitter=no_jitter) == 2.0
+    waits = []
+    now = 0.0
+    for _ in range(5):
+        now = lost.soonest()
+        assert lost.due(now, no_jitter) == [7]
+        waits.append(lost.soonest() - now)
+    assert waits == [4.0, 8.0, 10.0, 10.0, 10.0]
+    assert lost.due(now, no_jitter) == []  # not due again before its next try
+
+
+def test_a_full_record_forgets_the_peer_lost_longest_ago():
+    lost = LostPeers(size=2, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0)
+    lost.remember(1, 0.0, no_jitter)
+    lost.remember(2, 1.0, no_jitter)
+    lost.remember(3, 2.0, no_jitter)
+    assert list(lost) == [2, 3]
+    lost.remember(2, 3.0, no_jitter)  # lost again: refreshed in place, nobody evicted
+    assert list(lost) == [2, 3] and lost[2].lost_at == 3.0
+
+
+def test_silent_peers_are_forgotten_and_an_empty_record_has_no_retry():
+    lost = LostPeers(size=4, forget_s=100.0, first_retry_s=2.0, max_retry_s=60.0)
+    lost.remember(5, 0.0, no_jitter)
+    assert lost.due(101.0, no_jitter) == []
+    assert not lost and lost.soonest() == INF
+
+
+def test_gossip_window_and_early_retry_gap():
+    lost = LostPeers(size=4, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0)
+    lost.remember(9, 10.0, no_jitter)
+    assert lost.lost_within(9, 69.0, 60.0) and not lost.lost_within(9, 70.0, 60.0)
+    assert not lost.lost_within(8, 11.0, 60.0)
+    record = lost[9]
+    assert not record.retry_early(12.0, gap=5.0)
+    assert record.retry_early(15.0, gap=5.0)
+    assert not record.retry_early(16.0, gap=5.0)

@@ -1,0 +1,168 @@
+"""The capacity-weighted walk that chooses one member for a request or a tunnel.
+
+Small deterministic simulations through `MessagingCore`'s methods; the assertions are on what
+the application and the wire see: who served each request, where each tunnel opened, and
+which node sent each "no members" answer.
+"""
+
+import math
+import random
+from collections import Counter
+
+from iris.core import NO_MEMBERS, OK, cluster_group
+from iris.core import events as ev
+from iris.core.messages import Reply, TunnelClose
+from simulations.checkers import true_root
+from simulations.engine import Simulation
+from simulations.messaging_workload import MessagingWorkload, SimMessaging
+from simulations.network import NetworkConfig
+from simulations.scenarios import ScenarioOptions, build_ring
+
+
+class Observed(SimMessaging):
+    """The simulator's core, noting who sent each answer this node got directly: replies to
+    its requests and closes of its tunnels."""
+
+    def __init__(self, sim, node):
+        super().__init__(sim, node)
+        self.answers = []  # (sender, message)
+
+    def receive_direct(self, src, payload):
+        if isinstance(payload, Reply | TunnelClose):
+            self.answers.append((src, payload))
+        super().receive_direct(src, payload)
+
+
+def world(nodes=40, seed=1):
+    sim = Simulation(seed, network=NetworkConfig(fifo=True), app_factory=Observed)
+    work = MessagingWorkload(sim)
+    assert build_ring(sim, ScenarioOptions(nodes=nodes, seed=seed))["converged"]
+    return sim, work
+
+
+def register(sim, work, cluster, capacities):
+    """Register `capacity` members of `cluster` on each node, and wait until every one is
+    grafted and the capacities have travelled the whole tree (two tree beats)."""
+    for node, capacity in capacities.items():
+        for _ in range(capacity):
+            work.register(node, cluster)
+    grafted = sim.run_until(lambda: all(work.grafted(n, cluster, False) for n in capacities),
+                            timeout=30.0, check_every=0.1)
+    assert grafted is not None
+    sim.run_for(2 * work.core(next(iter(capacities))).config.tree_beat_s)
+
+
+def ask(sim, work, cluster, requesters, count, rate=200.0):
+    """`count` requests from `requesters` in turn, `rate` a second; their records once every
+    one has its outcome."""
+    before = len(work.requests)
+    start = sim.now
+    for i in range(count):
+        requester = requesters[i % len(requesters)]
+        sim.at(start + i / rate, lambda r=requester: work.request(r, cluster, timeout=10.0))
+    sim.run_for(count / rate)
+    records = list(work.requests.values())[before:]
+    done = sim.run_until(lambda: all(r.status is not None for r in records), timeout=15.0,
+                         check_every=0.1)
+    assert done is not None and len(records) == count
+    return records
+
+
+def open_tunnels(sim, work, cluster, opener, count):
+    """Open `count` tunnels from `opener`; for each, the node where it opened (None: it was
+    closed instead), once every one has its outcome."""
+    keys = [work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
+            for _ in range(count)]
+
+    def outcome(key):
+        for me, event in work.tunnel_events:
+            if event.key == key and isinstance(event, ev.TunnelIncoming):
+                return me
+            if event.key == key and isinstance(event, ev.TunnelClosed):
+                return None
+        return ...  # not yet
+
+    done = sim.run_until(lambda: all(outcome(k) is not ... for k in keys), timeout=15.0,
+                         check_every=0.1)
+    assert done is not None
+    return [outcome(k) for k in keys]
+
+
+def test_requests_are_spread_over_members_in_proportion_to_their_capacity():
+    """Capacities 1, 2, 3 and 6 (registrations on a node): each member serves its share of
+    requests sent from every node, within five standard deviations of the binomial count.
+    A walk blind to capacity would give each member a quarter."""
+    sim, work = world(seed=2)
+    nodes = sorted(sim.active)
+    members = random.Random(2).sample(nodes, 4)
+    capacities = dict(zip(members, (1, 2, 3, 6), strict=True))
+    register(sim, work, "weighted", capacities)
+    records = ask(sim, work, "weighted", nodes, 3000)
+    assert all(r.status == OK for r in records)
+    served = Counter(r.responder for r in records)
+    assert set(served) == set(members)
+    total = sum(capacities.values())
+    for member, capacity in capacities.items():
+        share = capacity / total
+        expected = len(records) * share
+        sigma = math.sqrt(len(records) * share * (1 - share))
+        assert abs(served[member] - expected) <= 5 * sigma, (capacity, served[member], expected)
+
+
+def test_only_the_root_answers_no_members():
+    """Requests from every node to a cluster that has no members, and a tunnel opened by the
+    only member (which may not serve its own tunnel, so the walk climbs the tree): every
+    "no members" answer comes from the root of the cluster's tree, the one node that sees
+    all of it."""
+    sim, work = world(seed=3)
+    nodes = sorted(sim.active)
+    records = ask(sim, work, "empty", nodes, len(nodes))
+    assert all(r.status == NO_MEMBERS for r in records)
+    root = true_root(sim, cluster_group("empty"))
+    answers = [(src, msg) for n in nodes for src, msg in work.core(n).answers]
+    assert len(answers) == len(nodes) and {src for src, _ in answers} == {root}
+
+    group = cluster_group("alone")
+    member = next(n for n in random.Random(3).sample(nodes, len(nodes))
+                  if n != true_root(sim, group))
+    register(sim, work, "alone", {member: 1})
+    assert open_tunnels(sim, work, "alone", member, 5) == [None] * 5
+    closes = [(src, msg) for src, msg in work.core(member).answers
+              if isinstance(msg, TunnelClose)]
+    assert len(closes) == 5
+    assert all(src == true_root(sim, group) and "no members" in msg.reason
+               for src, msg in closes)
+
+
+def test_a_tunnel_is_never_served_on_the_openers_own_node():
+    """The opener's node holds five of the six registrations. Its requests are served there
+    most of the time (capacity counts), but its tunnels all open at the other member: a
+    tunnel's two ends are on two nodes. From a third node, tunnels follow capacity again."""
+    sim, work = world(seed=4)
+    nodes = sorted(sim.active)
+    opener, other, third = random.Random(4).sample(nodes, 3)
+    register(sim, work, "pair", {opener: 5, other: 1})
+
+    served = Counter(r.responder for r in ask(sim, work, "pair", [opener], 120))
+    assert served[opener] > 80  # about 100 of 120
+
+    assert open_tunnels(sim, work, "pair", opener, 30) == [other] * 30
+
+    elsewhere = Counter(open_tunnels(sim, work, "pair", third, 60))
+    assert set(elsewhere) == {opener, other} and elsewhere[opener] > 35  # about 50 of 60
+
+
+def test_a_walk_with_nothing_known_below_climbs_to_where_members_are():
+    """A member that registered alone knows no capacity outside itself. Right after a second
+    member registers elsewhere (before any tree beat tells the first), a tunnel from the
+    first finds the second: a node that knows of no member goes up, only the root may say
+    there is none."""
+    sim, work = world(seed=5)
+    nodes = sorted(sim.active)
+    first, second = random.Random(5).sample(nodes, 2)
+    register(sim, work, "late", {first: 1})
+    work.register(second, "late")
+    grafted = sim.run_until(lambda: work.grafted(second, "late", False), timeout=10.0,
+                            check_every=0.01)
+    assert grafted is not None
+    assert open_tunnels(sim, work, "late", first, 1) == [second]
