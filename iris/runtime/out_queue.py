@@ -7,8 +7,8 @@ that means is the owner's call: a link drops the frame and counts it, the relay 
 that lets too much pile up.
 
 The main lane is bounded in bytes. The priority lane, for small and urgent frames, is bounded in
-frames, and its frames do not count against the main lane's bytes: a burst of maintenance never
-pushes data out, and data never holds maintenance back. Bytes count from `push` until they are
+frames, and its frames do not count against the main lane's bytes: a burst of maintenance takes
+no room from data, and data never holds maintenance back. Bytes count from `push` until they are
 `written`, so a write in progress is still inside the bound, and the `Backpressure` the queue
 may report to sees the same figure.
 """
@@ -35,7 +35,7 @@ class OutQueue:
         self._pressure = pressure
         self.queued_bytes = 0  # main-lane bytes pushed and not yet written
         self._taken = 0  # of those, the bytes taken by the write in progress
-        self.closed = False  # finished or discarded: no more frames are taken
+        self.closed = False  # finished or discarded: `push` refuses
 
     def __bool__(self) -> bool:
         """Frames wait to be taken (a write in progress does not count)."""
@@ -81,7 +81,7 @@ class OutQueue:
 
     def take(self, max_bytes: int) -> list[bytes]:
         """The frames to write next, priority lane first, until they reach `max_bytes` (at
-        least one frame). They stay counted until `written`."""
+        least one, if any is queued). They stay counted until `written`."""
         priority, frames = self._priority, self._frames
         batch = []
         size = 0
