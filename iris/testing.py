@@ -8,12 +8,14 @@
 
 Every node runs the full protocol (handshake, sealed frames, the same cores); `local_nodes`
 returns once every node's leaf set is exactly right, and `wait_until` waits for any condition.
-Both give up with `trio.TooSlowError` after a limit, so that a test waiting for something that
-never comes fails instead of hanging; an enclosing cancel scope can end them sooner.
+Both give up with `trio.TooSlowError` at the caller's deadline (`with trio.fail_after(s):`
+around them), or after a default limit when the caller set none, so that a test waiting for
+something that never comes fails instead of hanging.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,17 +25,24 @@ import trio
 from iris.runtime.node import Node, open_node
 from iris.runtime.transport import MemoryNetwork
 
-WAIT_LIMIT_S = 10.0  # for `wait_until`
-CONVERGE_LIMIT_S = 30.0  # for `local_nodes`: joins one by one, then exact leaf sets
+WAIT_LIMIT_S = 10.0  # for `wait_until`, when the caller set no deadline
+CONVERGE_LIMIT_S = 30.0  # for `local_nodes` (joins one by one, then exact leaf sets), likewise
 
 
-async def wait_until(predicate: Callable[[], bool], poll: float = 0.01) -> None:
-    """Return as soon as `predicate()` holds; raise trio.TooSlowError after WAIT_LIMIT_S."""
-    with trio.fail_after(WAIT_LIMIT_S):
+def default_limit(limit: float) -> float:
+    """`limit` when the calling task has no deadline, else no limit of our own: the caller's
+    deadline (a `trio.fail_after` around the wait, longer or shorter) is the one that holds."""
+    return limit if trio.current_effective_deadline() == math.inf else math.inf
+
+
+async def wait_until(predicate: Callable[[], Any], poll: float = 0.01) -> None:
+    """Return as soon as `predicate()` holds; raise trio.TooSlowError at the caller's
+    deadline, or after WAIT_LIMIT_S when it set none."""
+    with trio.fail_after(default_limit(WAIT_LIMIT_S)):
         await _poll(predicate, poll)
 
 
-async def _poll(predicate: Callable[[], bool], interval: float) -> None:
+async def _poll(predicate: Callable[[], Any], interval: float) -> None:
     # The predicate may read any state (a node's, a handler's), and nothing signals a change of
     # that; so it is polled.
     while not predicate():  # noqa: ASYNC110 - no event to wait on: see above
@@ -86,7 +95,7 @@ async def local_nodes(count: int, transport: str = "memory", network_key: bytes 
             await nursery.start(run, [nodes[0].address])
             if on_join is not None:
                 on_join()
-        with trio.fail_after(CONVERGE_LIMIT_S):
+        with trio.fail_after(default_limit(CONVERGE_LIMIT_S)):
             await _poll(lambda: converged(nodes), 0.01)
         try:
             yield nodes

@@ -7,32 +7,16 @@ them slower, not wrong.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 
+from iris.testing import WAIT_LIMIT_S, default_limit, wait_until
 from simulations.scenarios import ScenarioOptions, build_ring, make_sim
 
-POLL_S = 0.005  # how often a condition is looked at again: short next to any deadline here
-WAIT_LIMIT_S = 10.0  # how long a wait may take when the caller sets no deadline of its own
-
-
-def _limit() -> float:
-    """The caller's deadline when it set one (`with trio.fail_after(s):` around the wait),
-    else WAIT_LIMIT_S: no wait in a test can hang."""
-    return WAIT_LIMIT_S if trio.current_effective_deadline() == math.inf else math.inf
-
-
-async def wait_until(predicate: Callable[[], Any], poll: float = POLL_S) -> None:
-    """Return as soon as `predicate()` holds; raise trio.TooSlowError at the deadline. For
-    state that changes outside this task (other tasks, sockets, other processes) where no
-    event announces the change, so it is looked at again every `poll` seconds."""
-    with trio.fail_after(_limit()):
-        while not predicate():  # noqa: ASYNC110 - nothing to wait on: see above
-            await trio.sleep(poll)
+__all__ = ["converged_ring", "retry", "wait_until"]  # wait_until: iris.testing's
 
 
 async def retry(attempt: Callable[[], Awaitable[Any]], *,
@@ -43,7 +27,7 @@ async def retry(attempt: Callable[[], Awaitable[Any]], *,
     For readiness that only another try can reveal: a process that starts listening, a
     member that becomes reachable. `pause` spaces the tries so they do not flood what they
     ask."""
-    with trio.fail_after(_limit()):
+    with trio.fail_after(default_limit(WAIT_LIMIT_S)):
         while True:
             try:
                 result = await attempt()

@@ -47,6 +47,28 @@ async def tcp_ring():
         yield key, nodes
 
 
+async def test_a_join_cut_short_leaves_no_membership_and_no_record(ring):
+    """`register` and `subscribe` have no timeout of their own: a caller bounds them with a
+    cancel scope. Cut short, they leave neither a membership, nor a subscription, nor an
+    entry in the node's table of joins in progress; and a join that completes leaves no
+    entry either."""
+    _, nodes = ring
+    node = nodes[1]
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await node.register("never", Echo())
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await node.subscribe("never", lambda event: None)
+    assert node.status()["clusters"] == [] and node.status()["topics"] == []
+    assert not node._joined
+    with pytest.raises(iris.NoSuchClusterError):
+        await nodes[3].request("never", b"x", timeout=10)
+    await node.register("echo", Echo())
+    await node.subscribe("news", lambda event: None)
+    assert not node._joined
+
+
 async def test_request_reply_errors_and_unregister(ring):
     _, nodes = ring
     echo = Echo()

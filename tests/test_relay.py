@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import iris
 import iris.testing
+from iris.core import cluster_group
 from iris.relay import protocol as rp
 from iris.relay.server import RelayServer
 
@@ -315,6 +316,25 @@ async def test_a_client_subscribing_beyond_its_limit_is_cut_off(relay, monkeypat
         assert op == 0x02 and "subscriptions" in fields[0]
         assert await client.closed()
     await wait_until(lambda: not server.topics)  # its subscriptions went with it
+
+
+async def test_a_member_whose_registration_is_not_grafted_in_time_is_denied(relay, monkeypatch):
+    """The Init of a member connection waits a bounded time for its registration: past it the
+    client gets Deny with the reason, and the node keeps no membership of the cluster."""
+    import iris.relay.server
+
+    monkeypatch.setattr(iris.relay.server, "JOIN_TIMEOUT_S", 0)  # no wait at all
+    port, nodes, server = relay
+    client = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    with trio.fail_after(10):
+        await client.send(init("late"))
+        op, fields = await client.read()
+        assert op == 0x01 and "could not join cluster 'late'" in fields[1]
+        assert await client.closed()
+    assert "late" not in server.members
+    assert cluster_group("late") not in nodes[0]._runtime.core.services
+    with pytest.raises(iris.NoSuchClusterError):
+        await nodes[1].request("late", b"x", timeout=10.0)
 
 
 async def test_a_truncated_packet_then_hangup_leaves_the_node_serving(relay):

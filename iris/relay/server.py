@@ -49,6 +49,7 @@ MAX_OUT_BYTES = 64 * 1024 * 1024  # queued for one client; beyond, it is too slo
 MAX_CLIENT_REQUESTS = 10_000  # a client's requests in flight
 SERVE_TIMEOUT_S = 60.0  # how long a member client may take to answer a request
 TUNNEL_CONFIRM_TIMEOUT_S = 10.0
+JOIN_TIMEOUT_S = 10.0  # a member's Init waits this long for its registration to be grafted
 MAX_TUNNEL_MESSAGE = 16 * 1024 * 1024  # one tunnel message from a client, assembled here
 MAX_CLIENT_TUNNEL_BYTES = 64 * 1024 * 1024  # a client's tunnel data waiting for the overlay
 MAX_CLIENT_TUNNELS = 1024  # a client's tunnels, open or opening
@@ -356,9 +357,16 @@ class RelayConnection:
             members = self.server.members.setdefault(packet.cluster, _Members())
             members.joining += 1  # keeps `members` in place while this one registers
             try:
-                self.registration = await self.node.register(packet.cluster, members)
+                with trio.move_on_after(JOIN_TIMEOUT_S):
+                    self.registration = await self.node.register(packet.cluster, members)
             finally:
                 members.joining -= 1
+            if self.registration is None:  # (register left no membership behind)
+                if not members.connections and not members.joining:
+                    del self.server.members[packet.cluster]
+                self.cut_off(f"could not join cluster {packet.cluster!r} within "
+                             f"{JOIN_TIMEOUT_S:g} s", deny=True)
+                return False
             self.cluster = packet.cluster
             self.send(rp.init_packet())
             # Only now a member: no request may reach the client before its Init answer.

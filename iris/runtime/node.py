@@ -253,13 +253,19 @@ class Node:
     async def register(self, cluster: str, handler: Any,
                        limits: ServiceLimits | None = None) -> Registration:
         """Join `cluster`; returns once requests sent afterwards can reach this member (the
-        core keeps grafting until then: bound the wait with `trio.fail_after` if need be)."""
+        core keeps grafting until then: bound the wait with `trio.fail_after` if need be; a
+        wait cut short leaves no membership behind)."""
         self._check_open()
         self._handlers[cluster] = handler
-        joined = self._joined[(cluster, False)] = trio.Event()
-        self._runtime.call(lambda: self._runtime.core.register(cluster, limits))
-        await joined.wait()
-        return Registration(self, cluster)
+        registration = Registration(self, cluster)
+        core = self._runtime.core
+        try:
+            await self._join(cluster, False, lambda: core.register(cluster, limits))
+        except BaseException:
+            if not self._closed:  # (unregister has no checkpoint: a cancelled scope lets it run)
+                await registration.unregister()
+            raise
+        return registration
 
     async def request(
         self, cluster: str, payload: bytes,
@@ -334,11 +340,31 @@ class Node:
             old.stop()  # subscribing again replaces the handler
         sub = self._subscriptions[topic] = HandlerQueue(
             handler, f"the event handler of topic {topic!r}")
-        joined = self._joined[(topic, True)] = trio.Event()
-        self._runtime.call(lambda: self._runtime.core.subscribe(topic, limits))
         if not hasattr(handler, "accept_event"):  # otherwise events are handed over at once
             self._nursery.start_soon(self._run_subscription, topic, sub)
-        await joined.wait()
+        core = self._runtime.core
+        try:
+            await self._join(topic, True, lambda: core.subscribe(topic, limits))
+        except BaseException:
+            if not self._closed and self._subscriptions.get(topic) is sub:
+                await self.unsubscribe(topic)  # (no checkpoint in it: see register)
+            raise
+
+    async def _join(self, name: str, topic: bool, start: Callable[[], None]) -> None:
+        """Run `start` (the core's register or subscribe) and wait for its `Joined`, which
+        may come within the call. Waiters for one name share an event, forgotten once nobody
+        waits: names come from applications and relay clients, so the table holds only the
+        joins in progress."""
+        key = (name, topic)
+        joined = self._joined.get(key)
+        if joined is None or joined.is_set():
+            joined = self._joined[key] = trio.Event()
+        try:
+            self._runtime.call(start)
+            await joined.wait()
+        finally:
+            if self._joined.get(key) is joined and not joined.statistics().tasks_waiting:
+                del self._joined[key]
 
     async def unsubscribe(self, topic: str) -> None:
         sub = self._subscriptions.pop(topic, None)
