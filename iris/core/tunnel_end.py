@@ -10,7 +10,6 @@ numbered, and a gap closes the tunnel.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 
 from iris.core.tunnel_flow import (
     CHUNK,
@@ -65,18 +64,23 @@ class TunnelEnd:
     def queued_bytes(self) -> int:
         return self._out_bytes
 
-    def chunks(self) -> Iterator[tuple[int, int, bytes]]:
+    def chunks(self) -> list[tuple[int, int, bytes]]:
         """(seq, total, chunk) for every chunk the credit allows now: each queued message
-        whose first chunk fits the credit, whole."""
+        whose first chunk fits the credit, whole. (A list, not a generator: it is built once
+        per send, and most sends are one chunk.)"""
         out, credit = self._out, self.send_credit
+        ready: list[tuple[int, int, bytes]] = []
+        seq = self._send_seq
         while out and credit.fits(min(len(out[0]), CHUNK)):
             data = out.popleft()
-            self._out_bytes -= len(data)
-            credit.spend(len(data))
+            size = len(data)
+            self._out_bytes -= size
+            credit.spend(size)
             for first, chunk in split(data):
-                seq = self._send_seq
-                self._send_seq += 1
-                yield seq, len(data) + 1 if first else 0, chunk
+                ready.append((seq, size + 1 if first else 0, chunk))
+                seq += 1
+        self._send_seq = seq
+        return ready
 
     # -- receiving -------------------------------------------------------------------------
     def receive(self, seq: int, total: int, chunk: bytes) -> bytes | None:

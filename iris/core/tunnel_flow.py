@@ -15,7 +15,7 @@ Python relay client's side. One implementation, so the three cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 CHUNK = 64 * 1024
 """The largest chunk of a tunnel message, on the overlay and announced to relay clients."""
@@ -32,11 +32,12 @@ class TunnelProtocolError(TunnelError):
     """The other end broke the tunnel's chunking or credit rules; the tunnel must close."""
 
 
-def split(data: bytes, limit: int = CHUNK) -> Iterator[tuple[bool, bytes]]:
-    """(is first chunk, chunk) for each chunk of one message, in order."""
-    yield True, data[:limit]
-    for start in range(limit, len(data), limit):
-        yield False, data[start : start + limit]
+def split(data: bytes, limit: int = CHUNK) -> Sequence[tuple[bool, bytes]]:
+    """(is first chunk, chunk) for each chunk of one message, in order. (A sequence, not a
+    generator: most messages are one chunk, and this is paid per message.)"""
+    if len(data) <= limit:
+        return ((True, data),)
+    return [(start == 0, data[start : start + limit]) for start in range(0, len(data), limit)]
 
 
 class MessageAssembler:
@@ -63,6 +64,8 @@ class MessageAssembler:
         if first:
             if self.parts is not None:
                 raise TunnelProtocolError("a new message started inside another")
+            if len(chunk) == size:
+                return chunk  # a whole message in one chunk: most of them
             self.parts, self.expected = [], size
         elif self.parts is None:
             raise TunnelProtocolError("a continuation chunk outside any message")
