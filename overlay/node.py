@@ -15,8 +15,8 @@ that lean on the others (a probe's answer feeds the join, repair and heal alike)
 them across files would scatter the control flow of one protocol. What stands on its own lives
 in its own module: the routing rule (`overlay.routing_rule`), probe bookkeeping
 (`overlay.probes`), the partition-heal record (`overlay.lost_peers`), the acknowledgement
-timeout estimator (`overlay.ack_delay`), the timeout queues (`overlay.timeouts`) and the
-upcall interface (`overlay.app`).
+timeout estimator (`overlay.ack_delay`), the timeouts behind one timer (`overlay.deadlines`)
+and the upcall interface (`overlay.app`).
 
 Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 - Join: the joiner asks a seed to route a `JoinRequest` toward the joiner's id. Every node on
@@ -52,6 +52,7 @@ from overlay import routing_rule
 from overlay.ack_delay import AckDelay
 from overlay.app import OverlayApp
 from overlay.config import OverlayConfig
+from overlay.deadlines import Deadlines
 from overlay.ids import shared_prefix_len
 from overlay.leafset import LeafSet
 from overlay.lost_peers import LostPeers
@@ -84,7 +85,6 @@ from overlay.probes import (
     Probes,
 )
 from overlay.routing_table import UNKNOWN_RTT, RoutingTable
-from overlay.timeouts import TimeoutQueue
 from overlay.wire import Message
 
 __all__ = ["ACTIVE", "CONFIRMING", "JOINING", "LEFT", "OverlayApp", "OverlayNode"]
@@ -115,7 +115,8 @@ class OverlayNode:
         "id", "config", "rng", "app", "out", "now", "state", "leaf", "table", "sent",
         "next_deadline", "dropped", "_timers", "_seq", "_probes", "_routes", "_suspects",
         "_lost", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
-        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ack_delay",
+        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ping_timeout",
+        "_route_timeout", "_ack_delay",
     )
 
     def __init__(
@@ -155,8 +156,10 @@ class OverlayNode:
         self._last_sweep = -INF
         self._last_merge = -INF
         self._heal_at = INF
-        self._ping_timeouts = TimeoutQueue(cfg.probe_timeout_s)
-        self._route_timeouts = TimeoutQueue(cfg.route_ack_timeout_s)
+        self._ping_timeouts = Deadlines()  # probes in flight, by sequence number
+        self._route_timeouts = Deadlines()  # hops awaiting their acknowledgement
+        self._ping_timeout = cfg.probe_timeout_s  # both follow the acknowledgement delay
+        self._route_timeout = cfg.route_ack_timeout_s
         self._ack_delay = AckDelay()
 
     # ===================================================================== driver interface
@@ -273,11 +276,11 @@ class OverlayNode:
     def _jitter(self, period: float) -> float:
         return period * self.rng.uniform(0.75, 1.25)
 
-    def _expect(self, queue: TimeoutQueue, kind: int, key: int) -> None:
-        """Start `key`'s timeout in `queue`; set the queue's one timer if it has none."""
-        deadline = queue.push(self.now, key)
-        if deadline is not None:
-            self._at(deadline, kind, queue.generation)
+    def _expect(self, deadlines: Deadlines, timeout: float, kind: int, key: int) -> None:
+        """Start `key`'s timeout; set the one timer of `deadlines` if none comes early enough."""
+        at = deadlines.add(self.now + timeout, key)
+        if at is not None:
+            self._at(at, kind, deadlines.generation)
 
     # ----------------------------------------------------------------------------- join
     def _send_join(self) -> None:
@@ -422,7 +425,7 @@ class OverlayNode:
         probes.add(Probe(seq, peer, self.now, purpose, attempt, want_leaf))
         category = C_MAINTENANCE if self.state == ACTIVE else C_JOIN
         self._send(peer, Ping(seq, want_leaf, self.state == ACTIVE), category)
-        self._expect(self._ping_timeouts, T_PING, seq)
+        self._expect(self._ping_timeouts, self._ping_timeout, T_PING, seq)
 
     def _on_ping(self, src: int, msg: Ping) -> None:
         if msg.active:
@@ -449,16 +452,16 @@ class OverlayNode:
     def _on_ping_timer(self, generation: int) -> None:
         self._drain(self._ping_timeouts, generation, T_PING, self._ping_expired)
 
-    def _drain(self, queue: TimeoutQueue, generation: int, kind: int,
+    def _drain(self, deadlines: Deadlines, generation: int, kind: int,
                expired: Callable[[int], None]) -> None:
-        """A timeout-queue timer fired: handle what is due and set the timer for the rest."""
-        if generation != queue.generation:
-            return  # set before the queue was emptied
-        for seq in queue.expire(self.now):
+        """The timer of `deadlines` fired: set the timer for the rest, handle what is due."""
+        if generation != deadlines.generation:
+            return  # set before `reset`
+        due, at = deadlines.expire(self.now)
+        if at is not None:
+            self._at(at, kind, generation)
+        for seq in due:
             expired(seq)
-        deadline = queue.rearm()
-        if deadline is not None:
-            self._at(deadline, kind, queue.generation)
 
     def _ping_expired(self, seq: int) -> None:
         probe = self._probes.expire(seq)
@@ -665,7 +668,7 @@ class OverlayNode:
         (or tell the app) if none comes; beyond the bound it goes unacknowledged."""
         if len(self._routes) < self.config.max_pending_routes:
             self._routes[seq] = pending
-            self._expect(self._route_timeouts, T_ROUTE, seq)
+            self._expect(self._route_timeouts, self._route_timeout, T_ROUTE, seq)
 
     def _on_route(self, src: int, msg: Route) -> None:
         if self.state != ACTIVE:
@@ -693,8 +696,8 @@ class OverlayNode:
         (`overlay.ack_delay`), never below their configured floors."""
         patience = self._ack_delay.sample(delay)
         cfg = self.config
-        self._route_timeouts.timeout = max(cfg.route_ack_timeout_s, patience)
-        self._ping_timeouts.timeout = max(cfg.probe_timeout_s, patience)
+        self._route_timeout = max(cfg.route_ack_timeout_s, patience)
+        self._ping_timeout = max(cfg.probe_timeout_s, patience)
 
     def _on_route_timer(self, generation: int) -> None:
         self._drain(self._route_timeouts, generation, T_ROUTE, self._route_expired)

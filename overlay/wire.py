@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import msgpack
 
-WIRE_VERSION = 2  # 2: RouteAck carries a list of sequence numbers
+WIRE_VERSION = 3  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code
 MAX_FRAME = 16 * 1024 * 1024
 MAX_NESTING = 4
 

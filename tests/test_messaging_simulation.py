@@ -2,7 +2,7 @@
 
 import pytest
 
-from iris.core import NO_MEMBERS, TIMEOUT
+from iris.core import LOST, NO_MEMBERS, OK, TIMEOUT
 from iris.core import events as ev
 from simulations.messaging import (
     MessagingOptions,
@@ -100,11 +100,15 @@ def test_tunnel_peer_crash_is_reported_at_the_survivor():
     opener = key[0]
     sim.crash(member)
     crashed_at = sim.now
-    closed = sim.run_until(
-        lambda: any(me == opener and isinstance(e, ev.TunnelClosed) and e.key == key
-                    for me, e in work.tunnel_events), timeout=30.0, check_every=0.1)
+
+    def closes():
+        return [e for me, e in work.tunnel_events
+                if me == opener and isinstance(e, ev.TunnelClosed) and e.key == key]
+
+    closed = sim.run_until(closes, timeout=30.0, check_every=0.1)
     assert closed is not None and closed <= 15.0, f"closed after {closed} s"
     assert sim.now - crashed_at <= 15.0
+    assert [e.code for e in closes()] == [LOST]
 
 
 def test_partition_trees_merge_after_heal():
@@ -216,8 +220,9 @@ def test_either_side_closes_a_tunnel_after_its_data():
     work.act(member, lambda c: c.tunnel_close(key, "done"))
     sim.run_for(2.0)
     assert work.tunnel_log[key][-1] == b"last words"
-    closed = [(me, e.reason) for me, e in work.tunnel_events if isinstance(e, ev.TunnelClosed)]
-    assert (run.opener, "done") in closed and (member, "done") in closed
+    closed = [(me, e.code, e.reason) for me, e in work.tunnel_events
+              if isinstance(e, ev.TunnelClosed)]
+    assert (run.opener, OK, "done") in closed and (member, OK, "done") in closed
     with pytest.raises(Exception, match="closed"):
         work.act(run.opener, lambda c: c.tunnel_send(key, b"too late"))
 

@@ -7,6 +7,7 @@ from conftest import retry, wait_until
 
 import iris
 import iris.testing
+from iris.core import MessagingConfig, cluster_group
 from overlay.config import OverlayConfig
 from overlay.link import frame
 
@@ -337,6 +338,32 @@ async def test_tunnel_closed_by_the_member_delivers_its_data_first(ring):
     assert got == [b"last %d" % k for k in range(5)]
     with pytest.raises(iris.ClosedError):
         await tun.receive()
+
+
+async def test_a_tunnel_that_does_not_open_raises_what_its_close_code_says():
+    """The core's close code decides the error, not its text: no members ->
+    NoSuchClusterError (on every node, the cluster's root too, which learns it within its own
+    call), the tunnel limit -> LimitExceededError (also within the call), nobody accepting in
+    time -> TimeoutError. No tunnel is left behind."""
+    settled = MessagingConfig(root_settle_s=0.0)  # roots answer at once
+    async with iris.testing.local_nodes(3, messaging_config=settled) as nodes:
+        group = cluster_group("nobody")
+        assert any(node._runtime.node.is_root(group) for node in nodes)
+        with trio.fail_after(10):
+            for node in nodes:
+                with pytest.raises(iris.NoSuchClusterError, match="no members"):
+                    await node.tunnel("nobody", timeout=5)
+        assert not any(node._tunnels or node._closed_early for node in nodes)
+    full = MessagingConfig(max_tunnels=0)
+    async with iris.testing.local_nodes(2, messaging_config=full) as nodes:
+        with trio.fail_after(10), pytest.raises(iris.LimitExceededError, match="too many"):
+            await nodes[0].tunnel("any", timeout=5)
+    # Roots keep parking openings to unknown clusters for a minute: nobody answers in time.
+    parking = MessagingConfig(root_settle_s=60.0, root_settle_after_failure_s=60.0)
+    async with iris.testing.local_nodes(2, messaging_config=parking) as nodes:
+        with trio.fail_after(10), pytest.raises(iris.TimeoutError, match="timed out"):
+            await nodes[0].tunnel("nobody", timeout=0.3)
+        assert not nodes[0]._tunnels and not nodes[0].status()["tunnels"]
 
 
 async def test_leaving_fails_pending_requests_with_a_clear_error():

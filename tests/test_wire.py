@@ -48,7 +48,7 @@ messaging = st.one_of(
     st.builds(im.TunnelAccept, ids, u64, weights),
     st.builds(im.TunnelData, ids, u64, u64, u64, small),
     st.builds(im.TunnelCredit, ids, u64, u64),
-    st.builds(im.TunnelClose, ids, u64, st.text(max_size=50)),
+    st.builds(im.TunnelClose, ids, u64, st.integers(0, im.LOST), st.text(max_size=50)),
 )
 
 
@@ -125,6 +125,7 @@ def test_well_formed_msgpack_of_any_shape_only_raises_decode_error(obj):
         ([WIRE_VERSION, 1, b"x" * 17], "multiple of 16"),
         ([WIRE_VERSION, 1, b"x" * 16 * (m.MAX_LIST + 1)], "longer"),
         ([WIRE_VERSION, 6, float("nan")], "range"),
+        ([WIRE_VERSION, 44, b"o" * 16, 1, im.LOST + 1, "why"], "range"),  # no such close code
         ([WIRE_VERSION, 11, b"k" * 16, 1, b"o" * 16, 1, []], "nested"),
         ([WIRE_VERSION, 11, b"k" * 16, 1, b"o" * 16, 1,
           [11, b"k" * 16, 1, b"o" * 16, 1,

@@ -32,7 +32,7 @@ class RequestReceived(Event):
 @dataclass(slots=True)
 class RequestDone(Event):
     """The outcome of `MessagingCore.request`: `status` is OK, REMOTE_ERROR, NO_MEMBERS,
-    REFUSED or TIMEOUT (see iris.core.messaging)."""
+    REFUSED or TIMEOUT (see iris.core.messages)."""
 
     req_id: int
     status: int
@@ -88,5 +88,10 @@ class TunnelDrained(Event):
 
 @dataclass(slots=True)
 class TunnelClosed(Event):
+    """The tunnel is gone (or never opened). `code` says why: OK (closed in order by either
+    end), NO_MEMBERS, REFUSED, TIMEOUT (an opening nobody accepted in time), BROKEN or LOST
+    (see iris.core.messages); `reason` in words."""
+
     key: tuple[int, int]
+    code: int
     reason: str

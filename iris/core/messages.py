@@ -17,8 +17,16 @@ MAX_TREE_ENTRIES = 4096  # groups in one aggregated beat
 MAX_WALK_HOPS = 64
 MAX_ERROR = 1024
 
-# Reply statuses.
-OK, REMOTE_ERROR, NO_MEMBERS, REFUSED = range(4)
+# Outcome codes: the status of a request (`Reply`, `RequestDone`) and the code of a tunnel's
+# close (`TunnelClose`, `TunnelClosed`) share one numbering, so one table in the runtime turns
+# either into the application's error, and no one reads the reason text to tell them apart.
+OK = 0  # a reply; a tunnel closed in order by one end's application
+REMOTE_ERROR = 1  # the member's handler failed
+NO_MEMBERS = 2  # the walk found no member of the group
+REFUSED = 3  # a limit refused it (a service's limits, pending requests, tunnels)
+TIMEOUT = 4  # no answer in time (decided by the waiting end: never sent)
+BROKEN = 5  # a tunnel end broke the tunnel's rules (chunk order, framing, credit)
+LOST = 6  # a tunnel's other end is gone (failed, unreachable, or no longer knows the tunnel)
 
 
 @wire_message(32, ID, ID, U32)
@@ -138,8 +146,12 @@ class TunnelCredit(Message):
     amount: int
 
 
-@wire_message(44, ID, U64, text(MAX_ERROR))
+@wire_message(44, ID, U64, uint(LOST), text(MAX_ERROR))
 class TunnelClose(Message):
+    """Either end, or the walk that found no member: the tunnel (opener, tid) is closed;
+    `code` says why (OK, NO_MEMBERS, REFUSED, BROKEN or LOST), `reason` in words."""
+
     opener: int
     tid: int
+    code: int
     reason: str

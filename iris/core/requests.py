@@ -9,11 +9,9 @@ are ignored.
 from __future__ import annotations
 
 from iris.core import events as ev
-from iris.core.deadlines import Deadlines
-from iris.core.messages import MAX_ERROR, OK, REFUSED, REMOTE_ERROR, Reply, Request
+from iris.core.messages import MAX_ERROR, OK, REFUSED, REMOTE_ERROR, TIMEOUT, Reply, Request
 from iris.core.state import TK_REQUEST, CoreState, Service, cluster_group
-
-TIMEOUT = 4  # RequestDone status when no reply came in time (after OK..REFUSED)
+from overlay.deadlines import Deadlines
 
 
 class Requests:

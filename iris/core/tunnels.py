@@ -2,12 +2,21 @@
 then direct: chunks in sequence, byte credit, close after the queued data, and acknowledged
 keep-alives on a quiet tunnel, so a dead peer is reported within one beat plus one
 acknowledgement timeout. The per-tunnel rules (chunking, reassembly, credit) are `TunnelEnd`'s.
+
+Every close carries a code (`iris.core.messages`: OK, NO_MEMBERS, REFUSED, TIMEOUT, BROKEN,
+LOST), on the wire and in the `TunnelClosed` event, so the application learns why a tunnel
+failed to open without parsing the reason text.
 """
 
 from __future__ import annotations
 
 from iris.core import events as ev
 from iris.core.messages import (
+    BROKEN,
+    LOST,
+    OK,
+    REFUSED,
+    TIMEOUT,
     TunnelAccept,
     TunnelClose,
     TunnelCredit,
@@ -36,7 +45,7 @@ class Tunnels:
         tid = state.new_id()
         key = (state.node.id, tid)
         if len(self.ends) >= cfg.max_tunnels:
-            state.events.append(ev.TunnelClosed(key, "too many tunnels"))
+            state.events.append(ev.TunnelClosed(key, REFUSED, "too many tunnels"))
             return key
         tunnel = TunnelEnd(key, None, cfg.tunnel_window, cfg.tunnel_send_buffer, state.now)
         tunnel.open_deadline = state.now + timeout
@@ -73,7 +82,7 @@ class Tunnels:
         state = self.state
         tunnel = self.ends.get((state.node.id, tid))
         if tunnel is not None and tunnel.peer is None and state.now >= tunnel.open_deadline:
-            self._lost(tunnel, "tunnel open timed out")
+            self._lost(tunnel, TIMEOUT, "tunnel open timed out")
 
     # ----------------------------------------------------------------------- the network
     def accept(self, msg: TunnelOpen, service: Service) -> None:
@@ -83,7 +92,8 @@ class Tunnels:
         if key in self.ends:
             return
         if len(self.ends) >= cfg.max_tunnels:
-            state.node.send(msg.opener, TunnelClose(msg.opener, msg.tid, "too many tunnels"))
+            state.node.send(msg.opener,
+                            TunnelClose(msg.opener, msg.tid, REFUSED, "too many tunnels"))
             return
         tunnel = TunnelEnd(key, msg.opener, cfg.tunnel_window, cfg.tunnel_send_buffer, state.now)
         tunnel.send_credit.grant(msg.window)
@@ -96,7 +106,7 @@ class Tunnels:
         state = self.state
         tunnel = self.ends.get((msg.opener, msg.tid))
         if tunnel is None or tunnel.peer is not None or msg.opener != state.node.id:
-            state.node.send(src, TunnelClose(msg.opener, msg.tid, "no such tunnel"))
+            state.node.send(src, TunnelClose(msg.opener, msg.tid, LOST, "no such tunnel"))
             return
         tunnel.peer = src
         tunnel.send_credit.grant(msg.window)
@@ -111,8 +121,8 @@ class Tunnels:
         try:
             done = tunnel.receive(msg.seq, msg.total, msg.chunk)
         except TunnelError as exc:
-            self._out(tunnel, TunnelClose(msg.opener, msg.tid, str(exc)))
-            self._lost(tunnel, str(exc))
+            self._out(tunnel, TunnelClose(msg.opener, msg.tid, BROKEN, str(exc)))
+            self._lost(tunnel, BROKEN, str(exc))
             return
         if done is not None:
             self.state.events.append(ev.TunnelMessage(tunnel.key, done))
@@ -128,18 +138,18 @@ class Tunnels:
         tunnel = self.ends.get((msg.opener, msg.tid))
         if tunnel is None or (tunnel.peer is not None and tunnel.peer != src):
             return
-        self._lost(tunnel, msg.reason or "closed by peer")
+        self._lost(tunnel, msg.code, msg.reason or "closed by peer")
 
     def keepalive_lost(self, peer: int, msg: TunnelCredit) -> None:
         """A keep-alive was not acknowledged: the tunnel's peer is gone."""
         tunnel = self.ends.get((msg.opener, msg.tid))
         if tunnel is not None and tunnel.peer == peer:
-            self._lost(tunnel, "peer unreachable")
+            self._lost(tunnel, LOST, "peer unreachable")
 
     def peer_failed(self, peer: int) -> None:
         for tunnel in list(self.ends.values()):
             if tunnel.peer == peer:
-                self._lost(tunnel, "peer failed")
+                self._lost(tunnel, LOST, "peer failed")
 
     def tick(self) -> None:
         """A tunnel quiet for a keep-alive period sends an acknowledged keep-alive: a dead
@@ -150,7 +160,7 @@ class Tunnels:
             if tunnel.peer is None:
                 continue
             if now - tunnel.last_heard > cfg.tunnel_silence_s:
-                self._lost(tunnel, "peer unreachable")
+                self._lost(tunnel, LOST, "peer unreachable")
             elif (now - tunnel.last_sent >= cfg.tunnel_keepalive_s
                   or now - tunnel.last_heard >= cfg.tunnel_keepalive_s):
                 tunnel.last_sent = now
@@ -172,14 +182,14 @@ class Tunnels:
         for seq, total, chunk in tunnel.chunks():
             self._out(tunnel, TunnelData(opener, tid, seq, total, chunk))
         if tunnel.closing is not None and not tunnel.has_output():
-            self._out(tunnel, TunnelClose(opener, tid, tunnel.closing))
-            self._lost(tunnel, tunnel.closing)
+            self._out(tunnel, TunnelClose(opener, tid, OK, tunnel.closing))
+            self._lost(tunnel, OK, tunnel.closing)
 
     def _out(self, tunnel: TunnelEnd, msg: Message) -> None:
         assert tunnel.peer is not None
         tunnel.last_sent = self.state.now
         self.state.node.send(tunnel.peer, msg)
 
-    def _lost(self, tunnel: TunnelEnd, reason: str) -> None:
+    def _lost(self, tunnel: TunnelEnd, code: int, reason: str) -> None:
         if self.ends.pop(tunnel.key, None) is not None:
-            self.state.events.append(ev.TunnelClosed(tunnel.key, reason))
+            self.state.events.append(ev.TunnelClosed(tunnel.key, code, reason))

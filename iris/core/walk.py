@@ -147,10 +147,13 @@ class Walk:
                                              msg.window))
 
     def _fail(self, msg: Walker, reason: str) -> None:
+        """No member to walk to (or the walk went too far): the origin hears NO_MEMBERS, a
+        request's as its reply's status, a tunnel opening's as its close code."""
+        node = self.state.node
         if isinstance(msg, Request):
-            self.state.node.send(msg.origin, Reply(msg.req_id, NO_MEMBERS, b"", reason))
+            node.send(msg.origin, Reply(msg.req_id, NO_MEMBERS, b"", reason))
         else:
-            self.state.node.send(msg.opener, TunnelClose(msg.opener, msg.tid, reason))
+            node.send(msg.opener, TunnelClose(msg.opener, msg.tid, NO_MEMBERS, reason))
 
     def _entering(self, msg: Walker) -> bool:
         """A routed request may arrive twice (a hop re-sent after a lost acknowledgement):

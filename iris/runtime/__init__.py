@@ -1,5 +1,6 @@
 """The trio driver of the cores: transports, links, timers, and the public `Node` and `Tunnel`."""
 
-from iris.runtime.node import Node, Registration, Tunnel, open_node
+from iris.runtime.node import Node, Registration, open_node
+from iris.runtime.tunnel import Tunnel
 
 __all__ = ["Node", "Registration", "Tunnel", "open_node"]

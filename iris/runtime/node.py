@@ -15,24 +15,39 @@ plain functions, called at once from the node's own processing: a handler's
 `accept_request(bytes, Responder)` and `accept_broadcast(bytes)`, a subscription's
 `accept_event(bytes)`, and `Node.start_request` with a callback. They must not block; they save
 the task switches of the async forms (about half of what a relayed request costs the node).
+
+Why this module is longer than the others: `Node` is one class, and most of its length is
+pairs that belong together: each call that hands work to the core, and the handler of the
+core's event that finishes it (a request and its `RequestDone`, a join and its `Joined`, a
+tunnel opening and its `TunnelOpened` or `TunnelClosed`), both reading the same tables of what
+is waiting. Split by feature, each pair would reach into another module's tables. What stands
+on its own lives elsewhere: the `Tunnel` (`iris.runtime.tunnel`), handler workers
+(`iris.runtime.workers`) and queues (`iris.runtime.handler_queue`), the driver
+(`iris.runtime.driver`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from iris.core import NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, MessagingConfig, cluster_group
+from iris.core import (
+    NO_MEMBERS,
+    OK,
+    REFUSED,
+    REMOTE_ERROR,
+    TIMEOUT,
+    MessagingConfig,
+    cluster_group,
+)
 from iris.core import events as ev
 from iris.core.limits import ServiceLimits, TopicLimits
 from iris.core.messages import MAX_PAYLOAD
-from iris.core.tunnel_end import TunnelError
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -46,8 +61,11 @@ from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.driver import Address, Runtime
 from iris.runtime.handler_queue import HandlerQueue
 from iris.runtime.transport import MemoryTransport, TcpTransport
+from iris.runtime.tunnel import Tunnel
 from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig
+
+__all__ = ["Node", "Registration", "Responder", "open_node"]
 
 EventHandler = Callable[[bytes], Awaitable[None]]
 log = logging.getLogger("iris.node")
@@ -107,79 +125,6 @@ class Responder:
 RequestCallback = Callable[[bytes | None, IrisError | None], None]
 
 
-class Tunnel:
-    """An ordered, reliable, flow-controlled stream of messages to one cluster member."""
-
-    def __init__(self, node: Node, key: tuple[int, int]) -> None:
-        self._node = node
-        self.key = key
-        self._inbox: deque[bytes] = deque()
-        self._readable = trio.Event()
-        self._drained = trio.Event()
-        self._closed_reason: str | None = None
-        self._opened = False
-
-    async def send(self, data: bytes) -> None:
-        """Queue one message; waits while the tunnel's send buffer is full."""
-        while not self.send_nowait(data):
-            await self.wait_writable()
-
-    def send_nowait(self, data: bytes) -> bool:
-        """Queue one message if the send buffer has room; False (nothing queued) if it is full:
-        then `wait_writable` before trying again."""
-        if self._closed_reason is not None:
-            raise ClosedError(f"tunnel closed: {self._closed_reason}")
-        runtime = self._node._runtime
-        tunnel = runtime.core.tunnels.get(self.key)
-        if tunnel is None:
-            raise ClosedError("tunnel closed")
-        if tunnel.queued_bytes < tunnel.send_buffer // 2 or not tunnel.has_output():
-            try:
-                runtime.call(lambda: runtime.core.tunnel_send(self.key, data))
-            except TunnelError as exc:
-                raise ClosedError(str(exc)) from None
-            return True
-        if self._drained.is_set():
-            self._drained = trio.Event()
-        return False
-
-    async def wait_writable(self) -> None:
-        """Wait until the peer granted credit and queued data went out (or the tunnel closed)."""
-        await self._drained.wait()
-
-    async def receive(self) -> bytes:
-        """The next message; raises ClosedError once the peer closed and all was read."""
-        while not self._inbox:
-            if self._closed_reason is not None:
-                raise ClosedError(f"tunnel closed: {self._closed_reason}")
-            self._readable = trio.Event()
-            await self._readable.wait()
-        data = self._inbox.popleft()
-        runtime = self._node._runtime
-        runtime.call(lambda: runtime.core.tunnel_consumed(self.key, len(data)))
-        return data
-
-    async def close(self) -> None:
-        runtime = self._node._runtime
-        if self.key in runtime.core.tunnels:
-            runtime.call(lambda: runtime.core.tunnel_close(self.key))
-
-    async def __aenter__(self) -> Tunnel:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-    def _message(self, data: bytes) -> None:
-        self._inbox.append(data)
-        self._readable.set()
-
-    def _closed(self, reason: str) -> None:
-        self._closed_reason = reason
-        self._readable.set()
-        self._drained.set()
-
-
 class Node:
     """A running node. Obtain one with `open_node`."""
 
@@ -196,6 +141,8 @@ class Node:
         self._subscriptions: dict[str, HandlerQueue] = {}
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], trio.Event] = {}
+        self._opening_calls = 0  # `core.open_tunnel` calls under way
+        self._closed_early: dict[tuple[int, int], ev.TunnelClosed] = {}  # closes within them
         self._closed = False
         # What the node does with each kind of event the core emits (iris.core.events).
         self._event_handlers: dict[type[ev.Event], Callable[[Any], None]] = {
@@ -392,20 +339,26 @@ class Node:
         """Open a tunnel to one member of `cluster`. `timeout` travels with the opening into
         the core, which gives up on it then (the relay passes its clients' deadlines on)."""
         self._check_open()
-        key = self._runtime.call(lambda: self._runtime.core.open_tunnel(cluster, timeout))
-        tunnel = self._tunnels[key] = Tunnel(self, key)
+        runtime = self._runtime
+        # The opening can fail before `core.open_tunnel` returns its key: refused here, or
+        # this node is the group's root and knows no member.
+        self._opening_calls += 1
+        try:
+            key = runtime.call(lambda: runtime.core.open_tunnel(cluster, timeout))
+        finally:
+            self._opening_calls -= 1
+        early = self._closed_early.pop(key, None)
+        if early is not None:
+            raise _error(early.code, early.reason)
+        tunnel = self._tunnels[key] = Tunnel(runtime, key)
         opened = self._opening[key] = trio.Event()
         await opened.wait()
         self._opening.pop(key, None)
-        if not tunnel._opened:  # refused or timed out (a tunnel that opened and closed at once
-            # still hands over the data sent before the close)
+        if not tunnel._opened:  # closed before it opened (a tunnel that opened and closed at
+            # once still hands over the data sent before the close)
             self._tunnels.pop(key, None)
-            reason = tunnel._closed_reason or "tunnel not opened"
-            if "timed out" in reason:
-                raise TimeoutError(reason)
-            if "no members" in reason:
-                raise NoSuchClusterError(reason)
-            raise IrisError(reason)
+            assert tunnel._closed_code is not None and tunnel._closed_reason is not None
+            raise _error(tunnel._closed_code, tunnel._closed_reason)
         return tunnel
 
     # ---------------------------------------------------------------------- events
@@ -462,7 +415,7 @@ class Node:
 
     def _on_tunnel_incoming(self, event: ev.TunnelIncoming) -> None:
         key = event.key
-        tunnel = self._tunnels[key] = Tunnel(self, key)
+        tunnel = self._tunnels[key] = Tunnel(self._runtime, key)
         handler = self._handlers.get(event.cluster)
         if handler is not None and hasattr(handler, "handle_tunnel"):
             self._nursery.start_soon(self._serve_tunnel, handler, tunnel)
@@ -483,7 +436,9 @@ class Node:
     def _on_tunnel_closed(self, event: ev.TunnelClosed) -> None:
         tunnel = self._tunnels.pop(event.key, None)
         if tunnel is not None:
-            tunnel._closed(event.reason)
+            tunnel._closed(event.code, event.reason)
+        elif self._opening_calls:  # within `core.open_tunnel`: see tunnel
+            self._closed_early[event.key] = event
         opened = self._opening.get(event.key)
         if opened is not None:
             opened.set()
@@ -558,17 +513,22 @@ def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
     if outcome.status == OK:
         on_done(outcome.payload, None)
     else:
-        on_done(None, _request_error(outcome))
+        on_done(None, _error(outcome.status, outcome.error))
 
 
-def _request_error(outcome: ev.RequestDone) -> IrisError:
-    if outcome.status == REMOTE_ERROR:
-        return RemoteError(outcome.error)
-    if outcome.status == NO_MEMBERS:
-        return NoSuchClusterError(outcome.error)
-    if outcome.status == REFUSED:
-        return LimitExceededError(outcome.error)
-    return TimeoutError(outcome.error)
+# The application's error for an outcome code of the core (iris.core.messages): a request's
+# status, or the code of a tunnel that closed before it opened. A code with no error of its
+# own (a tunnel BROKEN or LOST) is a plain IrisError.
+_ERRORS: dict[int, type[IrisError]] = {
+    REMOTE_ERROR: RemoteError,
+    NO_MEMBERS: NoSuchClusterError,
+    REFUSED: LimitExceededError,
+    TIMEOUT: TimeoutError,
+}
+
+
+def _error(code: int, text: str) -> IrisError:
+    return _ERRORS.get(code, IrisError)(text)
 
 
 @asynccontextmanager
