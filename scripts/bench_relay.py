@@ -111,7 +111,7 @@ class MuxConnection:
         self.next_id += 1
         done = self.waiting[self.next_id] = trio.Event()
         with self.flusher.batch():  # written at once, not by the flusher task
-            self.send(rp.client_request(self.next_id, cluster, data, 10_000))
+            self.send(rp.Request.pack(self.next_id, cluster, data, 10_000))
         await done.wait()
 
     async def run(self) -> None:
@@ -133,13 +133,13 @@ class MuxConnection:
                 for packet in reader.feed(data):
                     kind = type(packet)
                     if kind is rp.NodeRequest:
-                        self.send(rp.client_reply(packet.id, True, packet.request))
+                        self.send(rp.Reply.pack(packet.id, True, packet.request))
                     elif kind is rp.NodeReply:
                         if packet.timed_out or not packet.success:
                             raise RuntimeError(f"request {packet.id} failed: {packet}")
                         self.waiting.pop(packet.id).set()
-                    elif kind is rp.NodeBroadcast or kind is rp.NodePublish:
-                        if kind is rp.NodePublish and packet.event == PROBE:
+                    elif kind is rp.NodeBroadcast or kind is rp.Publish:
+                        if kind is rp.Publish and packet.event == PROBE:
                             self.probed.set()
                             continue
                         self.received += 1
@@ -178,14 +178,14 @@ async def measure(port: int, node_pid: int, args: argparse.Namespace) -> dict:
             out[f"{label}_node_cpu_us"] = round((process_cpu_s(node_pid) - node0) / total * 1e6, 1)
             out[f"{label}_client_cpu_us"] = round((time.process_time() - client0) / total * 1e6, 1)
 
-        conn.send(rp.client_subscribe("bench-topic"))
+        conn.send(rp.Subscribe.pack("bench-topic"))
         with trio.fail_after(30):  # the subscription is in place once a probe arrives
             while not conn.probed.is_set():
-                conn.send(rp.client_publish("bench-topic", PROBE))
+                conn.send(rp.Publish.pack("bench-topic", PROBE))
                 with trio.move_on_after(0.05):
                     await conn.probed.wait()
-        for name, packet in (("publish", lambda data: rp.client_publish("bench-topic", data)),
-                             ("broadcast", lambda data: rp.client_broadcast("bench", data))):
+        for name, packet in (("publish", lambda data: rp.Publish.pack("bench-topic", data)),
+                             ("broadcast", lambda data: rp.Broadcast.pack("bench", data))):
             for size in (1, 1024):
                 # From the first send until the connection received every message back.
                 conn.expect(args.events)
@@ -257,13 +257,13 @@ class TunnelMember:
                         self.reached.set()
                 consumed[tid] += size
                 if consumed[tid] >= TUN_REGRANT:
-                    await send(rp.client_tun_allow(tid, consumed[tid]))
+                    await send(rp.TunAllow.pack(tid, consumed[tid]))
                     consumed[tid] = 0
             elif kind is rp.NodeTunInit:
                 next_id += 1
                 left[next_id] = consumed[next_id] = 0
-                await send(rp.client_tun_confirm(packet.build_id, next_id)
-                           + rp.client_tun_allow(next_id, TUN_GRANT))
+                await send(rp.TunConfirm.pack(packet.build_id, next_id)
+                           + rp.TunAllow.pack(next_id, TUN_GRANT))
             elif kind is rp.NodeTunClose:
                 left.pop(packet.tunnel_id, None)
                 consumed.pop(packet.tunnel_id, None)
@@ -302,13 +302,13 @@ class TunnelOpener:
     async def open(self, cluster: str, timeout_ms: int) -> rp.NodeTunConfirm:
         self.next_id += 1
         slot = self.confirms[self.next_id] = [trio.Event(), None]
-        await self.client.stream.send_all(rp.client_tun_init(self.next_id, cluster, timeout_ms))
+        await self.client.stream.send_all(rp.TunInit.pack(self.next_id, cluster, timeout_ms))
         await slot[0].wait()
         return slot[1]
 
     async def close(self, tid: int) -> None:
         self.closed.add(tid)
-        await self.client.stream.send_all(rp.client_tun_close(tid))
+        await self.client.stream.send_all(rp.TunClose.pack(tid))
 
     async def send(self, tid: int, chunk_limit: int, message: bytes, count: int) -> None:
         """`count` copies of `message`: each starts once the credit covers its first chunk;
@@ -444,11 +444,11 @@ def sequential_blocking(port: int, count: int) -> dict:
     cluster "bench-seq" itself, so each round trip is request, request, reply, reply."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(rp.client_init("bench-seq"))
+        sock.sendall(rp.Init.pack(cluster="bench-seq"))
         reader, packets = rp.NodeReader(), []
 
         def round_trip(rid: int) -> None:
-            sock.sendall(rp.client_request(rid, "bench-seq", b"x", 10_000))
+            sock.sendall(rp.Request.pack(rid, "bench-seq", b"x", 10_000))
             while True:
                 while not packets:
                     data = sock.recv(65536)
@@ -457,7 +457,7 @@ def sequential_blocking(port: int, count: int) -> dict:
                     packets.extend(reader.feed(data))
                 packet = packets.pop(0)
                 if type(packet) is rp.NodeRequest:
-                    sock.sendall(rp.client_reply(packet.id, True, packet.request))
+                    sock.sendall(rp.Reply.pack(packet.id, True, packet.request))
                 elif type(packet) is rp.NodeReply:
                     if packet.timed_out or not packet.success:
                         raise RuntimeError(f"request {rid} failed: {packet}")

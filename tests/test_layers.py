@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("iris", "overlay", "simulations")
 
 # Modules that must stay sans-IO: they take time and input from their driver.
-SANS_IO_PREFIXES = ("overlay", "iris.core", "iris.relay.protocol")
+SANS_IO_PREFIXES = ("overlay", "iris.core", "iris.relay.protocol", "iris.relay.session",
+                    "iris.relay.commands")
 IO_MODULES = {"trio", "socket", "time", "asyncio", "selectors", "threading", "select"}
 
 # The layers, bottom to top; a layer may import only layers below it (and itself).

@@ -4,6 +4,7 @@ description (it does not use the server's encoder)."""
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -265,10 +266,11 @@ async def test_a_member_that_leaves_or_never_answers_fails_the_request_instead_o
     await caller.send(request(1, "silent", b"?", 120_000) + request(2, "silent", b"?", 120_000))
     with trio.fail_after(10):
         assert (await silent.read())[0] == 0x04 and (await silent.read())[0] == 0x04
-    # The member's answer time (SERVE_TIMEOUT_S) runs out for request 1: the caller hears so.
+    # The member's answer time (Limits.serve_timeout_s) runs out for request 1: the caller
+    # hears so.
     (conn,) = [c for c in server.connections if c.cluster == "silent"]
-    first_deadline = next(iter(conn.serving.values()))[0]
-    conn.expire_requests(first_deadline)
+    conn.session.expire(conn.session.next_deadline())
+    await conn.apply()
     with trio.fail_after(10):
         op, fields = await caller.read()
     assert op == 0x05 and fields[:3] == [1, False, False] and "did not answer" in fields[3]
@@ -304,11 +306,9 @@ async def test_bad_input_gets_a_reason_and_a_closed_connection(relay, junk, expe
     assert await other.read() == (0x02, [""])
 
 
-async def test_a_client_subscribing_beyond_its_limit_is_cut_off(relay, monkeypatch):
-    import iris.relay.server
-
-    monkeypatch.setattr(iris.relay.server, "MAX_CLIENT_TOPICS", 2)
+async def test_a_client_subscribing_beyond_its_limit_is_cut_off(relay):
     port, _, server = relay
+    server.limits = replace(server.limits, topics=2)
     client = await Client.connect(port)
     with trio.fail_after(10):
         await client.send(b"".join(b"\x06" + text(f"t{i}") for i in range(3)))
@@ -318,13 +318,11 @@ async def test_a_client_subscribing_beyond_its_limit_is_cut_off(relay, monkeypat
     await wait_until(lambda: not server.topics)  # its subscriptions went with it
 
 
-async def test_a_member_whose_registration_is_not_grafted_in_time_is_denied(relay, monkeypatch):
+async def test_a_member_whose_registration_is_not_grafted_in_time_is_denied(relay):
     """The Init of a member connection waits a bounded time for its registration: past it the
     client gets Deny with the reason, and the node keeps no membership of the cluster."""
-    import iris.relay.server
-
-    monkeypatch.setattr(iris.relay.server, "JOIN_TIMEOUT_S", 0)  # no wait at all
     port, nodes, server = relay
+    server.limits = replace(server.limits, join_timeout_s=0)  # no wait at all
     client = Client(await trio.open_tcp_stream("127.0.0.1", port))
     with trio.fail_after(10):
         await client.send(init("late"))
@@ -548,34 +546,6 @@ async def test_a_tunnel_client_breaking_the_rules_is_cut_off(relay, nursery, vio
             pass
 
 
-def test_tunnel_credit_is_checked_at_the_first_chunk_of_each_message():
-    """The credit rule alone (the overlay side is a stand-in that never has room, so no
-    credit comes back): a message may start while its first chunk fits the credit; its later
-    chunks follow regardless; the next message needs credit again."""
-    from iris.relay.server import _RelayTunnel
-
-    class Conn:
-        tunnel_bytes = 0
-
-        def send(self, packet):
-            pass
-
-    class FullTunnel:
-        def send_nowait(self, data):
-            return False
-
-    relay_tunnel = _RelayTunnel(Conn(), 1, FullTunnel())
-    relay_tunnel.grant(100)
-    relay_tunnel.transfer(60, b"a" * 60)
-    relay_tunnel.transfer(150, b"b" * 40)  # first chunk fits the 40 left; 110 more follow
-    relay_tunnel.transfer(0, b"c" * 110)
-    assert [len(m) for m in relay_tunnel.inbound] == [60, 150]
-    with pytest.raises(rp.RelayError, match="beyond the credit"):
-        relay_tunnel.transfer(1, b"d")
-    relay_tunnel.grant(111)
-    relay_tunnel.transfer(1, b"d")
-
-
 async def test_tunnel_to_a_cluster_without_members_is_refused(relay):
     port, _, _ = relay
     opener = await Client.connect(port)
@@ -586,16 +556,16 @@ async def test_tunnel_to_a_cluster_without_members_is_refused(relay):
 
 def test_tunnel_packets_round_trip_through_the_readers():
     """The library's own encoders and readers (the client above does not use them)."""
-    node_side = [rp.tun_init_packet(3, 65536), rp.tun_confirm_packet(4, True),
-                 rp.tun_confirm_packet(5, False, 65536), rp.tun_allow_packet(6, 1 << 22),
-                 rp.tun_transfer_packet(7, 300, b"x" * 200), rp.tun_close_packet(8, "bye")]
+    node_side = [rp.NodeTunInit.pack(3, 65536), rp.NodeTunConfirm.pack(4, True),
+                 rp.NodeTunConfirm.pack(5, False, 65536), rp.TunAllow.pack(6, 1 << 22),
+                 rp.TunTransfer.pack(7, 300, b"x" * 200), rp.NodeTunClose.pack(8, "bye")]
     assert rp.NodeReader().feed(b"".join(node_side)) == [
         rp.NodeTunInit(3, 65536), rp.NodeTunConfirm(4, True, 0), rp.NodeTunConfirm(5, False, 65536),
         rp.TunAllow(6, 1 << 22), rp.TunTransfer(7, 300, b"x" * 200), rp.NodeTunClose(8, "bye")]
-    client_side = [rp.client_tun_init(1, "tun", 3000), rp.client_tun_confirm(2, 77),
-                   rp.client_tun_allow(77, 1 << 20), rp.client_tun_transfer(77, 0, b"y" * 5),
-                   rp.client_tun_close(77)]
-    assert rp.RelayReader().feed(b"".join(client_side)) == [
+    client_side = [rp.TunInit.pack(1, "tun", 3000), rp.TunConfirm.pack(2, 77),
+                   rp.TunAllow.pack(77, 1 << 20), rp.TunTransfer.pack(77, 0, b"y" * 5),
+                   rp.TunClose.pack(77)]
+    assert rp.ClientReader().feed(b"".join(client_side)) == [
         rp.TunInit(1, "tun", 3000), rp.TunConfirm(2, 77), rp.TunAllow(77, 1 << 20),
         rp.TunTransfer(77, 0, b"y" * 5), rp.TunClose(77)]
 
@@ -606,10 +576,10 @@ def test_readers_give_the_same_packets_however_the_bytes_are_split():
                reply_fault(20_000, "no"), b"\x08" + text("topic") + blob(b"z" * 130),
                b"\x0c" + uvarint(1 << 30) + uvarint(0) + blob(b"q")]
     stream = b"".join(packets)
-    whole = rp.RelayReader().feed(stream)
+    whole = rp.ClientReader().feed(stream)
     assert len(whole) == len(packets) and whole[0] == rp.Request(300, "echo", b"a" * 200, 70_000)
     for size in (1, 2, 3, 7, 64, 129):
-        reader = rp.RelayReader()
+        reader = rp.ClientReader()
         got = []
         for i in range(0, len(stream), size):
             got += reader.feed(stream[i:i + size])
@@ -622,7 +592,7 @@ def test_readers_give_the_same_packets_however_the_bytes_are_split():
 def test_readers_never_fail_on_arbitrary_bytes(chunks):
     """Any bytes, cut anywhere: the readers return packets, keep a partial one, or stop with a
     protocol error; nothing else escapes, and nothing more comes out after an error."""
-    for reader in (rp.RelayReader(), rp.NodeReader()):
+    for reader in (rp.ClientReader(), rp.NodeReader()):
         for chunk in chunks:
             before = reader.error
             packets = reader.feed(chunk)
@@ -641,11 +611,11 @@ def test_readers_never_fail_on_arbitrary_bytes(chunks):
     st.integers(1, 50))
 def test_any_sequence_of_valid_packets_parses_the_same_in_any_chunking(packets, size):
     stream = b"".join(packets)
-    reader = rp.RelayReader()
+    reader = rp.ClientReader()
     got = []
     for i in range(0, len(stream), size):
         got += reader.feed(stream[i:i + size])
-    assert reader.error is None and reader.pending == 0 and got == rp.RelayReader().feed(stream)
+    assert reader.error is None and reader.pending == 0 and got == rp.ClientReader().feed(stream)
     assert len(got) == len(packets)
 
 
@@ -732,8 +702,8 @@ async def test_python_client_hears_the_node_close_the_connection(relay):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(ask)
                 await wait_until(lambda: caller._waiting)
-                await wait_until(lambda: any(c.asking for c in server.connections))
-                (conn,) = [c for c in server.connections if c.asking]
+                await wait_until(lambda: any(c.session.asking for c in server.connections))
+                (conn,) = [c for c in server.connections if c.session.asking]
                 conn.close("node going away")
             assert await caller.wait_closed() == "node going away"
             assert len(outcome) == 1

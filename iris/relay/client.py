@@ -29,13 +29,13 @@ import trio
 from iris.core.tunnel_flow import WINDOW as TUNNEL_WINDOW
 from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
 from iris.relay import protocol as rp
+from iris.relay.session import STATUS_CLUSTER
 from iris.relay.tunnel import RelayTunnel
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox
 from iris.runtime.handler_queue import HandlerQueue
 
 log = logging.getLogger("iris.relay.client")
 
-STATUS_CLUSTER = "iris.status"  # answered by the node itself, never routed
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # written to the node and not yet taken by the kernel
 # Events of a topic (or broadcasts) waiting for a slow handler; beyond, they are dropped.
 MAX_QUEUED_MESSAGES = 10_000
@@ -59,7 +59,7 @@ class RelayStream:
         except OSError as exc:
             raise IrisError(f"no node relay on {host}:{port} ({exc.strerror or exc})") from None
         relay = cls(stream)
-        await stream.send_all(rp.client_init(cluster))
+        await stream.send_all(rp.Init.pack(cluster=cluster))
         answer = await relay.read()
         if isinstance(answer, rp.Deny):
             raise IrisError(f"the node refused: {answer.reason}")
@@ -147,7 +147,7 @@ class RelayClient:
         """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise."""
         ms = _milliseconds(timeout)  # the node answers timed-out itself when the time is up
         reply: rp.NodeReply | None = await self._exchange(
-            self._waiting, lambda rid: rp.client_request(rid, cluster, data, ms))
+            self._waiting, lambda rid: rp.Request.pack(rid, cluster, data, ms))
         if reply is None:
             raise ClosedError(f"relay connection closed: {self._closed}")
         if reply.timed_out:
@@ -157,16 +157,16 @@ class RelayClient:
         return reply.reply
 
     async def broadcast(self, cluster: str, data: bytes) -> None:
-        self._send(rp.client_broadcast(cluster, data))
+        self._send(rp.Broadcast.pack(cluster, data))
 
     async def publish(self, topic: str, data: bytes) -> None:
-        self._send(rp.client_publish(topic, data))
+        self._send(rp.Publish.pack(topic, data))
 
     async def subscribe(self, topic: str, handler: EventHandler) -> None:
         """Call `handler` with each event of `topic`, one at a time, in order."""
         if topic in self._topics:
             raise ValueError(f"already subscribed to {topic!r}")
-        self._send(rp.client_subscribe(topic))
+        self._send(rp.Subscribe.pack(topic))
         sub = self._topics[topic] = HandlerQueue(handler, f"the event handler of {topic!r}")
         assert self._nursery is not None
         self._nursery.start_soon(sub.run)
@@ -175,7 +175,7 @@ class RelayClient:
         sub = self._topics.pop(topic, None)
         if sub is not None:
             sub.stop()
-            self._send(rp.client_unsubscribe(topic))
+            self._send(rp.Unsubscribe.pack(topic))
 
     async def tunnel(
         self, cluster: str,
@@ -184,7 +184,7 @@ class RelayClient:
         """Open a tunnel to one member of `cluster` (never one on this client's own node)."""
         ms = _milliseconds(timeout)
         tunnel: RelayTunnel | None = await self._exchange(
-            self._opening, lambda tid: rp.client_tun_init(tid, cluster, ms))
+            self._opening, lambda tid: rp.TunInit.pack(tid, cluster, ms))
         if self._closed is not None:
             raise ClosedError(f"relay connection closed: {self._closed}")
         if tunnel is None:
@@ -268,7 +268,7 @@ class RelayClient:
     def _on_broadcast(self, packet: rp.NodeBroadcast) -> None:
         self._offer(self._broadcasts, packet.message)
 
-    def _on_publish(self, packet: rp.NodePublish) -> None:
+    def _on_publish(self, packet: rp.Publish) -> None:
         self._offer(self._topics.get(packet.topic), packet.event)
 
     def _on_close(self, packet: rp.NodeClose) -> bool:
@@ -304,7 +304,7 @@ class RelayClient:
 
     def _new_tunnel(self, tid: int, chunk_limit: int) -> RelayTunnel:
         tunnel = RelayTunnel(self._send, tid, chunk_limit)
-        self._send(rp.client_tun_allow(tid, TUNNEL_WINDOW))
+        self._send(rp.TunAllow.pack(tid, TUNNEL_WINDOW))
         return tunnel
 
     def _accept_tunnel(self, packet: rp.NodeTunInit) -> None:
@@ -312,9 +312,9 @@ class RelayClient:
         (refused at once when the handler takes no tunnels)."""
         self._next_id += 1
         tid = self._next_id
-        self._send(rp.client_tun_confirm(packet.build_id, tid))
+        self._send(rp.TunConfirm.pack(packet.build_id, tid))
         if not hasattr(self._handler, "handle_tunnel"):
-            self._send(rp.client_tun_close(tid))
+            self._send(rp.TunClose.pack(tid))
             return
         tunnel = self._tunnels[tid] = self._new_tunnel(tid, packet.chunk_limit)
         assert self._nursery is not None
@@ -355,16 +355,16 @@ class RelayClient:
                 if not hasattr(self._handler, "handle_request"):
                     raise IrisError("this client serves no requests")
                 reply = await self._handler.handle_request(packet.request)
-                answer = rp.client_reply(packet.id, True, bytes(reply))
+                answer = rp.Reply.pack(packet.id, True, bytes(reply))
             except Exception as exc:  # the caller gets the text as a remote error
-                answer = rp.client_reply(packet.id, False, fault=str(exc) or type(exc).__name__)
+                answer = rp.Reply.pack(packet.id, False, fault=str(exc) or type(exc).__name__)
         if self._closed is None:
             self._send(answer)
 
     async def _close(self) -> None:
         if self._closed is None:
             self._closing = True
-            self._outbox.push(rp.client_close())
+            self._outbox.push(rp.Close.pack())
             self._flusher.flush()
             with trio.move_on_after(1.0):  # the node answers Close with Close
                 await self._ended_event.wait()
@@ -382,7 +382,7 @@ _NODE_PACKETS: dict[type, Callable[[RelayClient, Any], bool | None]] = {
     rp.NodeReply: RelayClient._on_reply,
     rp.NodeRequest: RelayClient._on_request,
     rp.NodeBroadcast: RelayClient._on_broadcast,
-    rp.NodePublish: RelayClient._on_publish,
+    rp.Publish: RelayClient._on_publish,
     rp.NodeClose: RelayClient._on_close,
     rp.TunTransfer: RelayClient._on_tun_transfer,
     rp.TunAllow: RelayClient._on_tun_allow,

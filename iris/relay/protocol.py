@@ -2,17 +2,23 @@
 
 Every packet is a one-byte opcode and its fields: varint (unsigned LEB128), binary (varint
 length + bytes), string (binary holding UTF-8), bool (one byte, 0 or 1; anything else is a
-protocol violation). `RelayReader.feed(bytes)` returns the whole client packets received so far
-and keeps a partial one for later; any violation raises `RelayError` (the connection is then
-closed with the reason). `NodeReader` does the same for node packets (the client side); the
-`client_*` functions encode client packets.
+protocol violation). Each packet is declared once, as a `@packet(OPCODE)` class whose
+annotations give the fields in wire order (`int` varint, `bytes` binary, `str` string, `bool`
+bool); a field present only when earlier bools have given values is declared with `when`.
+From that declaration the decorator builds the packet's parser and its encoder
+`Cls.pack(*fields) -> bytes`, as straight-line code (the relay parses and encodes every
+message, so a generic loop over field kinds would cost it a few microseconds each).
+
+`ClientReader.feed(bytes)` returns the whole client packets received so far and keeps a
+partial one for later; a violation stops it with `RelayError` in `error` (the connection is
+then closed with the reason). `NodeReader` does the same for node packets (the client side).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Generic, TypeVar, dataclass_transform
 
 from iris.core.tunnel_flow import split
 
@@ -28,107 +34,18 @@ SUBSCRIBE, UNSUBSCRIBE, PUBLISH = 0x06, 0x07, 0x08
 TUN_INIT, TUN_CONFIRM, TUN_ALLOW, TUN_TRANSFER, TUN_CLOSE = 0x09, 0x0A, 0x0B, 0x0C, 0x0D
 
 
-P = TypeVar("P")
-
-
 class RelayError(Exception):
-    """The client broke the protocol."""
+    """The other end broke the protocol."""
 
 
 class _NeedMore(Exception):
     """The buffer ends inside a packet."""
 
 
-# -- client to node packets -----------------------------------------------------------------
-@dataclass(slots=True)
-class Init:
-    magic: str
-    version: str
-    cluster: str
+# -- field reading and writing ----------------------------------------------------------------
+class Cursor:
+    """Reads fields from a buffer at a position; `_NeedMore` when the buffer ends first."""
 
-
-@dataclass(slots=True)
-class Close:
-    pass
-
-
-@dataclass(slots=True)
-class Broadcast:
-    cluster: str
-    message: bytes
-
-
-@dataclass(slots=True)
-class Request:
-    id: int
-    cluster: str
-    request: bytes
-    timeout_ms: int
-
-
-@dataclass(slots=True)
-class Reply:
-    id: int
-    success: bool
-    reply: bytes
-    fault: str
-
-
-@dataclass(slots=True)
-class Subscribe:
-    topic: str
-
-
-@dataclass(slots=True)
-class Unsubscribe:
-    topic: str
-
-
-@dataclass(slots=True)
-class Publish:
-    topic: str
-    event: bytes
-
-
-@dataclass(slots=True)
-class TunInit:
-    id: int
-    cluster: str
-    timeout_ms: int
-
-
-@dataclass(slots=True)
-class TunConfirm:
-    build_id: int
-    tunnel_id: int
-
-
-@dataclass(slots=True)
-class TunAllow:
-    tunnel_id: int
-    space: int
-
-
-@dataclass(slots=True)
-class TunTransfer:
-    tunnel_id: int
-    size: int
-    chunk: bytes
-
-
-@dataclass(slots=True)
-class TunClose:
-    tunnel_id: int
-
-
-ClientPacket = (
-    Init | Close | Broadcast | Request | Reply | Subscribe | Unsubscribe | Publish | TunInit
-    | TunConfirm | TunAllow | TunTransfer | TunClose
-)
-"""Every packet a client sends the node."""
-
-
-class _Cursor:
     __slots__ = ("buf", "pos")
 
     def __init__(self, buf: bytes | bytearray, pos: int) -> None:
@@ -178,203 +95,6 @@ class _Cursor:
         return b == 1
 
 
-def _parse(c: _Cursor) -> ClientPacket:
-    op = c.byte()
-    if op == INIT:
-        return Init(c.string(), c.string(), c.string())
-    if op == CLOSE:
-        return Close()
-    if op == BROADCAST:
-        return Broadcast(c.string(), c.binary())
-    if op == REQUEST:
-        return Request(c.varint(), c.string(), c.binary(), c.varint())
-    if op == REPLY:
-        rid, success = c.varint(), c.boolean()
-        return Reply(rid, True, c.binary(), "") if success else Reply(rid, False, b"", c.string())
-    if op == SUBSCRIBE:
-        return Subscribe(c.string())
-    if op == UNSUBSCRIBE:
-        return Unsubscribe(c.string())
-    if op == PUBLISH:
-        return Publish(c.string(), c.binary())
-    if op == TUN_INIT:
-        return TunInit(c.varint(), c.string(), c.varint())
-    if op == TUN_CONFIRM:
-        return TunConfirm(c.varint(), c.varint())
-    if op == TUN_ALLOW:
-        return TunAllow(c.varint(), c.varint())
-    if op == TUN_TRANSFER:
-        return TunTransfer(c.varint(), c.varint(), c.binary())
-    if op == TUN_CLOSE:
-        return TunClose(c.varint())
-    raise RelayError(f"unknown opcode 0x{op:02x}")
-
-
-class PacketReader(Generic[P]):
-    """Packets out of a byte stream. A violation stops the reader: `feed` returns the good
-    packets before it, and `error` holds the reason (the caller answers those packets, then
-    closes the connection)."""
-
-    def __init__(self, parse: Callable[[_Cursor], P]) -> None:
-        self._parse = parse
-        self._buffer = bytearray()
-        self.error: RelayError | None = None
-
-    def feed(self, data: bytes | bytearray) -> list[P]:
-        if self.error is not None:
-            return []
-        if self._buffer:  # a packet was pending: the bytearray grows in place
-            buf: bytes | bytearray = self._buffer
-            buf += data
-        else:  # parse the bytes as they came: slices of them are the fields, one copy each
-            buf = data
-        packets: list[P] = []
-        pos = 0
-        while pos < len(buf):
-            cursor = _Cursor(buf, pos)
-            try:
-                packets.append(self._parse(cursor))
-            except _NeedMore:
-                break
-            except RelayError as exc:
-                self.error = exc
-                break
-            pos = cursor.pos
-        if buf is self._buffer:
-            del buf[:pos]
-        else:
-            self._buffer = bytearray(buf[pos:])
-        if self.error is None and len(self._buffer) > MAX_FIELD + 64:
-            self.error = RelayError("packet too large")
-        return packets
-
-    @property
-    def pending(self) -> int:
-        """Bytes of a packet not complete yet (a truncated packet when the stream ends)."""
-        return len(self._buffer)
-
-
-# -- node to client packets (what a client reads) ----------------------------------------------
-@dataclass(slots=True)
-class NodeInit:
-    magic: str
-    version: str
-
-
-@dataclass(slots=True)
-class Deny:
-    magic: str
-    reason: str
-
-
-@dataclass(slots=True)
-class NodeClose:
-    reason: str
-
-
-@dataclass(slots=True)
-class NodeBroadcast:
-    message: bytes
-
-
-@dataclass(slots=True)
-class NodeRequest:
-    id: int
-    request: bytes
-    timeout_ms: int
-
-
-@dataclass(slots=True)
-class NodeReply:
-    id: int
-    timed_out: bool
-    success: bool
-    reply: bytes
-    fault: str
-
-
-@dataclass(slots=True)
-class NodePublish:
-    topic: str
-    event: bytes
-
-
-@dataclass(slots=True)
-class NodeTunInit:
-    build_id: int
-    chunk_limit: int
-
-
-@dataclass(slots=True)
-class NodeTunConfirm:
-    id: int
-    timed_out: bool
-    chunk_limit: int
-
-
-@dataclass(slots=True)
-class NodeTunClose:
-    tunnel_id: int
-    reason: str
-
-
-NodePacket = (
-    NodeInit | Deny | NodeClose | NodeBroadcast | NodeRequest | NodeReply | NodePublish
-    | NodeTunInit | NodeTunConfirm | TunAllow | TunTransfer | NodeTunClose
-)
-"""Every packet the node sends a client."""
-
-
-def _parse_node(c: _Cursor) -> NodePacket:
-    op = c.byte()
-    if op == INIT:
-        return NodeInit(c.string(), c.string())
-    if op == DENY:
-        return Deny(c.string(), c.string())
-    if op == CLOSE:
-        return NodeClose(c.string())
-    if op == BROADCAST:
-        return NodeBroadcast(c.binary())
-    if op == REQUEST:
-        return NodeRequest(c.varint(), c.binary(), c.varint())
-    if op == REPLY:
-        rid, timed_out = c.varint(), c.boolean()
-        if timed_out:
-            return NodeReply(rid, True, False, b"", "")
-        if c.boolean():
-            return NodeReply(rid, False, True, c.binary(), "")
-        return NodeReply(rid, False, False, b"", c.string())
-    if op == PUBLISH:
-        return NodePublish(c.string(), c.binary())
-    if op == TUN_INIT:
-        return NodeTunInit(c.varint(), c.varint())
-    if op == TUN_CONFIRM:
-        rid, timed_out = c.varint(), c.boolean()
-        return NodeTunConfirm(rid, True, 0) if timed_out else NodeTunConfirm(rid, False, c.varint())
-    if op == TUN_ALLOW:
-        return TunAllow(c.varint(), c.varint())  # the same fields both ways
-    if op == TUN_TRANSFER:
-        return TunTransfer(c.varint(), c.varint(), c.binary())
-    if op == TUN_CLOSE:
-        return NodeTunClose(c.varint(), c.string())
-    raise RelayError(f"unexpected opcode 0x{op:02x} from the node")
-
-
-class RelayReader(PacketReader[ClientPacket]):
-    """Client packets out of a byte stream (the node's side)."""
-
-    def __init__(self) -> None:
-        super().__init__(_parse)
-
-
-class NodeReader(PacketReader[NodePacket]):
-    """Node packets out of a byte stream (the client's side)."""
-
-    def __init__(self) -> None:
-        super().__init__(_parse_node)
-
-
-# -- encoders -----------------------------------------------------------------------------------
 _SMALL = [bytes((i,)) for i in range(0x80)]  # the one-byte varints (and opcodes)
 
 
@@ -406,117 +126,340 @@ def boolean(value: bool) -> bytes:
     return b"\x01" if value else b"\x00"
 
 
-def init_packet(version: str = VERSION) -> bytes:
-    return _SMALL[INIT] + string(RELAY_MAGIC) + string(version)
+# -- packet declarations -----------------------------------------------------------------------
+_KINDS = {"int": "varint", "bytes": "binary", "str": "string", "bool": "boolean"}
 
 
-def deny_packet(reason: str) -> bytes:
-    return _SMALL[DENY] + string(RELAY_MAGIC) + string(reason)
+class Packet:
+    """Base of every relay packet: subclasses are `@packet(OPCODE)` slotted dataclasses."""
+
+    __slots__ = ()
+    OPCODE: ClassVar[int]
+    pack: ClassVar[Callable[..., bytes]]  # field values, in wire order -> the packet's bytes
+    parse: ClassVar[Callable[[Cursor], Any]]  # the fields after the opcode -> the packet
 
 
-def close_packet(reason: str = "") -> bytes:
-    return _SMALL[CLOSE] + string(reason)
+def when(default: Any, **conditions: bool) -> Any:
+    """A field on the wire only when the named earlier bool fields have the given values
+    (else it is absent and takes `default`)."""
+    return dataclasses.field(default=default, metadata={"when": conditions})
 
 
-def broadcast_packet(message: bytes) -> bytes:
-    return _SMALL[BROADCAST] + binary(message)
+_P = TypeVar("_P", bound=Packet)
 
 
-def request_packet(rid: int, request: bytes, timeout_ms: int) -> bytes:
-    return _SMALL[REQUEST] + varint(rid) + binary(request) + varint(timeout_ms)
+@dataclass_transform(eq_default=True, field_specifiers=(when,))
+def packet(opcode: int) -> Callable[[type[_P]], type[_P]]:
+    """Declare a packet: a slotted dataclass with its opcode, parser and encoder."""
+
+    def declare(cls: type[_P]) -> type[_P]:
+        cls = dataclasses.dataclass(slots=True)(cls)
+        cls.OPCODE = opcode
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        for f in fields:
+            if f.type not in _KINDS:
+                raise TypeError(f"{cls.__name__}.{f.name}: no wire kind for {f.type!r}")
+        cls.parse = staticmethod(_parser(cls, fields))
+        cls.pack = staticmethod(_encoder(cls, opcode, fields))
+        return cls
+
+    return declare
 
 
-def reply_packet(rid: int, timed_out: bool, success: bool = True, reply: bytes = b"",
-                 fault: str = "") -> bytes:
-    out = _SMALL[REPLY] + varint(rid) + boolean(timed_out)
-    if timed_out:
-        return out
-    return out + boolean(success) + (binary(reply) if success else string(fault))
+def _condition(f: dataclasses.Field[Any], prefix: str) -> str:
+    conditions = f.metadata.get("when", {})
+    return " and ".join(f"{prefix}{name} is {value!r}" for name, value in conditions.items())
 
 
-def publish_packet(topic: str, event: bytes) -> bytes:
-    return _SMALL[PUBLISH] + string(topic) + binary(event)
+def _compile(source: str, name: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    exec(compile(source, f"<relay packet {name}>", "exec"), namespace)
+    function: Callable[..., Any] = namespace[name]
+    return function
 
 
-def tun_init_packet(build_id: int, chunk_limit: int) -> bytes:
-    return _SMALL[TUN_INIT] + varint(build_id) + varint(chunk_limit)
+def _parser(cls: type, fields: Iterable[dataclasses.Field[Any]]) -> Callable[[Cursor], Any]:
+    """`def parse(c): f_a = c.varint(); f_b = c.binary() if f_x is True else DEFAULT; ...`"""
+    lines = ["def parse(c):"]
+    namespace: dict[str, Any] = {"cls": cls}
+    for f in fields:
+        read = f"c.{_KINDS[f.type]}()"  # type: ignore[index]
+        condition = _condition(f, "f_")
+        if condition:
+            namespace[f"d_{f.name}"] = f.default
+            read = f"{read} if {condition} else d_{f.name}"
+        lines.append(f"    f_{f.name} = {read}")
+    lines.append(f"    return cls({', '.join(f'f_{f.name}' for f in fields)})")
+    return _compile("\n".join(lines), "parse", namespace)
 
 
-def tun_confirm_packet(rid: int, timed_out: bool, chunk_limit: int = 0) -> bytes:
-    out = _SMALL[TUN_CONFIRM] + varint(rid) + boolean(timed_out)
-    return out if timed_out else out + varint(chunk_limit)
+def _encoder(cls: type, opcode: int, fields: Iterable[dataclasses.Field[Any]]
+             ) -> Callable[..., bytes]:
+    """`def pack(a, b=DEFAULT): out = OP + varint(a); if x is True: out += ...` (the
+    parameters are the field names, so callers may name them)."""
+    namespace: dict[str, Any] = {"OP": _SMALL[opcode], "varint": varint, "binary": binary,
+                                 "string": string, "boolean": boolean}
+    params, body, always = [], [], ["OP"]
+    for f in fields:
+        if f.name in namespace or f.name == "out":
+            raise TypeError(f"{cls.__name__}.{f.name}: a field may not be named so")
+        if f.default is not dataclasses.MISSING:
+            namespace[f"d_{f.name}"] = f.default
+            params.append(f"{f.name}=d_{f.name}")
+        else:
+            params.append(f.name)
+        write = f"{_KINDS[f.type]}({f.name})"  # type: ignore[index]
+        condition = _condition(f, "")
+        if condition:
+            body.append(f"    if {condition}: out += {write}")
+        elif body:  # after a conditional field, unconditional ones append too
+            body.append(f"    out += {write}")
+        else:
+            always.append(write)
+    lines = [f"def pack({', '.join(params)}):", f"    out = {' + '.join(always)}", *body,
+             "    return out"]
+    return _compile("\n".join(lines), "pack", namespace)
 
 
-def tun_allow_packet(tunnel_id: int, space: int) -> bytes:
-    return _SMALL[TUN_ALLOW] + varint(tunnel_id) + varint(space)
+# -- client to node packets -----------------------------------------------------------------
+@packet(INIT)
+class Init(Packet):
+    magic: str = CLIENT_MAGIC
+    version: str = VERSION
+    cluster: str = ""
 
 
-def tun_transfer_packet(tunnel_id: int, size: int, chunk: bytes) -> bytes:
-    return _SMALL[TUN_TRANSFER] + varint(tunnel_id) + varint(size) + binary(chunk)
+@packet(CLOSE)
+class Close(Packet):
+    pass
+
+
+@packet(BROADCAST)
+class Broadcast(Packet):
+    cluster: str
+    message: bytes
+
+
+@packet(REQUEST)
+class Request(Packet):
+    id: int
+    cluster: str
+    request: bytes
+    timeout_ms: int
+
+
+@packet(REPLY)
+class Reply(Packet):
+    id: int
+    success: bool
+    reply: bytes = when(b"", success=True)
+    fault: str = when("", success=False)
+
+
+@packet(SUBSCRIBE)
+class Subscribe(Packet):
+    topic: str
+
+
+@packet(UNSUBSCRIBE)
+class Unsubscribe(Packet):
+    topic: str
+
+
+@packet(PUBLISH)
+class Publish(Packet):
+    """The same fields both ways: a client publishes, the node delivers."""
+
+    topic: str
+    event: bytes
+
+
+@packet(TUN_INIT)
+class TunInit(Packet):
+    id: int
+    cluster: str
+    timeout_ms: int
+
+
+@packet(TUN_CONFIRM)
+class TunConfirm(Packet):
+    build_id: int
+    tunnel_id: int
+
+
+@packet(TUN_ALLOW)
+class TunAllow(Packet):
+    """The same fields both ways."""
+
+    tunnel_id: int
+    space: int
+
+
+@packet(TUN_TRANSFER)
+class TunTransfer(Packet):
+    """The same fields both ways: `size` is the message's size on its first chunk, else 0."""
+
+    tunnel_id: int
+    size: int
+    chunk: bytes
+
+
+@packet(TUN_CLOSE)
+class TunClose(Packet):
+    tunnel_id: int
+
+
+ClientPacket = (
+    Init | Close | Broadcast | Request | Reply | Subscribe | Unsubscribe | Publish | TunInit
+    | TunConfirm | TunAllow | TunTransfer | TunClose
+)
+"""Every packet a client sends the node."""
+
+
+# -- node to client packets --------------------------------------------------------------------
+@packet(INIT)
+class NodeInit(Packet):
+    magic: str = RELAY_MAGIC
+    version: str = VERSION
+
+
+@packet(DENY)
+class Deny(Packet):
+    magic: str = RELAY_MAGIC
+    reason: str = ""
+
+
+@packet(CLOSE)
+class NodeClose(Packet):
+    reason: str = ""
+
+
+@packet(BROADCAST)
+class NodeBroadcast(Packet):
+    message: bytes
+
+
+@packet(REQUEST)
+class NodeRequest(Packet):
+    id: int
+    request: bytes
+    timeout_ms: int
+
+
+@packet(REPLY)
+class NodeReply(Packet):
+    id: int
+    timed_out: bool
+    success: bool = when(False, timed_out=False)
+    reply: bytes = when(b"", timed_out=False, success=True)
+    fault: str = when("", timed_out=False, success=False)
+
+
+@packet(TUN_INIT)
+class NodeTunInit(Packet):
+    build_id: int
+    chunk_limit: int
+
+
+@packet(TUN_CONFIRM)
+class NodeTunConfirm(Packet):
+    id: int
+    timed_out: bool
+    chunk_limit: int = when(0, timed_out=False)
+
+
+@packet(TUN_CLOSE)
+class NodeTunClose(Packet):
+    tunnel_id: int
+    reason: str
+
+
+NodePacket = (
+    NodeInit | Deny | NodeClose | NodeBroadcast | NodeRequest | NodeReply | Publish
+    | NodeTunInit | NodeTunConfirm | TunAllow | TunTransfer | NodeTunClose
+)
+"""Every packet the node sends a client."""
 
 
 def tun_message_packets(tunnel_id: int, data: bytes, chunk_limit: int) -> bytes:
     """One tunnel message as TunTransfer packets (either direction): chunks of at most
     `chunk_limit`, the first carrying the message's size, the later ones 0."""
     if len(data) <= chunk_limit:
-        return tun_transfer_packet(tunnel_id, len(data), data)
-    return b"".join(tun_transfer_packet(tunnel_id, len(data) if first else 0, chunk)
+        return TunTransfer.pack(tunnel_id, len(data), data)
+    return b"".join(TunTransfer.pack(tunnel_id, len(data) if first else 0, chunk)
                     for first, chunk in split(data, chunk_limit))
 
 
-def tun_close_packet(tunnel_id: int, reason: str) -> bytes:
-    return _SMALL[TUN_CLOSE] + varint(tunnel_id) + string(reason)
+# -- readers -------------------------------------------------------------------------------------
+P = TypeVar("P")
 
 
-# Client to node encoders (the CLI's client and other Python clients).
-def client_init(cluster: str = "") -> bytes:
-    return _SMALL[INIT] + string(CLIENT_MAGIC) + string(VERSION) + string(cluster)
+class PacketReader(Generic[P]):
+    """Packets of one direction out of a byte stream. A violation stops the reader: `feed`
+    returns the good packets before it, and `error` holds the reason (the caller answers
+    those packets, then closes the connection)."""
+
+    def __init__(self, packets: Iterable[type[Packet]], sender: str) -> None:
+        self._parsers: list[Callable[[Cursor], P] | None] = [None] * 256
+        for cls in packets:
+            self._parsers[cls.OPCODE] = cls.parse
+        self._sender = sender
+        self._buffer = bytearray()
+        self.error: RelayError | None = None
+
+    def _parse(self, cursor: Cursor) -> P:
+        op = cursor.byte()
+        parse = self._parsers[op]
+        if parse is None:
+            raise RelayError(f"unknown opcode 0x{op:02x} from the {self._sender}")
+        return parse(cursor)
+
+    def feed(self, data: bytes | bytearray) -> list[P]:
+        if self.error is not None:
+            return []
+        if self._buffer:  # a packet was pending: the bytearray grows in place
+            buf: bytes | bytearray = self._buffer
+            buf += data
+        else:  # parse the bytes as they came: slices of them are the fields, one copy each
+            buf = data
+        packets: list[P] = []
+        pos = 0
+        while pos < len(buf):
+            cursor = Cursor(buf, pos)
+            try:
+                packets.append(self._parse(cursor))
+            except _NeedMore:
+                break
+            except RelayError as exc:
+                self.error = exc
+                break
+            pos = cursor.pos
+        if buf is self._buffer:
+            del buf[:pos]
+        else:
+            self._buffer = bytearray(buf[pos:])
+        if self.error is None and len(self._buffer) > MAX_FIELD + 64:
+            self.error = RelayError("packet too large")
+        return packets
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a packet not complete yet (a truncated packet when the stream ends)."""
+        return len(self._buffer)
 
 
-def client_close() -> bytes:
-    return _SMALL[CLOSE]
+class ClientReader(PacketReader[ClientPacket]):
+    """Client packets out of a byte stream (the node's side)."""
+
+    def __init__(self) -> None:
+        super().__init__((Init, Close, Broadcast, Request, Reply, Subscribe, Unsubscribe,
+                          Publish, TunInit, TunConfirm, TunAllow, TunTransfer, TunClose),
+                         "client")
 
 
-def client_broadcast(cluster: str, message: bytes) -> bytes:
-    return _SMALL[BROADCAST] + string(cluster) + binary(message)
+class NodeReader(PacketReader[NodePacket]):
+    """Node packets out of a byte stream (the client's side)."""
 
-
-def client_request(rid: int, cluster: str, request: bytes, timeout_ms: int) -> bytes:
-    return _SMALL[REQUEST] + varint(rid) + string(cluster) + binary(request) + varint(timeout_ms)
-
-
-def client_reply(rid: int, success: bool, reply: bytes = b"", fault: str = "") -> bytes:
-    outcome = binary(reply) if success else string(fault)
-    return _SMALL[REPLY] + varint(rid) + boolean(success) + outcome
-
-
-def client_subscribe(topic: str) -> bytes:
-    return _SMALL[SUBSCRIBE] + string(topic)
-
-
-def client_unsubscribe(topic: str) -> bytes:
-    return _SMALL[UNSUBSCRIBE] + string(topic)
-
-
-def client_publish(topic: str, event: bytes) -> bytes:
-    return publish_packet(topic, event)  # the same fields both ways
-
-
-def client_tun_init(rid: int, cluster: str, timeout_ms: int) -> bytes:
-    return _SMALL[TUN_INIT] + varint(rid) + string(cluster) + varint(timeout_ms)
-
-
-def client_tun_confirm(build_id: int, tunnel_id: int) -> bytes:
-    return _SMALL[TUN_CONFIRM] + varint(build_id) + varint(tunnel_id)
-
-
-def client_tun_allow(tunnel_id: int, space: int) -> bytes:
-    return tun_allow_packet(tunnel_id, space)  # the same fields both ways
-
-
-def client_tun_transfer(tunnel_id: int, size: int, chunk: bytes) -> bytes:
-    return tun_transfer_packet(tunnel_id, size, chunk)  # the same fields both ways
-
-
-def client_tun_close(tunnel_id: int) -> bytes:
-    return _SMALL[TUN_CLOSE] + varint(tunnel_id)
+    def __init__(self) -> None:
+        super().__init__((NodeInit, Deny, NodeClose, NodeBroadcast, NodeRequest, NodeReply,
+                          Publish, NodeTunInit, NodeTunConfirm, TunAllow, TunTransfer,
+                          NodeTunClose), "node")

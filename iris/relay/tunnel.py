@@ -77,13 +77,13 @@ class RelayTunnel:
             await self._readable.wait()
         data = self._inbox.popleft()
         if self._closed is None:
-            self._send(rp.client_tun_allow(self.tid, len(data)))  # the node may send more
+            self._send(rp.TunAllow.pack(self.tid, len(data)))  # the node may send more
         return data
 
     async def close(self) -> None:
         if self._closed is None and not self._closing:
             self._closing = True
-            self._send(rp.client_tun_close(self.tid))
+            self._send(rp.TunClose.pack(self.tid))
 
     async def __aenter__(self) -> RelayTunnel:
         return self
