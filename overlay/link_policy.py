@@ -3,11 +3,21 @@
 Moving bytes is the driver's job; deciding what a link does is protocol, and it lives here,
 sans-IO, so that every driver (the trio runtime, the simulator) runs the same rules. This is the
 seam for the decisions that make real failures behave: which frames go ahead of others on a
-link, and, as that work lands, when a link is declared dead, closed and redialled (a stalled
-TCP connection, not a dropped message, is what a partition looks like on real machines).
+link, and when a link is declared dead, closed and redialled (a stalled TCP connection, not a
+dropped message, is what a partition looks like on real machines).
 
-Decided today: the priority of each outgoing frame. Overlay maintenance (probes, heartbeats,
-joins, hop acknowledgements, table repair) is CONTROL and goes ahead of BULK (everything
+Link liveness: a peer the overlay declares failed (or gone) has its connection closed at once,
+and the next frame for it dials a fresh one. A partition on real machines leaves the old
+connection open with unsent and unacknowledged data, retransmitted at a doubling interval (an
+RTO near a minute after one); kept in use after the heal, it delivered heartbeats tens of
+seconds late and old events after new ones sent another way. A connection also ends when a
+write is not taken from it for `stall_s`, and (where the OS has them) when sent data stays
+unacknowledged for `user_timeout_s` (TCP_USER_TIMEOUT) or an idle connection stops answering
+keep-alive probes. The overlay's own heartbeats and probes are the portable keep-alive: they
+declare a silent peer failed, which closes its connection.
+
+Priority of each outgoing frame: overlay maintenance (probes, heartbeats, joins, hop
+acknowledgements, table repair) is CONTROL and goes ahead of BULK (everything
 routed or sent for the layers above) on the same link. A heartbeat or an acknowledgement stuck
 behind megabytes of application data would make a live peer look dead: suspected, probed,
 declared failed, its routes re-sent, on a link that is only busy.
@@ -60,6 +70,26 @@ PRIORITY_OF: Mapping[type[Message], Priority] = {
 
 class LinkPolicy:
     """The rules a driver follows for its links; see the module docstring."""
+
+    stall_s: float = 10.0
+    """A write the connection does not take for this long (the peer stopped acknowledging and
+    the send buffer is full) closes it."""
+
+    user_timeout_s: float = 10.0
+    """TCP_USER_TIMEOUT: sent data unacknowledged this long aborts the connection. Ten seconds
+    of silence is far beyond any round trip between nodes and well inside the overlay's own
+    failure detection (12.5 s for a neighbour), so the connection is gone before the heal."""
+
+    keepalive_idle_s: float = 5.0
+    keepalive_interval_s: float = 2.0
+    keepalive_count: int = 3
+    """TCP keep-alive on an idle connection: probed after 5 s of silence, every 2 s, given up
+    after 3 unanswered (an idle connection to a vanished peer ends within ~11 s)."""
+
+    def close_when_gone(self, peer: int) -> bool:
+        """Whether the connection to a peer the overlay declared failed or gone is closed: always
+        (its queued frames are lost as a lost hop's are, and re-sent another way)."""
+        return True
 
     def priority(self, msg: Message) -> Priority:
         """Whether `msg` goes ahead of bulk frames on its link (CONTROL) or in turn (BULK)."""

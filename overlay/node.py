@@ -112,7 +112,7 @@ _Pending = tuple[Route | Direct, int, int, tuple[int, ...], float]
 
 class OverlayNode:
     __slots__ = (
-        "id", "config", "rng", "app", "out", "now", "state", "leaf", "table", "sent",
+        "id", "config", "rng", "app", "out", "failed", "now", "state", "leaf", "table", "sent",
         "next_deadline", "dropped", "_timers", "_seq", "_probes", "_routes", "_suspects",
         "_lost", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
         "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ping_timeout",
@@ -131,6 +131,9 @@ class OverlayNode:
         self.rng = rng
         self.app = app or _NULL_APP
         self.out: list[tuple[int, Message]] = []
+        # Peers declared failed or gone since the driver last looked, for a driver that keeps
+        # connections (it closes theirs: see `overlay.link_policy`); None: not collected.
+        self.failed: list[int] | None = None
         self.now = 0.0
         self.state = JOINING
         self.leaf = LeafSet(node_id, self.config.leaf_size)
@@ -499,14 +502,20 @@ class OverlayNode:
             self._send(member, Departed(peer), C_MAINTENANCE)
         self._repair(in_leaf, cell)
         self._start_sweep()
-        self.app.peer_failed(peer)
+        self._gone(peer)
 
     def _drop(self, peer: int) -> None:
         """Forget a peer that left gracefully."""
         in_leaf, cell = self._forget(peer)
         self._repair(in_leaf, cell)
         if in_leaf or cell is not None:
-            self.app.peer_failed(peer)
+            self._gone(peer)
+
+    def _gone(self, peer: int) -> None:
+        """Tell the layer above, and the driver, that `peer` is no longer part of our view."""
+        self.app.peer_failed(peer)
+        if self.failed is not None:
+            self.failed.append(peer)
 
     def _forget(self, peer: int) -> tuple[bool, tuple[int, int] | None]:
         """Take `peer` out of our state: (was it in the leaf set, the table cell it held)."""

@@ -44,3 +44,106 @@ def test_a_routed_control_message_is_bulk():
     """What a route carries travels as the route does: in turn with the other routed traffic."""
     routed = overlay.messages.Route(1, 2, 3, 0, overlay.messages.Ping(1, False, True))
     assert LinkPolicy().priority(routed) is BULK
+
+
+# ------------------------------------------------------------------------- link liveness
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_the_connection_to_a_peer_declared_failed_closes_and_the_next_frame_dials_anew(
+        transport):
+    """The overlay declares a peer failed: the runtime closes that connection at once (a
+    stalled TCP connection kept in use delivers old frames late after a partition heals), and
+    traffic to the peer goes over a fresh one."""
+    from iris.testing import local_nodes, wait_until
+    from overlay.probes import P_NEIGHBOUR
+
+    async with local_nodes(3, transport=transport) as nodes:
+        a, b = nodes[0]._runtime, nodes[1]._runtime
+        await wait_until(lambda: b.node_id in a.links and a.links[b.node_id].reading is not None)
+        old = a.links[b.node_id]
+        a.call(lambda: a.node._declare_failed(b.node_id, P_NEIGHBOUR))
+        assert old.closed and a.links.get(b.node_id) is not old
+        assert a.counters["links_closed_peer_gone"] == 1
+        # B is alive: the overlay's retry of lost peers takes it back, over a new connection.
+        await wait_until(lambda: b.node_id in a.node.leaf.members())
+        await nodes[1].register("svc", Echo())
+        reply = await nodes[0].request("svc", b"again", timeout=10)
+        assert reply == b"again"
+        await wait_until(lambda: b.node_id in a.links and a.links[b.node_id] is not old)
+
+
+class Echo:
+    async def handle_request(self, data):
+        return data
+
+
+async def test_tcp_links_get_keep_alive_and_a_user_timeout():
+    """Where the OS has them: TCP keep-alive on idle links, and TCP_USER_TIMEOUT so that data
+    unacknowledged for the policy's bound ends the connection."""
+    import socket
+
+    import trio
+
+    from iris.runtime.transport import tune
+
+    policy = LinkPolicy()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        tune(stream, policy)
+        sock = stream.socket
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == round(
+                policy.user_timeout_s * 1000)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == round(
+                policy.keepalive_idle_s)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == policy.keepalive_count
+    finally:
+        await stream.aclose()
+        for listener in listeners:
+            await listener.aclose()
+
+
+async def test_a_peer_resetting_the_connection_during_the_handshake_fails_only_that_link():
+    """Closing links makes redials common, to peers that may be going away: one that resets
+    the connection while the handshake is written must cost that link, never the node."""
+    import trio
+
+    from iris.runtime.transport import MemoryNetwork
+    from iris.testing import local_nodes, wait_until
+    from overlay.messages import Ping
+
+    class Resetting(trio.abc.Stream):
+        async def send_all(self, data):
+            raise trio.BrokenResourceError("connection reset by peer")
+
+        async def wait_send_all_might_not_block(self):
+            pass
+
+        async def receive_some(self, max_bytes=None):
+            await trio.sleep_forever()
+
+        async def aclose(self):
+            pass
+
+    class ResettingTransport:
+        def __init__(self, real):
+            self.real = real
+
+        async def listen(self, *args):
+            return await self.real.listen(*args)
+
+        async def connect(self, host, port):
+            return Resetting()
+
+    async with local_nodes(2) as nodes:
+        runtime = nodes[0]._runtime
+        runtime.transport = ResettingTransport(MemoryNetwork().transport())
+        ghost = 12345
+        runtime.directory[ghost] = ("10.0.0.9", 7000)
+        runtime._send(ghost, Ping(1, False, True))  # dials: the handshake write is reset
+        await wait_until(lambda: ghost not in runtime.links)  # the link went, alone
+        await nodes[1].register("svc", Echo())  # and the node serves on
+        assert await nodes[0].request("svc", b"alive", timeout=10) == b"alive"

@@ -28,7 +28,7 @@ from iris.core.events import Event
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.out_queue import OutQueue
-from iris.runtime.transport import MemoryTransport, TcpTransport
+from iris.runtime.transport import MemoryTransport, TcpTransport, tune
 from overlay.config import OverlayConfig
 from overlay.link import FrameReader, Handshake, LinkError, PeerHello, Session, frame
 from overlay.link_policy import CONTROL, LinkPolicy
@@ -49,6 +49,10 @@ INF = float("inf")
 
 Address = tuple[str, int]
 
+SETUP_ERRORS = (OSError, LinkError, trio.TooSlowError, trio.BrokenResourceError)
+"""How dialling a peer and the handshake fail (a peer that resets the connection while we
+write the handshake raises BrokenResourceError): the link is dropped, the node carries on."""
+
 
 class Link:
     """One authenticated connection to a peer, with its outgoing queue: control frames in the
@@ -61,6 +65,7 @@ class Link:
         self.session: Session | None = None
         self.queue = OutQueue(MAX_BULK_BYTES, MAX_CONTROL_FRAMES, pressure)
         self.wakeup = trio.Event()  # something to write
+        self.reading: trio.CancelScope | None = None  # the reader's, once the stream is open
         self.told: set[int] = set()  # ids whose addresses this peer has been given
         self._emptied: trio.Event | None = None  # set when the queue empties, if waited for
 
@@ -117,6 +122,7 @@ class Runtime:
         self.node_id = node_id if node_id is not None else secrets.randbits(128)
         self.rng = random.Random(secrets.randbits(64))
         self.node = OverlayNode(self.node_id, self.rng, overlay_config)
+        self.node.failed = []  # peers whose connections the link policy closes
         self.core = MessagingCore(self.node, messaging_config)
         self.directory: dict[int, Address] = {}
         self.links: dict[int, Link] = {}
@@ -162,7 +168,7 @@ class Runtime:
             for address in seeds:
                 try:
                     reached.append(await self._dial_address(address))
-                except (OSError, LinkError, trio.TooSlowError) as exc:
+                except SETUP_ERRORS as exc:
                     log.info("seed %s:%d not reachable: %s", *address, exc)
             if reached:
                 return reached
@@ -218,6 +224,12 @@ class Runtime:
                 for dest, seqs in acks.items():
                     for i in range(0, len(seqs), MAX_ACKS):
                         self._send(dest, RouteAck(tuple(seqs[i:i + MAX_ACKS])))
+        if node.failed:
+            failed, node.failed = node.failed, []
+            for peer in failed:
+                link = self.links.get(peer)
+                if link is not None and self.link_policy.close_when_gone(peer):
+                    self._close_link(link, "links_closed_peer_gone")
         while self.core.events:  # handling events may cause more (a drained queue)
             events, self.core.events = self.core.events, []
             self.on_events(events)
@@ -272,7 +284,7 @@ class Runtime:
     async def _writer(self, link: Link) -> None:
         stream, session, queue = link.stream, link.session, link.queue
         assert stream is not None and session is not None
-        seal = session.seal
+        seal, stall_s = session.seal, self.link_policy.stall_s
         while not queue.closed:
             await link.wakeup.wait()
             # Let the tasks that are ready run first: a request handler already woken adds
@@ -281,8 +293,13 @@ class Runtime:
             await trio.lowlevel.cancel_shielded_checkpoint()
             link.wakeup = trio.Event()
             while queue:
-                await stream.send_all(b"".join([frame(seal(p)) for p in queue.take(BATCH_BYTES)]))
-                queue.written()
+                data = b"".join([frame(seal(p)) for p in queue.take(BATCH_BYTES)])
+                with trio.move_on_after(stall_s):
+                    await stream.send_all(data)
+                    queue.written()
+                    continue
+                self._close_link(link, "links_closed_stalled")
+                return
             link.emptied()
 
     # --------------------------------------------------------------------------- links
@@ -290,6 +307,7 @@ class Runtime:
         """Dial `address` and run the handshake; the stream is closed if that fails."""
         with trio.fail_after(DIAL_TIMEOUT_S):
             stream = await self.transport.connect(*address)
+        tune(stream, self.link_policy)
         try:
             return await self._handshake(stream, dialer=True)
         except BaseException:
@@ -318,7 +336,7 @@ class Runtime:
     async def _dial(self, link: Link, address: Address) -> None:
         try:
             opened = await self._connect(address)
-        except (OSError, LinkError, trio.TooSlowError) as exc:
+        except SETUP_ERRORS as exc:
             log.info("link to %s:%d failed: %s", *address, exc)
             self._drop_link(link)
             return
@@ -332,9 +350,10 @@ class Runtime:
         await self._run_link(link, opened.reader, opened.leftover)
 
     async def _accepted(self, stream: trio.abc.Stream) -> None:
+        tune(stream, self.link_policy)
         try:
             opened = await self._handshake(stream, dialer=False)
-        except (OSError, LinkError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        except SETUP_ERRORS as exc:
             log.warning("incoming link refused: %s", exc)
             await trio.aclose_forcefully(stream)
             return
@@ -381,13 +400,14 @@ class Runtime:
         assert self._nursery is not None and link.stream is not None
         self._nursery.start_soon(self._write_loop, link)
         try:
-            self._deliver_all(link, leftover)
-            while not link.closed:
-                data = await link.stream.receive_some(65536)
-                if not data:
-                    break
-                self.busy_poll.poke()
-                self._deliver_all(link, reader.feed(bytes(data)))
+            with trio.CancelScope() as link.reading:
+                self._deliver_all(link, leftover)
+                while not link.closed:
+                    data = await link.stream.receive_some(65536)
+                    if not data:
+                        break
+                    self.busy_poll.poke()
+                    self._deliver_all(link, reader.feed(bytes(data)))
         except (LinkError, DecodeError) as exc:
             log.warning("closing link to %x: %s", link.peer, exc)
             self.count("links_closed_for_bad_input")
@@ -429,6 +449,15 @@ class Runtime:
                     del directory[node_id]
             return
         self.node.receive(link.peer, msg, self.now())
+
+    def _close_link(self, link: Link, why: str) -> None:
+        """The link policy closed the link: its queued frames are dropped (as a lost hop's
+        are), its reader stops and closes the stream, the next frame to its peer dials anew."""
+        self.count(why)
+        log.info("closing link to %x (%s)", link.peer, why)
+        self._drop_link(link)
+        if link.reading is not None:
+            link.reading.cancel()
 
     def _drop_link(self, link: Link) -> None:
         link.queue.discard()

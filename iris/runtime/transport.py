@@ -7,11 +7,15 @@ running out.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 import trio.testing
+
+from overlay.link_policy import LinkPolicy
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 
@@ -25,6 +29,26 @@ class TcpTransport:
 
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         return await trio.open_tcp_stream(host, port)
+
+
+def tune(stream: trio.abc.Stream, policy: LinkPolicy) -> None:
+    """Give a TCP connection the policy's keep-alive and user timeout, where the OS has them (a
+    memory stream has nothing to tune; an option the OS refuses is left as it was: the
+    overlay's heartbeats are the portable keep-alive)."""
+    if not isinstance(stream, trio.SocketStream):
+        return
+    sock = stream.socket
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", round(policy.keepalive_idle_s)),
+                        ("TCP_KEEPINTVL", round(policy.keepalive_interval_s)),
+                        ("TCP_KEEPCNT", policy.keepalive_count),
+                        ("TCP_USER_TIMEOUT", round(policy.user_timeout_s * 1000))):
+        option = getattr(socket, name, None)
+        if option is not None:
+            options.append((socket.IPPROTO_TCP, option, value))
+    for level, option, value in options:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, value)
 
 
 class MemoryNetwork:
