@@ -17,7 +17,7 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
-from iris.runtime import Node, Registration, Tunnel, open_node
+from iris.runtime import Node, Registration, Tunnel, open_node, time_left
 
 __version__ = "0.1.0"
 
@@ -30,5 +30,5 @@ def generate_network_key() -> bytes:
 __all__ = [
     "ClosedError", "IrisError", "JoinError", "LimitExceededError", "NoSuchClusterError", "Node",
     "Registration", "RemoteError", "ServiceLimits", "TimeoutError", "TopicLimits", "Tunnel",
-    "generate_network_key", "open_node",
+    "generate_network_key", "open_node", "time_left",
 ]

@@ -199,6 +199,19 @@ async def test_request_reply_through_the_relay(relay):
         assert await nodes[2].request("svc", b"abc", timeout=2) == b"ABC"
 
 
+async def test_a_member_client_is_told_the_time_its_caller_has_left(relay):
+    """The Request packet's timeout is the caller's remaining time (the protocol's intent),
+    not a fixed allowance: a client can skip work nobody waits for any more."""
+    port, _, _ = relay
+    member = await Client.connect(port, cluster="timed")
+    caller = await Client.connect(port)
+    await caller.send(request(1, "timed", b"x", 2000) + request(2, "timed", b"y", 90_000))
+    _, (_, data, timeout) = await member.read()
+    assert data == b"x" and 1000 < timeout <= 2000
+    _, (_, data, timeout) = await member.read()
+    assert data == b"y" and timeout == 60_000  # capped by the relay's Limits.serve_timeout_s
+
+
 async def test_request_timeout_is_reported_by_the_node(relay):
     port, _, _ = relay
     member = await Client.connect(port, cluster="slow")

@@ -127,11 +127,12 @@ def test_a_member_request_unanswered_in_time_fails_and_a_late_reply_is_dropped()
     session.joined(True)
     session.take()
     first, second = Responder(), Responder()
-    session.serve_request(first, b"q1", now=0.0)
-    session.serve_request(second, b"q2", now=1.0)
+    session.serve_request(first, b"q1", now=0.0, time_left=60.0)
+    session.serve_request(second, b"q2", now=1.0, time_left=60.0)
     assert [type(p) for p in sent(session)] == [rp.NodeRequest, rp.NodeRequest]
-    assert session.next_deadline() == LIMITS.serve_timeout_s
-    session.expire(LIMITS.serve_timeout_s)
+    first_deadline = LIMITS.serve_timeout_s + LIMITS.expiry_grace_s
+    assert session.next_deadline() == first_deadline
+    session.expire(first_deadline)
     assert session.take()[1] == [rc.Answer(first, None, "relay client did not answer in time")]
     feed(session, rp.Reply.pack(1, True, b"late") + rp.Reply.pack(2, True, b"r2"))
     assert session.take()[1] == [rc.Answer(second, b"r2", "")]
@@ -142,7 +143,7 @@ def test_the_end_answers_every_request_and_closes_every_tunnel():
     session.joined(True)
     feed(session, rp.Subscribe.pack("a") + rp.Subscribe.pack("b"))
     waiting, arriving, carried = Responder(), Handle(), Handle()
-    session.serve_request(waiting, b"q", now=0.0)
+    session.serve_request(waiting, b"q", now=0.0, time_left=60.0)
     session.tunnel_arrived(arriving, now=0.0)
     feed(session, rp.TunInit.pack(5, "c", 100))
     session.tunnel_opened(5, carried)
@@ -344,11 +345,11 @@ class RelaySessionMachine(RuleBasedStateMachine):
         self.session.tunnel_opened(tid, handle)
         self.step()
 
-    @rule()
-    def a_request_reaches_the_member(self) -> None:
+    @rule(time_left=st.sampled_from([0.0, 0.5, 4.0, 100.0]))
+    def a_request_reaches_the_member(self, time_left: float) -> None:
         responder = Responder()
         self.responders.append(responder)
-        self.session.serve_request(responder, b"q", self.now)
+        self.session.serve_request(responder, b"q", self.now, time_left)
         self.step()
 
     @rule()

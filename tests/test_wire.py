@@ -41,7 +41,7 @@ messaging = st.one_of(
     st.builds(im.Prune, ids),
     st.builds(im.TreeUp, st.lists(st.tuples(ids, weights), max_size=5).map(tuple)),
     st.builds(im.TreeDown, st.lists(st.tuples(ids, weights, paths), max_size=5).map(tuple)),
-    st.builds(im.Request, ids, u64, ids, st.integers(0, im.MAX_WALK_HOPS), small),
+    st.builds(im.Request, ids, u64, ids, st.integers(0, im.MAX_WALK_HOPS), small, weights),
     st.builds(im.Reply, u64, st.integers(0, 3), small, st.text(max_size=50)),
     st.builds(im.Flood, ids, ids, u64, small),
     st.builds(im.TunnelOpen, ids, ids, u64, st.integers(0, im.MAX_WALK_HOPS), weights),

@@ -22,11 +22,13 @@ class Joined(Event):
 
 @dataclass(slots=True)
 class RequestReceived(Event):
-    """Answer with `MessagingCore.reply(token, ...)`."""
+    """Answer with `MessagingCore.reply(token, ...)`. `deadline` (core time) is when the
+    caller gives up on it."""
 
     cluster: str
     token: int
     payload: bytes
+    deadline: float
 
 
 @dataclass(slots=True)

@@ -71,15 +71,19 @@ class TreeDown(Message):
     entries: tuple[tuple[int, int, tuple[int, ...]], ...]
 
 
-@wire_message(37, ID, U64, ID, uint(MAX_WALK_HOPS), blob(MAX_PAYLOAD))
+@wire_message(37, ID, U64, ID, uint(MAX_WALK_HOPS), blob(MAX_PAYLOAD), U32)
 class Request(Message):
-    """A request to one member of `group`: routed to the tree, then walked to a member."""
+    """A request to one member of `group`: routed to the tree, then walked to a member.
+    `time_left_ms` is what its caller had left when the sender passed it on: each node counts
+    its deadline from arrival, takes off what it held the request, and a member never starts
+    one past it (its caller has given up)."""
 
     group: int
     req_id: int
     origin: int
     hops: int
     payload: bytes
+    time_left_ms: int
 
 
 @wire_message(38, U64, uint(3), blob(MAX_PAYLOAD), text(MAX_ERROR))

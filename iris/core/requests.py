@@ -4,6 +4,11 @@ member's admission of requests under its service limits and its replies.
 The reply goes straight from the member to the requester. One timer, armed at the earliest
 deadline still pending (`Deadlines`), turns silence into TIMEOUT; late and duplicate replies
 are ignored.
+
+The deadline travels with the request (`Request.time_left_ms`), so the member knows when its
+caller gives up: a request that arrives past it, or waits past it in the service's queue, is
+dropped unstarted (counted as `requests_expired`; no reply, nobody waits for one), and the
+application is told each request's deadline.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ class Requests:
         if at is not None:
             state.node.schedule(at, TK_REQUEST)
         group = cluster_group(cluster)
-        state.node.route(group, Request(group, req_id, state.node.id, 0, payload))
+        state.node.route(group, Request(group, req_id, state.node.id, 0, payload,
+                                        milliseconds(timeout)))
         return req_id
 
     def on_reply(self, src: int, msg: Reply) -> None:
@@ -56,11 +62,17 @@ class Requests:
             state.node.schedule(at, TK_REQUEST)
 
     # ----------------------------------------------------------------------- member side
-    def arrive(self, msg: Request, service: Service) -> None:
-        """The walk chose this node: admit the request under the service's limits."""
-        admitted = service.requests.offer(msg, len(msg.payload))
+    def arrive(self, msg: Request, service: Service, held: float) -> None:
+        """The walk chose this node (after holding the request `held` seconds): admit the
+        request under the service's limits, unless its caller has given up already."""
+        state = self.state
+        deadline = state.now + msg.time_left_ms / 1000 - held
+        if deadline <= state.now:
+            state.count("requests_expired")
+            return
+        admitted = service.requests.offer((msg, deadline), len(msg.payload))
         if admitted:
-            self._hand_to_app(msg, service)
+            self._hand_to_app(msg, deadline, service)
         elif admitted is None:
             self.state.count("requests_refused")
             self.state.node.send(msg.origin,
@@ -73,11 +85,33 @@ class Requests:
                                            (error or "")[:MAX_ERROR]))
         service = self.state.services.get(group)
         if service is not None:
-            for queued in service.requests.done():
-                self._hand_to_app(queued, service)
+            self._next_from_queue(service)
 
-    def _hand_to_app(self, msg: Request, service: Service) -> None:
+    def _next_from_queue(self, service: Service) -> None:
+        """A request of the service finished: hand over the queued ones its slot admits; one
+        whose caller gave up while it waited is dropped, and its slot goes to the next."""
+        state = self.state
+        ready = service.requests.done()
+        while ready:
+            freed = 0
+            for msg, deadline in ready:
+                if deadline <= state.now:
+                    state.count("requests_expired")
+                    freed += 1
+                else:
+                    self._hand_to_app(msg, deadline, service)
+            ready = [item for _ in range(freed) for item in service.requests.done()]
+
+    def _hand_to_app(self, msg: Request, deadline: float, service: Service) -> None:
         """`msg` was admitted (it counts as in flight): the application gets it."""
         token = self.state.new_id()
         self.inbound[token] = (msg.origin, msg.req_id, msg.group)
-        self.state.events.append(ev.RequestReceived(service.name, token, msg.payload))
+        self.state.events.append(ev.RequestReceived(service.name, token, msg.payload, deadline))
+
+
+MAX_TIME_LEFT_MS = 2**32 - 1
+
+
+def milliseconds(seconds: float) -> int:
+    """A time left as the wire carries it: whole milliseconds, at most ~49 days."""
+    return max(0, min(MAX_TIME_LEFT_MS, round(seconds * 1000)))

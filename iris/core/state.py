@@ -105,7 +105,7 @@ class Topic:
 class CoreState:
     __slots__ = (
         "node", "config", "events", "trees", "services", "topics", "seen", "counters",
-        "_next_id", "ticking", "settle_until",
+        "_next_id", "ticking", "settle_until", "arrival_age",
     )
 
     def __init__(self, node: OverlayNode, config: MessagingConfig) -> None:
@@ -120,6 +120,9 @@ class CoreState:
         self._next_id = 0
         self.ticking = False  # the tree beat timer is set
         self.settle_until = -1e9  # a new root parks requests for unknown groups until then
+        # How long before `now` the messages being received may have arrived: the driver sets
+        # it while it delivers what piled up during a freeze of its process (0 otherwise).
+        self.arrival_age = 0.0
 
     @property
     def now(self) -> float:

@@ -27,7 +27,7 @@ class Walk:
     __slots__ = ("state", "trees", "on_request", "on_tunnel_open", "parked")
 
     def __init__(self, state: CoreState, trees: Trees,
-                 on_request: Callable[[Request, Service], None],
+                 on_request: Callable[[Request, Service, float], None],
                  on_tunnel_open: Callable[[TunnelOpen, Service], None]) -> None:
         self.state = state
         self.trees = trees
@@ -42,8 +42,11 @@ class Walk:
 
     def step_from(self, msg: Walker, came_from: int | None,
                   parked_since: float | None = None) -> None:
-        """Take one step of the walk toward one member."""
+        """Take one step of the walk toward one member (a parked message has been held here
+        since `parked_since`, a received one perhaps since `state.arrival_age` ago: a
+        request's time left shrinks by that much)."""
         state = self.state
+        held = state.arrival_age if parked_since is None else state.now - parked_since
         tree = state.trees.get(msg.group)
         if tree is None:
             if came_from is None:
@@ -52,7 +55,7 @@ class Walk:
                     self._fail(msg, "no members in cluster")
             else:
                 # We left the tree while the walk was on its way: start again from the route.
-                self._reroute(msg)
+                self._reroute(msg, held)
             return
         service = state.services.get(msg.group)
         options: list[tuple[int | None, float]] = []
@@ -69,12 +72,12 @@ class Walk:
         total = sum(w for _, w in options)
         if total <= 0:
             if parent is not None and parent != came_from and msg.hops < MAX_WALK_HOPS:
-                self._step(msg, parent)  # nothing known below: the root knows more
+                self._step(msg, parent, held)  # nothing known below: the root knows more
             elif tree.is_root():
                 if not self._wait_for_members(msg, parked_since):
                     self._fail(msg, "no members in cluster")
             else:
-                self._reroute(msg)
+                self._reroute(msg, held)
             return
         pick = state.node.rng.random() * total
         target: int | None = None
@@ -83,10 +86,10 @@ class Walk:
             if pick < 0:
                 break
         if target is not None:
-            self._step(msg, target)
+            self._step(msg, target, held)
         elif isinstance(msg, Request):
             assert service is not None
-            self.on_request(msg, service)
+            self.on_request(msg, service, held)
         else:
             assert service is not None
             self.on_tunnel_open(msg, service)
@@ -104,7 +107,7 @@ class Walk:
         if msg.group in self.state.trees:
             self.step_from(msg, None)
         else:
-            self._reroute(msg)
+            self._reroute(msg, 0.0)
 
     def _wait_for_members(self, msg: Walker, parked_since: float | None) -> bool:
         """We are the root of the group and know no member. If we only just became the root
@@ -124,27 +127,32 @@ class Walk:
         self.parked.append((since, msg))
         return True
 
-    def _step(self, msg: Walker, target: int) -> None:
+    def _step(self, msg: Walker, target: int, held: float) -> None:
         if msg.hops >= MAX_WALK_HOPS:
             self._fail(msg, "request walked too far")
             return
-        step: Walker
-        if isinstance(msg, Request):
-            step = Request(msg.group, msg.req_id, msg.origin, msg.hops + 1, msg.payload)
-        else:
-            step = TunnelOpen(msg.group, msg.opener, msg.tid, msg.hops + 1, msg.window)
-        self.state.node.send_acked(target, step)  # a dead tree neighbour must not swallow it
+        step = self._next(msg, held)
+        if step is not None:
+            self.state.node.send_acked(target, step)  # a dead tree neighbour must not swallow it
 
-    def _reroute(self, msg: Walker) -> None:
-        node = self.state.node
+    def _reroute(self, msg: Walker, held: float) -> None:
         if msg.hops >= MAX_WALK_HOPS:
             self._fail(msg, "request walked too far")
-        elif isinstance(msg, Request):
-            node.route(msg.group, Request(msg.group, msg.req_id, msg.origin, msg.hops + 1,
-                                          msg.payload))
-        else:
-            node.route(msg.group, TunnelOpen(msg.group, msg.opener, msg.tid, msg.hops + 1,
-                                             msg.window))
+            return
+        step = self._next(msg, held)
+        if step is not None:
+            self.state.node.route(msg.group, step)
+
+    def _next(self, msg: Walker, held: float) -> Walker | None:
+        """The message for the next hop: one hop more, and a request's time left less what it
+        was held here (None: its caller has given up, so it goes no further)."""
+        if isinstance(msg, TunnelOpen):
+            return TunnelOpen(msg.group, msg.opener, msg.tid, msg.hops + 1, msg.window)
+        time_left = msg.time_left_ms - round(held * 1000)
+        if time_left <= 0:
+            self.state.count("requests_expired")
+            return None
+        return Request(msg.group, msg.req_id, msg.origin, msg.hops + 1, msg.payload, time_left)
 
     def _fail(self, msg: Walker, reason: str) -> None:
         """No member to walk to (or the walk went too far): the origin hears NO_MEMBERS, a

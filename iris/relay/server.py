@@ -367,7 +367,7 @@ class RelayConnection:
     def serve_request(self, data: bytes, responder: Responder) -> None:
         """Hand a request to this member client; its Reply packet answers it."""
         session = self.session
-        session.serve_request(responder, data, trio.current_time())
+        session.serve_request(responder, data, trio.current_time(), responder.time_left())
         if session.commands:
             self.apply_now()
         else:

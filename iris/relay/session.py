@@ -59,6 +59,9 @@ class Limits:
 
     requests: int = 10_000  # its requests in flight
     serve_timeout_s: float = 60.0  # how long a member client may take to answer a request
+    # A member's unanswered request fails this long after the time it was given: the caller's
+    # own timeout reports it first (as timed out), and the service's slot is freed after.
+    expiry_grace_s: float = 1.0
     join_timeout_s: float = 10.0  # a member's Init waits this long for its registration
     tunnel_confirm_timeout_s: float = 10.0  # a member confirms a tunnel reaching it
     tunnel_message: int = 16 * 1024 * 1024  # one tunnel message from the client
@@ -337,16 +340,23 @@ class RelaySession:
         if self.final is None:
             self.out.append(rp.NodeReply.pack(rid, False, True, data))
 
-    def serve_request(self, responder: Any, data: bytes, now: float) -> None:
-        """A request for the member client; its Reply answers it, or the deadline fails it."""
+    def serve_request(self, responder: Any, data: bytes, now: float, time_left: float) -> None:
+        """A request for the member client, whose caller gives up in `time_left` seconds: the
+        client is told that much in the Request packet (at most `serve_timeout_s`), and its
+        Reply answers, or that deadline fails it. One already expired is not handed over."""
         if self.final is not None or self.state != "ready":
             self.commands.append(Answer(responder, None, "relay client left"))
             return
+        timeout_ms = int(min(time_left, self.limits.serve_timeout_s) * 1000)
+        if timeout_ms <= 0:
+            self._count("requests_expired")
+            self.commands.append(Answer(responder, None, "request expired"))
+            return
         rid = self._new_id()
         self.serving[rid] = responder
-        timeout = self.limits.serve_timeout_s
-        self._deadlines.add(now + timeout, rid, self._waiting)
-        self.out.append(rp.NodeRequest.pack(rid, data, int(timeout * 1000)))
+        self._deadlines.add(now + timeout_ms / 1000 + self.limits.expiry_grace_s, rid,
+                            self._waiting)
+        self.out.append(rp.NodeRequest.pack(rid, data, timeout_ms))
 
     def tunnel_arrived(self, handle: Any, now: float) -> None:
         """A tunnel reached the member client: it is asked for a tunnel id of its own."""

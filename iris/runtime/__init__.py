@@ -1,6 +1,6 @@
 """The trio driver of the cores: transports, links, timers, and the public `Node` and `Tunnel`."""
 
-from iris.runtime.node import Node, Registration, open_node
+from iris.runtime.node import Node, Registration, open_node, time_left
 from iris.runtime.tunnel import Tunnel
 
-__all__ = ["Node", "Registration", "Tunnel", "open_node"]
+__all__ = ["Node", "Registration", "Tunnel", "open_node", "time_left"]

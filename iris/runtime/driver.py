@@ -27,6 +27,7 @@ from iris.core import MessagingConfig, MessagingCore
 from iris.core.events import Event
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
+from iris.runtime.freezes import FreezeWatch
 from iris.runtime.out_queue import OutQueue
 from iris.runtime.transport import MemoryTransport, TcpTransport, tune
 from overlay.config import OverlayConfig
@@ -128,6 +129,7 @@ class Runtime:
         self.links: dict[int, Link] = {}
         self.link_policy = LinkPolicy()
         self.backpressure = Backpressure()
+        self.freezes = FreezeWatch()
         self.on_events: Callable[[list[Event]], None] = lambda events: None
         self.counters: dict[str, int] = {}
         self.joined = trio.Event()
@@ -141,6 +143,10 @@ class Runtime:
     def now(self) -> float:
         return trio.current_time() - self._epoch
 
+    def trio_time(self, core_time: float) -> float:
+        """A time of the cores' clock on trio's."""
+        return core_time + self._epoch
+
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
 
@@ -153,6 +159,7 @@ class Runtime:
             self.port = await self.transport.listen(nursery, self.host, self.port, self._accepted)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self.busy_poll.run)
+            nursery.start_soon(self.freezes.run)
             with trio.fail_after(join_timeout):
                 seed_ids = await self._reach_seeds(seeds) if seeds else []
                 self.node.start(self.now(), seed_ids)
@@ -428,11 +435,15 @@ class Runtime:
 
     def _deliver_all(self, link: Link, frames: Iterable[bytes]) -> None:
         """Hand the cores every frame of one read, then act on their output once: the
-        replies and acknowledgements of a batch leave in one write."""
+        replies and acknowledgements of a batch leave in one write. Frames read just after
+        the process was frozen may be as old as the freeze: the cores are told."""
+        state = self.core.state
+        state.arrival_age = self.freezes.backlog_age()
         try:
             for sealed in frames:
                 self._deliver(link, sealed)
         finally:
+            state.arrival_age = 0.0
             self._after()
 
     def _deliver(self, link: Link, sealed: bytes) -> None:

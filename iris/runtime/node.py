@@ -28,6 +28,7 @@ on its own lives elsewhere: the `Tunnel` (`iris.runtime.tunnel`), handler worker
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,7 +66,7 @@ from iris.runtime.tunnel import Tunnel
 from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig
 
-__all__ = ["Node", "Registration", "Responder", "open_node"]
+__all__ = ["Node", "Registration", "Responder", "open_node", "time_left"]
 
 EventHandler = Callable[[bytes], Awaitable[None]]
 log = logging.getLogger("iris.node")
@@ -96,15 +97,30 @@ class Registration:
                 self._node._handlers.pop(self.cluster, None)
 
 
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("iris_request_deadline")
+
+
+def time_left() -> float:
+    """Seconds until the caller of the request being handled gives up (in `handle_request`
+    and what it awaits; infinity elsewhere). A handler with a long job can stop early."""
+    deadline = _deadline.get(math.inf)
+    return max(0.0, deadline - trio.current_time())
+
+
 class Responder:
     """How an `accept_request` handler answers: `reply(data)` or `fail(text)`, once (later
-    calls, and calls after the node closed, are ignored)."""
+    calls, and calls after the node closed, are ignored). `deadline` (trio time) is when the
+    caller gives up."""
 
-    __slots__ = ("_node", "_token")
+    __slots__ = ("_node", "_token", "deadline")
 
-    def __init__(self, node: Node, token: int) -> None:
+    def __init__(self, node: Node, token: int, deadline: float) -> None:
         self._node: Node | None = node
         self._token = token
+        self.deadline = deadline
+
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - trio.current_time())
 
     def reply(self, data: bytes) -> None:
         if len(data) > MAX_PAYLOAD:
@@ -379,7 +395,9 @@ class Node:
         if accept is None:
             self._workers.submit(self._serve_request, event)
         else:
-            self._accept(accept, event.payload, Responder(self, event.token), "accept_request")
+            deadline = self._runtime.trio_time(event.deadline)
+            self._accept(accept, event.payload, Responder(self, event.token, deadline),
+                         "accept_request")
 
     def _on_broadcast_received(self, event: ev.BroadcastReceived) -> None:
         accept = getattr(self._handlers.get(event.cluster), "accept_broadcast", None)
@@ -460,6 +478,12 @@ class Node:
     async def _serve_request(self, event: ev.RequestReceived) -> None:
         handler = self._handlers.get(event.cluster)
         core = self._runtime.core
+        deadline = self._runtime.trio_time(event.deadline)
+        if trio.current_time() >= deadline:  # waited for a worker past its caller's patience
+            self._runtime.count("requests_expired")
+            self._runtime.call(lambda: core.reply(event.token, error="request expired"))
+            return
+        _deadline.set(deadline)
         try:
             if handler is None or not hasattr(handler, "handle_request"):
                 raise IrisError("no request handler registered")
