@@ -7,16 +7,19 @@
     async with iris.testing.local_nodes(5, transport="tcp"):  # loopback TCP
 
 Every node runs the full protocol (handshake, sealed frames, the same cores); `local_nodes`
-returns once every node's leaf set is exactly right, and `wait_until` waits for any condition.
-Both give up with `trio.TooSlowError` at the caller's deadline (`with trio.fail_after(s):`
-around them), or after a default limit when the caller set none, so that a test waiting for
-something that never comes fails instead of hanging.
+returns once every node's leaf set is exactly right, `wait_until` waits for any condition, and
+`retry` tries an async call until it succeeds. They give up with `trio.TooSlowError` at the
+caller's deadline (`with trio.fail_after(s):` around them), or after a default limit when the
+caller set none, so that a test waiting for something that never comes fails instead of hanging.
+
+`local_nodes` runs over an in-memory network that can be partitioned (`LocalNodes.partition`,
+`heal`), for chaos tests of an application's own handlers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,6 +43,26 @@ async def wait_until(predicate: Callable[[], Any], poll: float = 0.01) -> None:
     deadline, or after WAIT_LIMIT_S when it set none."""
     with trio.fail_after(default_limit(WAIT_LIMIT_S)):
         await _poll(predicate, poll)
+
+
+async def retry(attempt: Callable[[], Awaitable[Any]], *,
+                accept: Callable[[Any], bool] = lambda result: True,
+                errors: tuple[type[BaseException], ...] = (), pause: float = 0.05) -> Any:
+    """Await `attempt()` until it returns a result `accept` takes (an exception in `errors`
+    counts as "not yet") and return that result; raise trio.TooSlowError at the caller's
+    deadline, or after WAIT_LIMIT_S when it set none. For readiness that only another try can
+    reveal: a service reachable again after a heal, a process that starts listening. `pause`
+    spaces the tries so they do not flood what they ask."""
+    with trio.fail_after(default_limit(WAIT_LIMIT_S)):
+        while True:
+            try:
+                result = await attempt()
+            except errors:
+                pass
+            else:
+                if accept(result):
+                    return result
+            await trio.sleep(pause)
 
 
 async def _poll(predicate: Callable[[], Any], interval: float) -> None:
@@ -67,10 +90,38 @@ def converged(nodes: list[Node]) -> bool:
     return True
 
 
+class LocalNodes(list[Node]):
+    """The nodes `local_nodes` started, and faults of their in-memory network for chaos tests
+    of an application's own handlers:
+
+        async with iris.testing.local_nodes(6) as nodes:
+            nodes.partition(nodes[:3], nodes[3:])   # silent: bytes stall, dials go unanswered
+            ...                                     # what the application does meanwhile
+            nodes.heal()
+            await iris.testing.wait_until(lambda: iris.testing.converged(nodes))
+    """
+
+    def __init__(self, network: MemoryNetwork | None) -> None:
+        super().__init__()
+        self._network = network
+
+    def partition(self, *groups: Sequence[Node]) -> None:
+        """Cut the network between the groups (a node in no group is cut off from all)."""
+        self._memory().partition([[node.address for node in group] for group in groups])
+
+    def heal(self) -> None:
+        self._memory().heal()
+
+    def _memory(self) -> MemoryNetwork:
+        if self._network is None:
+            raise RuntimeError("network faults need local_nodes(transport='memory')")
+        return self._network
+
+
 @asynccontextmanager
 async def local_nodes(count: int, transport: str = "memory", network_key: bytes | None = None,
                       on_join: Callable[[], None] | None = None,
-                      **options: Any) -> AsyncIterator[list[Node]]:
+                      **options: Any) -> AsyncIterator[LocalNodes]:
     """Start `count` nodes (the rest join through the first) and yield them once converged.
     `on_join` is called as each node has joined (progress reports)."""
     from iris import generate_network_key
@@ -79,7 +130,7 @@ async def local_nodes(count: int, transport: str = "memory", network_key: bytes 
         raise ValueError("transport is 'memory' or 'tcp'")
     key = network_key or generate_network_key()
     network = MemoryNetwork() if transport == "memory" else None
-    nodes: list[Node] = []
+    nodes = LocalNodes(network)
     stop = trio.Event()
 
     async def run(seeds: list[Any], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -54,10 +54,13 @@ def test_bad_arguments_are_refused(capsys):
 
 def test_readme_code_examples_run():
     readme = (ROOT / "README.md").read_text()
-    embedding, relay_client, sans_io = re.findall(r"```python\n(.*?)```", readme, re.S)
+    embedding, faults, relay_client, sans_io = re.findall(r"```python\n(.*?)```", readme, re.S)
     out = subprocess.run([sys.executable, "-c", embedding], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "b'echo: hi'" in out and "event: b'an event'" in out and "no such cluster" in out
+    out = subprocess.run([sys.executable, "-c", faults], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    assert "across the partition: no answer" in out and "after the heal: b'x'" in out
     out = subprocess.run([sys.executable, "-c", relay_client], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert out.strip() == "b'HELLO'"

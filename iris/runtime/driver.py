@@ -67,6 +67,7 @@ class Link:
         self.queue = OutQueue(MAX_BULK_BYTES, MAX_CONTROL_FRAMES, pressure)
         self.wakeup = trio.Event()  # something to write
         self.reading: trio.CancelScope | None = None  # the reader's, once the stream is open
+        self.read_at = trio.current_time()  # when its frames were last delivered
         self.told: set[int] = set()  # ids whose addresses this peer has been given
         self._emptied: trio.Event | None = None  # set when the queue empties, if waited for
 
@@ -129,7 +130,7 @@ class Runtime:
         self.links: dict[int, Link] = {}
         self.link_policy = LinkPolicy()
         self.backpressure = Backpressure()
-        self.freezes = FreezeWatch()
+        self.freezes = FreezeWatch(self._frozen)
         self.on_events: Callable[[list[Event]], None] = lambda events: None
         self.counters: dict[str, int] = {}
         self.joined = trio.Event()
@@ -146,6 +147,11 @@ class Runtime:
     def trio_time(self, core_time: float) -> float:
         """A time of the cores' clock on trio's."""
         return core_time + self._epoch
+
+    def _frozen(self, seconds: float) -> None:
+        log.warning("this process was frozen for %.1f s: what arrived meanwhile counts as old",
+                    seconds)
+        self.count("freezes")
 
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -435,10 +441,11 @@ class Runtime:
 
     def _deliver_all(self, link: Link, frames: Iterable[bytes]) -> None:
         """Hand the cores every frame of one read, then act on their output once: the
-        replies and acknowledgements of a batch leave in one write. Frames read just after
-        the process was frozen may be as old as the freeze: the cores are told."""
-        state = self.core.state
-        state.arrival_age = self.freezes.backlog_age()
+        replies and acknowledgements of a batch leave in one write. The first frames of a link
+        read after the process was frozen may be as old as the freeze: the cores are told."""
+        state, now = self.core.state, trio.current_time()
+        state.arrival_age = self.freezes.backlog_age(link.read_at, now)
+        link.read_at = now
         try:
             for sealed in frames:
                 self._deliver(link, sealed)

@@ -3,38 +3,40 @@ so that what piled up meanwhile is not taken as fresh.
 
 Frames that arrived while the process was frozen wait in the kernel; read after the thaw, they
 look just arrived, and a request among them would be counted from then and run although its
-caller gave up long ago (measured: a member paused for 20 s ran requests another member had
-answered). A tick every `TICK_S` notes that the process is alive; a gap much longer than the
-tick is a freeze. Frames read within `THAW_WINDOW_S` of a thaw are taken to have arrived when the
-freeze began (the oldest they can be): their requests' time left shrinks by the freeze. A
-request that truly arrived just after the thaw may be judged a little old; one that waited
-through the freeze is never judged fresh.
+caller gave up long ago (measured: two members paused for 15 s ran 6-11 requests that another
+member had answered). A tick every `TICK_S` notes that the process is alive; a gap much longer
+than the tick is a freeze. The first read of each connection after a thaw holds what piled up
+on it: those frames are taken to have arrived when the freeze began (or when that connection
+was last read, if later), the oldest they can be, and their requests' time left shrinks by as
+much. Later reads are fresh. (A first version aged every frame read within half a second of
+the thaw: fresh requests sent just after it were dropped as 15 s old.)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import trio
 
 TICK_S = 0.25
 FREEZE_S = 1.0  # a gap this much longer than a tick is a freeze, not a busy loop
-THAW_WINDOW_S = 0.5
 
 
 class FreezeWatch:
-    def __init__(self) -> None:
+    def __init__(self, on_freeze: Callable[[float], None] = lambda seconds: None) -> None:
         self._alive_at = trio.current_time()
         self._thaw: tuple[float, float] | None = None  # (frozen from, thawed at), the latest
+        self._on_freeze = on_freeze  # told each freeze's length (counted and logged)
         self.freezes = 0
 
-    def backlog_age(self) -> float:
-        """How long ago the frames being read now may have arrived, beyond now: the length of
-        a freeze that ended within `THAW_WINDOW_S`, else 0."""
-        now = trio.current_time()
+    def backlog_age(self, last_read: float, now: float) -> float:
+        """How long before `now` the frames of a read may have arrived, given when their
+        connection was last read: since the freeze began, if one ended since then; else 0."""
         self._alive(now)
         thaw = self._thaw
-        if thaw is None or now - thaw[1] > THAW_WINDOW_S:
+        if thaw is None or thaw[1] <= last_read:
             return 0.0
-        return thaw[1] - thaw[0]
+        return now - max(thaw[0], last_read)
 
     async def run(self) -> None:
         while True:
@@ -45,4 +47,5 @@ class FreezeWatch:
         if now - self._alive_at > TICK_S + FREEZE_S:
             self._thaw = (self._alive_at, now)
             self.freezes += 1
+            self._on_freeze(now - self._alive_at)
         self._alive_at = now
