@@ -4,8 +4,9 @@ Framing: every frame is a 4-byte big-endian length and that many bytes; a length
 `MAX_FRAME` is an error (the link closes) before any byte of the body is buffered.
 
 Handshake (both sides speak at once, then each checks the other):
-1. each side sends HELLO = msgpack [version, ephemeral X25519 public key, node id, listen host,
-   listen port];
+1. each side sends HELLO, a `LinkHello` wire message (ephemeral X25519 public key, node id,
+   listen host and port; the wire frame carries the protocol version, so a node of another
+   version is turned away here);
 2. both compute the X25519 shared secret and derive, with HKDF-SHA256 salted with the network
    key over the transcript (dialer's HELLO then listener's HELLO), four keys: one AEAD key and
    one MAC key per direction;
@@ -22,17 +23,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 
-import msgpack
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from overlay.wire import MAX_FRAME
+from overlay.wire import (
+    ID,
+    MAX_FRAME,
+    DecodeError,
+    Message,
+    blob,
+    decode,
+    encode,
+    text,
+    uint,
+    wire_message,
+)
 
-LINK_VERSION = 1
 HEADER = 4
 NETWORK_KEY_BYTES = 32
 _INFO = b"iris link v1"
@@ -72,8 +81,11 @@ class FrameReader:
         return frames
 
 
-@dataclass(frozen=True, slots=True)
-class PeerHello:
+@wire_message(16, blob(32), ID, text(255), uint(65535))
+class LinkHello(Message):
+    """Each side's first handshake frame: who it is and where it listens."""
+
+    public_key: bytes
     node_id: int
     host: str
     port: int
@@ -121,13 +133,11 @@ class Handshake:
         self._dialer = dialer
         self._private = X25519PrivateKey.generate()
         public = self._private.public_key().public_bytes_raw()
-        # msgpack ships no type hints: packb is declared here for what it returns.
-        self._hello: bytes = msgpack.packb(
-            [LINK_VERSION, public, node_id.to_bytes(16, "big"), host, port])
+        self._hello = encode(LinkHello(public, node_id, host, port))
         self._peer_hello: bytes | None = None
         self._keys: tuple[bytes, bytes, bytes, bytes] | None = None
         self._transcript = b""
-        self.peer: PeerHello | None = None
+        self.peer: LinkHello | None = None
         self.session: Session | None = None
 
     def hello(self) -> bytes:
@@ -146,19 +156,16 @@ class Handshake:
 
     def _take_hello(self, payload: bytes) -> bytes:
         try:
-            fields = msgpack.unpackb(payload, raw=False)
-        except Exception:
-            raise LinkError("handshake hello is not msgpack") from None
-        if (type(fields) is not list or len(fields) != 5 or fields[0] != LINK_VERSION
-                or type(fields[1]) is not bytes or len(fields[1]) != 32
-                or type(fields[2]) is not bytes or len(fields[2]) != 16
-                or type(fields[3]) is not str or len(fields[3]) > 255
-                or type(fields[4]) is not int or not 0 <= fields[4] <= 65535):
-            raise LinkError("malformed handshake hello (or another protocol version)")
+            hello = decode(payload)
+        except DecodeError as exc:
+            raise LinkError(f"malformed handshake hello (or another protocol version): "
+                            f"{exc}") from None
+        if type(hello) is not LinkHello or len(hello.public_key) != 32:
+            raise LinkError("malformed handshake hello")
         self._peer_hello = payload
-        self.peer = PeerHello(int.from_bytes(fields[2], "big"), fields[3], fields[4])
+        self.peer = hello
         try:
-            shared = self._private.exchange(X25519PublicKey.from_public_bytes(fields[1]))
+            shared = self._private.exchange(X25519PublicKey.from_public_bytes(hello.public_key))
         except Exception:
             raise LinkError("bad ephemeral key") from None
         first, second = (self._hello, payload) if self._dialer else (payload, self._hello)

@@ -27,6 +27,9 @@ connection on A opens a tunnel to "bench-tun" and sends --tunnel messages of 1 K
 64 KiB). Measured: from the first send until the member has received every message whole,
 tunnel messages per second and MB (10^6 bytes of message payload) per second, and CPU per
 message of both nodes and of the clients. Prints one JSON object.
+
+Longer than 500 lines because it is one run with one JSON result: every workload shares the
+node processes and the raw clients defined here, so that figures are comparable.
 """
 
 from __future__ import annotations

@@ -75,3 +75,16 @@ def test_oversized_frame_is_refused_from_its_header():
     reader = FrameReader(max_frame=100)
     with pytest.raises(LinkError, match="101 bytes"):
         reader.feed((101).to_bytes(4, "big"))
+
+
+def test_a_hello_of_another_protocol_version_is_turned_away():
+    """The hello is a wire message, so its frame carries the protocol version: a node of
+    another version is refused at the handshake, with the reason."""
+    from overlay.wire import WIRE_VERSION
+
+    key = os.urandom(32)
+    hello = bytearray(Handshake(key, 2, "h", 1, dialer=False).hello())
+    assert hello[1] == WIRE_VERSION  # a msgpack array whose first element is the version
+    hello[1] = WIRE_VERSION + 1
+    with pytest.raises(LinkError, match="another protocol version"):
+        Handshake(key, 1, "h", 1, dialer=True).receive(bytes(hello))

@@ -1,4 +1,8 @@
-"""Real nodes over loopback TCP in one trio process, through the public API."""
+"""Real nodes over loopback TCP in one trio process, through the public API.
+
+Longer than 500 lines: one test per promise of the API (requests, broadcasts, events,
+tunnels, limits, errors, shutdown), all on the same local nodes; the promises the cores keep
+alone are tested without a network elsewhere."""
 
 import pytest
 import trio

@@ -1,5 +1,9 @@
 """The relay protocol v1.0-draft2, spoken by a client written here from the protocol's
-description (it does not use the server's encoder)."""
+description (it does not use the server's encoder).
+
+Longer than 500 lines because every test here needs that independent client and the running
+relay fixture defined at the top; the relay's rules without sockets are tested in
+test_relay_session.py."""
 
 import socket
 import subprocess

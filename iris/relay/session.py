@@ -14,6 +14,11 @@ Outputs: `out`, the bytes for the client in order; `final`, the Deny or Close pa
 ends the connection once set; and `commands`, what the server must ask of the node, in order.
 Tunnel handles and request responders are the server's objects; the session only passes them
 back in commands.
+
+Why this module is a little over 500 lines: it is one state machine, and its rules read each
+other's tables (the tunnel limit counts openings both ways, the byte account spans every
+tunnel, the end of the connection lets go of all of it at once); split by feature, each part
+would reach into the others' state.
 """
 
 from __future__ import annotations

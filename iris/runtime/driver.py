@@ -31,7 +31,7 @@ from iris.runtime.freezes import FreezeWatch
 from iris.runtime.out_queue import OutQueue
 from iris.runtime.transport import MemoryTransport, TcpTransport, tune
 from overlay.config import OverlayConfig
-from overlay.link import FrameReader, Handshake, LinkError, PeerHello, Session, frame
+from overlay.link import FrameReader, Handshake, LinkError, LinkHello, Session, frame
 from overlay.link_policy import CONTROL, LinkPolicy
 from overlay.messages import MAX_ACKS, Addresses, RouteAck
 from overlay.node import OverlayNode
@@ -98,7 +98,7 @@ class OpenedStream(NamedTuple):
     (`leftover` frames, and the `reader` holding the start of the next one)."""
 
     stream: trio.abc.Stream
-    peer: PeerHello
+    peer: LinkHello
     session: Session
     leftover: list[bytes]
     reader: FrameReader
