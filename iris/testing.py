@@ -13,7 +13,8 @@ caller's deadline (`with trio.fail_after(s):` around them), or after a default l
 caller set none, so that a test waiting for something that never comes fails instead of hanging.
 
 `local_nodes` runs over an in-memory network that can be partitioned (`LocalNodes.partition`,
-`heal`), for chaos tests of an application's own handlers.
+`heal`), and its nodes can crash (`LocalNodes.crash`), for chaos tests of an application's own
+handlers.
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ class LocalNodes(list[Node]):
 
     def heal(self) -> None:
         self._memory().heal()
+
+    def crash(self, node: Node) -> None:
+        """Stop `node` as a killed process stops: it tells nobody, its connections end, its
+        address refuses connections; the others find out by their failure detection."""
+        node._crash()
 
     def _memory(self) -> MemoryNetwork:
         if self._network is None:

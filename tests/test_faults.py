@@ -47,3 +47,26 @@ async def test_faults_need_the_memory_network():
     async with local_nodes(2, transport="tcp") as nodes:
         with pytest.raises(RuntimeError, match="memory"):
             nodes.partition(nodes[:1], nodes[1:])
+
+
+@pytest.mark.slow
+async def test_a_crashed_member_is_found_out_and_its_cluster_served_by_the_others():
+    async with local_nodes(6) as nodes:
+        for member in (nodes[1], nodes[4]):
+            await member.register("svc", Echo())
+        dead = nodes[4]
+        nodes.crash(dead)
+        crashed_at = trio.current_time()
+        with pytest.raises(iris.ClosedError):
+            await dead.request("svc", b"?", timeout=1)
+        survivors = [n for n in nodes if n is not dead]
+        with trio.fail_after(60):  # no Leave was sent: failure detection finds it
+            await wait_until(lambda: all(
+                dead.id not in n._runtime.node.leaf.members() for n in survivors), poll=0.1)
+            found_out = trio.current_time() - crashed_at
+            await wait_until(lambda: converged(survivors), poll=0.1)
+            for _ in range(10):
+                await retry(lambda: served(nodes[0], "svc"), accept=bool, pause=0.1)
+        # Found out by probes, not told: a Leave would have taken it out of every leaf set at
+        # once; a probe waits 1 s for its answer, twice.
+        assert found_out > 1.0, f"gone from the leaf sets after {found_out:.1f} s"

@@ -196,6 +196,18 @@ class Runtime:
         self.node.leave(self.now())
         self._after()
 
+    def crash(self) -> None:
+        """Stop at once, as a killed process does: no Leave, nothing flushed, no listener;
+        every connection ends (its peer sees it close)."""
+        self._closing = True
+        close_listener = getattr(self.transport, "close_listener", None)
+        if close_listener is not None:
+            close_listener(self.host, self.port)
+        for link in list(self.links.values()):
+            self._close_link(link, "links_closed_crash")
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     async def close(self) -> None:
         """Flush what the leave produced (briefly), then stop every task."""
         with trio.move_on_after(1.0):

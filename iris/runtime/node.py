@@ -519,12 +519,21 @@ class Node:
 
     # ------------------------------------------------------------------- shutdown
     async def _shutdown(self) -> None:
+        self._close_calls()
+        self._runtime.leave()
+        await self._runtime.close()
+
+    def _crash(self) -> None:
+        """Stop as a killed process would (for `iris.testing`'s fault injection): the ring is
+        not told; the peers find out as they do of a crash."""
+        self._close_calls()
+        self._runtime.crash()
+
+    def _close_calls(self) -> None:
         self._closed = True
         waiting, self._waiting = self._waiting, {}
         for on_done in waiting.values():
             on_done(None, ClosedError("node closed"))
-        self._runtime.leave()
-        await self._runtime.close()
 
 
 def _check_size(payload: bytes) -> None:
