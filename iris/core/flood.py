@@ -3,8 +3,12 @@ tree edge except the one it came from.
 
 Every node remembers the last `seen_ids` (origin, seq) pairs and drops repeats, so no member
 gets a message twice even while the tree changes. Over FIFO links a publisher's messages take
-the same path while the tree is stable, so they arrive in order. Delivery is bounded by the
-service's broadcast limits and the topic's limits; beyond, messages are dropped and counted.
+the same path while the tree is stable, so they arrive in order; when they do not (a message
+held up on a stalled connection arriving after newer ones that took another way, as after a
+partition), a member delivers none older than the latest it delivered from that origin in that
+group: a late one is dropped (counted as `floods_out_of_order`), never delivered out of order.
+Delivery is bounded by the service's broadcast limits and the topic's limits; beyond, messages
+are dropped and counted.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class Flooding:
 
     def _deliver(self, msg: Flood, tree: GroupTree) -> None:
         state = self.state
+        if not state.in_order(msg.group, msg.origin, msg.seq):
+            state.count("floods_out_of_order")
+            return
         if tree.topic:
             topic = state.topics.get(msg.group)
             if topic is None:

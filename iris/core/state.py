@@ -104,7 +104,7 @@ class Topic:
 
 class CoreState:
     __slots__ = (
-        "node", "config", "events", "trees", "services", "topics", "seen", "counters",
+        "node", "config", "events", "trees", "services", "topics", "seen", "latest", "counters",
         "_next_id", "ticking", "settle_until", "arrival_age",
     )
 
@@ -116,6 +116,8 @@ class CoreState:
         self.services: dict[int, Service] = {}
         self.topics: dict[int, Topic] = {}
         self.seen: OrderedDict[tuple[int, int, int], None] = OrderedDict()
+        # (group, origin) -> the seq of the latest flood delivered here from that origin
+        self.latest: OrderedDict[tuple[int, int], int] = OrderedDict()
         self.counters: dict[str, int] = {}
         self._next_id = 0
         self.ticking = False  # the tree beat timer is set
@@ -148,6 +150,20 @@ class CoreState:
         seen[key] = None
         if len(seen) > self.config.seen_ids:
             seen.popitem(last=False)
+        return True
+
+    def in_order(self, group: int, origin: int, seq: int) -> bool:
+        """True when a flood from `origin` in `group` is newer than every one delivered here
+        from it (seqs grow at each origin), and it becomes the latest; a bounded record, the
+        origins least recently heard forgotten first."""
+        latest, key = self.latest, (group, origin)
+        last = latest.get(key)
+        if last is not None and seq <= last:
+            return False
+        latest[key] = seq
+        latest.move_to_end(key)
+        if len(latest) > self.config.seen_ids:
+            latest.popitem(last=False)
         return True
 
     def ensure_tick(self) -> None:
