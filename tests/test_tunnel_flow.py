@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from iris.core.tunnel_end import TunnelEnd
 from iris.core.tunnel_flow import (
     CHUNK,
+    MAX_MESSAGE,
     MessageAssembler,
     ReceiveCredit,
     SendCredit,
@@ -126,6 +127,18 @@ def test_tunnel_end_refuses_to_queue_beyond_its_buffer_or_after_close():
     a.closing = "closed"
     with pytest.raises(TunnelError, match="closing"):
         a.queue(b"")
+
+
+def test_a_message_over_the_size_limit_is_refused_at_both_ends():
+    """Later chunks go regardless of credit, so the size a peer announces is all that bounds
+    what the receiver holds of one message: beyond MAX_MESSAGE, the tunnel breaks at once."""
+    _, b = _pair()
+    with pytest.raises(TunnelProtocolError, match="exceeds"):
+        b.receive(0, MAX_MESSAGE + 2, b"x")  # (total is size + 1 on the overlay)
+    a, _ = _pair(send_buffer=MAX_MESSAGE * 2)
+    with pytest.raises(TunnelError, match="exceeds"):
+        a.queue(bytes(MAX_MESSAGE + 1))
+    a.queue(bytes(MAX_MESSAGE))  # the limit itself is allowed
 
 
 @given(st.lists(st.binary(min_size=1, max_size=300), max_size=6), st.integers(1, 100))

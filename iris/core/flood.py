@@ -62,7 +62,6 @@ class Flooding:
             if topic is None:
                 return
             if topic.queued_bytes + len(msg.payload) + ENTRY_COST > topic.limits.max_queued_bytes:
-                topic.dropped += 1
                 state.count("events_dropped")
                 return
             topic.queued_bytes += len(msg.payload) + ENTRY_COST

@@ -8,10 +8,10 @@ the tree to one member; broadcasts and publishes are routed to the tree and floo
 
 from __future__ import annotations
 
+from iris.core.tunnel_flow import CHUNK
 from overlay.wire import ID, U32, U64, Message, blob, ids, records, text, uint, wire_message
 
 MAX_PAYLOAD = 8 * 1024 * 1024  # one request, reply, broadcast or event
-CHUNK = 64 * 1024  # a tunnel message travels in chunks of at most this
 MAX_ANCESTORS = 16  # path to the root carried for loop avoidance
 MAX_TREE_ENTRIES = 4096  # groups in one aggregated beat
 MAX_WALK_HOPS = 64

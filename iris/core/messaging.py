@@ -121,10 +121,6 @@ class MessagingCore(OverlayApp):
     def tunnels(self) -> dict[TunnelKey, TunnelEnd]:
         return self.tunnels_protocol.ends
 
-    @property
-    def now(self) -> float:
-        return self.node.now
-
     # ================================================================== application side
     def register(self, cluster: str, limits: ServiceLimits | None = None) -> None:
         """Become a member of `cluster` (again: one more member on this node)."""

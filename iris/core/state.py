@@ -99,7 +99,6 @@ class Topic:
     name: str
     limits: TopicLimits
     queued_bytes: int = 0
-    dropped: int = 0
 
 
 class CoreState:

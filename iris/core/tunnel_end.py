@@ -13,6 +13,7 @@ from collections import deque
 
 from iris.core.tunnel_flow import (
     CHUNK,
+    MAX_MESSAGE,
     MessageAssembler,
     ReceiveCredit,
     SendCredit,
@@ -52,6 +53,8 @@ class TunnelEnd:
     def queue(self, data: bytes) -> None:
         if self.closing is not None:
             raise TunnelError("tunnel is closing")
+        if len(data) > MAX_MESSAGE:
+            raise TunnelError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
         if self._out_bytes + len(data) > self.send_buffer and self._out:
             raise TunnelError("tunnel send buffer is full")
         self._out.append(data)

@@ -23,6 +23,10 @@ CHUNK = 64 * 1024
 WINDOW = 4 * 1024 * 1024
 """Credit one tunnel end grants the other by default."""
 
+MAX_MESSAGE = 16 * 1024 * 1024
+"""The largest tunnel message. A message's later chunks go regardless of credit, so without
+this bound a peer announcing a huge one could make the receiver hold any amount of it."""
+
 
 class TunnelError(Exception):
     """The tunnel is closed, its buffer is full, or the other end broke the protocol."""
@@ -122,6 +126,8 @@ class ReceiveCredit:
         chunk was beyond the credit granted."""
         if first_chunk > self.granted:
             raise TunnelProtocolError("message sent beyond the credit granted")
+        if size > MAX_MESSAGE:
+            raise TunnelProtocolError(f"message of {size} bytes exceeds {MAX_MESSAGE}")
         self.granted -= size
 
     def consumed(self, nbytes: int) -> int:

@@ -55,7 +55,7 @@ class Walk:
                     self._fail(msg, "no members in cluster")
             else:
                 # We left the tree while the walk was on its way: start again from the route.
-                self._reroute(msg, held)
+                self._forward(msg, None, held)
             return
         service = state.services.get(msg.group)
         options: list[tuple[int | None, float]] = []
@@ -72,12 +72,12 @@ class Walk:
         total = sum(w for _, w in options)
         if total <= 0:
             if parent is not None and parent != came_from and msg.hops < MAX_WALK_HOPS:
-                self._step(msg, parent, held)  # nothing known below: the root knows more
+                self._forward(msg, parent, held)  # nothing known below: the root knows more
             elif tree.is_root():
                 if not self._wait_for_members(msg, parked_since):
                     self._fail(msg, "no members in cluster")
             else:
-                self._reroute(msg, held)
+                self._forward(msg, None, held)
             return
         pick = state.node.rng.random() * total
         target: int | None = None
@@ -86,7 +86,7 @@ class Walk:
             if pick < 0:
                 break
         if target is not None:
-            self._step(msg, target, held)
+            self._forward(msg, target, held)
         elif isinstance(msg, Request):
             assert service is not None
             self.on_request(msg, service, held)
@@ -107,7 +107,7 @@ class Walk:
         if msg.group in self.state.trees:
             self.step_from(msg, None)
         else:
-            self._reroute(msg, 0.0)
+            self._forward(msg, None, 0.0)
 
     def _wait_for_members(self, msg: Walker, parked_since: float | None) -> bool:
         """We are the root of the group and know no member. If we only just became the root
@@ -127,21 +127,19 @@ class Walk:
         self.parked.append((since, msg))
         return True
 
-    def _step(self, msg: Walker, target: int, held: float) -> None:
+    def _forward(self, msg: Walker, target: int | None, held: float) -> None:
+        """One hop more: to a tree neighbour (acknowledged: a dead one must not swallow it),
+        or routed toward the group again when `target` is None."""
         if msg.hops >= MAX_WALK_HOPS:
             self._fail(msg, "request walked too far")
             return
         step = self._next(msg, held)
-        if step is not None:
-            self.state.node.send_acked(target, step)  # a dead tree neighbour must not swallow it
-
-    def _reroute(self, msg: Walker, held: float) -> None:
-        if msg.hops >= MAX_WALK_HOPS:
-            self._fail(msg, "request walked too far")
+        if step is None:
             return
-        step = self._next(msg, held)
-        if step is not None:
+        if target is None:
             self.state.node.route(msg.group, step)
+        else:
+            self.state.node.send_acked(target, step)
 
     def _next(self, msg: Walker, held: float) -> Walker | None:
         """The message for the next hop: one hop more, and a request's time left less what it

@@ -299,7 +299,8 @@ class RelayConnection:
         if subscribers is None:
             subscribers = self.server.topics[topic] = _Subscribers(topic)
             subscribers.connections.add(self)
-            self.server.flusher.flush()  # joining the topic's tree takes a while
+            self.write_out()  # joining the topic's tree takes a while: what came before goes
+            self.server.flusher.flush()
             await self.node.subscribe(topic, subscribers, limits=TopicLimits())
         else:
             subscribers.connections.add(self)

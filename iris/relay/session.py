@@ -29,6 +29,7 @@ from typing import Any
 
 from iris.core.tunnel_flow import (
     CHUNK,
+    MAX_MESSAGE,
     WINDOW,
     MessageAssembler,
     ReceiveCredit,
@@ -69,7 +70,7 @@ class Limits:
     expiry_grace_s: float = 1.0
     join_timeout_s: float = 10.0  # a member's Init waits this long for its registration
     tunnel_confirm_timeout_s: float = 10.0  # a member confirms a tunnel reaching it
-    tunnel_message: int = 16 * 1024 * 1024  # one tunnel message from the client
+    tunnel_message: int = MAX_MESSAGE  # one tunnel message from the client
     tunnel_bytes: int = 64 * 1024 * 1024  # its tunnel data waiting for the overlay
     tunnels: int = 1024  # its tunnels, open or opening
     topics: int = 1024  # its subscriptions
@@ -123,10 +124,6 @@ class RelaySession:
         self._deadlines = Deadlines()
         self._waiting = _Either(self.serving, self.building)
         self._next_id = 0
-
-    @property
-    def closed(self) -> bool:
-        return self.final is not None
 
     # ------------------------------------------------------------------------------ output
     def take(self) -> tuple[list[bytes], list[Command]]:

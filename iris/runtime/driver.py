@@ -29,7 +29,7 @@ from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.freezes import FreezeWatch
 from iris.runtime.out_queue import OutQueue
-from iris.runtime.transport import MemoryTransport, TcpTransport, tune
+from iris.runtime.transport import Address, MemoryTransport, TcpTransport, tune
 from overlay.config import OverlayConfig
 from overlay.link import FrameReader, Handshake, LinkError, LinkHello, Session, frame
 from overlay.link_policy import CONTROL, LinkPolicy
@@ -48,7 +48,6 @@ TOLD_LIMIT = 8192
 DIRECTORY_LIMIT = 65_536  # known node addresses; beyond, the oldest unlinked ones go
 INF = float("inf")
 
-Address = tuple[str, int]
 
 SETUP_ERRORS = (OSError, LinkError, trio.TooSlowError, trio.BrokenResourceError)
 """How dialling a peer and the handshake fail (a peer that resets the connection while we
@@ -197,22 +196,20 @@ class Runtime:
         self._after()
 
     def crash(self) -> None:
-        """Stop at once, as a killed process does: no Leave, nothing flushed, no listener;
-        every connection ends (its peer sees it close)."""
+        """Stop at once, as a killed process does: no Leave, nothing flushed."""
         self._closing = True
-        close_listener = getattr(self.transport, "close_listener", None)
-        if close_listener is not None:
-            close_listener(self.host, self.port)
-        for link in list(self.links.values()):
-            self._close_link(link, "links_closed_crash")
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._stop()
 
     async def close(self) -> None:
         """Flush what the leave produced (briefly), then stop every task."""
         with trio.move_on_after(1.0):
             for link in list(self.links.values()):
                 await link.flushed()
+        self._stop()
+
+    def _stop(self) -> None:
+        """Refuse connections and end every task: each link's reader closes its stream on
+        the way out, so every peer sees its connection end."""
         close_listener = getattr(self.transport, "close_listener", None)
         if close_listener is not None:
             close_listener(self.host, self.port)

@@ -27,7 +27,6 @@ class FreezeWatch:
         self._alive_at = trio.current_time()
         self._thaw: tuple[float, float] | None = None  # (frozen from, thawed at), the latest
         self._on_freeze = on_freeze  # told each freeze's length (counted and logged)
-        self.freezes = 0
 
     def backlog_age(self, last_read: float, now: float) -> float:
         """How long before `now` the frames of a read may have arrived, given when their
@@ -46,6 +45,5 @@ class FreezeWatch:
     def _alive(self, now: float) -> None:
         if now - self._alive_at > TICK_S + FREEZE_S:
             self._thaw = (self._alive_at, now)
-            self.freezes += 1
             self._on_freeze(now - self._alive_at)
         self._alive_at = now

@@ -59,9 +59,9 @@ from iris.errors import (
     TimeoutError,
 )
 from iris.runtime.busy_poll import BusyPoll
-from iris.runtime.driver import Address, Runtime
+from iris.runtime.driver import Runtime
 from iris.runtime.handler_queue import HandlerQueue
-from iris.runtime.transport import MemoryTransport, TcpTransport
+from iris.runtime.transport import Address, MemoryTransport, TcpTransport
 from iris.runtime.tunnel import Tunnel
 from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig

@@ -18,6 +18,7 @@ import trio.testing
 from overlay.link_policy import LinkPolicy
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
+Address = tuple[str, int]
 
 
 class TcpTransport:
@@ -90,9 +91,6 @@ class MemoryNetwork:
 
     def stalled(self, wire: _Wire) -> None:
         self._wires.add(wire)
-
-
-Address = tuple[str, int]
 
 
 class _Wire:

@@ -13,7 +13,8 @@ from typing import Any
 import trio
 
 from iris.core.tunnel_end import TunnelError
-from iris.errors import ClosedError
+from iris.core.tunnel_flow import MAX_MESSAGE
+from iris.errors import ClosedError, LimitExceededError
 from iris.runtime.driver import Runtime
 
 
@@ -40,6 +41,8 @@ class Tunnel:
         then `wait_writable` before trying again."""
         if self._closed_reason is not None:
             raise ClosedError(f"tunnel closed: {self._closed_reason}")
+        if len(data) > MAX_MESSAGE:
+            raise LimitExceededError(f"tunnel message of {len(data)} bytes exceeds {MAX_MESSAGE}")
         runtime = self._runtime
         tunnel = runtime.core.tunnels.get(self.key)
         if tunnel is None:
