@@ -42,6 +42,7 @@ log = logging.getLogger("iris.runtime.driver")
 HANDSHAKE_TIMEOUT_S = 5.0
 DIAL_TIMEOUT_S = 5.0
 BATCH_BYTES = 64 * 1024
+STALL_CHECK_S = 1.0  # how often writes under way are checked against the link policy's bound
 MAX_CONTROL_FRAMES = 10_000  # per link
 MAX_BULK_BYTES = 64 * 1024 * 1024  # per link
 TOLD_LIMIT = 8192
@@ -67,6 +68,7 @@ class Link:
         self.wakeup = trio.Event()  # something to write
         self.reading: trio.CancelScope | None = None  # the reader's, once the stream is open
         self.read_at = trio.current_time()  # when its frames were last delivered
+        self.writing_since: float | None = None  # a write under way since then
         self.told: set[int] = set()  # ids whose addresses this peer has been given
         self._emptied: trio.Event | None = None  # set when the queue empties, if waited for
 
@@ -165,6 +167,7 @@ class Runtime:
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self.busy_poll.run)
             nursery.start_soon(self.freezes.run)
+            nursery.start_soon(self._watch_stalls)
             with trio.fail_after(join_timeout):
                 seed_ids = await self._reach_seeds(seeds) if seeds else []
                 self.node.start(self.now(), seed_ids)
@@ -306,7 +309,7 @@ class Runtime:
     async def _writer(self, link: Link) -> None:
         stream, session, queue = link.stream, link.session, link.queue
         assert stream is not None and session is not None
-        seal, stall_s = session.seal, self.link_policy.stall_s
+        seal = session.seal
         while not queue.closed:
             await link.wakeup.wait()
             # Let the tasks that are ready run first: a request handler already woken adds
@@ -316,13 +319,24 @@ class Runtime:
             link.wakeup = trio.Event()
             while queue:
                 data = b"".join([frame(seal(p)) for p in queue.take(BATCH_BYTES)])
-                with trio.move_on_after(stall_s):
-                    await stream.send_all(data)
-                    queue.written()
-                    continue
-                self._close_link(link, "links_closed_stalled")
-                return
+                link.writing_since = trio.current_time()
+                await stream.send_all(data)
+                link.writing_since = None
+                queue.written()
             link.emptied()
+
+    async def _watch_stalls(self) -> None:
+        """Close the links whose write the connection has not taken for the policy's
+        `stall_s` (one check a second for all links: a timer around each write cost ~10% of
+        the sequential request rate, measured)."""
+        stall_s = self.link_policy.stall_s
+        while True:
+            await trio.sleep(STALL_CHECK_S)
+            now = trio.current_time()
+            for link in list(self.links.values()):
+                since = link.writing_since
+                if since is not None and now - since > stall_s:
+                    self._close_link(link, "links_closed_stalled")
 
     # --------------------------------------------------------------------------- links
     async def _connect(self, address: Address) -> OpenedStream:
