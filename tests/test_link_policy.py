@@ -147,3 +147,57 @@ async def test_a_peer_resetting_the_connection_during_the_handshake_fails_only_t
         await wait_until(lambda: ghost not in runtime.links)  # the link went, alone
         await nodes[1].register("svc", Echo())  # and the node serves on
         assert await nodes[0].request("svc", b"alive", timeout=10) == b"alive"
+
+
+async def test_a_link_whose_write_is_not_taken_for_the_bound_is_closed():
+    """A connection that stops taking what is written to it (the peer stopped acknowledging
+    and the send buffer is full) is closed once the write has waited `stall_s`."""
+    import trio
+
+    from iris.testing import local_nodes, wait_until
+    from overlay.messages import Ping
+
+    class Stalling(trio.abc.Stream):
+        """A connection that stops taking writes once `stalled` is set."""
+
+        def __init__(self, inner):
+            self.inner, self.stalled = inner, False
+
+        async def send_all(self, data):
+            if self.stalled:
+                await trio.sleep_forever()
+            await self.inner.send_all(data)
+
+        async def wait_send_all_might_not_block(self):
+            await self.inner.wait_send_all_might_not_block()
+
+        async def receive_some(self, max_bytes=None):
+            return await self.inner.receive_some(max_bytes)
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    async with local_nodes(2) as nodes:
+        a, b = nodes[1]._runtime, nodes[0]._runtime
+        real, streams = a.transport, []
+
+        class Transport:
+            async def listen(self, *args):
+                return await real.listen(*args)
+
+            async def connect(self, host, port):
+                stream = Stalling(await real.connect(host, port))
+                streams.append(stream)
+                return stream
+
+        a.transport = Transport()
+        real.close_listener(a.host, a.port)  # only a dials: its link to b is a stalling one
+        a.link_policy.stall_s = 0.2
+        old = a.links.pop(b.node_id)  # the next frame to b dials through the stalling transport
+        a._close_link(old, "links_closed_for_the_test")
+        await nodes[0].register("svc", Echo())
+        await wait_until(lambda: streams and a.links.get(b.node_id) is not None
+                         and a.links[b.node_id].stream is streams[-1])
+        streams[-1].stalled = True
+        a.call(lambda: a._send(b.node_id, Ping(1, False, True)))
+        await wait_until(lambda: a.counters.get("links_closed_stalled"))

@@ -329,10 +329,9 @@ class Runtime:
         """Close the links whose write the connection has not taken for the policy's
         `stall_s` (one check a second for all links: a timer around each write cost ~10% of
         the sequential request rate, measured)."""
-        stall_s = self.link_policy.stall_s
         while True:
             await trio.sleep(STALL_CHECK_S)
-            now = trio.current_time()
+            now, stall_s = trio.current_time(), self.link_policy.stall_s
             for link in list(self.links.values()):
                 since = link.writing_since
                 if since is not None and now - since > stall_s:
