@@ -80,6 +80,10 @@ class LinkPolicy:
     of silence is far beyond any round trip between nodes and well inside the overlay's own
     failure detection (12.5 s for a neighbour), so the connection is gone before the heal."""
 
+    dial_timeout_s: float = 5.0
+    """A connection not set up within this long is given up (what waited for it is dropped as
+    a lost hop's frames are): across a cut the SYN gets no answer."""
+
     keepalive_idle_s: float = 5.0
     keepalive_interval_s: float = 2.0
     keepalive_count: int = 3

@@ -8,6 +8,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from simulations.connections import LINK_MODELS
 from simulations.messaging import MESSAGING_SCENARIOS, MessagingOptions
 from simulations.scenarios import SCENARIOS
 
@@ -54,6 +55,13 @@ def build_parser(prog: str = "python -m simulations") -> argparse.ArgumentParser
                         help="messaging: size of the one large tunnel message (0: none)")
     parser.add_argument("--churn-fraction", type=float, default=defaults.churn_fraction,
                         help="messaging-churn: fraction of the nodes replaced")
+    parser.add_argument("--pause-s", type=float, default=defaults.pause_s,
+                        help="messaging-pause: how long two members of a cluster are frozen")
+    parser.add_argument("--links", choices=sorted(LINK_MODELS), default=None,
+                        help="how messages travel: connections (TCP-like, under the runtime's "
+                        "link policy), unguarded (connections the policy never closes), "
+                        "datagrams (each message on its own); default: connections for the "
+                        "messaging scenarios, datagrams for the ring ones")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

@@ -8,6 +8,12 @@ and ties in time are broken by insertion order.
 
 Messages are passed as objects (the cores never mutate a received message); with
 `wire=True` every message is encoded and decoded on the way, to prove the codec under load.
+
+With a link policy (`links=`), messages travel over modelled TCP connections
+(`simulations.connections`) and the engine executes the policy as the runtime does: the
+connections to peers a node declares failed are closed. A node can also be paused (SIGSTOP):
+it runs nothing, what arrives for it waits, and on resume it reads that backlog first, told how
+old it is (as the runtime's freeze watch tells the cores), then handles its overdue timers.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from sortedcontainers import SortedList
 from overlay.app import OverlayApp
 from overlay.config import OverlayConfig
 from overlay.ids import random_id
+from overlay.link_policy import LinkPolicy
 from overlay.node import OverlayNode
 from overlay.wire import Message, decode, encode
+from simulations.connections import Connections
 from simulations.network import Network, NetworkConfig
 from simulations.workload import LookupTracker, RingApp
 
@@ -51,6 +59,7 @@ class Simulation:
         network: NetworkConfig | None = None,
         app_factory: AppFactory | None = None,
         wire: bool = False,
+        links: LinkPolicy | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -67,13 +76,17 @@ class Simulation:
         self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
         self._seq = 0
         self._wake: dict[int, float] = {}
-        self._link_last: dict[tuple[int, int], float] = {}  # FIFO links: last arrival per link
+        self._link_last: dict[Any, float] = {}  # FIFO links: last arrival per link
+        self.connections = Connections(self, links) if links is not None else None
+        self.paused: dict[int, list[tuple[float, int, Message]]] = {}  # node -> its backlog
         self._outbox: list[tuple[int, Message]] = []
         self.lookups = LookupTracker(self)
         self._retired_sent = [0, 0, 0]  # what nodes that are gone had sent
         # Called after every input to a node, before its output is sent: a workload drains
         # the application events of the node's app there.
         self.after_call: Callable[[OverlayNode], None] | None = None
+        # Told how long a resumed node's backlog waited, around its delivery (0 after it).
+        self.arrival_age: Callable[[OverlayNode, float], None] = lambda node, age: None
 
     # ------------------------------------------------------------------ node lifecycle
     def new_id(self) -> int:
@@ -89,6 +102,8 @@ class Simulation:
         node = OverlayNode(node_id, self.rng, self.config)
         node.app = self.app_factory(self, node)
         node.out = self._outbox
+        if self.connections is not None:
+            node.failed = []  # peers whose connections the link policy closes
         self.nodes[node_id] = node
         self.net.place(node_id)
         if seeds is None:
@@ -110,6 +125,9 @@ class Simulation:
         for i, count in enumerate(node.sent):
             self._retired_sent[i] += count
         self._wake.pop(node_id, None)
+        self.paused.pop(node_id, None)
+        if self.connections is not None:
+            self.connections.forget(node_id)
         self.net.forget(node_id)
 
     def leave(self, node_id: int) -> None:
@@ -124,13 +142,55 @@ class Simulation:
     def call(self, node_id: int, fn: Callable[[OverlayNode], Any]) -> None:
         """Give node `node_id` an input from its application, then send what it produced."""
         node = self.nodes.get(node_id)
-        if node is not None:
+        if node is not None and node_id not in self.paused:  # a paused application acts not
             fn(node)
             self._flush(node)
 
     def random_active(self) -> int:
         node_id: int = self.active[self.rng.randrange(len(self.active))]  # SortedList is untyped
         return node_id
+
+    # ---------------------------------------------------------------------------- faults
+    def partition(self, groups: list[list[int]]) -> None:
+        """Split the network: group i's members only reach each other (see `Network`)."""
+        self.net.partition(groups)
+        if self.connections is not None:
+            self.connections.cut()
+
+    def heal(self) -> None:
+        self.net.heal()
+
+    def reachable(self, a: int, b: int) -> bool:
+        """Whether a packet from `a` gets to `b`: both processes exist, no cut between them
+        (a paused process's kernel still receives)."""
+        net = self.net
+        if a not in net.positions or b not in net.positions:
+            return False
+        groups = net.groups
+        return groups is None or groups.get(a, 0) == groups.get(b, 0)
+
+    def pause(self, node_id: int) -> None:
+        """Freeze a node as SIGSTOP does: no timers, no reading; what arrives waits for it."""
+        if node_id in self.nodes and node_id not in self.paused:
+            self.paused[node_id] = []
+
+    def resume(self, node_id: int) -> None:
+        """Thaw a paused node: it reads its backlog (each message as old as it is), then
+        handles whatever timers came due meanwhile."""
+        backlog = self.paused.pop(node_id, None)
+        node = self.nodes.get(node_id)
+        if backlog is None or node is None:
+            return
+        now = self.now
+        for arrived, src, msg in backlog:
+            self.arrival_age(node, now - arrived)
+            node.receive(src, msg, now)
+            self._flush(node)
+        self.arrival_age(node, 0.0)
+        self._wake.pop(node_id, None)
+        if node.next_deadline <= now:
+            node.handle_timer(now)
+        self._flush(node)
 
     # ----------------------------------------------------------------------- scheduling
     def _push(self, when: float, kind: int, a: Any, b: Any = None, c: Any = None) -> None:
@@ -150,10 +210,27 @@ class Simulation:
         if out:
             self._transmit(node.id, out)
             out.clear()
+        if node.failed:
+            self._close_links(node)
         deadline = node.next_deadline
         if deadline < self._wake.get(node.id, INF):
             self._wake[node.id] = deadline
             self._push(deadline, _WAKE, node.id)
+
+    def _close_links(self, node: OverlayNode) -> None:
+        """Execute the link policy for the peers `node` gave up, as the runtime does."""
+        assert node.failed is not None and self.connections is not None
+        failed, node.failed = node.failed, []
+        connections = self.connections
+        for peer in failed:
+            if connections.policy.close_when_gone(peer):
+                connections.close(node.id, peer, "closed_peer_gone")
+
+    def deliver(self, arrival: float, link: Any, dest: int, src: int, msg: Message) -> None:
+        """Put `msg` on the event heap, arriving at `dest` no earlier than what went before it
+        on the same `link`."""
+        self._seq += 1
+        heappush(self._heap, (self._in_order(link, arrival), self._seq, _DELIVER, dest, src, msg))
 
     def _transmit(self, src: int, out: list[tuple[int, Message]]) -> None:
         """Put each message on the network: dropped (partition, dead destination, loss),
@@ -170,8 +247,16 @@ class Simulation:
         random = self.rng.random
         heap = self._heap
         now = self.now
-        seq = self._seq
         self.messages_sent += len(out)
+        if self.connections is not None:
+            send = self.connections.send
+            for dest, msg in out:
+                if dest not in positions:
+                    self.messages_dropped += 1  # its process is gone: the connection resets
+                    continue
+                send(src, dest, decode(encode(msg)) if self.wire else msg)
+            return
+        seq = self._seq
         for dest, msg in out:
             there = positions.get(dest)
             if there is None or (groups is not None and groups.get(dest, 0) != my_group):
@@ -185,7 +270,7 @@ class Simulation:
             arrival = now + (
                 min_delay + abs(here - there) * per_unit - log(1.0 - random()) * jitter)
             if cfg.fifo:
-                arrival = self._in_order(src, dest, arrival)
+                arrival = self._in_order((src, dest), arrival)
             seq += 1
             heappush(heap, (arrival, seq, _DELIVER, dest, src, msg))
             if faulty and cfg.duplicate and random() < cfg.duplicate:
@@ -193,10 +278,9 @@ class Simulation:
                 heappush(heap, (now + net.delay(here, there), seq, _DELIVER, dest, src, msg))
         self._seq = seq
 
-    def _in_order(self, src: int, dest: int, arrival: float) -> float:
+    def _in_order(self, link: Any, arrival: float) -> float:
         """No message overtakes an earlier one on the same link."""
         links = self._link_last
-        link = (src, dest)
         last = links.get(link)
         if last is not None and arrival <= last:
             arrival = last + 1e-9
@@ -210,6 +294,7 @@ class Simulation:
     def run_until_time(self, end: float) -> None:
         """Process every event due up to simulated time `end`, then set the clock to `end`."""
         heap, nodes, wake, out = self._heap, self.nodes, self._wake, self._outbox
+        paused = self.paused
         transmit = self._transmit
         events = 0
         gc_saved = gc.get_threshold()
@@ -224,10 +309,13 @@ class Simulation:
                     if node is None:
                         self.messages_dropped += 1
                         continue
+                    if paused and a in paused:
+                        paused[a].append((when, b, c))
+                        continue
                     node.receive(b, c, when)
                 elif kind == _WAKE:
-                    if wake.get(a) != when:
-                        continue  # superseded by an earlier wake-up, or the node is gone
+                    if wake.get(a) != when or (paused and a in paused):
+                        continue  # superseded, the node is gone, or paused (woken on resume)
                     events += 1
                     del wake[a]
                     node = nodes[a]
@@ -242,6 +330,8 @@ class Simulation:
                 if out:
                     transmit(a, out)
                     out.clear()
+                if node.failed:
+                    self._close_links(node)
                 deadline = node.next_deadline
                 if deadline < wake.get(a, INF):
                     wake[a] = deadline

@@ -17,19 +17,24 @@ from typing import Any, TypeVar
 from iris.core import OK, MessagingCore, cluster_group, topic_group
 from iris.core import events as ev
 from simulations import checkers
+from simulations.connections import link_policy
 from simulations.engine import Simulation
 from simulations.messaging_workload import (
     MessagingWorkload,
     RequestRecord,
     SimMessaging,
     TunnelKey,
+    core_of,
 )
 from simulations.network import NetworkConfig
-from simulations.scenarios import ScenarioOptions, build_ring
+from simulations.scenarios import ScenarioOptions, build_ring, link_figures
 
 CLUSTER_SIZES = (1, 3, 5, 10, 20, 35, 50, 65, 80, 100)
 TOPIC_COUNT = 20
 MAX_SUBSCRIBERS = 200
+
+AFTER_HEAL_S = 20.0  # messaging-partition: events go on this long after the heal
+SETTLED_S = 10.0  # ... and every one published this long after it must reach every subscriber
 
 _TunnelEvent = TypeVar("_TunnelEvent", ev.TunnelIncoming, ev.TunnelOpened)
 
@@ -44,11 +49,15 @@ class MessagingOptions(ScenarioOptions):
     tunnel_messages: int = 10_000
     tunnel_big_mib: int = 10
     churn_fraction: float = 0.10
+    pause_s: float = 15.0
 
 
 def make_messaging_sim(opts: ScenarioOptions) -> tuple[Simulation, MessagingWorkload]:
+    """The messaging layer runs over TCP in the real runtime: by default its links are modelled
+    as connections; as datagrams they are at least in order (`fifo`)."""
     net = NetworkConfig(loss=opts.loss, duplicate=opts.duplicate, fifo=True)
-    sim = Simulation(opts.seed, network=net, app_factory=SimMessaging, wire=opts.wire)
+    sim = Simulation(opts.seed, network=net, app_factory=SimMessaging, wire=opts.wire,
+                     links=link_policy(opts.links or "connections"))
     return sim, MessagingWorkload(sim)
 
 
@@ -72,9 +81,12 @@ def setup_groups(
 
 
 def run_requests(sim: Simulation, work: MessagingWorkload, count: int, rate: float,
-                 requesters: Callable[[], int] | None = None) -> None:
+                 requesters: Callable[[], int] | None = None,
+                 clusters: list[str] | None = None) -> None:
+    """`count` requests at `rate` from random nodes (or `requesters()`) to random clusters,
+    weighted by their size (or to the given `clusters`)."""
     rng = sim.rng
-    clusters = sorted(work.members)
+    clusters = clusters or sorted(work.members)
     weights = [len(work.members[c]) for c in clusters]
     start = sim.now
     sent = 0
@@ -228,6 +240,7 @@ def run_tunnel(sim: Simulation, work: MessagingWorkload, cluster: str, messages:
 
 
 def _finish(result: dict[str, Any], sim: Simulation, wall: float) -> dict[str, Any]:
+    result.update(link_figures(sim))
     result["events"] = sim.events
     result["wall_s"] = round(time.perf_counter() - wall, 3)
     result["sim_s"] = round(sim.now, 3)
@@ -237,12 +250,8 @@ def _finish(result: dict[str, Any], sim: Simulation, wall: float) -> dict[str, A
 
 def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     """Stable ring: every pattern, scored exactly."""
-    opts = _messaging_options(opts)
     wall = time.perf_counter()
-    sim, work = make_messaging_sim(opts)
-    result: dict[str, Any] = {"scenario": "messaging", "nodes": opts.nodes, "seed": opts.seed}
-    build_ring(sim, opts)
-    result.update(setup_groups(sim, work, opts))
+    opts, sim, work, result = _grouped_ring("messaging", opts)
     span = opts.requests / opts.request_rate
     run_requests(sim, work, opts.requests, opts.request_rate)
     run_floods(sim, work, opts.broadcasts, opts.publishes, span)
@@ -251,7 +260,7 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(work.request_summary(largest))
     result.update(work.flood_summary(topic=False))
     result.update(work.flood_summary(topic=True))
-    result["publish_order_violations"] = work.order_violations
+    result.update(order_figures(sim, work))
     result["publish_delay_stretch"] = (
         round(statistics.fmean(work.stretch), 3) if work.stretch else None)
     result.update(tree_quality(sim))
@@ -266,6 +275,17 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
         and checkers.check_leaf_sets(sim).ok
     )
     return _finish(result, sim, wall)
+
+
+def _grouped_ring(name: str, options: ScenarioOptions
+                  ) -> tuple[MessagingOptions, Simulation, MessagingWorkload, dict[str, Any]]:
+    """Every messaging scenario's start: a ring built, its clusters and topics set up."""
+    opts = _messaging_options(options)
+    sim, work = make_messaging_sim(opts)
+    result: dict[str, Any] = {"scenario": name, "nodes": opts.nodes, "seed": opts.seed}
+    build_ring(sim, opts)
+    result.update(setup_groups(sim, work, opts))
+    return opts, sim, work, result
 
 
 def _messaging_options(opts: ScenarioOptions) -> MessagingOptions:
@@ -319,30 +339,31 @@ def verify_delivery(sim: Simulation, work: MessagingWorkload) -> dict[str, Any]:
 
 
 def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
-    """Split into halves; requests while split; heal; time until trees are whole again."""
-    opts = _messaging_options(opts)
+    """Split into halves; requests while split and events published from the split until
+    well after the heal; time until trees are whole again, and whether any event arrived
+    late or out of order (what stalled connections did to real processes)."""
     wall = time.perf_counter()
-    sim, work = make_messaging_sim(opts)
-    result: dict[str, Any] = {"scenario": "messaging-partition", "nodes": opts.nodes,
-                              "seed": opts.seed}
-    build_ring(sim, opts)
-    result.update(setup_groups(sim, work, opts))
+    opts, sim, work, result = _grouped_ring("messaging-partition", opts)
     ids = list(sim.active)
     sim.rng.shuffle(ids)
     halves = [ids[0::2], ids[1::2]]
     side = {n: i for i, half in enumerate(halves) for n in half}
-    sim.net.partition(halves)
+    sim.partition(halves)
+    # Events flow from the moment of the cut until AFTER_HEAL_S past the heal: the ones
+    # caught in the cut may be lost, never delivered late or out of order.
+    run_floods(sim, work, 0, opts.publishes, opts.partition_s + AFTER_HEAL_S)
     # The split is noticed within the failure-detection time; then each side repairs its
     # ring and its trees. Requests are scored from then on, until the heal.
     sim.run_for(opts.partition_s / 2)
     first = len(work.requests)
     run_requests(sim, work, opts.requests // 2, opts.request_rate)
     sim.run_for(opts.partition_s / 2)
-    sim.net.heal()
+    sim.heal()
+    healed_at = sim.now
     split_records = list(work.requests.values())[first:]
     merged = sim.run_until(lambda: trees_consistent(sim, work), timeout=120.0, check_every=0.5)
     result["recovery_s"] = merged
-    sim.run_for(6.0)  # the last split-time requests finish or time out
+    sim.run_until_time(healed_at + AFTER_HEAL_S + 6.0)  # the last requests and events land
     reachable: list[RequestRecord] = []
     unreachable: list[RequestRecord] = []
     for r in split_records:
@@ -354,24 +375,69 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     result["split_unreachable"] = len(unreachable)
     result["split_unreachable_failed"] = sum(r.status is not None and r.status != OK
                                              for r in unreachable)
+    settled = work.flood_summary(topic=True, since=healed_at + SETTLED_S)
+    result["publish_delivery_ratio_after_heal"] = settled["publish_delivery_ratio"]
     verify_start = sim.now
     result.update(verify_delivery(sim, work))
     largest = max(work.members, key=lambda c: len(work.members[c]))
     result.update(work.request_summary(largest))
     result.update(work.flood_summary(topic=False, since=verify_start))
     result.update(work.flood_summary(topic=True, since=verify_start))
-    result["publish_order_violations"] = work.order_violations
+    result.update(order_figures(sim, work))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, 0))
     result.pop("tunnel_key", None)
     result["checks_passed"] = (
-        result["recovery_s"] is not None and result["recovery_s"] <= 30.0
+        result["recovery_s"] is not None and result["recovery_s"] <= 10.0
         and result["split_reachable_success_ratio"] >= 0.99
         and result["split_unreachable_failed"] == result["split_unreachable"]
+        and result["publish_delivery_ratio_after_heal"] == 1.0
         and result["verify_request_success_ratio"] == 1.0
         and result["verify_broadcast_delivery_ratio"] == 1.0
         and result["verify_publish_delivery_ratio"] == 1.0
         and result["request_duplicates"] == 0 and result["request_misdelivered"] == 0
+        and result["publish_order_violations"] == 0 and result["floods_late"] == 0
         and result["tunnel_in_order"]
+    )
+    return _finish(result, sim, wall)
+
+
+def order_figures(sim: Simulation, work: MessagingWorkload) -> dict[str, Any]:
+    """Events and broadcasts delivered late or out of order, and those the cores dropped
+    because they came after newer ones from the same origin."""
+    dropped = sum(core_of(node).counters.get("floods_out_of_order", 0)
+                  for node in sim.nodes.values())
+    return {"publish_order_violations": work.order_violations,
+            "floods_late": work.late_floods,
+            "floods_dropped_out_of_order": dropped}
+
+
+def scenario_messaging_pause(opts: ScenarioOptions) -> dict[str, Any]:
+    """Two of the three members of a cluster freeze (SIGSTOP) for `pause_s` under a
+    steady load of requests to it, then thaw: no request may run after its caller's deadline
+    or twice, and the one live member answers meanwhile."""
+    wall = time.perf_counter()
+    opts, sim, work, result = _grouped_ring("messaging-pause", opts)
+    cluster = next(c for c in sorted(work.members) if len(work.members[c]) == 3)
+    frozen = sorted(work.members[cluster])[:2]
+    span = opts.pause_s + 20.0  # load from before the freeze until well after the thaw
+    count = min(opts.requests, int(span * 50))
+    start = sim.now
+    run_requests(sim, work, count, count / span, clusters=[cluster])
+    sim.run_until_time(start + 5.0)
+    for node in frozen:
+        sim.pause(node)
+    sim.run_for(opts.pause_s)
+    for node in frozen:
+        sim.resume(node)
+    sim.run_until_time(start + span + 10.0)
+    result["cluster_members"] = 3
+    result["paused"] = len(frozen)
+    result["pause_s"] = opts.pause_s
+    result.update(work.request_summary(cluster))
+    result["request_late_executions"] = work.late_executions
+    result["checks_passed"] = (
+        result["request_success_ratio"] >= 0.99 and result["request_duplicates"] == 0
+        and result["request_late_executions"] == 0 and result["request_misdelivered"] == 0
     )
     return _finish(result, sim, wall)
 
@@ -379,13 +445,8 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
 def scenario_messaging_churn(opts: ScenarioOptions) -> dict[str, Any]:
     """Replace a fraction of the nodes (crash, and a new node takes over its memberships)
     while every pattern runs."""
-    opts = _messaging_options(opts)
     wall = time.perf_counter()
-    sim, work = make_messaging_sim(opts)
-    result: dict[str, Any] = {"scenario": "messaging-churn", "nodes": opts.nodes,
-                              "seed": opts.seed}
-    build_ring(sim, opts)
-    result.update(setup_groups(sim, work, opts))
+    opts, sim, work, result = _grouped_ring("messaging-churn", opts)
     span = opts.churn_s  # the replacements and the workload spread over this
     result["churn_s"] = span
     victims = int(opts.nodes * opts.churn_fraction)
@@ -430,7 +491,7 @@ def scenario_messaging_churn(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(work.request_summary(largest))
     result.update(work.flood_summary(topic=False))
     result.update(work.flood_summary(topic=True))
-    result["publish_order_violations"] = work.order_violations
+    result.update(order_figures(sim, work))
     result.update(tunnel.finish())
     result.pop("tunnel_key", None)
     result["checks_passed"] = (
@@ -444,6 +505,7 @@ def scenario_messaging_churn(opts: ScenarioOptions) -> dict[str, Any]:
 
 MESSAGING_SCENARIOS = {
     "messaging": scenario_messaging,
+    "messaging-pause": scenario_messaging_pause,
     "messaging-churn": scenario_messaging_churn,
     "messaging-partition": scenario_messaging_partition,
 }

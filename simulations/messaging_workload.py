@@ -39,6 +39,10 @@ _E = TypeVar("_E", bound=ev.Event)
 
 TunnelKey = tuple[int, int]
 
+LATE_S = 10.0
+"""A broadcast or event delivered this long after it was sent is late: it sat in a stalled
+connection through a partition, where a real application would take it as news."""
+
 
 class SimMessaging(MessagingCore):
     """The core plus what the simulator needs to see: activation and lookups."""
@@ -72,6 +76,7 @@ class RequestRecord:
     cluster: str
     sent_at: float
     tag: int  # the workload's own number for it, carried in the payload
+    timeout: float
     status: int | None = None
     responder: int | None = None
 
@@ -88,6 +93,8 @@ class MessagingWorkload:
         self.handled: dict[int, int] = defaultdict(int)  # request tag -> times handled
         self.served: dict[tuple[int, str], int] = defaultdict(int)  # (member, cluster) -> handled
         self.misdelivered = 0
+        self.late_executions = 0  # requests a member started after their deadline
+        self.late_floods = 0  # broadcasts and events delivered more than LATE_S after sending
         self.floods: dict[int, tuple[str, bool, set[int], float, int]] = {}
         self.received: dict[int, dict[int, int]] = defaultdict(dict)  # tag -> node -> count
         self.latency: list[float] = []
@@ -106,6 +113,7 @@ class MessagingWorkload:
         self._by_req_id: dict[tuple[int, int], RequestRecord] = {}  # (requester, core's id)
         self._pub_seq: dict[tuple[int, str], int] = defaultdict(int)
         sim.after_call = self._drain
+        sim.arrival_age = _tell_arrival_age
 
     # -- plumbing ------------------------------------------------------------------------------
     def core(self, node_id: int) -> SimMessaging:
@@ -141,6 +149,8 @@ class MessagingWorkload:
         _, tag = _decode_request(event.payload)
         self.handled[tag] += 1
         record = self.requests.get(tag)
+        if record is not None and self.sim.now > record.sent_at + record.timeout:
+            self.late_executions += 1  # its caller had given up
         if (record is None or record.cluster != event.cluster
                 or me not in self.members[event.cluster]):
             self.misdelivered += 1  # handled by a node outside the cluster
@@ -184,6 +194,8 @@ class MessagingWorkload:
             sent_at, origin = info[3], info[4]
             latency = self.sim.now - sent_at
             self.latency.append(latency)
+            if latency > LATE_S:
+                self.late_floods += 1
             if origin != me and origin in self.sim.net.positions:
                 self.stretch.append(latency / self.sim.net.base_delay(origin, me))
 
@@ -227,7 +239,7 @@ class MessagingWorkload:
             self._request_tag += 1
             tag = self._request_tag
             req_id = core.request(cluster, _encode_request(requester, tag), timeout)
-            record = RequestRecord(requester, cluster, self.sim.now, tag)
+            record = RequestRecord(requester, cluster, self.sim.now, tag, timeout)
             self.requests[tag] = self._by_req_id[(requester, req_id)] = record
 
         self.act(requester, send)
@@ -296,6 +308,10 @@ class MessagingWorkload:
             f"{prefix}_delivery_ratio": delivered / expected if expected else 1.0,
             f"{prefix}_duplicates": duplicates,
         }
+
+
+def _tell_arrival_age(node: OverlayNode, age: float) -> None:
+    core_of(node).state.arrival_age = age
 
 
 def _encode_request(requester: int, tag: int) -> bytes:

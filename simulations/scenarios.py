@@ -13,6 +13,7 @@ from typing import Any
 
 from overlay.config import OverlayConfig
 from simulations import checkers
+from simulations.connections import link_policy, model_of
 from simulations.engine import Simulation
 from simulations.network import NetworkConfig
 
@@ -36,11 +37,15 @@ class ScenarioOptions:
     duplicate: float = 0.0
     wire: bool = False
     repair_timeout_s: float = 600.0
+    links: str | None = None
+    """How messages travel (`simulations.connections.LINK_MODELS`); None: the scenario's
+    default (datagrams for the ring scenarios, connections for the messaging ones)."""
 
 
 def make_sim(opts: ScenarioOptions, config: OverlayConfig | None = None) -> Simulation:
     net = NetworkConfig(loss=opts.loss, duplicate=opts.duplicate)
-    return Simulation(opts.seed, config=config, network=net, wire=opts.wire)
+    return Simulation(opts.seed, config=config, network=net, wire=opts.wire,
+                      links=link_policy(opts.links or "datagrams"))
 
 
 def build_ring(sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
@@ -108,6 +113,13 @@ def _base(name: str, sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
     return {"scenario": name, "nodes": opts.nodes, "seed": opts.seed}
 
 
+def link_figures(sim: Simulation) -> dict[str, Any]:
+    """How messages travelled, and what the modelled connections went through."""
+    counters = {} if sim.connections is None else sim.connections.counters
+    return {"links": model_of(sim.connections),
+            **{f"links_{k}": v for k, v in sorted(counters.items())}}
+
+
 def _finish(result: dict[str, Any], sim: Simulation, wall_start: float) -> dict[str, Any]:
     wall = time.perf_counter() - wall_start
     result["events"] = sim.events
@@ -116,6 +128,7 @@ def _finish(result: dict[str, Any], sim: Simulation, wall_start: float) -> dict[
     result["sim_s"] = round(sim.now, 3)
     result["messages_sent"] = sim.messages_sent
     result["messages_dropped"] = sim.messages_dropped
+    result.update(link_figures(sim))
     result["digest"] = sim.digest()[:16]
     return result
 
@@ -215,9 +228,9 @@ def scenario_partition(opts: ScenarioOptions) -> dict[str, Any]:
     else:
         groups = [ids[i :: opts.groups] for i in range(opts.groups)]
     result["groups"] = [len(g) for g in groups]
-    sim.net.partition(groups)
+    sim.partition(groups)
     sim.run_for(opts.partition_s)
-    sim.net.heal()
+    sim.heal()
     repair = sim.run_until(lambda: checkers.all_ok(sim), opts.repair_timeout_s, check_every=1.0)
     result["repair_s"] = None if repair is None else round(repair, 3)
     result["maintenance_msgs_per_node_s"] = round(measure_maintenance(sim), 4)

@@ -40,7 +40,6 @@ from overlay.wire import MAX_FRAME, DecodeError, Message, decode, encode, ids_in
 log = logging.getLogger("iris.runtime.driver")
 
 HANDSHAKE_TIMEOUT_S = 5.0
-DIAL_TIMEOUT_S = 5.0
 BATCH_BYTES = 64 * 1024
 STALL_CHECK_S = 1.0  # how often writes under way are checked against the link policy's bound
 MAX_CONTROL_FRAMES = 10_000  # per link
@@ -340,7 +339,7 @@ class Runtime:
     # --------------------------------------------------------------------------- links
     async def _connect(self, address: Address) -> OpenedStream:
         """Dial `address` and run the handshake; the stream is closed if that fails."""
-        with trio.fail_after(DIAL_TIMEOUT_S):
+        with trio.fail_after(self.link_policy.dial_timeout_s):
             stream = await self.transport.connect(*address)
         tune(stream, self.link_policy)
         try:

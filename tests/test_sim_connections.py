@@ -1,0 +1,189 @@
+"""The simulator's connections: a cut stalls them, the link policy closes them, a pause holds
+what arrives; and the messaging scenarios over them, with and without the policy."""
+
+import pytest
+
+from overlay.link_policy import LinkPolicy
+from overlay.messages import Lookup
+from simulations.connections import RTO_MIN_S, Unguarded
+from simulations.engine import Simulation
+from simulations.messaging import (
+    MessagingOptions,
+    scenario_messaging_partition,
+    scenario_messaging_pause,
+)
+from simulations.workload import RingApp
+
+
+class Inbox(RingApp):
+    """Notes when each `Lookup` sent straight to this node arrived."""
+
+    __slots__ = ("got",)
+
+    def __init__(self, sim, node):
+        super().__init__(sim, node)
+        self.got = []  # (tag, arrival time)
+
+    def receive_direct(self, src, payload):
+        if isinstance(payload, Lookup):
+            self.got.append((payload.tag, self.sim.now))
+
+
+def pair(policy, seed=1):
+    """Two joined nodes talking over connections under `policy`."""
+    sim = Simulation(seed, links=policy, app_factory=Inbox)
+    a = sim.add_node()
+    b = sim.add_node(seeds=(a,))
+    assert sim.run_until(lambda: len(sim.active) == 2, timeout=30) is not None
+    sim.run_for(2.0)
+    return sim, a, b
+
+
+def send(sim, src, dest, tag):
+    sim.call(src, lambda node: node.send(dest, Lookup(src, tag), sim.now))
+
+
+def arrivals(sim, node):
+    return sim.nodes[node].app.got
+
+
+def test_a_cut_stalls_the_connection_and_the_backlog_arrives_at_a_retransmission():
+    sim, a, b = pair(Unguarded())
+    sim.partition([[a], [b]])
+    cut_at = sim.now
+    send(sim, a, b, 1)
+    sim.run_for(30.0)
+    assert arrivals(sim, b) == []  # stalled, not lost
+    sim.heal()
+    send(sim, a, b, 2)  # written behind the backlog
+    sim.run_for(60.0)
+    (tag1, t1), (tag2, t2) = arrivals(sim, b)[:2]
+    assert (tag1, tag2) == (1, 2) and t1 <= t2
+    # Retransmissions at 0.2 s, doubling: the first after the heal (at 30 s) is at 51 s.
+    retransmit = cut_at + RTO_MIN_S * (2 ** 8 - 1)
+    assert retransmit <= t1 < retransmit + 0.5
+
+
+def test_the_policy_closes_a_stalled_connection_and_the_next_message_dials_anew():
+    sim, a, b = pair(LinkPolicy())
+    sim.partition([[a], [b]])
+    send(sim, a, b, 1)
+    sim.run_for(30.0)
+    sim.heal()
+    healed_at = sim.now
+    send(sim, a, b, 2)
+    sim.run_for(5.0)
+    got = arrivals(sim, b)
+    assert [tag for tag, _ in got] == [2]  # the stalled one went with its connection
+    assert got[0][1] - healed_at < 0.5
+    counters = sim.connections.counters
+    assert counters.get("user_timeouts", 0) + counters.get("closed_peer_gone", 0) >= 1
+
+
+def test_writing_to_a_connection_the_other_side_closed_loses_the_data():
+    sim, a, b = pair(Unguarded())
+    sim.partition([[a], [b]])
+    sim.connections.close(b, a, "test")  # b's side gives up during the cut: no FIN gets out
+    sim.heal()
+    send(sim, a, b, 1)  # a still writes on the old connection: reset
+    send(sim, a, b, 2)  # and dials a new one
+    sim.run_for(2.0)
+    assert [tag for tag, _ in arrivals(sim, b)] == [2]
+    assert sim.connections.counters["resets"] == 1
+
+
+def test_a_paused_node_reads_its_backlog_on_resume_told_how_old_it_is():
+    sim, a, b = pair(LinkPolicy())
+    ages = []
+    sim.arrival_age = lambda node, age: ages.append((node.id, age))
+    sim.pause(b)
+    send(sim, a, b, 1)
+    sim.run_for(8.0)
+    assert arrivals(sim, b) == []
+    sim.resume(b)
+    assert [tag for tag, _ in arrivals(sim, b)] == [1]
+    assert any(node == b and 7.5 < age < 8.0 for node, age in ages)
+    assert ages[-1] == (b, 0.0)  # reset after the backlog
+
+
+def test_messaging_partition_over_connections_heals_fast_and_in_order():
+    opts = MessagingOptions(nodes=200, seed=1, requests=4000, publishes=600,
+                            tunnel_messages=1000)
+    r = scenario_messaging_partition(opts)
+    assert r["links"] == "connections"
+    assert r["recovery_s"] is not None and r["recovery_s"] <= 10.0
+    assert r["floods_late"] == 0 and r["publish_order_violations"] == 0
+    assert r["publish_delivery_ratio_after_heal"] == 1.0
+    assert r["checks_passed"]
+
+
+def test_messaging_partition_with_connections_the_policy_never_closes_heals_slowly():
+    """What real processes did before link liveness, reproduced: the checks must catch it."""
+    opts = MessagingOptions(nodes=200, seed=1, requests=4000, publishes=600,
+                            tunnel_messages=1000, links="unguarded")
+    r = scenario_messaging_partition(opts)
+    assert r["recovery_s"] is None or r["recovery_s"] > 10.0
+    assert r["floods_late"] > 0
+    assert not r["checks_passed"]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_paused_members_run_no_request_late_or_twice(seed):
+    r = scenario_messaging_pause(MessagingOptions(nodes=200, seed=seed, pause_s=15.0))
+    assert r["request_late_executions"] == 0 and r["request_duplicates"] == 0
+    assert r["request_success_ratio"] >= 0.99
+    assert r["checks_passed"]
+
+
+def test_without_the_age_of_the_backlog_paused_members_run_stale_requests(monkeypatch):
+    """The pause scenario's checks have teeth: a member not told how old its backlog is runs
+    requests whose callers gave up (and another member answered)."""
+    import simulations.messaging_workload as workload
+
+    monkeypatch.setattr(workload, "_tell_arrival_age", lambda node, age: None)
+    r = scenario_messaging_pause(MessagingOptions(nodes=200, seed=1, pause_s=15.0))
+    assert r["request_late_executions"] > 0
+    assert not r["checks_passed"]
+
+
+def test_a_tunnel_that_lost_data_with_its_connection_closes_and_never_reorders():
+    """Chunks lost with a closed connection leave a gap: the tunnel closes with a reason,
+    and what was delivered is the messages in order, without the gap."""
+    from iris.core import BROKEN
+    from iris.core import events as ev
+    from simulations.messaging import make_messaging_sim, setup_groups
+    from simulations.scenarios import build_ring
+
+    opts = MessagingOptions(nodes=60, seed=5)
+    sim, work = make_messaging_sim(opts)
+    assert build_ring(sim, opts)["converged"]
+    setup_groups(sim, work, opts)
+    (member,) = work.members["c0"]
+    opener = next(n for n in sim.active if n != member)
+    key = work.act(opener, lambda core: core.open_tunnel("c0", timeout=10.0))
+    opened = lambda: any(isinstance(e, ev.TunnelOpened) and e.key == key  # noqa: E731
+                         for _, e in work.tunnel_events)
+    assert sim.run_until(opened, timeout=10, check_every=0.1) is not None
+
+    def send(first, count):
+        for i in range(first, first + count):
+            work.tunnel_send(opener, key, i.to_bytes(4, "big"))
+
+    send(0, 5)
+    sim.run_for(1.0)
+    sim.partition([[opener], [n for n in sim.nodes if n != opener]])
+    send(5, 5)  # stalled in the connection ...
+    sim.connections.close(opener, member, "test")  # ... which is closed with them in it
+    sim.heal()
+    send(10, 5)  # on a new connection
+    sim.run_for(5.0)
+    got = [int.from_bytes(m, "big") for m in work.tunnel_log[key]]
+    assert got == list(range(len(got)))  # in order, nothing after a gap
+    assert len(got) < 15
+    closed = {me: e for me, e in work.tunnel_events
+              if isinstance(e, ev.TunnelClosed) and e.key == key}
+    assert closed[member].code == BROKEN and "arrived where" in closed[member].reason
+    # Its close was lost with the old connection too: the opener finds out by the silence.
+    assert sim.run_until(lambda: any(me == opener for me, e in work.tunnel_events
+                                     if isinstance(e, ev.TunnelClosed)),
+                         timeout=60, check_every=1) is not None
