@@ -129,9 +129,12 @@ def test_messaging_partition_with_connections_the_policy_never_closes_heals_slow
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_paused_members_run_no_request_late_or_twice(seed):
+    """Also: every request is answered by the member left. (Seed 1 failed 6 of 1,739 with "no
+    members" while the walk that came up from the live member's branch, for a capacity
+    outside it that had just gone, was answered at the root instead of sent back down.)"""
     r = scenario_messaging_pause(MessagingOptions(nodes=200, seed=seed, pause_s=15.0))
     assert r["request_late_executions"] == 0 and r["request_duplicates"] == 0
-    assert r["request_success_ratio"] >= 0.99
+    assert r["request_success_ratio"] == 1.0
     assert r["checks_passed"]
 
 

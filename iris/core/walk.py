@@ -2,8 +2,9 @@
 
 A `Request` or `TunnelOpen` is routed toward its group; the first tree node on the route starts
 the walk. At each tree node it goes to the node itself (if a member), to a child, or to the
-parent (never back where it came from), each with probability proportional to the capacity
-that way, which samples members in proportion to capacity. Steps are acknowledged
+parent (never back where it came from, unless nothing else is left: a child that sent a
+request up for capacity that has just gone gets it back), each with probability proportional to
+the capacity that way, which samples members in proportion to capacity. Steps are acknowledged
 (`send_acked`): a dead tree neighbour is dropped and the walk goes on elsewhere. Only the root
 says "no members" (it alone sees the whole tree); a node with nothing known below sends the
 walk up. A root that has only just become the root parks the walk and tries again shortly, so
@@ -63,9 +64,13 @@ class Walk:
         serves_here = isinstance(msg, Request) or msg.opener != state.node.id
         if service is not None and tree.local and serves_here:
             options.append((None, float(tree.local)))
+        came_back = False  # the walk came up from a child that has members
         for child, (weight, _) in tree.children.items():
-            if child != came_from and weight > 0:
-                options.append((child, weight))
+            if weight > 0:
+                if child != came_from:
+                    options.append((child, weight))
+                else:
+                    came_back = True
         parent = tree.parent
         if parent is not None and parent != came_from and tree.up_weight > 0:
             options.append((parent, float(tree.up_weight)))
@@ -73,6 +78,11 @@ class Walk:
         if total <= 0:
             if parent is not None and parent != came_from and msg.hops < MAX_WALK_HOPS:
                 self._forward(msg, parent, held)  # nothing known below: the root knows more
+            elif came_back and isinstance(msg, Request):
+                # The child sent the walk up for a capacity outside its subtree that is gone
+                # (it hears so with the next beat): its own members are the ones left. (Not a
+                # tunnel's opening: there the child's capacity may be the opener's own.)
+                self._forward(msg, came_from, held)
             elif tree.is_root():
                 if not self._wait_for_members(msg, parked_since):
                     self._fail(msg, "no members in cluster")
