@@ -12,9 +12,10 @@ returns once every node's leaf set is exactly right, `wait_until` waits for any 
 caller's deadline (`with trio.fail_after(s):` around them), or after a default limit when the
 caller set none, so that a test waiting for something that never comes fails instead of hanging.
 
-`local_nodes` runs over an in-memory network that can be partitioned (`LocalNodes.partition`,
-`heal`), and its nodes can crash (`LocalNodes.crash`), for chaos tests of an application's own
-handlers.
+`local_nodes` runs over an in-memory network, and `LocalNodes` injects faults for chaos tests of
+an application's own handlers: a partition (`partition`, `heal`), slow links (`degrade`: delay,
+and loss as TCP shows it, late bytes in order), a crash (`crash`), and a pause (`pause`,
+`resume`: as SIGSTOP and SIGCONT, the node runs nothing meanwhile).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 import trio
 
 from iris.runtime.node import Node, open_node
-from iris.runtime.transport import MemoryNetwork
+from iris.runtime.pause import Pause
+from iris.runtime.transport import Address, MemoryNetwork
 
 WAIT_LIMIT_S = 10.0  # for `wait_until`, when the caller set no deadline
 CONVERGE_LIMIT_S = 30.0  # for `local_nodes` (joins one by one, then exact leaf sets), likewise
@@ -92,8 +94,8 @@ def converged(nodes: list[Node]) -> bool:
 
 
 class LocalNodes(list[Node]):
-    """The nodes `local_nodes` started, and faults of their in-memory network for chaos tests
-    of an application's own handlers:
+    """The nodes `local_nodes` started, and the faults of their process and in-memory network,
+    for chaos tests of an application's own handlers:
 
         async with iris.testing.local_nodes(6) as nodes:
             nodes.partition(nodes[:3], nodes[3:])   # silent: bytes stall, dials go unanswered
@@ -108,20 +110,65 @@ class LocalNodes(list[Node]):
 
     def partition(self, *groups: Sequence[Node]) -> None:
         """Cut the network between the groups (a node in no group is cut off from all)."""
-        self._memory().partition([[node.address for node in group] for group in groups])
+        self._memory().partition([_addresses(group) for group in groups])
+
+    def degrade(self, delay: float = 0.0, loss: float = 0.0,
+                between: tuple[Sequence[Node], Sequence[Node]] | None = None,
+                seed: int | None = None) -> None:
+        """Slow the links between the two groups of nodes (both ways), or every link: each
+        write arrives `delay` seconds later (a request and its reply cross at least two
+        links), and each TCP segment is lost with probability `loss`, which the application
+        sees as TCP shows it: the bytes come late (sent again after a retransmission timeout
+        of at least 200 ms), in order, never missing. `seed` fixes the losses drawn. A later
+        call replaces what earlier ones set for the same links; `heal` ends it all. What is
+        modelled and what is not: `MemoryNetwork.degrade`."""
+        ends = None if between is None else (_addresses(between[0]), _addresses(between[1]))
+        self._memory().degrade(delay, loss, ends, seed)
 
     def heal(self) -> None:
+        """End the partition and the degradation: every link whole and undelayed again."""
         self._memory().heal()
 
     def crash(self, node: Node) -> None:
         """Stop `node` as a killed process stops: it tells nobody, its connections end, its
-        address refuses connections; the others find out by their failure detection."""
+        address refuses connections; the others find out by their failure detection. A paused
+        node can be crashed too (as `kill -9` ends a stopped process)."""
         node._crash()
+        _continue(node)  # a paused one's held tasks end at their next checkpoint
+
+    def pause(self, node: Node) -> None:
+        """Stop `node` as SIGSTOP stops a process: it runs nothing (no timer, no handler, not
+        even one halfway through, no read) until `resume`; bytes sent to it pile up unread
+        (its peers' writes are not refused); its peers hear nothing and may declare it
+        failed. Calling its API meanwhile raises RuntimeError. See iris.runtime.pause."""
+        self._pause_of(node).pause()
+
+    def resume(self, node: Node) -> None:
+        """Continue `node` as SIGCONT does: it finds its backlog, and that its clock jumped;
+        a request that waited for it past its caller's deadline is dropped unstarted (the
+        runtime's freeze watch, as in a real process)."""
+        self._pause_of(node).resume()
+
+    def _pause_of(self, node: Node) -> Pause:
+        self._memory()
+        pause = node._runtime.pause
+        assert pause is not None  # every node on the memory network has one
+        return pause
 
     def _memory(self) -> MemoryNetwork:
         if self._network is None:
-            raise RuntimeError("network faults need local_nodes(transport='memory')")
+            raise RuntimeError("these faults need local_nodes(transport='memory')")
         return self._network
+
+
+def _continue(node: Node) -> None:
+    pause = node._runtime.pause
+    if pause is not None:
+        pause.resume()
+
+
+def _addresses(nodes: Sequence[Node]) -> list[Address]:
+    return [node.address for node in nodes]
 
 
 @asynccontextmanager
@@ -157,4 +204,6 @@ async def local_nodes(count: int, transport: str = "memory", network_key: bytes 
         try:
             yield nodes
         finally:
+            for node in nodes:  # a node still paused leaves as the others do
+                _continue(node)
             stop.set()

@@ -29,6 +29,7 @@ from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.freezes import FreezeWatch
 from iris.runtime.out_queue import OutQueue
+from iris.runtime.pause import Pause, Spawner
 from iris.runtime.transport import Address, MemoryTransport, TcpTransport, tune
 from overlay.config import OverlayConfig
 from overlay.link import FrameReader, Handshake, LinkError, LinkHello, Session, frame
@@ -131,10 +132,14 @@ class Runtime:
         self.link_policy = LinkPolicy()
         self.backpressure = Backpressure()
         self.freezes = FreezeWatch(self._frozen)
+        # A node in this process (on the memory network) can be paused by tests; a node on TCP
+        # is a process of its own, which SIGSTOP pauses for real.
+        self.pause = Pause() if isinstance(self.transport, MemoryTransport) else None
         self.on_events: Callable[[list[Event]], None] = lambda events: None
         self.counters: dict[str, int] = {}
         self.joined = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._tasks: Spawner | None = None  # where the node's tasks start: see tasks_in
         self._epoch = 0.0
         self._timer_scope: trio.CancelScope | None = None
         self._armed = INF  # the node deadline the timer scope was last set to
@@ -147,6 +152,11 @@ class Runtime:
     def trio_time(self, core_time: float) -> float:
         """A time of the cores' clock on trio's."""
         return core_time + self._epoch
+
+    def tasks_in(self, nursery: trio.Nursery) -> Spawner:
+        """Where this node starts its tasks in `nursery`: through its pause, if it has one
+        (every task of a paused node is held: see iris.runtime.pause)."""
+        return nursery if self.pause is None else self.pause.holding(nursery)
 
     def _frozen(self, seconds: float) -> None:
         log.warning("this process was frozen for %.1f s: what arrived meanwhile counts as old",
@@ -162,11 +172,12 @@ class Runtime:
         self._epoch = trio.current_time()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.port = await self.transport.listen(nursery, self.host, self.port, self._accepted)
-            nursery.start_soon(self._timer_loop)
-            nursery.start_soon(self.busy_poll.run)
-            nursery.start_soon(self.freezes.run)
-            nursery.start_soon(self._watch_stalls)
+            tasks = self._tasks = self.tasks_in(nursery)
+            self.port = await self.transport.listen(tasks, self.host, self.port, self._accepted)
+            tasks.start_soon(self._timer_loop)
+            tasks.start_soon(self.busy_poll.run)
+            tasks.start_soon(self.freezes.run)
+            tasks.start_soon(self._watch_stalls)
             with trio.fail_after(join_timeout):
                 seed_ids = await self._reach_seeds(seeds) if seeds else []
                 self.node.start(self.now(), seed_ids)
@@ -220,7 +231,11 @@ class Runtime:
 
     # ------------------------------------------------------------------- the one loop step
     def call(self, fn: Callable[[], Any]) -> Any:
-        """Run an application call on the cores (with the clock set) and act on its output."""
+        """Run an application call on the cores (with the clock set) and act on its output.
+        A paused node's tasks make none; one from outside (a test's) is refused, as the
+        application of a stopped process calls nothing."""
+        if self.pause is not None and self.pause.paused:
+            raise RuntimeError("the node is paused: it runs nothing until resumed")
         self.node.set_time(self.now())
         try:
             return fn()
@@ -284,11 +299,11 @@ class Runtime:
         link = self.links.get(dest)
         if link is None:
             address = self.directory.get(dest)
-            if address is None or self._nursery is None:
+            if address is None or self._tasks is None:
                 self.count("sent_to_unknown_address")
                 return
             link = self.links[dest] = Link(dest, self.backpressure)
-            self._nursery.start_soon(self._dial, link, address)
+            self._tasks.start_soon(self._dial, link, address)
         entries = []
         for node_id in ids_in(msg):
             if node_id not in link.told and node_id != dest:
@@ -353,8 +368,8 @@ class Runtime:
         opened = await self._connect(address)
         link = self._link_for_new_stream(opened.peer.node_id)
         self._adopt(link, opened, address)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._run_link, link, opened.reader, opened.leftover)
+        assert self._tasks is not None
+        self._tasks.start_soon(self._run_link, link, opened.reader, opened.leftover)
         return opened.peer.node_id
 
     def _link_for_new_stream(self, peer: int) -> Link:
@@ -431,8 +446,8 @@ class Runtime:
 
     async def _run_link(self, link: Link, reader: FrameReader, leftover: list[bytes]) -> None:
         """Read frames until the peer closes or breaks the protocol; then drop the link."""
-        assert self._nursery is not None and link.stream is not None
-        self._nursery.start_soon(self._write_loop, link)
+        assert self._tasks is not None and link.stream is not None
+        self._tasks.start_soon(self._write_loop, link)
         try:
             with trio.CancelScope() as link.reading:
                 self._deliver_all(link, leftover)

@@ -61,6 +61,7 @@ from iris.errors import (
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.driver import Runtime
 from iris.runtime.handler_queue import HandlerQueue
+from iris.runtime.pause import Spawner
 from iris.runtime.transport import Address, MemoryTransport, TcpTransport
 from iris.runtime.tunnel import Tunnel
 from iris.runtime.workers import WorkerPool
@@ -144,7 +145,7 @@ RequestCallback = Callable[[bytes | None, IrisError | None], None]
 class Node:
     """A running node. Obtain one with `open_node`."""
 
-    def __init__(self, runtime: Runtime, nursery: trio.Nursery) -> None:
+    def __init__(self, runtime: Runtime, nursery: Spawner) -> None:
         self._runtime = runtime
         self._nursery = nursery
         self._workers = WorkerPool(nursery)
@@ -480,7 +481,7 @@ class Node:
         core = self._runtime.core
         deadline = self._runtime.trio_time(event.deadline)
         if trio.current_time() >= deadline:  # waited for a worker past its caller's patience
-            self._runtime.count("requests_expired")
+            self._runtime.count("requests_expired_in_queue")  # the core counts its own
             self._runtime.call(lambda: core.reply(event.token, error="request expired"))
             return
         _deadline.set(deadline)
@@ -591,7 +592,7 @@ async def open_node(
         if join_failed:
             nursery.cancel_scope.cancel()
         else:
-            node = Node(runtime, nursery)
+            node = Node(runtime, runtime.tasks_in(nursery))
             try:
                 yield node
             except BaseException as exc:  # re-raised below, outside the nursery's group

@@ -8,13 +8,17 @@ running out.
 from __future__ import annotations
 
 import contextlib
+import math
+import random
 import socket
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 import trio.testing
 
+from iris.runtime.pause import Spawner
 from overlay.link_policy import LinkPolicy
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
@@ -22,7 +26,7 @@ Address = tuple[str, int]
 
 
 class TcpTransport:
-    async def listen(self, nursery: trio.Nursery, host: str, port: int, handler: Handler) -> int:
+    async def listen(self, nursery: Spawner, host: str, port: int, handler: Handler) -> int:
         listeners = await trio.open_tcp_listeners(port, host=host)
         nursery.start_soon(trio.serve_listeners, handler, listeners)
         bound: int = listeners[0].socket.getsockname()[1]  # the port chosen when `port` is 0
@@ -52,19 +56,25 @@ def tune(stream: trio.abc.Stream, policy: LinkPolicy) -> None:
             sock.setsockopt(level, option, value)
 
 
+RTO_MIN_S = 0.2  # Linux's floor on TCP's retransmission timeout
+MSS = 1448  # bytes of a TCP segment on Ethernet (1500, less the IP and TCP headers)
+
+
 class MemoryNetwork:
-    """A shared switchboard of listeners; each connection is a pair of memory streams.
+    """A shared switchboard of listeners; each connection is a pair of one-way wires.
 
     It can be partitioned like a real network (`partition`, `heal`): bytes between addresses
     of different groups stall in their connection (as unacknowledged TCP data does, and are
     delivered at the heal unless the connection was closed meanwhile), and a dial across the
-    cut gets no answer (as a dropped SYN: the dialer's own timeout ends it)."""
+    cut gets no answer (as a dropped SYN: the dialer's own timeout ends it). Its links can be
+    slowed (`degrade`): delay, and loss as TCP shows it to the application."""
 
     def __init__(self) -> None:
-        self.listeners: dict[Address, tuple[trio.Nursery, Handler]] = {}
+        self.listeners: dict[Address, tuple[Spawner, Handler]] = {}
         self._next_port = 10_000
         self._group_of: dict[Address, int] | None = None  # while partitioned
         self._wires: set[_Wire] = set()  # one-way wires whose bytes are stalled
+        self._degraded: list[_Degradation] = []  # the latest that applies to a wire counts
 
     def transport(self) -> MemoryTransport:
         return MemoryTransport(self)
@@ -74,9 +84,33 @@ class MemoryNetwork:
         from all of them); links inside a group go on."""
         self._group_of = {address: i for i, group in enumerate(groups) for address in group}
 
+    def degrade(self, delay: float = 0.0, loss: float = 0.0,
+                between: tuple[Iterable[Address], Iterable[Address]] | None = None,
+                seed: int | None = None) -> None:
+        """Slow the links between the two groups of addresses (both ways), or every link:
+        each write arrives `delay` seconds after it was written, and with probability `loss`
+        each of its TCP segments is lost and sent again after TCP's retransmission timeout
+        (the round trip plus RTO_MIN_S, as Linux computes it on a steady link; doubled for
+        each further loss of the same segment). Bytes arrive in the order written: a late
+        write holds back those after it, as TCP's in-order delivery does, so the application
+        sees only latency, never missing or corrupt data. `seed` makes the losses drawn for a
+        given sequence of writes reproducible (the order of writes across tasks still varies
+        from run to run). This replaces what earlier calls set for the same links, and lasts
+        until `heal`.
+
+        Not modelled: fast retransmit (on a busy connection TCP recovers a loss in about a
+        round trip, not a timeout), the congestion window (throughput after a loss), bandwidth,
+        jitter, lost SYNs (dials are instant), and a sender's buffer filling up."""
+        if delay < 0 or not 0 <= loss < 1:
+            raise ValueError("delay must be >= 0 s and loss in [0, 1)")
+        ends = None if between is None else (frozenset(between[0]), frozenset(between[1]))
+        self._degraded = [d for d in self._degraded if d.ends != ends]
+        self._degraded.append(_Degradation(ends, delay, loss, random.Random(seed)))
+
     def heal(self) -> None:
-        """Everything reaches everything again; stalled bytes move on."""
+        """Everything reaches everything again, undelayed; stalled bytes move on."""
         self._group_of = None
+        self._degraded = []
         wires, self._wires = self._wires, set()
         for wire in wires:
             with contextlib.suppress(trio.BrokenResourceError):  # its reader is gone
@@ -92,16 +126,111 @@ class MemoryNetwork:
     def stalled(self, wire: _Wire) -> None:
         self._wires.add(wire)
 
+    def arrival(self, src: Address, dst: Address, nbytes: int) -> float:
+        """When `nbytes` written now from `src` to `dst` arrive (not counting earlier bytes
+        they must wait for)."""
+        now = trio.current_time()
+        for degradation in reversed(self._degraded):
+            if degradation.applies(src, dst):
+                return now + degradation.transit(nbytes)
+        return now
+
+
+class _Degradation(NamedTuple):
+    """What `MemoryNetwork.degrade` set for the links between two groups (None: all)."""
+
+    ends: tuple[frozenset[Address], frozenset[Address]] | None
+    delay: float
+    loss: float
+    rng: random.Random
+
+    def applies(self, src: Address, dst: Address) -> bool:
+        if self.ends is None:
+            return True
+        a, b = self.ends
+        return (src in a and dst in b) or (src in b and dst in a)
+
+    def transit(self, nbytes: int) -> float:
+        """How long a write of `nbytes` takes to arrive whole: the delay, and the
+        retransmissions of the segment of it that was lost the longest."""
+        late = 0.0
+        if self.loss:
+            first_timeout = 2 * self.delay + RTO_MIN_S
+            for _ in range(max(1, -(-nbytes // MSS))):  # the end of a stream is a segment too
+                waited, timeout = 0.0, first_timeout
+                while self.rng.random() < self.loss:
+                    waited += timeout
+                    timeout *= 2
+                late = max(late, waited)
+        return self.delay + late
+
+
+class _Inbox(trio.abc.ReceiveStream):
+    """The receiving end of a wire: what was written, each piece handed out once it has
+    arrived and in the order written (a late piece holds back the ones after it). Unbounded,
+    like a receive buffer that never fills: a reader that does not read (a paused node) only
+    lets its backlog grow."""
+
+    def __init__(self) -> None:
+        self._pieces: deque[tuple[float, bytes]] = deque()  # (arrives at, data); b"": the end
+        self._last = -math.inf  # when the latest piece arrives
+        self._moved = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    def put(self, data: bytes, at: float) -> None:
+        """Add `data` (b"": the end of the stream) arriving at `at`, or after what came
+        before it. Data for a closed end breaks the sender's write."""
+        if self._closed:
+            if data:
+                raise trio.BrokenResourceError("the receiving end was closed")
+            return
+        self._last = max(at, self._last)
+        self._pieces.append((self._last, data))
+        self._moved.unpark_all()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the stream was closed")
+            pieces = self._pieces
+            arrives = pieces[0][0] if pieces else math.inf
+            if arrives <= trio.current_time():
+                return self._take(max_bytes)
+            with trio.move_on_at(arrives):
+                await self._moved.park()
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        """The data that has arrived, up to `max_bytes`; b"" at the end of the stream."""
+        pieces, now = self._pieces, trio.current_time()
+        data = bytearray()
+        while pieces and pieces[0][1] and pieces[0][0] <= now:
+            at, piece = pieces.popleft()
+            if max_bytes is not None and len(data) + len(piece) > max_bytes:
+                room = max_bytes - len(data)
+                pieces.appendleft((at, piece[room:]))
+                data += piece[:room]
+                break
+            data += piece
+        return bytes(data)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._pieces.clear()
+        self._moved.unpark_all()
+        await trio.lowlevel.checkpoint()
+
 
 class _Wire:
-    """One direction of a memory connection: a send stream whose bytes move to the receive
-    stream at once, unless the network is cut between the two ends."""
+    """One direction of a memory connection: a send stream whose bytes move to the receiving
+    end at once (to arrive when the network's degradation says), unless the network is cut
+    between the two ends."""
 
     def __init__(self, network: MemoryNetwork, src: Address, dst: Address) -> None:
         self.network, self.src, self.dst = network, src, dst
         self.send = trio.testing.MemorySendStream(send_all_hook=self._sent,
                                                   close_hook=self._moved)
-        self.receive = trio.testing.MemoryReceiveStream()
+        self.receive = _Inbox()
 
     async def _sent(self) -> None:
         self._moved()
@@ -114,7 +243,15 @@ class _Wire:
             self.pump()
 
     def pump(self) -> None:
-        trio.testing.memory_stream_pump(self.send, self.receive)
+        """Move what was written, then the end of the stream if it was closed."""
+        while True:
+            try:
+                data = bytes(self.send.get_data_nowait())
+            except trio.WouldBlock:  # all moved, and the stream is open
+                return
+            self.receive.put(data, self.network.arrival(self.src, self.dst, len(data)))
+            if not data:
+                return
 
 
 def _connection(network: MemoryNetwork, a: Address, b: Address
@@ -130,7 +267,7 @@ class MemoryTransport:
         self.network = network
         self.address: Address = ("", 0)  # where this node listens, once it does
 
-    async def listen(self, nursery: trio.Nursery, host: str, port: int, handler: Handler) -> int:
+    async def listen(self, nursery: Spawner, host: str, port: int, handler: Handler) -> int:
         if port == 0:
             self.network._next_port += 1
             port = self.network._next_port

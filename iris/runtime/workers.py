@@ -15,11 +15,13 @@ from typing import Any
 
 import trio
 
+from iris.runtime.pause import Spawner
+
 Job = Callable[[Any], Awaitable[None]]
 
 
 class WorkerPool:
-    def __init__(self, nursery: trio.Nursery, max_idle: int = 64) -> None:
+    def __init__(self, nursery: Spawner, max_idle: int = 64) -> None:
         self._nursery = nursery
         self._max_idle = max_idle
         self._jobs: deque[tuple[Job, Any]] = deque()
