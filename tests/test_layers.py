@@ -27,7 +27,8 @@ LAYERS = {
     "iris.runtime": 2,
     "iris.relay": 3,
     "iris": 4,  # the package's public face (iris/__init__.py) and iris.testing
-    "iris.cli": 5,  # the CLI and the demo
+    "iris.chaos": 5,  # `iris chaos`: node processes, their workload agents, the report
+    "iris.cli": 6,  # the CLI and the demo
 }
 
 
