@@ -35,5 +35,11 @@ class OverlayApp:
     def timer(self, token: int) -> None:
         """A timer set with `OverlayNode.schedule(when, token)` is due."""
 
+    def aged(self, payload: Message, seconds: float) -> Message | None:
+        """`payload` waited `seconds` here for a hop that did not acknowledge it, and is sent
+        on another way: return it as it goes on (a request's time left shrinks by as much),
+        or None when it is no longer worth sending."""
+        return payload
+
     def undeliverable(self, peer: int, payload: Message) -> None:
         """`peer` did not acknowledge `payload` sent with `send_acked` (it is being probed)."""

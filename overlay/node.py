@@ -715,15 +715,21 @@ class OverlayNode:
         pending = self._routes.pop(seq, None)
         if pending is None:
             return
-        msg, nh, attempt, avoid, _ = pending
+        msg, nh, attempt, avoid, sent_at = pending
         self._suspects.add(nh)
         self._ping(nh, P_SUSPECT)
+        payload = self.app.aged(msg.payload, self.now - sent_at)
+        if payload is None:
+            self.dropped += 1
+            return
         if isinstance(msg, Direct):
-            self.app.undeliverable(nh, msg.payload)
+            self.app.undeliverable(nh, payload)
             return
         if attempt >= self.config.route_attempts:
             self.dropped += 1
             return
+        if payload is not msg.payload:
+            msg = Route(msg.key, msg.seq, msg.origin, msg.hops, payload)
         self._route_step(msg, avoid + (nh,), attempt + 1)
 
     # ------------------------------------------------------------------- partition heal

@@ -184,6 +184,49 @@ async def test_a_paused_member_runs_nothing_and_after_the_resume_runs_no_request
                         errors=(iris.IrisError,), pause=0.01)
 
 
+@pytest.mark.slow
+async def test_a_backlog_longer_than_one_read_is_old_to_its_last_byte():
+    """Requests queued on a paused member's link behind more than one read's worth of events
+    are as old as the pause too: none runs after the resume (their callers gave up)."""
+    ran, events = [], []
+
+    class Noting:
+        async def handle_request(self, data):
+            ran.append(data)
+            return data
+
+    async def note(event):
+        events.append(event)
+
+    async with local_nodes(2) as nodes:
+        member, caller = nodes
+        await member.register("svc", Noting())
+        await member.subscribe("news", note)
+        with trio.fail_after(10):
+            await retry(lambda: caller.request("svc", b"warm", timeout=1),
+                        errors=(iris.IrisError,))
+            await retry(lambda: caller.publish("news", b"warm"),
+                        accept=lambda _: bool(events), pause=0.1)
+        ran.clear()
+        events.clear()
+        nodes.pause(member)
+        paused_at = trio.current_time()
+        for i in range(150):  # 150 KiB ahead of the requests on the caller's link
+            await caller.publish("news", b"%4d" % i + b"e" * 1020)
+        for i in range(5):
+            with pytest.raises(iris.IrisError):
+                await caller.request("svc", b"late %d" % i, timeout=0.3)
+        await trio.sleep_until(paused_at + 2.0)  # a freeze, as the member's watch counts one
+        nodes.resume(member)
+        with trio.fail_after(10):
+            await wait_until(lambda: sum(e != b"warm" for e in events) == 150)
+            # A fresh request is served after the backlog, once the member is back in the tree.
+            await retry(lambda: caller.request("svc", b"fresh", timeout=1),
+                        errors=(iris.IrisError,))
+        assert member._runtime.core.counters.get("requests_expired", 0) >= 1  # some got there
+        assert b"fresh" in ran and not [r for r in ran if r.startswith(b"late")]
+
+
 async def test_a_paused_node_can_be_crashed_and_one_still_paused_ends_with_the_others():
     async with local_nodes(4) as nodes:  # its end would wait for ever for tasks left held
         stays_paused, dead = nodes[1], nodes[2]

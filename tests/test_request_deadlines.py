@@ -85,3 +85,49 @@ async def test_a_request_that_piled_up_while_the_process_was_frozen_is_not_start
         assert isinstance(outcome[0], iris.TimeoutError)
         await wait_until(lambda: member._runtime.core.state.counters.get("requests_expired"))
         assert ran == [b"warm"] and member._runtime.counters["freezes"] >= 1
+
+
+def test_a_hop_that_was_not_acknowledged_costs_the_request_its_wait():
+    """A routed step re-sent another way after its acknowledgement timed out goes on with
+    less time left by the wait; one whose time ran out meanwhile goes no further."""
+    from simulations.messaging import MessagingOptions, make_messaging_sim, setup_groups
+    from simulations.messaging_workload import core_of
+    from simulations.scenarios import build_ring
+
+    opts = MessagingOptions(nodes=30, seed=7)
+    sim, work = make_messaging_sim(opts)
+    assert build_ring(sim, opts)["converged"]
+    setup_groups(sim, work, opts)
+    core = core_of(sim.nodes[sim.random_active()])
+    request = Request(cluster_group("c0"), 1, core.node.id, 2, b"q", 1500)
+    aged = core.aged(request, 0.6)
+    assert aged.time_left_ms == 900 and aged.hops == 2 and aged.payload == b"q"
+    assert core.aged(request, 1.5) is None
+    assert core.counters["requests_expired"] == 1
+
+
+def test_the_overlay_tells_the_app_how_long_an_unacknowledged_hop_waited():
+    from overlay.app import OverlayApp
+    from overlay.messages import Lookup
+    from simulations.engine import Simulation
+
+    class Noting(OverlayApp):
+        def __init__(self, sim, node):
+            self.sim, self.node_id, self.waits = sim, node.id, []
+
+        def activated(self):
+            self.sim.mark_active(self.node_id)
+
+        def aged(self, payload, seconds):
+            self.waits.append(seconds)
+            return payload
+
+    sim = Simulation(3, app_factory=Noting)
+    a = sim.add_node()
+    b = sim.add_node(seeds=(a,))
+    assert sim.run_until(lambda: len(sim.active) == 2, timeout=30) is not None
+    sim.crash(b)
+    sim.call(a, lambda node: node.send_acked(b, Lookup(a, 1), sim.now))
+    sim.run_for(3.0)
+    (waited,) = sim.nodes[a].app.waits
+    assert waited >= sim.config.route_ack_timeout_s

@@ -241,6 +241,13 @@ class MessagingCore(OverlayApp):
         self.trees_protocol.neighbour_failed(peer)
         self.tunnels_protocol.peer_failed(peer)
 
+    def aged(self, payload: Message, seconds: float) -> Message | None:
+        """A hop did not acknowledge `payload` and it goes on another way: a request's time
+        left counts the wait (each unacknowledged hop costs the hop timeout, 0.6 s or more)."""
+        if isinstance(payload, Request):
+            return self.walk.aged(payload, seconds)
+        return payload
+
     def undeliverable(self, peer: int, payload: Message) -> None:
         """A walk step was not acknowledged: drop that neighbour from the tree and walk on.
         A tunnel keep-alive was not: the tunnel's peer is gone."""

@@ -156,11 +156,17 @@ class Walk:
         was held here (None: its caller has given up, so it goes no further)."""
         if isinstance(msg, TunnelOpen):
             return TunnelOpen(msg.group, msg.opener, msg.tid, msg.hops + 1, msg.window)
+        return self.aged(msg, held, hops=1)
+
+    def aged(self, msg: Request, held: float, hops: int = 0) -> Request | None:
+        """`msg` held `held` seconds more (and `hops` hops further): its time left less that,
+        or None when its caller has given up (counted: it goes no further)."""
         time_left = msg.time_left_ms - round(held * 1000)
         if time_left <= 0:
             self.state.count("requests_expired")
             return None
-        return Request(msg.group, msg.req_id, msg.origin, msg.hops + 1, msg.payload, time_left)
+        return Request(msg.group, msg.req_id, msg.origin, msg.hops + hops, msg.payload,
+                       time_left)
 
     def _fail(self, msg: Walker, reason: str) -> None:
         """No member to walk to (or the walk went too far): the origin hears NO_MEMBERS, a

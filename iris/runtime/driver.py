@@ -42,6 +42,7 @@ log = logging.getLogger("iris.runtime.driver")
 
 HANDSHAKE_TIMEOUT_S = 5.0
 BATCH_BYTES = 64 * 1024
+READ_BYTES = 64 * 1024  # the most one read of a link takes
 STALL_CHECK_S = 1.0  # how often writes under way are checked against the link policy's bound
 MAX_CONTROL_FRAMES = 10_000  # per link
 MAX_BULK_BYTES = 64 * 1024 * 1024  # per link
@@ -452,11 +453,11 @@ class Runtime:
             with trio.CancelScope() as link.reading:
                 self._deliver_all(link, leftover)
                 while not link.closed:
-                    data = await link.stream.receive_some(65536)
+                    data = await link.stream.receive_some(READ_BYTES)
                     if not data:
                         break
                     self.busy_poll.poke()
-                    self._deliver_all(link, reader.feed(bytes(data)))
+                    self._deliver_all(link, reader.feed(bytes(data)), len(data) == READ_BYTES)
         except (LinkError, DecodeError) as exc:
             log.warning("closing link to %x: %s", link.peer, exc)
             self.count("links_closed_for_bad_input")
@@ -475,13 +476,17 @@ class Runtime:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._drop_link(link)
 
-    def _deliver_all(self, link: Link, frames: Iterable[bytes]) -> None:
+    def _deliver_all(self, link: Link, frames: Iterable[bytes], full: bool = False) -> None:
         """Hand the cores every frame of one read, then act on their output once: the
-        replies and acknowledgements of a batch leave in one write. The first frames of a link
-        read after the process was frozen may be as old as the freeze: the cores are told."""
+        replies and acknowledgements of a batch leave in one write. The frames of a link read
+        after the process was frozen may be as old as the freeze: the cores are told. That
+        backlog lasts until a read comes back short of `READ_BYTES` (a `full` one leaves more
+        waiting in the kernel: measured, a backlog of events and requests several reads long
+        had its later requests run as fresh, twice and after their deadline)."""
         state, now = self.core.state, trio.current_time()
-        state.arrival_age = self.freezes.backlog_age(link.read_at, now)
-        link.read_at = now
+        state.arrival_age = age = self.freezes.backlog_age(link.read_at, now)
+        if not (age and full):
+            link.read_at = now
         try:
             for sealed in frames:
                 self._deliver(link, sealed)

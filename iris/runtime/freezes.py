@@ -6,10 +6,12 @@ look just arrived, and a request among them would be counted from then and run a
 caller gave up long ago (measured: two members paused for 15 s ran 6-11 requests that another
 member had answered). A tick every `TICK_S` notes that the process is alive; a gap much longer
 than the tick is a freeze. The first read of each connection after a thaw holds what piled up
-on it: those frames are taken to have arrived when the freeze began (or when that connection
-was last read, if later), the oldest they can be, and their requests' time left shrinks by as
-much. Later reads are fresh. (A first version aged every frame read within half a second of
-the thaw: fresh requests sent just after it were dropped as 15 s old.)
+on it (and so do the reads after it while each comes back full: the driver keeps the
+connection's last-read time until one is short): those frames are taken to have arrived when
+the freeze began (or when that connection was last read, if later), the oldest they can be,
+and their requests' time left shrinks by as much. Later reads are fresh. (A first version aged
+every frame read within half a second of the thaw: fresh requests sent just after it were
+dropped as 15 s old.)
 """
 
 from __future__ import annotations
