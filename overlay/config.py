@@ -60,6 +60,15 @@ class OverlayConfig:
     heal_max_retry_s: float = 60.0
     """...up to this, so a partition of any length heals within about a minute of its end."""
 
+    heal_burst: int = 3
+    heal_burst_window_s: float = 10.0
+    """This many peers lost within this window look like a partition: a sweep starts..."""
+
+    heal_sweep_s: float = 5.0
+    heal_sweep_for_s: float = 600.0
+    """...probing one more lost peer every `heal_sweep_s` for `heal_sweep_for_s`, so the end
+    of a partition is noticed within seconds (`overlay.lost_peers`)."""
+
     heal_forget_s: float = 3600.0
     """A lost peer that stays silent this long is forgotten."""
 
@@ -75,7 +84,8 @@ class OverlayConfig:
     def __post_init__(self) -> None:
         if self.leaf_size < 2 or self.leaf_size % 2 or self.leaf_size > 32:
             raise ValueError("leaf_size must be even, between 2 and 32")
-        for name in ("heartbeat_s", "probe_timeout_s", "table_probe_s", "route_ack_timeout_s"):
+        for name in ("heartbeat_s", "probe_timeout_s", "table_probe_s", "route_ack_timeout_s",
+                     "heal_sweep_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.probe_attempts < 1 or self.route_attempts < 1:

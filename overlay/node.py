@@ -55,7 +55,7 @@ from overlay.config import OverlayConfig
 from overlay.deadlines import Deadlines
 from overlay.ids import shared_prefix_len
 from overlay.leafset import LeafSet
-from overlay.lost_peers import LostPeers
+from overlay.lost_peers import LostPeers, Sweep
 from overlay.messages import (
     Departed,
     Direct,
@@ -150,7 +150,9 @@ class OverlayNode:
         self._routes: dict[int, _Pending] = {}  # by the sequence number the ack will carry
         self._suspects: set[int] = set()
         self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s, cfg.heal_first_retry_s,
-                               cfg.heal_max_retry_s)
+                               cfg.heal_max_retry_s,
+                               Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s,
+                                     cfg.heal_sweep_for_s))
         self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
         self._seeds: tuple[int, ...] = ()
         self._join_tries = 0

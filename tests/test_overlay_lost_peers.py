@@ -1,6 +1,6 @@
 """The partition-heal record: bounded, oldest forgotten first, retried at a doubling interval."""
 
-from overlay.lost_peers import INF, LostPeers
+from overlay.lost_peers import INF, LostPeers, Sweep
 
 
 def no_jitter(period):
@@ -46,3 +46,29 @@ def test_gossip_window_and_early_retry_gap():
     assert not record.retry_early(12.0, gap=5.0)
     assert record.retry_early(15.0, gap=5.0)
     assert not record.retry_early(16.0, gap=5.0)
+
+
+def test_several_losses_at_once_start_a_sweep_of_the_record_and_it_ends():
+    """Three peers lost within the burst window look like a partition: one more lost peer is
+    probed every sweep period, beside the doubling retries, until the sweep's end; losses
+    spread out start none."""
+    from collections import Counter
+
+    def probes(sweep):
+        lost = LostPeers(size=8, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0,
+                         sweep=sweep)
+        lost.remember(1, 0.0, no_jitter)
+        lost.remember(2, 20.0, no_jitter)
+        lost.remember(3, 21.0, no_jitter)
+        assert lost.next_sweep == INF  # three losses, but not within 10 s
+        lost.remember(4, 22.0, no_jitter)
+        sent, now = Counter(), 22.0
+        while (now := lost.soonest()) < 300.0:
+            sent.update(now for _ in lost.due(now, no_jitter))
+        return sent
+
+    sweep = Sweep(burst=3, burst_window_s=10.0, every_s=5.0, for_s=60.0)
+    extra = sorted((probes(sweep) - probes(None)).elements())
+    assert extra[0] == 27.0 and extra[-1] <= 22.0 + 60.0 + 5.0
+    assert all(b - a == 5.0 for a, b in zip(extra, extra[1:], strict=False))
+    assert len(extra) >= 11
