@@ -131,3 +131,16 @@ def test_the_overlay_tells_the_app_how_long_an_unacknowledged_hop_waited():
     sim.run_for(3.0)
     (waited,) = sim.nodes[a].app.waits
     assert waited >= sim.config.route_ack_timeout_s
+
+
+async def test_a_thaw_is_reported_once_to_the_timers():
+    """The driver lets its readers take what piled up before the overdue timers run, once per
+    freeze: a gap in the ticks is a freeze, later calls and a short gap are not."""
+    from iris.runtime.freezes import FreezeWatch
+
+    watch = FreezeWatch()
+    start = trio.current_time()
+    assert not watch.thawing(start + 0.2)  # a tick's gap: no freeze
+    assert watch.thawing(start + 5.0)  # nearly 5 s without a tick: frozen, now thawed
+    assert not watch.thawing(start + 5.05)  # the same thaw, said once
+    assert not watch.thawing(start + 5.3)

@@ -43,6 +43,7 @@ log = logging.getLogger("iris.runtime.driver")
 HANDSHAKE_TIMEOUT_S = 5.0
 BATCH_BYTES = 64 * 1024
 READ_BYTES = 64 * 1024  # the most one read of a link takes
+THAW_READ_S = 0.1  # after a freeze, the links' readers go first for this long
 STALL_CHECK_S = 1.0  # how often writes under way are checked against the link policy's bound
 MAX_CONTROL_FRAMES = 10_000  # per link
 MAX_BULK_BYTES = 64 * 1024 * 1024  # per link
@@ -290,6 +291,12 @@ class Runtime:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
+            if self.freezes.thawing(trio.current_time()):
+                # What piled up while frozen is read before the overdue timers run, as it
+                # arrived before they were due: heartbeats in it keep live peers from being
+                # suspected, and the ends of connections peers closed meanwhile are seen
+                # before a beat is written into one and lost.
+                await trio.sleep(THAW_READ_S)
             now = self.now()
             if self.node.next_deadline <= now:
                 self.node.handle_timer(now)

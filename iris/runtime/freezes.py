@@ -28,6 +28,7 @@ class FreezeWatch:
     def __init__(self, on_freeze: Callable[[float], None] = lambda seconds: None) -> None:
         self._alive_at = trio.current_time()
         self._thaw: tuple[float, float] | None = None  # (frozen from, thawed at), the latest
+        self._told: tuple[float, float] | None = None  # the thaw `thawing` last reported
         self._on_freeze = on_freeze  # told each freeze's length (counted and logged)
 
     def backlog_age(self, last_read: float, now: float) -> float:
@@ -38,6 +39,16 @@ class FreezeWatch:
         if thaw is None or thaw[1] <= last_read:
             return 0.0
         return now - max(thaw[0], last_read)
+
+    def thawing(self, now: float) -> bool:
+        """Whether a freeze ended within the last tick (noticed now, or by the tick) that
+        this has not said yet: true once per freeze."""
+        self._alive(now)
+        thaw = self._thaw
+        if thaw is None or thaw is self._told or now - thaw[1] >= TICK_S:
+            return False
+        self._told = thaw
+        return True
 
     async def run(self) -> None:
         while True:
