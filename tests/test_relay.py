@@ -696,6 +696,34 @@ async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
             assert status["state"] == "active" and status["relay"]["clients"] == 2
 
 
+async def test_python_client_refuses_oversized_messages_and_keeps_its_connection(relay):
+    """More than the overlay carries (8 MiB) is refused before it is sent, with the limit in
+    the error; a member's oversized reply reaches its caller as that reason. Both connections
+    go on serving."""
+    from iris.core.messages import MAX_PAYLOAD
+    from iris.relay.client import RelayClient
+
+    port, _, _ = relay
+    big = b"x" * (MAX_PAYLOAD + 1)
+
+    class Sizes:
+        async def handle_request(self, data):
+            return big if data == b"big" else data
+
+    with trio.fail_after(20):
+        async with RelayClient.open(port, cluster="sizes", handler=Sizes()) as member, \
+                RelayClient.open(port) as caller:
+            for send in (lambda: caller.publish("news", big),
+                         lambda: caller.broadcast("sizes", big),
+                         lambda: caller.request("sizes", big, timeout=5)):
+                with pytest.raises(iris.LimitExceededError, match=f"exceeds {MAX_PAYLOAD}"):
+                    await send()
+            with pytest.raises(iris.RemoteError, match=f"reply of .* exceeds {MAX_PAYLOAD}"):
+                await caller.request("sizes", b"big", timeout=5)
+            assert await caller.request("sizes", b"small", timeout=5) == b"small"
+            assert (await member.status())["state"] == "active"
+
+
 async def test_python_client_hears_the_node_close_the_connection(relay):
     from iris.relay.client import RelayClient
 

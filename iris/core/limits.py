@@ -11,7 +11,19 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from iris.core.messages import MAX_PAYLOAD
+from iris.errors import LimitExceededError
+
 ENTRY_COST = 64  # bytes charged per queued message on top of its payload (its bookkeeping)
+
+
+def check_payload(payload: bytes, what: str = "message") -> None:
+    """LimitExceededError for a request, reply, broadcast or event the overlay cannot carry,
+    raised where it is sent from, before anything is sent: the caller's connection and its
+    other traffic are untouched."""
+    if len(payload) > MAX_PAYLOAD:
+        raise LimitExceededError(
+            f"{what} of {len(payload)} bytes exceeds {MAX_PAYLOAD} (use a tunnel for larger data)")
 
 
 @dataclass(frozen=True, slots=True)

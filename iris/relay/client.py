@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from iris.core.limits import check_payload
 from iris.core.tunnel_flow import WINDOW as TUNNEL_WINDOW
 from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
 from iris.relay import protocol as rp
@@ -144,7 +145,9 @@ class RelayClient:
         self, cluster: str, data: bytes,
         timeout: float,  # noqa: ASYNC109 - the request's own deadline, sent to the node
     ) -> bytes:
-        """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise."""
+        """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise
+        (LimitExceededError, before anything is sent, for more than the overlay carries)."""
+        check_payload(data, "request")
         ms = _milliseconds(timeout)  # the node answers timed-out itself when the time is up
         reply: rp.NodeReply | None = await self._exchange(
             self._waiting, lambda rid: rp.Request.pack(rid, cluster, data, ms))
@@ -157,9 +160,14 @@ class RelayClient:
         return reply.reply
 
     async def broadcast(self, cluster: str, data: bytes) -> None:
+        """LimitExceededError, before anything is sent, for more than the overlay carries (the
+        node would have to close the connection: the protocol has no answer to a broadcast)."""
+        check_payload(data, "broadcast")
         self._send(rp.Broadcast.pack(cluster, data))
 
     async def publish(self, topic: str, data: bytes) -> None:
+        """LimitExceededError, before anything is sent, as for `broadcast`."""
+        check_payload(data, "event")
         self._send(rp.Publish.pack(topic, data))
 
     async def subscribe(self, topic: str, handler: EventHandler) -> None:
@@ -355,6 +363,7 @@ class RelayClient:
                 if not hasattr(self._handler, "handle_request"):
                     raise IrisError("this client serves no requests")
                 reply = await self._handler.handle_request(packet.request)
+                check_payload(reply, "reply")  # the caller gets the reason, not a closed link
                 answer = rp.Reply.pack(packet.id, True, bytes(reply))
             except Exception as exc:  # the caller gets the text as a remote error
                 answer = rp.Reply.pack(packet.id, False, fault=str(exc) or type(exc).__name__)

@@ -47,7 +47,7 @@ from iris.core import (
     cluster_group,
 )
 from iris.core import events as ev
-from iris.core.limits import ServiceLimits, TopicLimits
+from iris.core.limits import ServiceLimits, TopicLimits, check_payload
 from iris.core.messages import MAX_PAYLOAD
 from iris.errors import (
     ClosedError,
@@ -263,7 +263,7 @@ class Node:
         self._check_open()
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
-        _check_size(payload)
+        check_payload(payload)
         self._starting += 1  # an outcome can come before `core.request` returns its id
         try:
             req_id = self._runtime.call(
@@ -288,7 +288,7 @@ class Node:
 
     async def broadcast(self, cluster: str, payload: bytes) -> None:
         self._check_open()
-        _check_size(payload)
+        check_payload(payload)
         await self._runtime.backpressure.room()
         self._runtime.call(lambda: self._runtime.core.broadcast(cluster, payload))
 
@@ -338,7 +338,7 @@ class Node:
 
     async def publish(self, topic: str, payload: bytes) -> None:
         self._check_open()
-        _check_size(payload)
+        check_payload(payload)
         await self._runtime.backpressure.room()
         self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
 
@@ -492,7 +492,7 @@ class Node:
             if not isinstance(reply, (bytes, bytearray)):
                 raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
             data = bytes(reply)
-            _check_size(data)
+            check_payload(data)
             self._runtime.call(lambda: core.reply(event.token, data))
         except Exception as exc:  # the caller gets the text as RemoteError
             message = str(exc) or type(exc).__name__
@@ -535,12 +535,6 @@ class Node:
         waiting, self._waiting = self._waiting, {}
         for on_done in waiting.values():
             on_done(None, ClosedError("node closed"))
-
-
-def _check_size(payload: bytes) -> None:
-    if len(payload) > MAX_PAYLOAD:
-        raise LimitExceededError(
-            f"message of {len(payload)} bytes exceeds {MAX_PAYLOAD} (use a tunnel for larger data)")
 
 
 def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
