@@ -19,8 +19,8 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import msgpack
 
-WIRE_VERSION = 4  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
-# 4: Request the time its caller has left
+WIRE_VERSION = 5  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
+# 4: Request the time its caller has left; 5: tunnel messages name the end that sent them
 MAX_FRAME = 16 * 1024 * 1024
 MAX_NESTING = 4
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from iris.core import OK, MessagingCore, cluster_group, topic_group
+from iris.core import OK, MessagingCore, cluster_group, topic_group, tunnel_of
 from iris.core import events as ev
 from simulations import checkers
 from simulations.connections import link_policy
@@ -162,7 +162,7 @@ class TunnelRun:
 
     def _event(self, kind: type[_TunnelEvent]) -> tuple[int, _TunnelEvent] | None:
         for me, event in self.work.tunnel_events:
-            if isinstance(event, kind) and event.key == self.key:
+            if isinstance(event, kind) and tunnel_of(event.key) == self.key:
                 return me, event
         return None
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, TypeVar
 
-from iris.core import OK, TIMEOUT, MessagingCore
+from iris.core import OK, TIMEOUT, MessagingCore, tunnel_of
 from iris.core import events as ev
 from overlay.messages import Lookup
 from overlay.node import OverlayNode
@@ -203,7 +203,7 @@ class MessagingWorkload:
         self.joined.add((me, event.name, event.topic))
 
     def _on_tunnel_message(self, me: int, core: MessagingCore, event: ev.TunnelMessage) -> None:
-        self.tunnel_log[event.key].append(event.data)
+        self.tunnel_log[tunnel_of(event.key)].append(event.data)  # by tunnel, not by end
         tunnel = core.tunnels.get(event.key)
         if tunnel is not None:
             self.tunnel_max_buffered = max(self.tunnel_max_buffered, tunnel.buffered)

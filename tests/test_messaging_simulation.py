@@ -2,8 +2,9 @@
 
 import pytest
 
-from iris.core import LOST, NO_MEMBERS, OK, TIMEOUT
+from iris.core import LOST, NO_MEMBERS, OK, TIMEOUT, tunnel_of
 from iris.core import events as ev
+from iris.core.messages import other_end
 from simulations.messaging import (
     MessagingOptions,
     make_messaging_sim,
@@ -96,7 +97,7 @@ def test_tunnel_peer_crash_is_reported_at_the_survivor():
     r = run_tunnel(sim, work, "c9", messages=100, big_mib=0)
     key = r["tunnel_key"]
     member = next(me for me, e in work.tunnel_events
-                  if isinstance(e, ev.TunnelIncoming) and e.key == key)
+                  if isinstance(e, ev.TunnelIncoming) and tunnel_of(e.key) == key)
     opener = key[0]
     sim.crash(member)
     crashed_at = sim.now
@@ -223,8 +224,9 @@ def test_either_side_closes_a_tunnel_after_its_data():
     run = TunnelRun(sim, work, "c9", 50, 0)
     result = run.finish()
     key, member = result["tunnel_key"], run.member
-    work.act(member, lambda c: c.tunnel_send(key, b"last words"))
-    work.act(member, lambda c: c.tunnel_close(key, "done"))
+    member_end = (key[0], other_end(key[1]))
+    work.act(member, lambda c: c.tunnel_send(member_end, b"last words"))
+    work.act(member, lambda c: c.tunnel_close(member_end, "done"))
     sim.run_for(2.0)
     assert work.tunnel_log[key][-1] == b"last words"
     closed = [(me, e.code, e.reason) for me, e in work.tunnel_events

@@ -154,6 +154,19 @@ async def test_tunnel_round_trip_and_large_message(ring):
         assert await tun.receive() == big
 
 
+async def test_a_node_tunnels_to_a_cluster_it_serves_itself(ring):
+    """Both ends on one node: the opening is answered by its own member, within the call's
+    time, and the data comes back in order."""
+    _, nodes = ring
+    await nodes[2].register("self", Echo())
+    with trio.fail_after(5):
+        async with await nodes[2].tunnel("self", timeout=2) as tun:
+            for k in range(20):
+                await tun.send(b"s%d" % k)
+            for k in range(20):
+                assert await tun.receive() == b"s%d" % k
+
+
 async def test_wrong_network_key_cannot_join_and_the_ring_carries_on(ring):
     _, nodes = ring
     await nodes[1].register("echo", Echo())
@@ -357,7 +370,7 @@ async def test_a_tunnel_that_does_not_open_raises_what_its_close_code_says():
             for node in nodes:
                 with pytest.raises(iris.NoSuchClusterError, match="no members"):
                     await node.tunnel("nobody", timeout=5)
-        assert not any(node._tunnels or node._closed_early for node in nodes)
+        assert not any(node._tunnels or node._opening for node in nodes)
     full = MessagingConfig(max_tunnels=0)
     async with iris.testing.local_nodes(2, messaging_config=full) as nodes:
         with trio.fail_after(10), pytest.raises(iris.LimitExceededError, match="too many"):

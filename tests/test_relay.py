@@ -504,6 +504,16 @@ async def _tunnel_between_two_relay_clients(relay):
         nursery.cancel_scope.cancel()
 
 
+async def test_tunnel_between_two_clients_of_one_node(relay):
+    """Both ends on one node (an existing Iris client library's tunnel tests do this): the
+    opening is answered, data goes both ways in many chunks, the close reaches the member."""
+    port, _, _ = relay
+    with trio.fail_after(20):
+        member = await Client.connect(port, cluster="tun")
+        opener = await Client.connect(port)
+        await _exchange(member, opener)
+
+
 async def _exchange(member, opener):
     await opener.send(b"\x09" + uvarint(5) + text("tun") + uvarint(3000))
     op, (build_id, limit) = await member.read()

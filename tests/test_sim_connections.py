@@ -152,7 +152,7 @@ def test_without_the_age_of_the_backlog_paused_members_run_stale_requests(monkey
 def test_a_tunnel_that_lost_data_with_its_connection_closes_and_never_reorders():
     """Chunks lost with a closed connection leave a gap: the tunnel closes with a reason,
     and what was delivered is the messages in order, without the gap."""
-    from iris.core import BROKEN
+    from iris.core import BROKEN, tunnel_of
     from iris.core import events as ev
     from simulations.messaging import make_messaging_sim, setup_groups
     from simulations.scenarios import build_ring
@@ -184,7 +184,7 @@ def test_a_tunnel_that_lost_data_with_its_connection_closes_and_never_reorders()
     assert got == list(range(len(got)))  # in order, nothing after a gap
     assert len(got) < 15
     closed = {me: e for me, e in work.tunnel_events
-              if isinstance(e, ev.TunnelClosed) and e.key == key}
+              if isinstance(e, ev.TunnelClosed) and tunnel_of(e.key) == key}
     assert closed[member].code == BROKEN and "arrived where" in closed[member].reason
     # Its close was lost with the old connection too: the opener finds out by the silence.
     assert sim.run_until(lambda: any(me == opener for me, e in work.tunnel_events

@@ -6,7 +6,7 @@ import random
 
 from iris.core import LOST, NO_MEMBERS, OK, REFUSED, TIMEOUT, MessagingConfig, MessagingCore
 from iris.core import events as ev
-from iris.core.messages import TunnelClose
+from iris.core.messages import TunnelClose, other_end
 from overlay.node import OverlayNode
 
 A, B = 1, 2**127
@@ -95,8 +95,10 @@ def test_an_opening_nobody_accepts_in_time_closes_with_timeout():
     assert pair.closed(A, key) == [(TIMEOUT, "tunnel open timed out")]
     pair.held = False
     pair.run_until(pair.now + 1.0)
-    assert any(isinstance(e, ev.TunnelIncoming) and e.key == key for e in pair.cores[B].events)
-    assert pair.closed(B, key) == [(LOST, "no such tunnel")]
+    member_end = (key[0], other_end(key[1]))
+    assert any(isinstance(e, ev.TunnelIncoming) and e.key == member_end
+               for e in pair.cores[B].events)
+    assert pair.closed(B, member_end) == [(LOST, "no such tunnel")]
     assert pair.closed(A, key) == [(TIMEOUT, "tunnel open timed out")]  # nothing more
 
 
@@ -117,8 +119,9 @@ def test_an_orderly_close_carries_ok_to_both_ends():
     key = pair.open(A, "talk", timeout=5.0)
     pair.run_until(pair.now + 0.1)
     assert any(isinstance(e, ev.TunnelOpened) and e.key == key for e in pair.cores[A].events)
-    pair.cores[B].tunnel_close(key, "done")
+    member_end = (key[0], other_end(key[1]))  # the member's end: named apart from the opener's
+    pair.cores[B].tunnel_close(member_end, "done")
     sent = [msg for _, msg in pair.node(B).out if isinstance(msg, TunnelClose)]
-    assert sent == [TunnelClose(key[0], key[1], OK, "done")]
+    assert sent == [TunnelClose(*member_end, OK, "done")]
     pair.run_until(pair.now + 0.1)
-    assert pair.closed(A, key) == pair.closed(B, key) == [(OK, "done")]
+    assert pair.closed(A, key) == pair.closed(B, member_end) == [(OK, "done")]

@@ -6,10 +6,19 @@ a tunnel closes with one of the codes OK, NO_MEMBERS, REFUSED, TIMEOUT, BROKEN, 
 numbering, `iris.core.messages`).
 """
 
-from iris.core.messages import BROKEN, LOST, NO_MEMBERS, OK, REFUSED, REMOTE_ERROR, TIMEOUT
+from iris.core.messages import (
+    BROKEN,
+    LOST,
+    NO_MEMBERS,
+    OK,
+    REFUSED,
+    REMOTE_ERROR,
+    TIMEOUT,
+    tunnel_of,
+)
 from iris.core.messaging import MessagingConfig, MessagingCore, cluster_group, topic_group
 
 __all__ = [
     "BROKEN", "LOST", "NO_MEMBERS", "OK", "REFUSED", "REMOTE_ERROR", "TIMEOUT", "MessagingConfig",
-    "MessagingCore", "cluster_group", "topic_group",
+    "MessagingCore", "cluster_group", "topic_group", "tunnel_of",
 ]

@@ -107,6 +107,21 @@ class Flood(Message):
     payload: bytes
 
 
+TUNNEL_ACCEPTOR = 1 << 63
+"""Set in the tunnel id of a tunnel's member end (`iris.core.tunnels.TunnelKey`): every tunnel
+message names the end that sent it. Tunnel ids are drawn from a counter: they never reach it."""
+
+
+def other_end(tid: int) -> int:
+    """The id of the end a tunnel message is for, from the id of the end that sent it."""
+    return tid ^ TUNNEL_ACCEPTOR
+
+
+def tunnel_of(key: tuple[int, int]) -> tuple[int, int]:
+    """The key of the opener's end of the tunnel that `key` names an end of: the tunnel's."""
+    return key[0], key[1] & ~TUNNEL_ACCEPTOR
+
+
 @wire_message(40, ID, ID, U64, uint(MAX_WALK_HOPS), U32)
 class TunnelOpen(Message):
     """Opens a tunnel to one member of `group` (walked like a request); `window` is the
@@ -121,7 +136,8 @@ class TunnelOpen(Message):
 
 @wire_message(41, ID, U64, U32)
 class TunnelAccept(Message):
-    """Member to opener: the tunnel (opener, tid) is open; `window` is the member's window."""
+    """Member to opener: the tunnel is open; `window` is the member's window. (In every tunnel
+    message (opener, tid) names the end that sent it: see `TUNNEL_ACCEPTOR`.)"""
 
     opener: int
     tid: int
@@ -152,7 +168,7 @@ class TunnelCredit(Message):
 
 @wire_message(44, ID, U64, uint(LOST), text(MAX_ERROR))
 class TunnelClose(Message):
-    """Either end, or the walk that found no member: the tunnel (opener, tid) is closed;
+    """Either end, or the walk that found no member (naming the member end): closed;
     `code` says why (OK, NO_MEMBERS, REFUSED, BROKEN or LOST), `reason` in words."""
 
     opener: int

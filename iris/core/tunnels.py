@@ -1,6 +1,6 @@
-"""Tunnels between two nodes: opened like a request (walked to one member on another node),
-then direct: chunks in sequence, byte credit, close after the queued data, and acknowledged
-keep-alives on a quiet tunnel, so a dead peer is reported within one beat plus one
+"""Tunnels between two ends: opened like a request (walked to one member, on any node, the
+opener's included), then direct: chunks in sequence, byte credit, close after the queued data,
+and acknowledged keep-alives on a quiet tunnel, so a dead peer is reported within one beat plus one
 acknowledgement timeout. The per-tunnel rules (chunking, reassembly, credit) are `TunnelEnd`'s.
 
 Every close carries a code (`iris.core.messages`: OK, NO_MEMBERS, REFUSED, TIMEOUT, BROKEN,
@@ -22,6 +22,7 @@ from iris.core.messages import (
     TunnelCredit,
     TunnelData,
     TunnelOpen,
+    other_end,
 )
 from iris.core.state import TK_TUNNEL, CoreState, Service, cluster_group
 from iris.core.tunnel_end import TunnelEnd
@@ -29,7 +30,10 @@ from iris.core.tunnel_flow import TunnelError
 from overlay.wire import Message
 
 TunnelKey = tuple[int, int]
-"""(opener's node id, the opener's tunnel id): names a tunnel at both ends."""
+"""(opener's node id, tunnel id): names one end of a tunnel. The opener's end has the id the
+opener drew; the member's end the same id with `ACCEPTOR` set. So both ends can live on one
+node (a node tunnelling to a cluster it serves, two relay clients of one node), and every
+tunnel message names the end that sent it: the receiving end is the other one."""
 
 
 class Tunnels:
@@ -88,25 +92,26 @@ class Tunnels:
     def accept(self, msg: TunnelOpen, service: Service) -> None:
         """The walk chose this node as the tunnel's member."""
         state, cfg = self.state, self.state.config
-        key = (msg.opener, msg.tid)
+        key = (msg.opener, other_end(msg.tid))
         if key in self.ends:
             return
         if len(self.ends) >= cfg.max_tunnels:
             state.node.send(msg.opener,
-                            TunnelClose(msg.opener, msg.tid, REFUSED, "too many tunnels"))
+                            TunnelClose(msg.opener, key[1], REFUSED, "too many tunnels"))
             return
         tunnel = TunnelEnd(key, msg.opener, cfg.tunnel_window, cfg.tunnel_send_buffer, state.now)
         tunnel.send_credit.grant(msg.window)
         self.ends[key] = tunnel
-        self._out(tunnel, TunnelAccept(msg.opener, msg.tid, cfg.tunnel_window))
+        self._out(tunnel, TunnelAccept(msg.opener, key[1], cfg.tunnel_window))
         state.events.append(ev.TunnelIncoming(key, service.name))
         state.ensure_tick()
 
     def on_accept(self, src: int, msg: TunnelAccept) -> None:
         state = self.state
-        tunnel = self.ends.get((msg.opener, msg.tid))
+        mine = other_end(msg.tid)
+        tunnel = self.ends.get((msg.opener, mine))
         if tunnel is None or tunnel.peer is not None or msg.opener != state.node.id:
-            state.node.send(src, TunnelClose(msg.opener, msg.tid, LOST, "no such tunnel"))
+            state.node.send(src, TunnelClose(msg.opener, mine, LOST, "no such tunnel"))
             return
         tunnel.peer = src
         tunnel.send_credit.grant(msg.window)
@@ -121,7 +126,7 @@ class Tunnels:
         try:
             done = tunnel.receive(msg.seq, msg.total, msg.chunk)
         except TunnelError as exc:
-            self._out(tunnel, TunnelClose(msg.opener, msg.tid, BROKEN, str(exc)))
+            self._out(tunnel, TunnelClose(*tunnel.key, BROKEN, str(exc)))
             self._lost(tunnel, BROKEN, str(exc))
             return
         if done is not None:
@@ -135,13 +140,13 @@ class Tunnels:
             self.state.events.append(ev.TunnelDrained(tunnel.key))
 
     def on_close(self, src: int, msg: TunnelClose) -> None:
-        tunnel = self.ends.get((msg.opener, msg.tid))
+        tunnel = self.ends.get((msg.opener, other_end(msg.tid)))
         if tunnel is None or (tunnel.peer is not None and tunnel.peer != src):
             return
         self._lost(tunnel, msg.code, msg.reason or "closed by peer")
 
     def keepalive_lost(self, peer: int, msg: TunnelCredit) -> None:
-        """A keep-alive was not acknowledged: the tunnel's peer is gone."""
+        """A keep-alive (ours: it names our end) was not acknowledged: the peer is gone."""
         tunnel = self.ends.get((msg.opener, msg.tid))
         if tunnel is not None and tunnel.peer == peer:
             self._lost(tunnel, LOST, "peer unreachable")
@@ -168,8 +173,9 @@ class Tunnels:
 
     # ------------------------------------------------------------------------- internals
     def _from_peer(self, src: int, opener: int, tid: int) -> TunnelEnd | None:
-        """The tunnel (opener, tid) if `src` is its peer (and it was heard from just now)."""
-        tunnel = self.ends.get((opener, tid))
+        """Our end of the tunnel whose other end (opener, tid) sent a message, if `src` is its
+        peer (and it was heard from just now)."""
+        tunnel = self.ends.get((opener, other_end(tid)))
         if tunnel is None or tunnel.peer != src:
             return None
         tunnel.last_heard = self.state.now

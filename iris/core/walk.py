@@ -3,7 +3,7 @@
 A `Request` or `TunnelOpen` is routed toward its group; the first tree node on the route starts
 the walk. At each tree node it goes to the node itself (if a member), to a child, or to the
 parent (never back where it came from, unless nothing else is left: a child that sent a
-request up for capacity that has just gone gets it back), each with probability proportional to
+walk up for capacity that has just gone gets it back), each with probability proportional to
 the capacity that way, which samples members in proportion to capacity. Steps are acknowledged
 (`send_acked`): a dead tree neighbour is dropped and the walk goes on elsewhere. Only the root
 says "no members" (it alone sees the whole tree); a node with nothing known below sends the
@@ -16,7 +16,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from iris.core.messages import MAX_WALK_HOPS, NO_MEMBERS, Reply, Request, TunnelClose, TunnelOpen
+from iris.core.messages import (
+    MAX_WALK_HOPS,
+    NO_MEMBERS,
+    Reply,
+    Request,
+    TunnelClose,
+    TunnelOpen,
+    other_end,
+)
 from iris.core.state import TK_PARKED, CoreState, Service
 from iris.core.trees import Trees
 
@@ -60,9 +68,7 @@ class Walk:
             return
         service = state.services.get(msg.group)
         options: list[tuple[int | None, float]] = []
-        # A tunnel's two ends live on two nodes: its opener never serves it.
-        serves_here = isinstance(msg, Request) or msg.opener != state.node.id
-        if service is not None and tree.local and serves_here:
+        if service is not None and tree.local:
             options.append((None, float(tree.local)))
         came_back = False  # the walk came up from a child that has members
         for child, (weight, _) in tree.children.items():
@@ -78,10 +84,9 @@ class Walk:
         if total <= 0:
             if parent is not None and parent != came_from and msg.hops < MAX_WALK_HOPS:
                 self._forward(msg, parent, held)  # nothing known below: the root knows more
-            elif came_back and isinstance(msg, Request):
+            elif came_back:
                 # The child sent the walk up for a capacity outside its subtree that is gone
-                # (it hears so with the next beat): its own members are the ones left. (Not a
-                # tunnel's opening: there the child's capacity may be the opener's own.)
+                # (it hears so with the next beat): its own members are the ones left.
                 self._forward(msg, came_from, held)
             elif tree.is_root():
                 if not self._wait_for_members(msg, parked_since):
@@ -175,7 +180,8 @@ class Walk:
         if isinstance(msg, Request):
             node.send(msg.origin, Reply(msg.req_id, NO_MEMBERS, b"", reason))
         else:
-            node.send(msg.opener, TunnelClose(msg.opener, msg.tid, NO_MEMBERS, reason))
+            # Said for the member end that was not found (see `iris.core.tunnels.TunnelKey`).
+            node.send(msg.opener, TunnelClose(msg.opener, other_end(msg.tid), NO_MEMBERS, reason))
 
     def _entering(self, msg: Walker) -> bool:
         """A routed request may arrive twice (a hop re-sent after a lost acknowledgement):

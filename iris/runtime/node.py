@@ -158,8 +158,6 @@ class Node:
         self._subscriptions: dict[str, HandlerQueue] = {}
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], trio.Event] = {}
-        self._opening_calls = 0  # `core.open_tunnel` calls under way
-        self._closed_early: dict[tuple[int, int], ev.TunnelClosed] = {}  # closes within them
         self._closed = False
         # What the node does with each kind of event the core emits (iris.core.events).
         self._event_handlers: dict[type[ev.Event], Callable[[Any], None]] = {
@@ -357,18 +355,19 @@ class Node:
         the core, which gives up on it then (the relay passes its clients' deadlines on)."""
         self._check_open()
         runtime = self._runtime
-        # The opening can fail before `core.open_tunnel` returns its key: refused here, or
-        # this node is the group's root and knows no member.
-        self._opening_calls += 1
-        try:
-            key = runtime.call(lambda: runtime.core.open_tunnel(cluster, timeout))
-        finally:
-            self._opening_calls -= 1
-        early = self._closed_early.pop(key, None)
-        if early is not None:
-            raise _error(early.code, early.reason)
-        tunnel = self._tunnels[key] = Tunnel(runtime, key)
-        opened = self._opening[key] = trio.Event()
+
+        def open_it() -> tuple[Tunnel, trio.Event]:
+            # The tunnel is on record before the core's events are handled: its outcome may
+            # be among them (refused here, no members with this node as the root, or opened
+            # at once by a member on this very node).
+            key = runtime.core.open_tunnel(cluster, timeout)
+            tunnel = self._tunnels[key] = Tunnel(runtime, key)
+            opened = self._opening[key] = trio.Event()
+            return tunnel, opened
+
+        opening: tuple[Tunnel, trio.Event] = runtime.call(open_it)
+        tunnel, opened = opening
+        key = tunnel.key
         await opened.wait()
         self._opening.pop(key, None)
         if not tunnel._opened:  # closed before it opened (a tunnel that opened and closed at
@@ -456,8 +455,6 @@ class Node:
         tunnel = self._tunnels.pop(event.key, None)
         if tunnel is not None:
             tunnel._closed(event.code, event.reason)
-        elif self._opening_calls:  # within `core.open_tunnel`: see tunnel
-            self._closed_early[event.key] = event
         opened = self._opening.get(event.key)
         if opened is not None:
             opened.set()
