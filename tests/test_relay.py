@@ -734,6 +734,40 @@ async def test_python_client_refuses_oversized_messages_and_keeps_its_connection
             assert (await member.status())["state"] == "active"
 
 
+async def test_a_busy_member_client_never_runs_requests_whose_callers_gave_up(relay):
+    """One handler slot, held by a long request; four requests with short timeouts wait for
+    it past their callers' deadlines and are never run (the Iris client libraries' own
+    expiration test: at most one of four runs)."""
+    from iris.relay.client import RelayClient
+
+    port, _, _ = relay
+    ran, release = [], trio.Event()
+
+    class Busy:
+        async def handle_request(self, data):
+            ran.append(data)
+            if data == b"long":
+                await release.wait()
+            return data
+
+    async def short(caller, i):
+        with pytest.raises(iris.TimeoutError):
+            await caller.request("busy", b"short %d" % i, timeout=0.05)
+
+    with trio.fail_after(20):
+        async with RelayClient.open(port, cluster="busy", handler=Busy(),
+                                    max_concurrency=1) as _, RelayClient.open(port) as caller:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(caller.request, "busy", b"long", 10)
+                await wait_until(lambda: ran == [b"long"])
+                async with trio.open_nursery() as shorts:
+                    for i in range(4):
+                        shorts.start_soon(short, caller, i)
+                release.set()
+            assert await caller.request("busy", b"fresh", timeout=5) == b"fresh"
+            assert ran == [b"long", b"fresh"]
+
+
 async def test_python_client_hears_the_node_close_the_connection(relay):
     from iris.relay.client import RelayClient
 

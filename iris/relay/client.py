@@ -271,7 +271,8 @@ class RelayClient:
 
     def _on_request(self, packet: rp.NodeRequest) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(self._serve, packet)
+        deadline = trio.current_time() + packet.timeout_ms / 1000  # the caller's time left
+        self._nursery.start_soon(self._serve, packet, deadline)
 
     def _on_broadcast(self, packet: rp.NodeBroadcast) -> None:
         self._offer(self._broadcasts, packet.message)
@@ -357,8 +358,11 @@ class RelayClient:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    async def _serve(self, packet: rp.NodeRequest) -> None:
+    async def _serve(self, packet: rp.NodeRequest, deadline: float) -> None:
         async with self._serving:
+            if trio.current_time() >= deadline:
+                return  # it waited for a free slot past its caller's deadline: nobody waits
+                # for the answer any more (the node has answered timed-out), so it is not run
             try:
                 if not hasattr(self._handler, "handle_request"):
                     raise IrisError("this client serves no requests")
