@@ -5,9 +5,13 @@ Longer than 500 lines because every test here needs that independent client and 
 relay fixture defined at the top; the relay's rules without sockets are tested in
 test_relay_session.py."""
 
+import gc
+import json
+import logging
 import socket
 import subprocess
 import sys
+import weakref
 from dataclasses import replace
 from functools import partial
 
@@ -23,6 +27,7 @@ import iris.testing
 from iris.core import cluster_group
 from iris.relay import protocol as rp
 from iris.relay.server import RelayServer
+from iris.runtime.log_limit import LogLimit
 
 # ---------------------------------------------------------------- a client from the spec
 
@@ -350,6 +355,110 @@ async def test_a_member_whose_registration_is_not_grafted_in_time_is_denied(rela
     assert cluster_group("late") not in nodes[0]._runtime.core.services
     with pytest.raises(iris.NoSuchClusterError):
         await nodes[1].request("late", b"x", timeout=10.0)
+
+
+async def test_a_client_silent_before_init_or_inside_a_packet_is_closed(relay):
+    """Neither a connection that never sends its Init nor one that leaves a packet unfinished
+    holds its socket past its deadline; each hears why, and a prompt client is kept."""
+    port, _, server = relay
+    server.limits = replace(server.limits, init_timeout_s=0.2, packet_timeout_s=0.3)
+    silent = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    trickling = await Client.connect(port)
+    prompt = await Client.connect(port)
+    with trio.fail_after(10):
+        assert await silent.read() == (0x01, ["iris-relay-magic", "no Init within 0.2 s"])
+        assert await silent.closed()
+        # (begun after the Init deadlines passed: only the packet's own deadline closes it)
+        await trickling.send(b"\x06" + text("topic")[:2])
+        assert await trickling.read() == (0x02, ["a packet left unfinished for 0.3 s"])
+        assert await trickling.closed()
+        await wait_until(lambda: len(server.connections) == 1)
+    assert server.counters["init_timeouts"] == server.counters["packet_timeouts"] == 1
+    await prompt.send(b"\x02")
+    assert await prompt.read() == (0x02, [""])
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once_and_shown_in_status(relay):
+    port, _, server = relay
+    server.limits = replace(server.limits, max_connections=2)
+    first, second = await Client.connect(port), await Client.connect(port)
+    refused = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    assert await refused.closed()  # before sending anything: nothing is read from it
+    await first.send(request(1, "iris.status", b"", 2000))
+    op, (rid, timed_out, success, data) = await first.read()
+    assert (op, rid, timed_out, success) == (0x05, 1, False, True)
+    relay_status = json.loads(data)["relay"]
+    assert relay_status["connections_refused"] == 1 and relay_status["clients"] == 2
+    assert relay_status["limits"]["max_connections"] == 2
+    await second.send(b"\x02")
+    assert await second.read() == (0x02, [""])
+    await wait_until(lambda: len(server.connections) == 1)
+    third = await Client.connect(port)  # room again once one left
+    await third.send(b"\x02")
+    assert await third.read() == (0x02, [""])
+
+
+async def test_a_subscriber_that_never_reads_is_closed_at_once_and_its_queue_freed(relay):
+    """Past its output limit the client is not kept (with all that was queued for it) until
+    it reads: the connection ends while it still reads nothing."""
+    port, _, server = relay
+    server.limits = replace(server.limits, out_bytes=200_000)
+    subscriber, publisher = await Client.connect(port), await Client.connect(port)
+    await subscriber.send(b"\x06" + text("firehose"))
+    await wait_until(lambda: "firehose" in server.topics)
+    conn = next(c for c in server.connections if "firehose" in c.session.topics)
+    outbox = weakref.ref(conn.outbox)
+    del conn
+    event = b"\x08" + text("firehose") + blob(b"e" * 60_000)
+    with trio.fail_after(10):
+        while "clients_too_slow" not in server.counters:
+            await publisher.send(event)
+    await wait_until(lambda: len(server.connections) == 1 and not server.topics)
+    await wait_until(lambda: gc.collect() >= 0 and outbox() is None)
+    assert await subscriber.closed()
+    await publisher.send(b"\x02")  # the others are served on
+    assert await publisher.read_skipping_allow() == (0x02, [""])
+
+
+def test_warnings_are_rate_limited_per_kind_and_count_what_was_left_out(caplog):
+    now = [0.0]
+    warnings = LogLimit(logging.getLogger("test.log_limit"), 10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "test.log_limit"):
+        for _ in range(3):
+            warnings.warning("refused", "refused %s", "a")
+        warnings.warning("slow", "slow")  # another kind has its own interval
+        now[0] = 9.9
+        warnings.warning("refused", "refused %s", "b")
+        now[0] = 10.0
+        warnings.warning("refused", "refused %s", "c")
+        warnings.warning("refused", "refused %s", "d")
+        now[0] = 20.0
+        warnings.warning("refused", "refused %s", "e")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused a", "slow", "refused c (3 more suppressed)", "refused e (1 more suppressed)"]
+
+
+async def test_refused_connections_warn_once_per_interval(relay, caplog):
+    port, _, server = relay
+    server.limits = replace(server.limits, max_connections=1)
+    now = [0.0]
+    server.warnings = LogLimit(server.warnings.logger, 60.0, clock=lambda: now[0])
+    kept = await Client.connect(port)
+
+    async def refuse(times):
+        for _ in range(times):
+            assert await Client(await trio.open_tcp_stream("127.0.0.1", port)).closed()
+
+    with caplog.at_level(logging.WARNING, "iris.relay.server"):
+        await refuse(5)
+        now[0] = 60.0
+        await refuse(1)
+    assert server.counters["connections_refused"] == 6 and len(server.connections) == 1
+    await kept.send(b"\x02")
+    assert await kept.read() == (0x02, [""])
+    assert [r.getMessage() for r in caplog.records] == [
+        "relay: 1 connections already: refusing one",
+        "relay: 1 connections already: refusing one (4 more suppressed)"]
 
 
 async def test_a_truncated_packet_then_hangup_leaves_the_node_serving(relay):

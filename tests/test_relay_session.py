@@ -15,7 +15,8 @@ from iris.relay import commands as rc
 from iris.relay import protocol as rp
 from iris.relay.session import Limits, RelaySession
 
-LIMITS = Limits(requests=3, serve_timeout_s=5.0, join_timeout_s=1.0,
+LIMITS = Limits(requests=3, serve_timeout_s=5.0, init_timeout_s=2.0, packet_timeout_s=4.0,
+                join_timeout_s=1.0,
                 tunnel_confirm_timeout_s=5.0, tunnel_message=300_000, tunnel_bytes=400_000,
                 tunnels=2, topics=2)
 
@@ -38,10 +39,10 @@ def start(*packets: bytes) -> RelaySession:
     return session
 
 
-def feed(session: RelaySession, data: bytes) -> None:
+def feed(session: RelaySession, data: bytes, now: float = 0.0) -> None:
     for packet in session.read(data):
         session.handle(packet)
-    session.read_done()
+    session.read_done(now)
 
 
 def sent(session: RelaySession) -> list[rp.NodePacket]:
@@ -153,6 +154,47 @@ def test_the_end_answers_every_request_and_closes_every_tunnel():
     assert commands == [rc.Answer(waiting, None, "relay client left"), rc.CloseTunnel(arriving),
                         rc.CloseTunnel(carried), rc.Unregister(), rc.Unsubscribe("a"),
                         rc.Unsubscribe("b")]
+
+
+def test_a_client_that_sends_no_init_in_time_is_denied():
+    session = RelaySession(LIMITS, now=10.0)
+    feed(session, rp.Init.pack()[:3], now=10.5)  # a part of it does not count
+    assert session.next_deadline() == 10.0 + LIMITS.init_timeout_s
+    session.expire(11.9)
+    assert session.final is None
+    session.expire(12.0)
+    assert session.final == rp.Deny.pack(reason="no Init within 2 s")
+    assert session.next_deadline() is None  # nothing more to wake for
+    prompt = RelaySession(LIMITS, now=10.0)
+    feed(prompt, rp.Init.pack(), now=11.0)
+    assert prompt.next_deadline() is None
+    prompt.expire(100.0)
+    assert prompt.final is None
+
+
+def test_a_packet_left_unfinished_too_long_closes_the_connection():
+    """The time runs from the read that began the packet: more of it does not restart it,
+    and completing it (even when the same read begins the next one) does."""
+    counted: list[str] = []
+    session = RelaySession(LIMITS, counted.append)
+    feed(session, rp.Init.pack())
+    assert session.next_deadline() is None
+    subscribe = rp.Subscribe.pack("topic")
+    feed(session, subscribe[:2], now=1.0)
+    assert session.next_deadline() == 1.0 + LIMITS.packet_timeout_s
+    feed(session, subscribe[2:4], now=3.0)
+    assert session.next_deadline() == 1.0 + LIMITS.packet_timeout_s
+    feed(session, subscribe[4:] + subscribe[:1], now=4.0)  # done, and the next one begun
+    assert session.next_deadline() == 4.0 + LIMITS.packet_timeout_s
+    session.expire(7.9)
+    assert session.final is None
+    session.expire(8.0)
+    assert session.final == rp.NodeClose.pack("a packet left unfinished for 4 s")
+    assert counted == ["packet_timeouts"]
+    whole = start(rp.Init.pack())
+    feed(whole, subscribe[:2], now=1.0)
+    feed(whole, subscribe[2:], now=2.0)
+    assert whole.next_deadline() is None
 
 
 # ------------------------------------------------------------------- any sequence at all
@@ -312,7 +354,7 @@ class RelaySessionMachine(RuleBasedStateMachine):
                   and packet.tunnel_id not in self.client_credit):
                 self.client_credit[packet.tunnel_id] = ReceiveCredit(0)
             self.step()
-        session.read_done()
+        session.read_done(self.now)
         self.step()
 
     # -------------------------------------------------------------------------- the node

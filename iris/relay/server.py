@@ -11,8 +11,8 @@ that fails in any way fails alone.
 Requests, broadcasts and events pass through the API's plain-function forms (no task per
 message), and the sockets are read and written directly (`iris.runtime.eager_io`): what one
 read of a client causes leaves in one write to each connection concerned. A connection's
-deadlines (a member's unanswered requests, unconfirmed tunnels) wait behind one timer set for
-the earliest of them.
+deadlines (its Init, a packet it left unfinished, a member's unanswered requests, unconfirmed
+tunnels) wait behind one timer set for the earliest of them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 import trio
@@ -31,13 +32,13 @@ from iris.relay import protocol as rp
 from iris.relay.carrier import Carrier
 from iris.relay.session import DEFAULT_LIMITS, Limits, RelaySession
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox
+from iris.runtime.log_limit import LogLimit
 from iris.runtime.node import Node, Registration, Responder
 from iris.runtime.tunnel import Tunnel
 
 log = logging.getLogger("iris.relay.server")
 
 DEFAULT_PORT = 55555
-MAX_OUT_BYTES = 64 * 1024 * 1024  # queued for one client; beyond, it is too slow: closed
 
 
 class _Members:
@@ -85,9 +86,13 @@ class _Subscribers:
 
 
 class RelayServer:
-    def __init__(self, node: Node, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, node: Node, limits: Limits = DEFAULT_LIMITS,
+                 warn_every_s: float = 10.0) -> None:
         self.node = node
         self.limits = limits  # each new connection's
+        # Clients refused or cut off: any program may connect as often as it likes, so each
+        # kind of warning about them is logged at most once per `warn_every_s`.
+        self.warnings = LogLimit(log, warn_every_s)
         self.members: dict[str, _Members] = {}
         self.topics: dict[str, _Subscribers] = {}
         self.connections: set[RelayConnection] = set()
@@ -118,6 +123,12 @@ class RelayServer:
             task_status.started(self.port)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        if len(self.connections) >= self.limits.max_connections:
+            self.count("connections_refused")
+            self.warnings.warning("refused", "relay: %d connections already: refusing one",
+                                  self.limits.max_connections)
+            await trio.aclose_forcefully(stream)
+            return
         conn = RelayConnection(self, stream)
         self.connections.add(conn)
         self.count("connections")
@@ -136,8 +147,8 @@ class RelayConnection:
         self.server = server
         self.node = server.node
         self.stream = stream
-        self.session = RelaySession(server.limits, server.count)
-        self.outbox = Outbox(stream, server.flusher, MAX_OUT_BYTES)
+        self.session = RelaySession(server.limits, server.count, trio.current_time())
+        self.outbox = Outbox(stream, server.flusher, server.limits.out_bytes)
         self.closing = False
         self.registration: Registration | None = None
         self.carriers: dict[int, Carrier] = {}  # by the client's tunnel id
@@ -173,10 +184,16 @@ class RelayConnection:
             self.outbox.finish(final)
 
     def _too_slow(self) -> None:
-        log.warning("relay client too slow (%d bytes queued): closing", self.outbox.queued_bytes)
+        """The client lets more pile up than its limit: the connection ends now, not once
+        the client reads (a Close would wait behind all it has not read), and what was queued
+        for it goes with the connection."""
+        self.server.warnings.warning("too_slow", "relay client too slow (%d bytes queued): "
+                                     "closing", self.outbox.queued_bytes)
         self.server.count("clients_too_slow")
-        self.session.close("client too slow")
-        self.write_out()
+        self.session.close("client too slow")  # (the session says nothing more)
+        self.closing = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def close(self, reason: str) -> None:
         self.session.close(reason)
@@ -283,7 +300,8 @@ class RelayConnection:
             answered(None, exc)
 
     def _status(self, command: rc.Status) -> None:
-        relay = {"clients": len(self.server.connections), **self.server.counters}
+        relay = {"clients": len(self.server.connections), **self.server.counters,
+                 "limits": asdict(self.server.limits)}
         status = {**self.node.status(), "relay": relay}
         self.session.status(command.rid, json.dumps(status).encode())
 
@@ -445,10 +463,13 @@ class RelayConnection:
                                 await self.apply()
                             if session.final is not None:
                                 break
-                        session.read_done()
+                        session.read_done(trio.current_time())
                         self.write_out()
+                    self._deadline_added()  # (a packet begun or completed moves one)
                     if session.reader.error is not None:
-                        log.warning("relay client broke the protocol: %s", session.reader.error)
+                        self.server.warnings.warning(
+                            "protocol", "relay client broke the protocol: %s",
+                            session.reader.error)
                 with trio.move_on_after(1.0):
                     if not self.closing:
                         self.closing = True

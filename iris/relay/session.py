@@ -8,7 +8,7 @@ can be tested with any sequence of packets and node events, and the trio server
 (`iris.relay.server`) only moves bytes and runs the node calls the session asks for.
 
 Inputs are method calls: `read(bytes)` then `handle(packet)` for each packet and
-`read_done()` after them; and the node's side (`joined`, `answered`, `serve_request`,
+`read_done(now)` after them; and the node's side (`joined`, `answered`, `serve_request`,
 `tunnel_arrived`, `tunnel_opened`, `to_client`, `tunnel_sent`, `tunnel_ended`, `expire`).
 Outputs: `out`, the bytes for the client in order; `final`, the Deny or Close packet that
 ends the connection once set; and `commands`, what the server must ask of the node, in order.
@@ -68,12 +68,20 @@ class Limits:
     # A member's unanswered request fails this long after the time it was given: the caller's
     # own timeout reports it first (as timed out), and the service's slot is freed after.
     expiry_grace_s: float = 1.0
+    # A connection that has not sent its Init by then, or that leaves a packet unfinished this
+    # long, is closed: otherwise an idle or trickling client holds its socket for ever.
+    init_timeout_s: float = 10.0
+    packet_timeout_s: float = 30.0
     join_timeout_s: float = 10.0  # a member's Init waits this long for its registration
     tunnel_confirm_timeout_s: float = 10.0  # a member confirms a tunnel reaching it
     tunnel_message: int = MAX_MESSAGE  # one tunnel message from the client
     tunnel_bytes: int = 64 * 1024 * 1024  # its tunnel data waiting for the overlay
     tunnels: int = 1024  # its tunnels, open or opening
     topics: int = 1024  # its subscriptions
+    out_bytes: int = 64 * 1024 * 1024  # queued for it to read; beyond, it is too slow: closed
+    # Not one client's but the node's: connections beyond are closed as they come, before
+    # they cost a task, buffers and file descriptors the node needs for its links.
+    max_connections: int = 1000
 
 
 DEFAULT_LIMITS = Limits()
@@ -102,7 +110,7 @@ class RelaySession:
     """One client connection's protocol state; see the module docstring."""
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS,
-                 count: Callable[[str], None] = lambda what: None) -> None:
+                 count: Callable[[str], None] = lambda what: None, now: float = 0.0) -> None:
         self.limits = limits
         self._count = count  # (what `iris status` shows under "relay")
         self.reader = rp.ClientReader()
@@ -124,6 +132,9 @@ class RelaySession:
         self._deadlines = Deadlines()
         self._waiting = _Either(self.serving, self.building)
         self._next_id = 0
+        self._init_by = now + limits.init_timeout_s  # (while the Init has not come)
+        self._packet_by = INF  # when the packet read in part must be complete
+        self._completed = False  # the last read completed a packet
 
     # ------------------------------------------------------------------------------ output
     def take(self) -> tuple[list[bytes], list[Command]]:
@@ -149,15 +160,22 @@ class RelaySession:
     def read(self, data: bytes) -> list[rp.ClientPacket]:
         """The whole packets in `data` (and what came before); `handle` each, then call
         `read_done`."""
-        return self.reader.feed(data)
+        packets = self.reader.feed(data)
+        self._completed = bool(packets)
+        return packets
 
-    def read_done(self) -> None:
-        """After the packets of one read: a violation found in it cuts the client off (after
-        the good packets before it were handled), and the credit its tunnels earned in it goes
-        back in one TunAllow each."""
+    def read_done(self, now: float) -> None:
+        """After the packets of one read (at `now`): a violation found in it cuts the client
+        off (after the good packets before it were handled), the credit its tunnels earned in
+        it goes back in one TunAllow each, and a packet it left unfinished has
+        `packet_timeout_s` from now to be completed (from the read that began it)."""
         if self.reader.error is not None:
             self.cut_off(str(self.reader.error))
         self.return_credit()
+        if not self.reader.pending:
+            self._packet_by = INF
+        elif self._completed or self._packet_by == INF:
+            self._packet_by = now + self.limits.packet_timeout_s
 
     def handle(self, packet: rp.ClientPacket) -> None:
         if self.final is not None:
@@ -444,13 +462,29 @@ class RelaySession:
     # ---------------------------------------------------------------------------- time
     def next_deadline(self) -> float | None:
         """When `expire` has something to do next (an answered entry may wake it early)."""
-        armed = self._deadlines.armed
+        armed = min(self._deadlines.armed, self._reading_by())
         return None if armed == INF else armed
 
+    def _reading_by(self) -> float:
+        """When the client must have sent its Init or finished its packet (INF: no such
+        deadline, or the connection is ending anyway)."""
+        if self.final is not None:
+            return INF
+        return min(self._packet_by, self._init_by if self.state == "new" else INF)
+
     def expire(self, now: float) -> None:
-        """Fail the requests the member did not answer in time (their callers have given up
-        by then; this frees the service's concurrency slot), and give up on tunnels it did
-        not confirm."""
+        """Close a client that has not sent its Init in time or left a packet unfinished too
+        long (it holds a socket and a buffer while sending nothing of use: Deny before the
+        handshake, else Close). Fail the requests the member did not answer in time (their
+        callers have given up by then; this frees the service's concurrency slot), and give
+        up on tunnels it did not confirm."""
+        if self.final is None and self.state == "new" and now >= self._init_by:
+            self._count("init_timeouts")
+            self.close(f"no Init within {self.limits.init_timeout_s:g} s", deny=True)
+        elif self.final is None and now >= self._packet_by:
+            self._count("packet_timeouts")
+            self.close(f"a packet left unfinished for {self.limits.packet_timeout_s:g} s",
+                       deny=self.state != "ready")
         due, _ = self._deadlines.expire(now, self._waiting)
         for ident in due:
             responder = self.serving.pop(ident, None)

@@ -28,6 +28,7 @@ from iris.core.events import Event
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.freezes import FreezeWatch
+from iris.runtime.log_limit import LogLimit
 from iris.runtime.out_queue import OutQueue
 from iris.runtime.pause import Pause, Spawner
 from iris.runtime.transport import Address, MemoryTransport, TcpTransport, tune
@@ -134,6 +135,7 @@ class Runtime:
         self.link_policy = LinkPolicy()
         self.backpressure = Backpressure()
         self.freezes = FreezeWatch(self._frozen)
+        self._warnings = LogLimit(log)  # a peer can make these as often as it connects
         # A node in this process (on the memory network) can be paused by tests; a node on TCP
         # is a process of its own, which SIGSTOP pauses for real.
         self.pause = Pause() if isinstance(self.transport, MemoryTransport) else None
@@ -411,7 +413,7 @@ class Runtime:
         try:
             opened = await self._handshake(stream, dialer=False)
         except SETUP_ERRORS as exc:
-            log.warning("incoming link refused: %s", exc)
+            self._warnings.warning("link_refused", "incoming link refused: %s", exc)
             await trio.aclose_forcefully(stream)
             return
         peer = opened.peer
