@@ -112,7 +112,7 @@ class Connections:
         self.sim = sim
         self.policy = policy
         self.ends: dict[tuple[int, int], Connection] = {}  # (side, peer) -> its connection
-        self._peers: dict[int, set[int]] = {}  # side -> peers it has an end with
+        self._peers: dict[int, set[int]] = {}  # node -> nodes it shares an end with, either side
         self._numbers = 0
         self.counters: dict[str, int] = {}
 
@@ -226,23 +226,31 @@ class Connections:
         peer = conn.ends[1] if conn.ends[0] == side else conn.ends[0]
         if self.ends.get((side, peer)) is conn:
             del self.ends[(side, peer)]
-            peers = self._peers.get(side)
-            if peers is not None:
-                peers.discard(peer)
+            if (peer, side) not in self.ends:
+                self._unlink(side, peer)
 
     def _set_end(self, side: int, peer: int, conn: Connection) -> None:
         self.ends[(side, peer)] = conn
         self._peers.setdefault(side, set()).add(peer)
+        self._peers.setdefault(peer, set()).add(side)
+
+    def _unlink(self, a: int, b: int) -> None:
+        for one, other in ((a, b), (b, a)):
+            peers = self._peers.get(one)
+            if peers is not None:
+                peers.discard(other)
+                if not peers:
+                    del self._peers[one]
 
     def forget(self, node: int) -> None:
-        """`node`'s process is gone: its kernel closed its connections (the peers find out
-        when they next write to them, or at once if the path is open)."""
-        for peer in self._peers.pop(node, set()):
-            conn = self.ends.pop((node, peer), None)
-            if conn is not None:
-                conn.closed.add(node)
-                if self.sim.reachable(node, peer) and self.ends.get((peer, node)) is conn:
-                    self._close_end(conn, peer)
+        """`node`'s process is gone: every end shared with it closes, its peers' included.
+        (Nothing more reaches Connections for a node that is gone, the engine drops it first,
+        so a peer's end to it would never be written to again: only memory to free.)"""
+        for peer in list(self._peers.get(node, ())):
+            for side, other in ((node, peer), (peer, node)):
+                conn = self.ends.get((side, other))
+                if conn is not None:
+                    self._close_end(conn, side)
 
     # --------------------------------------------------------------------------- keep-alive
     def cut(self) -> None:

@@ -92,6 +92,24 @@ def test_writing_to_a_connection_the_other_side_closed_loses_the_data():
     assert sim.connections.counters["resets"] == 1
 
 
+def test_a_crashed_nodes_connections_are_forgotten_on_both_sides():
+    """Nothing is sent to a node that is gone, so no end shared with it is kept: the table of
+    connections does not grow with churn."""
+    sim, a, b = pair(LinkPolicy())
+    c = sim.add_node(seeds=(a,))
+    assert sim.run_until(lambda: len(sim.active) == 3, timeout=30) is not None
+    sim.run_for(2.0)
+    assert any(b in key for key in sim.connections.ends)
+    sim.partition([[a, c], [b]])  # no FIN gets through: only the crash can free the ends
+    sim.crash(b)
+    assert not any(b in key for key in sim.connections.ends)
+    sim.heal()
+    sim.run_for(30.0)  # the others go on, and talk over their own connections
+    assert sim.connections.ends and all(
+        a_ in sim.nodes and b_ in sim.nodes for a_, b_ in sim.connections.ends)
+    assert c in sim.nodes
+
+
 def test_a_paused_node_reads_its_backlog_on_resume_told_how_old_it_is():
     sim, a, b = pair(LinkPolicy())
     ages = []
