@@ -43,6 +43,14 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = read_key(args.network_key_file)
+    from iris.relay.session import Limits
+    from iris.runtime.accept import raise_open_file_limit
+
+    try:
+        relay_limits = Limits.parse(args.relay_limit)
+    except ValueError as exc:
+        raise SystemExit(f"iris node: {exc}") from None
+    raise_open_file_limit()  # links and relay clients each take a descriptor
 
     async def run() -> None:
         async with iris.open_node(network_key=key, listen=args.listen, seeds=args.seed,
@@ -57,7 +65,8 @@ def cmd_node(args: argparse.Namespace) -> int:
                 if not args.no_relay:
                     from iris.relay.server import RelayServer
 
-                    await nursery.start(RelayServer(node).serve, args.relay_port)
+                    await nursery.start(RelayServer(node, relay_limits).serve,
+                                        args.relay_port)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         log.info("%s: leaving the ring", signal.Signals(signum).name)
@@ -212,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="port of the relay for local clients, on 127.0.0.1 and ::1 "
                            "(default %(default)s)")
     node.add_argument("--no-relay", action="store_true", help="do not start the relay")
+    node.add_argument("--relay-limit", action="append", default=[], metavar="NAME=VALUE",
+                      help="change one of the relay's limits (repeatable; `iris status` shows "
+                           "them all): e.g. max_connections=1000 (clients at once), "
+                           "memory_bytes=268435456 (partly read packets and queued output, "
+                           "all clients), out_bytes=67108864 (one client's queued output), "
+                           "init_timeout_s=10, packet_timeout_s=30, requests=10000 (one "
+                           "client's requests in flight)")
     node.add_argument("--busy-poll-us", type=float, default=250.0,
                       help="after traffic, poll this long before sleeping: lower latency on "
                            "virtual machines for some CPU (0: off; default %(default)s)")

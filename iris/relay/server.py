@@ -13,6 +13,10 @@ message), and the sockets are read and written directly (`iris.runtime.eager_io`
 read of a client causes leaves in one write to each connection concerned. A connection's
 deadlines (its Init, a packet it left unfinished, a member's unanswered requests, unconfirmed
 tunnels) wait behind one timer set for the earliest of them.
+
+The node's own bounds are kept here, over all connections: how many it takes (`max_connections`)
+and one memory budget for partly read packets and queued output (`memory`, `shed`); see
+`Limits.memory_bytes` for the rules.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from iris.relay import commands as rc
 from iris.relay import protocol as rp
 from iris.relay.carrier import Carrier
 from iris.relay.session import DEFAULT_LIMITS, Limits, RelaySession
+from iris.runtime.accept import client_share, serve_listeners
+from iris.runtime.backpressure import Backpressure
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox
 from iris.runtime.log_limit import LogLimit
 from iris.runtime.node import Node, Registration, Responder
@@ -96,6 +102,9 @@ class RelayServer:
         self.members: dict[str, _Members] = {}
         self.topics: dict[str, _Subscribers] = {}
         self.connections: set[RelayConnection] = set()
+        self._client_share = client_share()  # (of the descriptors, when it starts serving)
+        # Every connection's partly read packet and queued output, against limits.memory_bytes.
+        self.memory = Backpressure(limits.memory_bytes // 2, limits.memory_bytes // 4)
         self.flusher = Flusher()
         self.port = 0
         self.counters: dict[str, int] = {}  # shown by `iris status` under "relay"
@@ -116,17 +125,40 @@ class RelayServer:
         if not listeners:
             raise OSError(f"relay: could not listen on port {port}")
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("relay listening on port %d", self.port)
+        self._client_share = client_share()
+        log.info("relay listening on port %d (at most %d clients)", self.port,
+                 self.max_connections)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
-            await nursery.start(trio.serve_listeners, self._handle, listeners)
+            await nursery.start(serve_listeners, self._handle, listeners, self.warnings,
+                                self.count)
             task_status.started(self.port)
 
+    @property
+    def max_connections(self) -> int:
+        return min(self.limits.max_connections, self._client_share)
+
+    def shed(self) -> None:
+        """Over the memory budget: the clients with the most output queued (the slowest
+        readers) are closed until it is met again."""
+        while self.memory.queued > self.limits.memory_bytes:
+            slowest = max(self.connections, key=lambda conn: conn.outbox.queued_bytes,
+                          default=None)
+            if slowest is None or not slowest.outbox.queued_bytes:
+                return  # (the rest is partly read packets: their reading waits)
+            slowest.too_slow()
+
+    def status(self) -> dict[str, Any]:
+        """What `iris status` shows under "relay"."""
+        return {"clients": len(self.connections), "max_clients": self.max_connections,
+                "memory_bytes": self.memory.queued, **self.counters,
+                "limits": asdict(self.limits)}
+
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if len(self.connections) >= self.limits.max_connections:
+        if len(self.connections) >= self.max_connections:
             self.count("connections_refused")
             self.warnings.warning("refused", "relay: %d connections already: refusing one",
-                                  self.limits.max_connections)
+                                  self.max_connections)
             await trio.aclose_forcefully(stream)
             return
         conn = RelayConnection(self, stream)
@@ -148,7 +180,8 @@ class RelayConnection:
         self.node = server.node
         self.stream = stream
         self.session = RelaySession(server.limits, server.count, trio.current_time())
-        self.outbox = Outbox(stream, server.flusher, server.limits.out_bytes)
+        self.outbox = Outbox(stream, server.flusher, server.limits.out_bytes, server.memory)
+        self._partial = 0  # bytes of a packet read in part, counted in server.memory
         self.closing = False
         self.registration: Registration | None = None
         self.carriers: dict[int, Carrier] = {}  # by the client's tunnel id
@@ -166,7 +199,9 @@ class RelayConnection:
     def send(self, packet: bytes) -> None:
         """A packet made outside the session (a topic's event, shared by its subscribers)."""
         if not self.closing and not self.outbox.push(packet):
-            self._too_slow()
+            self.too_slow()
+        if self.server.memory.queued > self.server.limits.memory_bytes:
+            self.server.shed()
 
     def write_out(self) -> None:
         """What the session has for the client; its Deny or Close last."""
@@ -176,22 +211,25 @@ class RelayConnection:
             if not self.closing:
                 for packet in out:
                     if not self.outbox.push(packet):
-                        self._too_slow()
+                        self.too_slow()
                         break
+                if self.server.memory.queued > self.server.limits.memory_bytes:
+                    self.server.shed()
         final = self.session.final
         if final is not None and not self.closing:
             self.closing = True
             self.outbox.finish(final)
 
-    def _too_slow(self) -> None:
-        """The client lets more pile up than its limit: the connection ends now, not once
-        the client reads (a Close would wait behind all it has not read), and what was queued
-        for it goes with the connection."""
+    def too_slow(self) -> None:
+        """The client lets more pile up than its limit or the node's memory allows: the
+        connection ends now, not once the client reads (a Close would wait behind all it has
+        not read), and what was queued for it is dropped at once."""
         self.server.warnings.warning("too_slow", "relay client too slow (%d bytes queued): "
                                      "closing", self.outbox.queued_bytes)
         self.server.count("clients_too_slow")
         self.session.close("client too slow")  # (the session says nothing more)
         self.closing = True
+        self.outbox.discard()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -300,9 +338,7 @@ class RelayConnection:
             answered(None, exc)
 
     def _status(self, command: rc.Status) -> None:
-        relay = {"clients": len(self.server.connections), **self.server.counters,
-                 "limits": asdict(self.server.limits)}
-        status = {**self.node.status(), "relay": relay}
+        status = {**self.node.status(), "relay": self.server.status()}
         self.session.status(command.rid, json.dumps(status).encode())
 
     def _answer(self, command: rc.Answer) -> None:
@@ -433,6 +469,7 @@ class RelayConnection:
         session = self.session
         incoming = EagerReader(self.stream)
         poke = self.node.busy_poll.poke
+        memory = self.server.memory
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -448,6 +485,8 @@ class RelayConnection:
                 nursery.start_soon(write)
                 nursery.start_soon(self._expire)
                 while not self.closing:
+                    if self._partial and memory.congested:
+                        await memory.room()  # (its packet's deadline still runs)
                     data = await incoming.receive()
                     poke()
                     if not data:
@@ -465,6 +504,7 @@ class RelayConnection:
                                 break
                         session.read_done(trio.current_time())
                         self.write_out()
+                    self._count_partial(session.reader.pending)
                     self._deadline_added()  # (a packet begun or completed moves one)
                     if session.reader.error is not None:
                         self.server.warnings.warning(
@@ -480,7 +520,17 @@ class RelayConnection:
             pass  # the client went away (reset, broken pipe): its state is cleaned up next
         finally:
             self.closing = True  # nothing more is queued for a closed stream
+            self.outbox.discard()
+            self._count_partial(0)
             await trio.aclose_forcefully(self.stream)
+
+    def _count_partial(self, pending: int) -> None:
+        """The connection's partly read packet is now `pending` bytes."""
+        if pending > self._partial:
+            self.server.memory.add(pending - self._partial)
+        elif pending < self._partial:
+            self.server.memory.remove(self._partial - pending)
+        self._partial = pending
 
     async def cleanup(self) -> None:
         """The client is gone: its membership, subscriptions, waiting requests and tunnels go

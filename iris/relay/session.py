@@ -23,6 +23,7 @@ would reach into the others' state.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,38 @@ class Limits:
     topics: int = 1024  # its subscriptions
     out_bytes: int = 64 * 1024 * 1024  # queued for it to read; beyond, it is too slow: closed
     # Not one client's but the node's: connections beyond are closed as they come, before
-    # they cost a task, buffers and file descriptors the node needs for its links.
+    # they cost a task, buffers and file descriptors the node needs for its links (at most
+    # half of the descriptors the process may open, whatever this says).
     max_connections: int = 1000
+    # Also the node's: the bytes of packets read in part and of output queued, over all
+    # connections. Past half of it, connections in the middle of a packet stop being read
+    # (the kernel's buffers and TCP's flow control hold the rest) until it is down to a
+    # quarter; past all of it, the client with the most output queued is closed as too slow.
+    memory_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not value > 0 or value == INF:  # (also NaN)
+                raise ValueError(f"relay limit {field.name} must be a positive finite "
+                                 f"number, not {value!r}")
+
+    @classmethod
+    def parse(cls, settings: list[str]) -> Limits:
+        """The defaults with `NAME=VALUE` settings applied (ValueError naming a bad one)."""
+        values: dict[str, Any] = {}
+        types = {field.name: field.type for field in dataclasses.fields(cls)}
+        for setting in settings:
+            name, _, value = setting.partition("=")
+            kind = types.get(name.strip())
+            if kind is None:
+                raise ValueError(f"no relay limit {name.strip()!r} (limits: {', '.join(types)})")
+            try:
+                values[name.strip()] = int(value) if kind == "int" else float(value)
+            except ValueError:
+                raise ValueError(f"relay limit {setting!r}: {value!r} is not a "
+                                 f"{'whole ' if kind == 'int' else ''}number") from None
+        return cls(**values)
 
 
 DEFAULT_LIMITS = Limits()

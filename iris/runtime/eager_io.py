@@ -25,16 +25,20 @@ from contextlib import contextmanager
 
 import trio
 
+from iris.runtime.backpressure import Backpressure
 from iris.runtime.out_queue import OutQueue
 
 
 class Outbox:
-    """The queue of one connection (an `OutQueue` of `limit` bytes), written eagerly."""
+    """The queue of one connection (an `OutQueue` of `limit` bytes), written eagerly; its
+    bytes also count in `pressure` (what several connections share) until written or
+    discarded."""
 
-    def __init__(self, stream: trio.abc.Stream, flusher: Flusher, limit: int) -> None:
+    def __init__(self, stream: trio.abc.Stream, flusher: Flusher, limit: int,
+                 pressure: Backpressure | None = None) -> None:
         self.stream = stream
         self._flusher = flusher
-        self._queue = OutQueue(limit)
+        self._queue = OutQueue(limit, pressure=pressure)
         # The socket object, not its number: once closed its fileno() is -1, where a number
         # kept from before could already name another connection's new socket.
         self._socket = getattr(stream, "socket", None)  # None: the writer task only
@@ -59,6 +63,11 @@ class Outbox:
     def finish(self, last: bytes = b"") -> None:
         """Queue a final packet (beyond the limit); the writer ends once all is written."""
         self._queue.finish(last)
+        self._wakeup.set()
+
+    def discard(self) -> None:
+        """The connection is gone: what it had queued is dropped (and no longer counted)."""
+        self._queue.discard()
         self._wakeup.set()
 
     def flush(self) -> None:

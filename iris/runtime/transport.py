@@ -8,6 +8,7 @@ running out.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import socket
@@ -18,17 +19,24 @@ from typing import Any, NamedTuple
 import trio
 import trio.testing
 
+from iris.runtime.accept import serve_listeners
+from iris.runtime.log_limit import LogLimit
 from iris.runtime.pause import Spawner
 from overlay.link_policy import LinkPolicy
+
+log = logging.getLogger("iris.runtime.transport")
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 Address = tuple[str, int]
 
 
 class TcpTransport:
+    def __init__(self) -> None:
+        self.warnings = LogLimit(log)  # (when the process is out of descriptors)
+
     async def listen(self, nursery: Spawner, host: str, port: int, handler: Handler) -> int:
         listeners = await trio.open_tcp_listeners(port, host=host)
-        nursery.start_soon(trio.serve_listeners, handler, listeners)
+        nursery.start_soon(serve_listeners, handler, listeners, self.warnings)
         bound: int = listeners[0].socket.getsockname()[1]  # the port chosen when `port` is 0
         return bound
 
