@@ -202,6 +202,7 @@ class Node:
             "topics": sorted(t.name for t in rt.core.topics.values()),
             "trees": len(rt.core.trees),
             "tunnels": len(rt.core.tunnels),
+            "requests_waiting": len(self._waiting),  # this node's callers waiting for answers
             "messages_sent": {
                 "maintenance": node.sent[0], "join": node.sent[1], "routed": node.sent[2]},
             "counters": {**rt.counters, **rt.core.counters},

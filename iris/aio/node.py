@@ -1,0 +1,194 @@
+"""The embedding API for asyncio programs: `iris.aio.open_node`, with the trio API's methods.
+
+    async with iris.aio.open_node(network_key=key, seeds=[...]) as node:
+        await node.register("echo", Echo())        # Echo.handle_request is an asyncio coroutine
+        reply = await node.request("echo", b"hi", timeout=1.0)
+
+Every call runs the trio node (`iris.runtime.node`) through the loop's `Guest`, with the same
+arguments, results and errors. Handlers are the application's asyncio coroutines, run on its
+loop: a handler object has some of `async handle_request(bytes) -> bytes`, `async
+handle_broadcast(bytes)` and `async handle_tunnel(Tunnel)`; a subscription's handler is `async
+fn(bytes)`, called one event at a time, in order. The node's limits apply as in the trio API
+(at most `ServiceLimits.max_concurrency` requests of a service handled at once).
+
+Cancellation is asyncio's: cancelling a task waiting in any call (`asyncio.timeout`,
+`task.cancel()`) raises `asyncio.CancelledError` in it and cancels the node's side of the
+call. A request so abandoned is forgotten by the node at its own timeout, as in the trio API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import iris.runtime.node as trio_node
+from iris.aio.guest import Guest
+from iris.core.limits import ServiceLimits, TopicLimits
+from iris.errors import IrisError
+
+__all__ = ["Node", "Registration", "Tunnel", "open_node"]
+
+EventHandler = Callable[[bytes], Coroutine[Any, Any, None]]
+
+
+class Tunnel:
+    """One end of a tunnel: ordered, reliable, flow-controlled messages to one member."""
+
+    def __init__(self, guest: Guest, tunnel: Any) -> None:
+        self._guest = guest
+        self._tunnel = tunnel  # the trio side's (a node's Tunnel, or a relay client's)
+
+    async def send(self, data: bytes) -> None:
+        """Queue one message; waits while the tunnel's send buffer is full."""
+        await self._guest.call(self._tunnel.send, data)
+
+    async def receive(self) -> bytes:
+        """The next message; `ClosedError` once the peer closed and all was read."""
+        data: bytes = await self._guest.call(self._tunnel.receive)
+        return data
+
+    async def close(self) -> None:
+        await self._guest.call(self._tunnel.close)
+
+    async def __aenter__(self) -> Tunnel:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+class Registration:
+    """A cluster this node serves, until `unregister`."""
+
+    def __init__(self, guest: Guest, registration: trio_node.Registration) -> None:
+        self._guest = guest
+        self._registration = registration
+        self.cluster = registration.cluster
+
+    async def unregister(self) -> None:
+        await self._guest.call(self._registration.unregister)
+
+
+class Node:
+    """A running node, for asyncio programs. Obtain one with `open_node`."""
+
+    def __init__(self, guest: Guest, node: trio_node.Node) -> None:
+        self._guest = guest
+        self._node = node
+
+    @property
+    def id(self) -> int:
+        return self._node.id
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._node.address
+
+    def status(self) -> dict[str, Any]:
+        return self._node.status()
+
+    async def register(self, cluster: str, handler: Any,
+                       limits: ServiceLimits | None = None) -> Registration:
+        """Serve `cluster` with `handler` (see the module docstring)."""
+        registration = await self._guest.call(self._node.register, cluster,
+                                              handler_for(self._guest, handler), limits)
+        return Registration(self._guest, registration)
+
+    async def request(
+        self, cluster: str, data: bytes,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the request's own deadline, as in the trio API
+    ) -> bytes:
+        """Ask one member of `cluster`: its reply, or RemoteError, NoSuchClusterError,
+        LimitExceededError or TimeoutError (as the trio API)."""
+        node, guest = self._node, self._guest
+        if node.congested:
+            await guest.call(node.wait_for_room)
+        answer: Any = guest.loop.create_future()
+
+        def finished(reply: bytes | None, error: IrisError | None) -> None:
+            if not answer.done():
+                if error is None:
+                    answer.set_result(reply)
+                else:
+                    answer.set_exception(error)
+
+        def start() -> None:
+            if answer.done():  # cancelled before it was sent
+                return
+            try:
+                node.start_request(cluster, data, timeout, finished)
+            except Exception as exc:  # (ValueError, LimitExceededError, ClosedError)
+                answer.set_exception(exc)
+
+        guest.soon(start)
+        reply: bytes = await answer
+        return reply
+
+    async def broadcast(self, cluster: str, data: bytes) -> None:
+        await self._guest.call(self._node.broadcast, cluster, data)
+
+    async def subscribe(self, topic: str, handler: EventHandler,
+                        limits: TopicLimits | None = None) -> None:
+        """Call the coroutine function `handler` with each event of `topic`, one at a time, in
+        order; returns once publishes sent afterwards reach this node."""
+        guest = self._guest
+
+        async def on_event(event: bytes) -> None:
+            await guest.in_asyncio(handler(event))
+
+        await guest.call(self._node.subscribe, topic, on_event, limits)
+
+    async def unsubscribe(self, topic: str) -> None:
+        await self._guest.call(self._node.unsubscribe, topic)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        await self._guest.call(self._node.publish, topic, data)
+
+    async def tunnel(
+        self, cluster: str,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the opening's own deadline, as in the trio API
+    ) -> Tunnel:
+        """Open a tunnel to one member of `cluster`."""
+        tunnel = await self._guest.call(self._node.tunnel, cluster, timeout)
+        return Tunnel(self._guest, tunnel)
+
+
+def handler_for(guest: Guest, handler: Any) -> SimpleNamespace:
+    """The trio side of an application's handler object: the methods it has (a member
+    without `handle_tunnel` refuses tunnels, as in the trio API), each running the
+    application's coroutine on its loop (no more at once than the trio side calls)."""
+    methods: dict[str, Callable[..., Awaitable[Any]]] = {}
+    if hasattr(handler, "handle_request"):
+        async def handle_request(data: bytes) -> bytes:
+            reply: bytes = await guest.in_asyncio(handler.handle_request(data))
+            return reply
+        methods["handle_request"] = handle_request
+    if hasattr(handler, "handle_broadcast"):
+        async def handle_broadcast(data: bytes) -> None:
+            await guest.in_asyncio(handler.handle_broadcast(data))
+        methods["handle_broadcast"] = handle_broadcast
+    if hasattr(handler, "handle_tunnel"):
+        async def handle_tunnel(tunnel: Any) -> None:
+            await guest.in_asyncio(handler.handle_tunnel(Tunnel(guest, tunnel)))
+        methods["handle_tunnel"] = handle_tunnel
+    if not methods:
+        raise TypeError("a handler has handle_request, handle_broadcast or handle_tunnel")
+    return SimpleNamespace(**methods)
+
+
+@asynccontextmanager
+async def open_node(**options: Any) -> AsyncIterator[Node]:
+    """Start a node, join the ring (or found one without seeds) and yield it; leaving the
+    block leaves the ring. The options are `iris.open_node`'s (network_key, listen, seeds,
+    join_timeout, ...), with the same errors."""
+    guest = await Guest.acquire()
+    try:
+        node, leave = await guest.hold(trio_node.open_node(**options))
+        try:
+            yield Node(guest, node)
+        finally:
+            await leave()
+    finally:
+        await guest.release()
