@@ -135,17 +135,30 @@ class Client:
 
     async def read_message(self, tunnel_id, credit_back=True):
         """One whole tunnel message (first chunk carries the size), granting credit back."""
-        op, (tid, size, chunk) = await self.read_skipping_allow()
-        assert op == 0x0C and tid == tunnel_id and size > 0
-        parts = [chunk]
-        while sum(map(len, parts)) < size:
-            op, (tid, zero, chunk) = await self.read_skipping_allow()
-            assert op == 0x0C and zero == 0
-            parts.append(chunk)
-        data = b"".join(parts)
+        data = b"".join(chunk for _, chunk in await self.read_chunks(tunnel_id))
         if credit_back:
             await self.send(b"\x0b" + uvarint(tunnel_id) + uvarint(len(data)))
         return data
+
+    async def read_chunks(self, tunnel_id):
+        """The (size field, payload) of each TunTransfer of one whole tunnel message: the
+        first carries the message's size, the later ones 0."""
+        op, (tid, size, chunk) = await self.read_skipping_allow()
+        assert op == 0x0C and tid == tunnel_id and size > 0
+        chunks = [(size, chunk)]
+        while sum(len(c) for _, c in chunks) < size:
+            op, (tid, zero, chunk) = await self.read_skipping_allow()
+            assert op == 0x0C and tid == tunnel_id and zero == 0
+            chunks.append((zero, chunk))
+        assert sum(len(c) for _, c in chunks) == size
+        return chunks
+
+    async def nothing_arrives(self, seconds=0.5):
+        """A bounded negative check: True if the node sends this client nothing (and nothing
+        is left unread) within `seconds` (a cancelled receive loses no bytes)."""
+        with trio.move_on_after(seconds):
+            await self._more()
+        return not self.buf
 
     async def read_skipping_allow(self):
         while True:
@@ -344,7 +357,8 @@ async def test_a_member_whose_registration_is_not_grafted_in_time_is_denied(rela
     """The Init of a member connection waits a bounded time for its registration: past it the
     client gets Deny with the reason, and the node keeps no membership of the cluster."""
     port, nodes, server = relay
-    server.limits = replace(server.limits, join_timeout_s=0)  # no wait at all
+    # (limits are positive: a microsecond is no time for a registration to graft)
+    server.limits = replace(server.limits, join_timeout_s=1e-6)
     client = Client(await trio.open_tcp_stream("127.0.0.1", port))
     with trio.fail_after(10):
         await client.send(init("late"))
@@ -682,12 +696,195 @@ async def test_a_tunnel_client_breaking_the_rules_is_cut_off(relay, nursery, vio
             pass
 
 
-async def test_tunnel_to_a_cluster_without_members_is_refused(relay):
+@pytest.mark.parametrize("timeout_ms", [300, 2000])
+async def test_tunnel_to_a_cluster_without_members_is_refused(relay, timeout_ms):
+    """TunInit is (id, cluster, timeout ms): the opening fails as timed out within the time
+    the client gave it (plus 2 s of slack), not after some allowance of the node's own."""
     port, _, _ = relay
     opener = await Client.connect(port)
-    await opener.send(b"\x09" + uvarint(9) + text("nobody") + uvarint(1000))
+    started = trio.current_time()
+    await opener.send(b"\x09" + uvarint(9) + text("nobody") + uvarint(timeout_ms))
     with trio.fail_after(10):
         assert await opener.read() == (0x0A, [9, True])
+    assert trio.current_time() - started <= timeout_ms / 1000 + 2
+    # the connection serves on
+    await opener.send(request(1, "iris.status", b"", 2000))
+    op, fields = await opener.read()
+    assert op == 0x05 and fields[:3] == [1, False, True]
+
+
+async def _one_node_tunnel(port, member_credit):
+    """A tunnel between two clients of ONE node (the relay's port for both): the opener's id
+    is 5, the member's 77. The member grants the node `member_credit` bytes with its
+    confirmation (none when 0). Returns (member, opener, the chunk limit the node announced
+    to the member in TunInit, the one it announced to the opener in TunConfirm); both have
+    read the node's TunAllow for the tunnel (asserted to be the 4 MiB window)."""
+    member = await Client.connect(port, cluster="tun")
+    opener = await Client.connect(port)
+    # v1.0-draft2's TunInit from a client: id, cluster, timeout (ms); no chunk limit.
+    await opener.send(b"\x09" + uvarint(5) + text("tun") + uvarint(5000))
+    op, (build_id, member_limit) = await member.read()
+    assert op == 0x09 and member_limit > 0
+    confirm = b"\x0a" + uvarint(build_id) + uvarint(77)
+    if member_credit:
+        confirm += b"\x0b" + uvarint(77) + uvarint(member_credit)
+    await member.send(confirm)
+    assert await member.read() == (0x0B, [77, 4 << 20])
+    op, (tid, timed_out, opener_limit) = await opener.read()
+    assert (op, tid, timed_out) == (0x0A, 5, False) and opener_limit > 0
+    assert await opener.read() == (0x0B, [5, 4 << 20])
+    return member, opener, member_limit, opener_limit
+
+
+async def test_the_node_sends_a_member_client_no_more_than_its_credit(relay):
+    """Credit from the client to the node: a message reaches the client only once its first
+    chunk fits the credit the client granted; it then spends its whole size (its later chunks
+    go regardless, as in the original relay), and the debt is paid before the next one."""
+    port, _, _ = relay
+    with trio.fail_after(20):
+        member, opener, _, _ = await _one_node_tunnel(port, member_credit=1000)
+        await opener.send(transfer(5, b"a" * 600) + transfer(5, b"b" * 5000))
+        assert await member.read_message(77, credit_back=False) == b"a" * 600
+        # 400 bytes of credit left: nothing of the 5,000-byte message may come
+        assert await member.nothing_arrives()
+        await member.send(b"\x0b" + uvarint(77) + uvarint(4600))
+        assert await member.read_message(77, credit_back=False) == b"b" * 5000
+        # A message larger than the chunk: its first chunk fits 70,000, the rest follows
+        # on credit; the 30,464 bytes spent beyond the credit are owed.
+        await member.send(b"\x0b" + uvarint(77) + uvarint(70_000))
+        large = bytes(range(256)) * 400  # 102,400 bytes
+        await opener.send(transfer(5, large) + transfer(5, b"c" * 10))
+        chunks = await member.read_chunks(77)
+        assert b"".join(c for _, c in chunks) == large and len(chunks) == 2
+        await member.send(b"\x0b" + uvarint(77) + uvarint(len(large) - 70_000))
+        assert await member.nothing_arrives()  # the debt is paid: no credit yet
+        await member.send(b"\x0b" + uvarint(77) + uvarint(10))
+        assert await member.read_message(77, credit_back=False) == b"c" * 10
+        assert await member.nothing_arrives(0.1)
+
+
+async def test_a_client_sending_beyond_the_nodes_credit_is_cut_off_and_the_member_hears(relay):
+    """Credit from the node to the client: the node's TunAllows are what the opener may send.
+    The member grants nothing, so the node can pass on only so much (the overlay tunnel's
+    window and buffer); an opener that sends regardless, far beyond all the node could ever
+    grant it, is closed with the reason, and the member then hears its tunnel close (after
+    what the node took within the credit)."""
+    port, _, server = relay
+    message = b"m" * (1 << 20)
+    with trio.fail_after(60):
+        member, opener, _, _ = await _one_node_tunnel(port, member_credit=0)
+        granted = [4 << 20]  # what the node let the opener send, as the opener heard it
+
+        async def ignore_the_credit():
+            try:
+                for _ in range(48):  # 48 MiB: well beyond the window plus every buffer
+                    await opener.send(transfer(5, message))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the node closed the connection
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ignore_the_credit)
+            while True:
+                op, fields = await opener.read()
+                if op != 0x0B:
+                    break
+                assert fields[0] == 5
+                granted.append(fields[1])
+            nursery.cancel_scope.cancel()
+        assert (op, fields) == (0x02, ["tunnel 5: message sent beyond the credit granted"])
+        assert await opener.closed()
+        assert server.counters["clients_cut_off"] == 1
+        # The member grants enough for what the node took, reads it, and hears the close.
+        await member.send(b"\x0b" + uvarint(77) + uvarint(64 << 20))
+        received = 0
+        while True:
+            op, fields = await member.read()
+            if op == 0x0D:
+                break
+            assert op == 0x0C and fields[0] == 77, (op, fields)
+            received += len(fields[2])
+        assert fields[0] == 77
+        assert received % len(message) == 0
+        # Each message the node took started within the credit it had granted.
+        assert received <= sum(granted) + len(message) - 65536
+
+
+async def test_multichunk_messages_both_ways_keep_to_the_chunk_limit(relay):
+    """The chunk limit is the node's: it announces it to the member in TunInit and to the
+    opener in TunConfirm (a client's TunInit carries no chunk limit in v1.0-draft2: its third
+    field is the timeout), and keeps to it itself. A client may send smaller chunks. Every
+    message arrives whole, its first TunTransfer carrying its size and the later ones 0."""
+    port, _, _ = relay
+    with trio.fail_after(20):
+        member, opener, member_limit, opener_limit = await _one_node_tunnel(
+            port, member_credit=1 << 20)
+        await opener.send(b"\x0b" + uvarint(5) + uvarint(1 << 20))
+        # opener -> member, sent in chunks of 3,000 bytes
+        there = bytes(range(256)) * 800  # 204,800 bytes
+        await opener.send(transfer(5, there, chunk=3000))
+        chunks = await member.read_chunks(77)
+        assert b"".join(c for _, c in chunks) == there
+        assert [size for size, _ in chunks] == [len(there)] + [0] * (len(chunks) - 1)
+        assert all(len(c) <= member_limit for _, c in chunks)
+        # member -> opener, sent in chunks of the limit the node announced to the member
+        back = bytes(reversed(range(256))) * 1200  # 307,200 bytes
+        await member.send(transfer(77, back, chunk=member_limit))
+        chunks = await opener.read_chunks(5)
+        assert b"".join(c for _, c in chunks) == back
+        assert [size for size, _ in chunks] == [len(back)] + [0] * (len(chunks) - 1)
+        assert all(len(c) <= opener_limit for _, c in chunks)
+        assert len(chunks) >= len(back) / opener_limit > 1
+        # and small ones after, in order, each in one chunk
+        for i in range(3):
+            await member.send(transfer(77, b"%d" % i))
+        for i in range(3):
+            assert await opener.read_chunks(5) == [(1, b"%d" % i)]
+
+
+async def test_a_busy_raw_member_is_not_handed_requests_that_expired_on_the_way(relay,
+                                                                                  nursery):
+    """A member client that does not read its socket while four callers (on another node)
+    with 1 ms timeouts give up: afterwards it finds at most one of those requests (the node
+    hands over none whose caller has given up), with at most 1 ms left; a request with 5 s
+    is then handed over with the time its caller has left, and answered."""
+    port, nodes, _ = relay
+    other_port = await nursery.start(RelayServer(nodes[1]).serve, 0, ("127.0.0.1",))
+    with trio.fail_after(30):
+        member = await Client.connect(port, cluster="busy")
+        caller = await Client.connect(other_port)
+        await caller.send(b"".join(request(rid, "busy", b"short %d" % rid, 1)
+                                   for rid in range(1, 5)))
+        replies = sorted([await caller.read() for _ in range(4)])
+        assert [(op, fields[0]) for op, fields in replies] == [(0x05, rid) for rid in range(1, 5)]
+        assert all(fields[1] for _, fields in replies), replies  # each timed out
+        # Only now does the member read: what the node handed it meanwhile comes first.
+        await caller.send(request(5, "busy", b"long", 5000))
+        stale = []
+        while True:
+            op, (rid, data, timeout) = await member.read()
+            assert op == 0x04
+            if data == b"long":
+                break
+            stale.append((data, timeout))
+        assert len(stale) <= 1 and all(timeout <= 1 for _, timeout in stale), stale
+        assert 1 <= timeout <= 5000
+        await member.send(reply_ok(rid, b"done"))
+        assert await caller.read() == (0x05, [5, False, True, b"done"])
+
+
+async def test_a_request_that_expires_before_reaching_a_member_client_times_out(relay):
+    """Caller and member on one node: 1 ms requests reach the member's relay with less than
+    1 ms left and are not handed over. Their callers must hear that they timed out (the
+    protocol's Reply with timeout set), not a fault as if the service had failed them."""
+    port, _, server = relay
+    with trio.fail_after(20):
+        member = await Client.connect(port, cluster="busy")
+        caller = await Client.connect(port)
+        await caller.send(b"".join(request(rid, "busy", b"x", 1) for rid in range(1, 21)))
+        replies = sorted([await caller.read() for _ in range(20)])
+        assert server.counters.get("requests_expired", 0) > 0  # they reached the member's relay
+        assert await member.nothing_arrives(0.1)
+        assert replies == [(0x05, [rid, True]) for rid in range(1, 21)]
 
 
 def test_tunnel_packets_round_trip_through_the_readers():

@@ -171,3 +171,23 @@ async def test_out_of_descriptors_the_node_backs_off_quietly_and_recovers(tmp_pa
     text_logged = (tmp_path / "node.log").read_text()
     assert "Traceback" not in text_logged
     assert text_logged.count("cannot accept connections") <= 2  # rate-limited
+
+
+async def test_at_the_limit_the_oldest_connection_without_init_makes_room(nursery):
+    """Connections that never send their Init cannot lock clients out until their Init
+    deadline: at the limit, the oldest of them is closed (with a Deny) for a new one; a
+    connection that did send its Init is never closed so."""
+    async with iris.testing.local_nodes(1) as nodes:
+        server, port = await _serve(nursery, nodes[0], Limits(max_connections=3))
+        with trio.fail_after(20):
+            working = await Client.connect(port)
+            idle = [Client(await trio.open_tcp_stream("127.0.0.1", port)) for _ in range(2)]
+            await wait_until(lambda: len(server.greeting) == 2)
+            newcomer = await Client.connect(port)  # the limit was reached: idle[0] made room
+            assert await idle[0].read() == (0x01, ["iris-relay-magic",
+                                                   "the node is at its connection limit"])
+            assert await idle[0].closed()
+            assert (await _status(newcomer, 1))["connections_evicted"] == 1
+            assert (await _status(working, 2))["clients"] == 3
+            assert server.greeting.keys() == {conn for conn in server.connections
+                                              if conn.session.state == "new"}

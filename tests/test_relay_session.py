@@ -300,6 +300,9 @@ class RelaySessionMachine(RuleBasedStateMachine):
         elif isinstance(command, rc.Answer):
             command.responder.outcomes.append((command.reply, command.fault))
             assert len(command.responder.outcomes) == 1, "a request answered twice"
+        elif isinstance(command, rc.Drop):  # (expired on the way: settled, unanswered)
+            command.responder.outcomes.append(None)
+            assert len(command.responder.outcomes) == 1, "a request answered twice"
         elif isinstance(command, rc.Subscribe):
             assert command.topic not in self.subscribed
             self.subscribed.add(command.topic)

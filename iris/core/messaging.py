@@ -162,6 +162,11 @@ class MessagingCore(OverlayApp):
         """Answer a `RequestReceived` (an `error` text makes it a remote error)."""
         self.requests.reply(token, payload, error)
 
+    def expired(self, token: int) -> None:
+        """A `RequestReceived` the application did not start: its caller gave up already (no
+        reply: the caller's own deadline reports it)."""
+        self.requests.expired(token)
+
     def broadcast(self, cluster: str, payload: bytes) -> None:
         self.flood.start(cluster_group(cluster), payload)
 

@@ -87,6 +87,15 @@ class Requests:
         if service is not None:
             self._next_from_queue(service)
 
+    def expired(self, token: int) -> None:
+        """The application was handed a request too late to start it (its caller's deadline
+        passed on the way): no reply, as for one dropped here; its slot goes to the next."""
+        _, _, group = self.inbound.pop(token)
+        self.state.count("requests_expired")
+        service = self.state.services.get(group)
+        if service is not None:
+            self._next_from_queue(service)
+
     def _next_from_queue(self, service: Service) -> None:
         """A request of the service finished: hand over the queued ones its slot admits; one
         whose caller gave up while it waited is dropped, and its slot goes to the next."""

@@ -62,6 +62,14 @@ class Answer:
 
 
 @dataclass(slots=True)
+class Drop:
+    """A request for the member whose caller's deadline passed before it could be handed
+    over: not started, not answered (the caller's own timeout reports it)."""
+
+    responder: Any
+
+
+@dataclass(slots=True)
 class Subscribe:
     topic: str
 
@@ -112,5 +120,5 @@ class CloseTunnel:
     handle: Any
 
 
-Command = (Register | Unregister | Broadcast | Publish | Ask | Status | Answer | Subscribe
+Command = (Register | Unregister | Broadcast | Publish | Ask | Status | Answer | Drop | Subscribe
            | Unsubscribe | OpenTunnel | CarryTunnel | SendOnTunnel | Resume | CloseTunnel)

@@ -102,6 +102,10 @@ class RelayServer:
         self.members: dict[str, _Members] = {}
         self.topics: dict[str, _Subscribers] = {}
         self.connections: set[RelayConnection] = set()
+        # Connections that have not sent their Init yet, oldest first: at the connection
+        # limit, the oldest of them makes room for a new one (idle connections cannot lock
+        # clients out for their Init deadline).
+        self.greeting: dict[RelayConnection, None] = {}
         self._client_share = client_share()  # (of the descriptors, when it starts serving)
         # Every connection's partly read packet and queued output, against limits.memory_bytes.
         self.memory = Backpressure(limits.memory_bytes // 2, limits.memory_bytes // 4)
@@ -155,7 +159,11 @@ class RelayServer:
                 "limits": asdict(self.limits)}
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if len(self.connections) >= self.max_connections:
+        if len(self.connections) >= self.max_connections and self.greeting:
+            oldest = next(iter(self.greeting))
+            del self.greeting[oldest]
+            oldest.evict()
+        elif len(self.connections) >= self.max_connections:
             self.count("connections_refused")
             self.warnings.warning("refused", "relay: %d connections already: refusing one",
                                   self.max_connections)
@@ -163,6 +171,7 @@ class RelayServer:
             return
         conn = RelayConnection(self, stream)
         self.connections.add(conn)
+        self.greeting[conn] = None
         self.count("connections")
         try:
             await conn.run()
@@ -171,6 +180,7 @@ class RelayServer:
             self.count("connections_failed")
         finally:
             self.connections.discard(conn)
+            self.greeting.pop(conn, None)
             await conn.cleanup()
 
 
@@ -236,6 +246,19 @@ class RelayConnection:
     def close(self, reason: str) -> None:
         self.session.close(reason)
         self.write_out()
+
+    def evict(self) -> None:
+        """Closed at once, with a Deny, to make room for a new connection: it has sent no
+        Init while the node is at its connection limit."""
+        self.server.count("connections_evicted")
+        self.server.warnings.warning("evicted", "relay: %d connections already: closing the "
+                                     "oldest without an Init", self.server.max_connections)
+        self.session.close("the node is at its connection limit", deny=True)
+        self.write_out()
+        self.outbox.flush()  # (the Deny, if the kernel takes it now: the connection ends)
+        self.outbox.discard()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------------- commands
     async def apply(self) -> None:
@@ -340,6 +363,9 @@ class RelayConnection:
     def _status(self, command: rc.Status) -> None:
         status = {**self.node.status(), "relay": self.server.status()}
         self.session.status(command.rid, json.dumps(status).encode())
+
+    def _drop(self, command: rc.Drop) -> None:
+        command.responder.drop()
 
     def _answer(self, command: rc.Answer) -> None:
         if command.reply is not None:
@@ -505,6 +531,8 @@ class RelayConnection:
                         session.read_done(trio.current_time())
                         self.write_out()
                     self._count_partial(session.reader.pending)
+                    if session.state != "new":
+                        self.server.greeting.pop(self, None)
                     self._deadline_added()  # (a packet begun or completed moves one)
                     if session.reader.error is not None:
                         self.server.warnings.warning(
@@ -548,6 +576,7 @@ _NOW: dict[type, Callable[[RelayConnection, Any], None]] = {
     rc.Ask: RelayConnection._ask,
     rc.Status: RelayConnection._status,
     rc.Answer: RelayConnection._answer,
+    rc.Drop: RelayConnection._drop,
     rc.OpenTunnel: RelayConnection._open_tunnel,
     rc.CarryTunnel: RelayConnection._carry,
     rc.SendOnTunnel: RelayConnection._send_on_tunnel,

@@ -45,6 +45,7 @@ from iris.relay.commands import (
     CarryTunnel,
     CloseTunnel,
     Command,
+    Drop,
     OpenTunnel,
     Publish,
     Register,
@@ -399,9 +400,9 @@ class RelaySession:
             self.commands.append(Answer(responder, None, "relay client left"))
             return
         timeout_ms = int(min(time_left, self.limits.serve_timeout_s) * 1000)
-        if timeout_ms <= 0:
+        if timeout_ms <= 0:  # (under a millisecond left: the client could not make it)
             self._count("requests_expired")
-            self.commands.append(Answer(responder, None, "request expired"))
+            self.commands.append(Drop(responder))
             return
         rid = self._new_id()
         self.serving[rid] = responder

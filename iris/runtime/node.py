@@ -109,7 +109,7 @@ def time_left() -> float:
 
 
 class Responder:
-    """How an `accept_request` handler answers: `reply(data)` or `fail(text)`, once (later
+    """How an `accept_request` handler answers: `reply(data)`, `fail(text)` or `drop()`, once (later
     calls, and calls after the node closed, are ignored). `deadline` (trio time) is when the
     caller gives up."""
 
@@ -131,6 +131,14 @@ class Responder:
 
     def fail(self, message: str) -> None:
         self._answer(b"", message or "request failed")
+
+    def drop(self) -> None:
+        """Not started: the caller's deadline passed before the request could be (no answer
+        is sent; the caller's own timeout reports it, as for a request that arrived late)."""
+        node, self._node = self._node, None
+        if node is not None and not node._closed:
+            core = node._runtime.core
+            node._runtime.call(lambda: core.expired(self._token))
 
     def _answer(self, data: bytes, error: str | None) -> None:
         node, self._node = self._node, None
@@ -480,7 +488,7 @@ class Node:
         deadline = self._runtime.trio_time(event.deadline)
         if trio.current_time() >= deadline:  # waited for a worker past its caller's patience
             self._runtime.count("requests_expired_in_queue")  # the core counts its own
-            self._runtime.call(lambda: core.reply(event.token, error="request expired"))
+            self._runtime.call(lambda: core.expired(event.token))
             return
         _deadline.set(deadline)
         try:
