@@ -408,6 +408,53 @@ async def test_leaving_fails_pending_requests_with_a_clear_error():
             await nodes[0].request("stuck", b"y", timeout=1)
 
 
+async def test_leaving_closes_the_nodes_tunnels_and_openings():
+    """A task waiting in a tunnel's `receive`, or in `tunnel` for one to open, outside the
+    node's own tasks, hears ClosedError when the node closes (it hung before)."""
+    async with iris.testing.local_nodes(2) as nodes:
+
+        class Silent:
+            async def handle_tunnel(self, tunnel):
+                await trio.sleep_forever()
+
+        await nodes[1].register("silent", Silent())
+        tunnel = await nodes[0].tunnel("silent", timeout=5)
+        errors = []
+
+        async def receive():
+            with pytest.raises(iris.ClosedError, match="node closed"):
+                await tunnel.receive()
+            errors.append("receive")
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                await nodes[0]._shutdown()
+        assert errors == ["receive"]
+
+
+async def test_subscribing_again_replaces_the_handler(ring):
+    """A second `subscribe` to a topic returns (it hung, waiting for a join the core had no
+    reason to start) and events go to the new handler only."""
+    _, nodes = ring
+    first, second = [], []
+
+    async def to_first(data):
+        first.append(data)
+
+    async def to_second(data):
+        second.append(data)
+
+    with trio.fail_after(20):
+        await nodes[1].subscribe("again", to_first)
+        await nodes[1].subscribe("again", to_second)
+        await nodes[4].publish("again", b"e")
+        await wait_until(lambda: second == [b"e"])
+    assert first == []
+    await nodes[1].unsubscribe("again")
+
+
 async def test_handlers_that_raise_do_not_take_the_node_down(ring):
     """A broadcast, event or tunnel handler that raises is logged and counted; the node goes
     on serving (before, the exception escaped into the node's nursery and stopped it)."""

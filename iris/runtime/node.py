@@ -38,6 +38,7 @@ from typing import Any
 import trio
 
 from iris.core import (
+    LOST,
     NO_MEMBERS,
     OK,
     REFUSED,
@@ -304,7 +305,8 @@ class Node:
                         limits: TopicLimits | None = None) -> None:
         """Receive the events of `topic`; returns once publishes sent afterwards reach us (as
         `register` does). `handler` is an async function of the event, or an object whose
-        plain `accept_event(bytes)` takes each event at once (see the module docstring)."""
+        plain `accept_event(bytes)` takes each event at once (see the module docstring).
+        Subscribing again to a topic replaces its handler (its limits stay the first's)."""
         self._check_open()
         old = self._subscriptions.get(topic)
         if old is not None:
@@ -313,6 +315,11 @@ class Node:
             handler, f"the event handler of topic {topic!r}")
         if not hasattr(handler, "accept_event"):  # otherwise events are handed over at once
             self._nursery.start_soon(self._run_subscription, topic, sub)
+        if old is not None:  # the core holds the topic already (its limits stay)
+            joining = self._joined.get((topic, True))
+            if joining is not None:  # (the first subscription's join is still under way)
+                await joining.wait()
+            return
         core = self._runtime.core
         try:
             await self._join(topic, True, lambda: core.subscribe(topic, limits))
@@ -379,6 +386,8 @@ class Node:
         key = tunnel.key
         await opened.wait()
         self._opening.pop(key, None)
+        if self._closed and not tunnel._opened:
+            raise ClosedError("node closed")
         if not tunnel._opened:  # closed before it opened (a tunnel that opened and closed at
             # once still hands over the data sent before the close)
             self._tunnels.pop(key, None)
@@ -537,10 +546,17 @@ class Node:
         self._runtime.crash()
 
     def _close_calls(self) -> None:
+        """Everything waiting on the node ends: requests with ClosedError, tunnels closed
+        (a `receive` or `send` waiting on one raises ClosedError, an opening too)."""
         self._closed = True
         waiting, self._waiting = self._waiting, {}
         for on_done in waiting.values():
             on_done(None, ClosedError("node closed"))
+        tunnels, self._tunnels = self._tunnels, {}
+        for tunnel in tunnels.values():
+            tunnel._closed(LOST, "node closed")
+        for opened in self._opening.values():
+            opened.set()
 
 
 def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
