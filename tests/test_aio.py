@@ -254,3 +254,41 @@ def test_two_programs_in_two_threads_each_with_its_own_loop():
         done.set()
         worker.join(30)
     assert not errors
+
+
+def test_a_burst_of_publishes_reaches_a_slow_subscriber_whole_and_in_order():
+    """5,000 events published without a pause (the publisher's loop never waits on its
+    own) reach a subscriber whose handler yields on every event: all of them, in order,
+    one at a time; a handler that raises on one event does not end the subscription."""
+    async def body(a, b, key):
+        got: list[bytes] = []
+        running = [0]
+
+        async def on_event(event):
+            running[0] += 1
+            assert running[0] == 1, "two events handled at once"
+            await asyncio.sleep(0)
+            running[0] -= 1
+            if event == b"bad":
+                raise ValueError("a bad event")
+            got.append(event)
+
+        await a.subscribe("burst", on_event)
+        await b.publish("burst", b"bad")
+        for i in range(5000):
+            await b.publish("burst", b"%d" % i)
+        await until(lambda: len(got) == 5000, deadline=60)
+        assert got == [b"%d" % i for i in range(5000)]
+    run(two_nodes(body))
+
+
+def test_a_handler_returning_no_bytes_is_the_callers_remote_error():
+    class Wrong:
+        async def handle_request(self, data: bytes):
+            return "text"
+
+    async def body(a, b, key):
+        await a.register("wrong", Wrong())
+        with pytest.raises(iris.RemoteError, match="returned str, not bytes"):
+            await b.request("wrong", b"x", timeout=10)
+    run(two_nodes(body))

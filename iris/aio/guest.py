@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -37,6 +38,8 @@ import outcome
 import trio
 
 T = TypeVar("T")
+
+log = logging.getLogger("iris.aio")
 
 _GUESTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Guest] = (
     weakref.WeakKeyDictionary())
@@ -108,7 +111,10 @@ class Guest:
         while True:
             while calls:
                 fn, args = calls.popleft()
-                fn(*args)
+                try:
+                    fn(*args)
+                except Exception:  # (each call reports its own errors: this is a bug's)
+                    log.exception("a call into the node failed")
             self._wake = trio.Event()
             await self._wake.wait()
             self._wake = None
@@ -128,9 +134,13 @@ class Guest:
                 if not future.done():
                     future.set_result(result)
 
+    def start_in_asyncio(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """An application coroutine as an asyncio task, in the application's context."""
+        return self.loop.create_task(coro, context=self._context.copy())
+
     async def in_asyncio(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run an application coroutine on the asyncio loop; its result (or exception)."""
-        task = self.loop.create_task(coro, context=self._context.copy())
+        task = self.start_in_asyncio(coro)
         done = trio.Event()
         task.add_done_callback(lambda _: done.set())
         try:
@@ -141,6 +151,12 @@ class Guest:
         return task.result()
 
     # ----------------------------------------------------------------- asyncio side
+    @property
+    def backlog(self) -> int:
+        """Calls queued by `soon` that trio has not run yet (it runs them when the asyncio
+        side yields: a producer that never waits must, now and then)."""
+        return len(self._calls)
+
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run the plain function `fn(*args)` in trio soon, in order with earlier ones."""
         self._calls.append((fn, args))

@@ -36,7 +36,7 @@ class RelayClient:
         closes the connection."""
         guest = await Guest.acquire()
         try:
-            adapted = None if handler is None else handler_for(guest, handler)
+            adapted = None if handler is None else handler_for(guest, handler, node=False)
             client, leave = await guest.hold(trio_client.RelayClient.open(
                 port, cluster, adapted, host, max_concurrency))
             try:

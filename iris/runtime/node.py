@@ -33,7 +33,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -68,7 +68,7 @@ from iris.runtime.tunnel import Tunnel
 from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig
 
-__all__ = ["Node", "Registration", "Responder", "open_node", "time_left"]
+__all__ = ["Node", "NodeObserver", "Registration", "Responder", "open_node", "time_left"]
 
 EventHandler = Callable[[bytes], Awaitable[None]]
 log = logging.getLogger("iris.node")
@@ -151,6 +151,20 @@ class Responder:
 RequestCallback = Callable[[bytes | None, IrisError | None], None]
 
 
+class NodeObserver(Protocol):
+    """What a `Node.observer` is told (iris.metrics counts it). Called from the node's own
+    processing: each method must return at once and must not raise."""
+
+    def request_done(self, error: IrisError | None, seconds: float) -> None:
+        """A request this node started ended (None: answered), `seconds` after it started."""
+
+    def sent(self, what: str) -> None:
+        """A "broadcast" or a "publish" left this node."""
+
+    def events(self, events: list[ev.Event]) -> None:
+        """What the core hands the node, before the node acts on it."""
+
+
 class Node:
     """A running node. Obtain one with `open_node`."""
 
@@ -168,6 +182,7 @@ class Node:
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], trio.Event] = {}
         self._closed = False
+        self.observer: NodeObserver | None = None  # (metrics: see NodeObserver)
         # What the node does with each kind of event the core emits (iris.core.events).
         self._event_handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.RequestDone: self._on_request_done,
@@ -216,6 +231,11 @@ class Node:
                 "maintenance": node.sent[0], "join": node.sent[1], "routed": node.sent[2]},
             "counters": {**rt.counters, **rt.core.counters},
         }
+
+    @property
+    def closed(self) -> bool:
+        """The node has left (or is leaving): calls raise ClosedError."""
+        return self._closed
 
     def _check_open(self) -> None:
         if self._closed:
@@ -272,6 +292,8 @@ class Node:
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         check_payload(payload)
+        if self.observer is not None:
+            on_done = _observed(on_done, self.observer, trio.current_time())
         self._starting += 1  # an outcome can come before `core.request` returns its id
         try:
             req_id = self._runtime.call(
@@ -299,6 +321,8 @@ class Node:
         check_payload(payload)
         await self._runtime.backpressure.room()
         self._runtime.call(lambda: self._runtime.core.broadcast(cluster, payload))
+        if self.observer is not None:
+            self.observer.sent("broadcast")
 
     # --------------------------------------------------------------------- topics
     async def subscribe(self, topic: str, handler: EventHandler | Any,
@@ -355,6 +379,17 @@ class Node:
         check_payload(payload)
         await self._runtime.backpressure.room()
         self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
+        if self.observer is not None:
+            self.observer.sent("publish")
+
+    def start_publish(self, topic: str, payload: bytes) -> None:
+        """`publish` without waiting while the links are congested: callers pace themselves
+        (`congested`, `wait_for_room`), as with `start_request`."""
+        self._check_open()
+        check_payload(payload)
+        self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
+        if self.observer is not None:
+            self.observer.sent("publish")
 
     async def _run_subscription(self, topic: str, sub: HandlerQueue) -> None:
         runtime = self._runtime
@@ -397,6 +432,8 @@ class Node:
 
     # ---------------------------------------------------------------------- events
     def _on_events(self, events: list[ev.Event]) -> None:
+        if self.observer is not None:
+            self.observer.events(events)
         handlers = self._event_handlers
         for event in events:
             handlers[type(event)](event)
@@ -557,6 +594,18 @@ class Node:
             tunnel._closed(LOST, "node closed")
         for opened in self._opening.values():
             opened.set()
+
+
+def _observed(on_done: RequestCallback, observer: NodeObserver,
+              started: float) -> RequestCallback:
+    """`on_done`, then `observer` told how the request ended and how long it took."""
+
+    def done(reply: bytes | None, error: IrisError | None) -> None:
+        seconds = trio.current_time() - started
+        on_done(reply, error)
+        observer.request_done(error, seconds)
+
+    return done
 
 
 def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
