@@ -17,6 +17,7 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
+from iris.handlers import BroadcastHandler, EventHandler, RequestHandler, TunnelHandler
 from iris.runtime import Node, Registration, Tunnel, open_node, time_left
 
 __version__ = "0.1.0"
@@ -28,7 +29,8 @@ def generate_network_key() -> bytes:
 
 
 __all__ = [
-    "ClosedError", "IrisError", "JoinError", "LimitExceededError", "NoSuchClusterError", "Node",
-    "Registration", "RemoteError", "ServiceLimits", "TimeoutError", "TopicLimits", "Tunnel",
+    "BroadcastHandler", "ClosedError", "EventHandler", "IrisError", "JoinError",
+    "LimitExceededError", "NoSuchClusterError", "Node", "Registration", "RemoteError",
+    "RequestHandler", "ServiceLimits", "TimeoutError", "TopicLimits", "Tunnel", "TunnelHandler",
     "generate_network_key", "open_node", "time_left",
 ]

@@ -26,9 +26,11 @@ LAYERS = {
     "simulations": 2,
     "iris.runtime": 2,
     "iris.relay": 3,
+    "iris.handlers": 3,  # the handler protocols (they name the runtime's Tunnel)
     "iris": 4,  # the package's public face (iris/__init__.py) and iris.testing
     "iris.aio": 4,  # the same API for asyncio programs (the trio node as the loop's guest)
     "iris.sync": 4,  # the same API for blocking code (the trio node in a thread)
+    "iris.metrics": 4,  # the Prometheus endpoint of a node and its relay
     "iris.chaos": 5,  # `iris chaos`: node processes, their workload agents, the report
     "iris.cli": 6,  # the CLI and the demo
 }
