@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable
 from heapq import heappop, heappush
 from math import log
-from typing import Any
+from typing import Any, Protocol
 
 from sortedcontainers import SortedList
 
@@ -49,6 +49,19 @@ _DELIVER, _WAKE, _CALL = 0, 1, 2
 _GC_THRESHOLD = (50_000, 20, 100)
 
 AppFactory = Callable[["Simulation", OverlayNode], OverlayApp]
+
+
+class Observer(Protocol):
+    """Looks at a running simulation between events, at simulated times of its choosing: a
+    progress line, time series (`simulations.timeline`). It reads and never changes anything,
+    so a run observed or not is the same run, with the same digest."""
+
+    @property
+    def due(self) -> float:
+        """The simulated time of the next look; `observe` must move it forward."""
+        ...
+
+    def observe(self, sim: Simulation) -> None: ...
 
 
 class Simulation:
@@ -87,6 +100,8 @@ class Simulation:
         self.after_call: Callable[[OverlayNode], None] | None = None
         # Told how long a resumed node's backlog waited, around its delivery (0 after it).
         self.arrival_age: Callable[[OverlayNode, float], None] = lambda node, age: None
+        # Shown the simulation at the times it asks for (`Observer`); None: nobody watches.
+        self.observer: Observer | None = None
 
     # ------------------------------------------------------------------ node lifecycle
     def new_id(self) -> int:
@@ -203,7 +218,7 @@ class Simulation:
 
     def _flush(self, node: OverlayNode) -> None:
         """Send what `node` produced and keep one wake-up pending at its next deadline.
-        (`run_until_time` has this inlined: it runs after every event.)"""
+        (`_advance` has this inlined: it runs after every event.)"""
         if self.after_call is not None:
             self.after_call(node)
         out = self._outbox
@@ -292,7 +307,18 @@ class Simulation:
 
     # ----------------------------------------------------------------------------- running
     def run_until_time(self, end: float) -> None:
-        """Process every event due up to simulated time `end`, then set the clock to `end`."""
+        """Process every event due up to simulated time `end`, then set the clock to `end`.
+
+        An observer is shown the state at each of its due times on the way: the events run
+        in the same order either way, only in slices."""
+        observer = self.observer
+        while observer is not None and observer.due <= end:
+            self._advance(observer.due)
+            observer.observe(self)
+        self._advance(end)
+
+    def _advance(self, end: float) -> None:
+        """`run_until_time` without the observer."""
         heap, nodes, wake, out = self._heap, self.nodes, self._wake, self._outbox
         paused = self.paused
         transmit = self._transmit

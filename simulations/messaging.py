@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from iris.core import OK, MessagingCore, cluster_group, topic_group, tunnel_of
 from iris.core import events as ev
-from simulations import checkers
+from simulations import checkers, timeline
 from simulations.connections import link_policy
 from simulations.engine import Simulation
 from simulations.messaging_workload import (
@@ -27,6 +27,7 @@ from simulations.messaging_workload import (
     core_of,
 )
 from simulations.network import NetworkConfig
+from simulations.report import Check, judge
 from simulations.scenarios import ScenarioOptions, build_ring, link_figures
 
 CLUSTER_SIZES = (1, 3, 5, 10, 20, 35, 50, 65, 80, 100)
@@ -37,6 +38,22 @@ AFTER_HEAL_S = 20.0  # messaging-partition: events go on this long after the hea
 SETTLED_S = 10.0  # ... and every one published this long after it must reach every subscriber
 
 _TunnelEvent = TypeVar("_TunnelEvent", ev.TunnelIncoming, ev.TunnelOpened)
+
+# What the messaging scenarios check (`simulations.report.judge`), where several do.
+_REQUEST_OUTCOMES = ("requests", "request_errors", "request_timeouts", "request_unresolved")
+REQUESTS_ALL_ANSWERED = Check("request_success_ratio", "==", 1.0,
+                              "requests from live nodes answered OK", context=_REQUEST_OUTCOMES)
+REQUESTS_MOSTLY_ANSWERED = Check("request_success_ratio", ">=", 0.99,
+                                 "requests from live nodes answered OK",
+                                 context=_REQUEST_OUTCOMES)
+NO_REQUEST_DUPLICATES = Check("request_duplicates", "==", 0,
+                              "requests handled more than once")
+NO_MISDELIVERY = Check("request_misdelivered", "==", 0,
+                       "requests handled outside their cluster, or replies matched wrongly")
+NO_ORDER_VIOLATIONS = Check("publish_order_violations", "==", 0,
+                            "events delivered out of their publisher's order")
+TUNNEL_IN_ORDER = Check("tunnel_in_order", "true", None,
+                        "every numbered tunnel message arrived, in order")
 
 
 # ======================================================================== scenario plumbing
@@ -58,7 +75,9 @@ def make_messaging_sim(opts: ScenarioOptions) -> tuple[Simulation, MessagingWork
     net = NetworkConfig(loss=opts.loss, duplicate=opts.duplicate, fifo=True)
     sim = Simulation(opts.seed, network=net, app_factory=SimMessaging, wire=opts.wire,
                      links=link_policy(opts.links or "connections"))
-    return sim, MessagingWorkload(sim)
+    work = MessagingWorkload(sim)
+    timeline.attach(sim, work)
+    return sim, work
 
 
 def setup_groups(
@@ -66,6 +85,7 @@ def setup_groups(
 ) -> dict[str, Any]:
     rng = sim.rng
     ids = list(sim.active)
+    timeline.phase(sim, "grouping")
     sizes = [min(s, len(ids)) for s in CLUSTER_SIZES]
     for i, size in enumerate(sizes):
         for node in rng.sample(ids, size):
@@ -146,6 +166,7 @@ class TunnelRun:
     def __init__(self, sim: Simulation, work: MessagingWorkload, cluster: str, messages: int,
                  big_mib: int, size: int = 1024, consume_bps: float | None = None) -> None:
         self.sim, self.work, self.messages, self.big_mib = sim, work, messages, big_mib
+        timeline.phase(sim, "tunnel opening")
         self.sent = 0
         self.opener = opener = sim.random_active()
         if consume_bps is not None:
@@ -212,6 +233,7 @@ class TunnelRun:
         if not self.opened:
             return {"tunnel_messages": 0, "tunnel_in_order": False, "tunnel_opened": False}
         log = work.tunnel_log[key]
+        timeline.phase(sim, "tunnel")
         sim.run_until(lambda: self.sent >= messages and len(log) >= messages,
                       timeout=600.0, check_every=0.5)
         stream_max_buffered = work.tunnel_max_buffered
@@ -240,6 +262,7 @@ def run_tunnel(sim: Simulation, work: MessagingWorkload, cluster: str, messages:
 
 
 def _finish(result: dict[str, Any], sim: Simulation, wall: float) -> dict[str, Any]:
+    timeline.phase(sim, "done")
     result.update(link_figures(sim))
     result["events"] = sim.events
     result["wall_s"] = round(time.perf_counter() - wall, 3)
@@ -255,6 +278,7 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     span = opts.requests / opts.request_rate
     run_requests(sim, work, opts.requests, opts.request_rate)
     run_floods(sim, work, opts.broadcasts, opts.publishes, span)
+    timeline.phase(sim, "traffic", until=sim.now + span + 10.0)
     sim.run_for(span + 10.0)
     largest = max(work.members, key=lambda c: len(work.members[c]))
     result.update(work.request_summary(largest))
@@ -266,14 +290,24 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(tree_quality(sim))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, opts.tunnel_big_mib))
     result.pop("tunnel_key", None)
-    result["checks_passed"] = (
-        result["request_success_ratio"] == 1.0 and result["request_duplicates"] == 0
-        and result["request_misdelivered"] == 0 and result["broadcast_delivery_ratio"] == 1.0
-        and result["broadcast_duplicates"] == 0 and result["publish_delivery_ratio"] == 1.0
-        and result["publish_duplicates"] == 0 and result["publish_order_violations"] == 0
-        and result["tunnel_in_order"] and (result["balance_max_over_mean"] or 0) <= 1.5
-        and checkers.check_leaf_sets(sim).ok
-    )
+    leaf = checkers.check_leaf_sets(sim)
+    result["leaf_sets_checked"] = leaf.checked
+    result["leaf_sets_wrong"] = leaf.wrong
+    judge(result, (
+        REQUESTS_ALL_ANSWERED, NO_REQUEST_DUPLICATES, NO_MISDELIVERY,
+        Check("broadcast_delivery_ratio", "==", 1.0,
+              "broadcasts' deliveries to the live members that were grafted when sent"),
+        Check("broadcast_duplicates", "==", 0, "broadcasts delivered twice to one member"),
+        Check("publish_delivery_ratio", "==", 1.0,
+              "events' deliveries to the live subscribers that were grafted when published"),
+        Check("publish_duplicates", "==", 0, "events delivered twice to one subscriber"),
+        NO_ORDER_VIOLATIONS, TUNNEL_IN_ORDER,
+        Check("balance_max_over_mean", "<=", 1.5,
+              "requests the busiest member of the largest cluster handled over the mean",
+              none_passes=True),
+        Check("leaf_sets_checked", ">=", 1, "active nodes whose leaf sets were checked"),
+        Check("leaf_sets_wrong", "==", 0, "active nodes whose leaf set differs from the truth"),
+    ))
     return _finish(result, sim, wall)
 
 
@@ -349,6 +383,7 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     halves = [ids[0::2], ids[1::2]]
     side = {n: i for i, half in enumerate(halves) for n in half}
     sim.partition(halves)
+    timeline.phase(sim, "partitioned", until=sim.now + opts.partition_s)
     # Events flow from the moment of the cut until AFTER_HEAL_S past the heal: the ones
     # caught in the cut may be lost, never delivered late or out of order.
     run_floods(sim, work, 0, opts.publishes, opts.partition_s + AFTER_HEAL_S)
@@ -360,6 +395,7 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     sim.run_for(opts.partition_s / 2)
     sim.heal()
     healed_at = sim.now
+    timeline.phase(sim, "healing", until=healed_at + AFTER_HEAL_S + 6.0)
     split_records = list(work.requests.values())[first:]
     merged = sim.run_until(lambda: trees_consistent(sim, work), timeout=120.0, check_every=0.5)
     result["recovery_s"] = merged
@@ -378,6 +414,7 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     settled = work.flood_summary(topic=True, since=healed_at + SETTLED_S)
     result["publish_delivery_ratio_after_heal"] = settled["publish_delivery_ratio"]
     verify_start = sim.now
+    timeline.phase(sim, "verifying", until=sim.now + 6.0)
     result.update(verify_delivery(sim, work))
     largest = max(work.members, key=lambda c: len(work.members[c]))
     result.update(work.request_summary(largest))
@@ -386,18 +423,25 @@ def scenario_messaging_partition(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(order_figures(sim, work))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, 0))
     result.pop("tunnel_key", None)
-    result["checks_passed"] = (
-        result["recovery_s"] is not None and result["recovery_s"] <= 10.0
-        and result["split_reachable_success_ratio"] >= 0.99
-        and result["split_unreachable_failed"] == result["split_unreachable"]
-        and result["publish_delivery_ratio_after_heal"] == 1.0
-        and result["verify_request_success_ratio"] == 1.0
-        and result["verify_broadcast_delivery_ratio"] == 1.0
-        and result["verify_publish_delivery_ratio"] == 1.0
-        and result["request_duplicates"] == 0 and result["request_misdelivered"] == 0
-        and result["publish_order_violations"] == 0 and result["floods_late"] == 0
-        and result["tunnel_in_order"]
-    )
+    judge(result, (
+        Check("recovery_s", "<=", 10.0, "time from the heal until every group has one tree"),
+        Check("split_reachable_success_ratio", ">=", 0.99,
+              "requests during the split to a cluster with a member on the requester's side, "
+              "answered OK"),
+        Check("split_unreachable_failed", "==", result["split_unreachable"],
+              "requests during the split to a cluster wholly on the other side that failed "
+              "(all must)"),
+        Check("publish_delivery_ratio_after_heal", "==", 1.0,
+              f"events published {SETTLED_S:g} s or more after the heal, delivered"),
+        Check("verify_request_success_ratio", "==", 1.0, "one request per cluster at the end"),
+        Check("verify_broadcast_delivery_ratio", "==", 1.0,
+              "one broadcast per cluster at the end"),
+        Check("verify_publish_delivery_ratio", "==", 1.0, "one event per topic at the end"),
+        NO_REQUEST_DUPLICATES, NO_MISDELIVERY, NO_ORDER_VIOLATIONS,
+        Check("floods_late", "==", 0,
+              "broadcasts and events delivered more than 10 s after they were sent"),
+        TUNNEL_IN_ORDER,
+    ))
     return _finish(result, sim, wall)
 
 
@@ -423,22 +467,27 @@ def scenario_messaging_pause(opts: ScenarioOptions) -> dict[str, Any]:
     count = min(opts.requests, int(span * 50))
     start = sim.now
     run_requests(sim, work, count, count / span, clusters=[cluster])
+    timeline.phase(sim, "traffic", until=start + 5.0)
     sim.run_until_time(start + 5.0)
     for node in frozen:
         sim.pause(node)
+    timeline.phase(sim, "paused", until=sim.now + opts.pause_s)
     sim.run_for(opts.pause_s)
     for node in frozen:
         sim.resume(node)
+    timeline.phase(sim, "resumed", until=start + span + 10.0)
     sim.run_until_time(start + span + 10.0)
     result["cluster_members"] = 3
     result["paused"] = len(frozen)
     result["pause_s"] = opts.pause_s
     result.update(work.request_summary(cluster))
     result["request_late_executions"] = work.late_executions
-    result["checks_passed"] = (
-        result["request_success_ratio"] >= 0.99 and result["request_duplicates"] == 0
-        and result["request_late_executions"] == 0 and result["request_misdelivered"] == 0
-    )
+    judge(result, (
+        REQUESTS_MOSTLY_ANSWERED, NO_REQUEST_DUPLICATES,
+        Check("request_late_executions", "==", 0,
+              "requests a member started after its caller's deadline"),
+        NO_MISDELIVERY,
+    ))
     return _finish(result, sim, wall)
 
 
@@ -486,6 +535,7 @@ def scenario_messaging_churn(opts: ScenarioOptions) -> dict[str, Any]:
         sim.at(sim.now + span * (i + 0.5) / victims, replace)
     run_requests(sim, work, opts.requests, opts.requests / span)
     run_floods(sim, work, opts.broadcasts, opts.publishes, span)
+    timeline.phase(sim, "churning", until=sim.now + span + 10.0)
     sim.run_for(span + 10.0)
     result["replaced"] = replaced
     result.update(work.request_summary(largest))
@@ -494,12 +544,14 @@ def scenario_messaging_churn(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(order_figures(sim, work))
     result.update(tunnel.finish())
     result.pop("tunnel_key", None)
-    result["checks_passed"] = (
-        result["request_success_ratio"] >= 0.99 and result["request_duplicates"] == 0
-        and result["tunnel_in_order"] and result["tunnel_messages"] == opts.tunnel_messages
-        and result["request_misdelivered"] == 0 and result["broadcast_duplicates"] == 0
-        and result["publish_duplicates"] == 0
-    )
+    judge(result, (
+        REQUESTS_MOSTLY_ANSWERED, NO_REQUEST_DUPLICATES, TUNNEL_IN_ORDER,
+        Check("tunnel_messages", "==", opts.tunnel_messages,
+              "numbered tunnel messages that arrived"),
+        NO_MISDELIVERY,
+        Check("broadcast_duplicates", "==", 0, "broadcasts delivered twice to one member"),
+        Check("publish_duplicates", "==", 0, "events delivered twice to one subscriber"),
+    ))
     return _finish(result, sim, wall)
 
 

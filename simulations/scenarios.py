@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from overlay.config import OverlayConfig
-from simulations import checkers
+from simulations import checkers, timeline
 from simulations.connections import link_policy, model_of
 from simulations.engine import Simulation
 from simulations.network import NetworkConfig
+from simulations.report import Check, judge
 
 MAINTENANCE_WINDOW_S = 60.0
 
@@ -44,8 +45,10 @@ class ScenarioOptions:
 
 def make_sim(opts: ScenarioOptions, config: OverlayConfig | None = None) -> Simulation:
     net = NetworkConfig(loss=opts.loss, duplicate=opts.duplicate)
-    return Simulation(opts.seed, config=config, network=net, wire=opts.wire,
-                      links=link_policy(opts.links or "datagrams"))
+    sim = Simulation(opts.seed, config=config, network=net, wire=opts.wire,
+                     links=link_policy(opts.links or "datagrams"))
+    timeline.attach(sim)
+    return sim
 
 
 def build_ring(sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
@@ -55,8 +58,10 @@ def build_ring(sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
     start = sim.now
     for i in range(1, opts.nodes):
         sim.at(start + i / rate, sim.add_node)
+    timeline.phase(sim, "joining", until=start + opts.nodes / rate)
     sim.run_until_time(start + opts.nodes / rate)
     join_msgs = sim.sent_by_category()[1]
+    timeline.phase(sim, "settling")
     settle = sim.run_until(
         lambda: len(sim.active) == opts.nodes and checkers.all_ok(sim),
         timeout=opts.repair_timeout_s,
@@ -72,6 +77,7 @@ def build_ring(sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
 def measure_maintenance(sim: Simulation, seconds: float = MAINTENANCE_WINDOW_S) -> float:
     """Maintenance messages sent per node per simulated second over a quiet window."""
     before = sim.sent_by_category()[0]
+    timeline.phase(sim, "quiet", until=sim.now + seconds)
     sim.run_for(seconds)
     after = sim.sent_by_category()[0]
     return (after - before) / len(sim.nodes) / seconds
@@ -80,24 +86,44 @@ def measure_maintenance(sim: Simulation, seconds: float = MAINTENANCE_WINDOW_S) 
 def run_lookups(sim: Simulation, count: int, rate: float, grace_s: float = 10.0) -> dict[str, Any]:
     sim.lookups.reset()
     end = sim.lookups.schedule(count, rate)
+    timeline.phase(sim, "lookups", until=end)
     sim.run_until_time(end)
     sim.run_until(lambda: sim.lookups.done, timeout=grace_s, check_every=0.5)
     return sim.lookups.summary()
 
 
 def check_summary(sim: Simulation) -> dict[str, Any]:
+    """Every checker over the final state (`RING_CHECKS` says what must hold)."""
     leaf = checkers.check_leaf_sets(sim)
     table = checkers.check_routing_tables(sim)
     routing = checkers.check_routing(sim, 1000)
     return {
         "leaf_sets_exact": leaf.ok,
+        "leaf_sets_checked": leaf.checked,
         "leaf_sets_wrong": leaf.wrong,
         "tables_sound": table.ok,
         "table_dead_entries": table.dead,
+        "table_misplaced_entries": table.misplaced,
         "table_fill_ratio": round(table.fill_ratio, 4),
         "routing_consistent": routing.ok,
-        "checks_passed": leaf.ok and table.ok and routing.ok,
+        "routing_walks": routing.lookups,
+        "routing_walks_wrong": routing.lookups - routing.correct,
     }
+
+
+# What `check_summary`'s checkers require, figure by figure (leaf_sets_exact, tables_sound and
+# routing_consistent are these conjunctions).
+RING_CHECKS = (
+    Check("leaf_sets_checked", ">=", 1, "active nodes whose leaf sets were checked"),
+    Check("leaf_sets_wrong", "==", 0, "active nodes whose leaf set differs from the truth"),
+    Check("table_dead_entries", "==", 0, "routing-table entries naming dead nodes"),
+    Check("table_misplaced_entries", "==", 0, "routing-table entries in the wrong cell"),
+    Check("routing_walks_wrong", "==", 0,
+          "walks through the routing state to random keys that end off the true root"),
+)
+ALL_LOOKUPS_CORRECT = Check("correct_ratio", "==", 1.0,
+                            "routed lookups delivered at the key's true root",
+                            context=("lookups", "wrong_root", "lost"))
 
 
 def detection_time(sim: Simulation, timeout: float = 60.0) -> float | None:
@@ -121,6 +147,7 @@ def link_figures(sim: Simulation) -> dict[str, Any]:
 
 
 def _finish(result: dict[str, Any], sim: Simulation, wall_start: float) -> dict[str, Any]:
+    timeline.phase(sim, "done")
     wall = time.perf_counter() - wall_start
     result["events"] = sim.events
     result["wall_s"] = round(wall, 3)
@@ -141,8 +168,10 @@ def scenario_join(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(build_ring(sim, opts))
     result["maintenance_msgs_per_node_s"] = round(measure_maintenance(sim), 4)
     result.update(run_lookups(sim, opts.lookups, opts.lookup_rate))
+    timeline.phase(sim, "checking")
     result.update(check_summary(sim))
-    result["checks_passed"] = result["checks_passed"] and result["correct_ratio"] == 1.0
+    judge(result, (*RING_CHECKS, ALL_LOOKUPS_CORRECT))
+    timeline.phase(sim, "crash detection")
     result["detect_s"] = detection_time(sim)
     return _finish(result, sim, wall)
 
@@ -157,19 +186,22 @@ def scenario_mass_failure(opts: ScenarioOptions) -> dict[str, Any]:
     result["mean_hops_before"] = before["mean_hops"]
     victims = sim.rng.sample(list(sim.active), int(len(sim.active) * opts.fail_fraction))
     failed_at = sim.now
+    timeline.phase(sim, "failure")
     for victim in victims:
         sim.crash(victim)
     result["failed"] = len(victims)
     during = run_lookups(sim, min(opts.lookups, 2000), opts.lookup_rate)
     result["correct_ratio_during_repair"] = during["correct_ratio"]
     result["mean_hops_during_repair"] = during["mean_hops"]
+    timeline.phase(sim, "repairing")
     repair = sim.run_until(lambda: checkers.all_ok(sim), opts.repair_timeout_s, check_every=2.0)
     result["repair_s"] = None if repair is None else round(sim.now - failed_at, 3)
     result["maintenance_msgs_per_node_s"] = round(measure_maintenance(sim), 4)
     result.update(run_lookups(sim, opts.lookups, opts.lookup_rate))
     result["mean_hops_after"] = result["mean_hops"]
+    timeline.phase(sim, "checking")
     result.update(check_summary(sim))
-    result["checks_passed"] = result["checks_passed"] and result["correct_ratio"] == 1.0
+    judge(result, (*RING_CHECKS, ALL_LOOKUPS_CORRECT))
     return _finish(result, sim, wall)
 
 
@@ -201,6 +233,7 @@ def scenario_churn(opts: ScenarioOptions) -> dict[str, Any]:
     sent_before = sim.sent_by_category()
     sim.lookups.reset()
     sim.lookups.schedule(count, count / opts.churn_s)
+    timeline.phase(sim, "churning", until=end)
     sim.run_until_time(end)
     sim.run_until(lambda: sim.lookups.done, timeout=10.0, check_every=0.5)
     result.update(sim.lookups.summary())
@@ -209,9 +242,12 @@ def scenario_churn(opts: ScenarioOptions) -> dict[str, Any]:
     span = sim.now - start
     result["maintenance_msgs_per_node_s"] = round(sent[0] / opts.nodes / span, 4)
     result["join_msgs_per_node_s"] = round(sent[1] / opts.nodes / span, 4)
+    timeline.phase(sim, "repairing")
     repair = sim.run_until(lambda: checkers.all_ok(sim), opts.repair_timeout_s, check_every=2.0)
     result["repair_s"] = None if repair is None else round(repair, 3)
+    timeline.phase(sim, "checking")
     result.update(check_summary(sim))
+    judge(result, RING_CHECKS)
     return _finish(result, sim, wall)
 
 
@@ -229,14 +265,17 @@ def scenario_partition(opts: ScenarioOptions) -> dict[str, Any]:
         groups = [ids[i :: opts.groups] for i in range(opts.groups)]
     result["groups"] = [len(g) for g in groups]
     sim.partition(groups)
+    timeline.phase(sim, "partitioned", until=sim.now + opts.partition_s)
     sim.run_for(opts.partition_s)
     sim.heal()
+    timeline.phase(sim, "healing")
     repair = sim.run_until(lambda: checkers.all_ok(sim), opts.repair_timeout_s, check_every=1.0)
     result["repair_s"] = None if repair is None else round(repair, 3)
     result["maintenance_msgs_per_node_s"] = round(measure_maintenance(sim), 4)
     result.update(run_lookups(sim, opts.lookups, opts.lookup_rate))
+    timeline.phase(sim, "checking")
     result.update(check_summary(sim))
-    result["checks_passed"] = result["checks_passed"] and result["correct_ratio"] == 1.0
+    judge(result, (*RING_CHECKS, ALL_LOOKUPS_CORRECT))
     return _finish(result, sim, wall)
 
 
