@@ -1,17 +1,30 @@
 """Through the relay: what `iris node` processes serve to local relay clients.
 
     python scripts/bench_relay.py [--requests 5000] [--events 50000] [--tunnel 20000]
+                                  [--connects 200] [--rounds 5] [--setup-only]
 
 Starts one `iris node` process A (relay on a free port); the clients run in this process.
-Measured on that one-node ring, the way the Go client's own benchmarks measured the original
-node (one connection registered as a member of cluster "bench" that sends requests to that
-cluster and answers them by echoing, 1-byte messages):
-- request round trips per second with 1 request at a time and with 16 concurrent requests
-  (16 tasks) over that connection, and the CPU per request of the node and of the clients;
-- sequential round trips again with a client without an event loop (blocking socket calls,
-  its own connection and cluster "bench-seq"), closer to what a compiled client costs; and,
-  as the machine's baseline, the same client's 1-byte round trips with an echo thread in
-  this process (no relay, no node);
+Measured on that one-node ring, each the way the Go client's own benchmarks measured the
+original node:
+- Connect and Register as the Go client's BenchmarkConnect and BenchmarkRegister time them,
+  with a client without an event loop (blocking socket calls): each operation opens a new TCP
+  connection to the relay, sends the Init (Register: naming cluster "bench-register", so every
+  connection of a round is one more member of it) and waits for the node's Init answer; the
+  connections stay open, and once the clock has stopped they are closed one after another (a
+  Close, then the node's Close and the end of the stream), as the Go benchmark's deferred
+  closes run after it stops its clock. Microseconds per operation: the median of --rounds
+  rounds of --connects connections (after one round to warm up), next to the original Go
+  node's figures measured on this machine on an earlier date (GO_NODE_US); the closes' time
+  is reported apart;
+- sequential round trips with the same kind of client (the Go client's BenchmarkReqRepLatency:
+  its own connection, member of cluster "bench-seq", requests to that cluster): round trips
+  per second, and microseconds per round trip as the median of --rounds rounds; as the
+  machine's baseline, the same client's 1-byte round trips with an echo thread in this process
+  (no relay, no node);
+- with one connection registered as a member of cluster "bench" that sends requests to that
+  cluster and answers them by echoing (1-byte messages): request round trips per second with 1
+  request at a time and with 16 concurrent requests (16 tasks) over that connection, and the
+  CPU per request of the node and of the clients;
 - publish and broadcast: the connection subscribes to a topic and publishes on it (broadcasts
   to its own cluster), messages of 1 byte and of 1 KiB, from the first send until it has
   received every message back (stricter than the Go benchmark, which stopped its clock for
@@ -26,7 +39,8 @@ connection on A opens a tunnel to "bench-tun" and sends --tunnel messages of 1 K
 --tunnel/20 messages of 64 KiB, within the credit the node grants it (writes batched up to
 64 KiB). Measured: from the first send until the member has received every message whole,
 tunnel messages per second and MB (10^6 bytes of message payload) per second, and CPU per
-message of both nodes and of the clients. Prints one JSON object.
+message of both nodes and of the clients. Prints one JSON object. --setup-only stops after the
+Connect, Register and sequential figures (and the baseline).
 
 Longer than 500 lines because it is one run with one JSON result: every workload shares the
 node processes and the raw clients defined here, so that figures are comparable.
@@ -442,23 +456,107 @@ async def library_clients(port: int, count: int) -> dict:
     return {"requests_16_library_client_per_s": round(count / wall)}
 
 
-def sequential_blocking(port: int, count: int) -> dict:
-    """Round trips one at a time by a client written with blocking socket calls; it serves
-    cluster "bench-seq" itself, so each round trip is request, request, reply, reply."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(rp.Init.pack(cluster="bench-seq"))
-        reader, packets = rp.NodeReader(), []
+def _next_packet(sock: socket.socket, reader: rp.NodeReader, packets: list) -> object | None:
+    """The node's next packet on a blocking socket (None once the node ended the connection)."""
+    while not packets:
+        data = sock.recv(65536)
+        if not data:
+            return None
+        packets.extend(reader.feed(data))
+    return packets.pop(0)
+
+
+def blocking_open(port: int, cluster: str = "") -> tuple[socket.socket, rp.NodeReader, list]:
+    """What the Go client's `Connect` (no cluster) and `Register` (a cluster) do: a new TCP
+    connection to the relay, the Init, and the node's Init answer (for a member, the node
+    answers once its registration is in place). Returns the socket, its packet reader and the
+    packets read after the answer."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (Go's default)
+    sock.sendall(rp.Init.pack(cluster=cluster))
+    reader, packets = rp.NodeReader(), []
+    answer = _next_packet(sock, reader, packets)
+    if type(answer) is not rp.NodeInit:
+        sock.close()
+        raise RuntimeError(f"the node answered the Init with {answer!r}")
+    return sock, reader, packets
+
+
+def blocking_close(sock: socket.socket) -> None:
+    """The Go client's `Close` / `Unregister`: a Close, then wait until the node has ended the
+    connection (its Close, then the end of the stream)."""
+    with sock:
+        sock.sendall(rp.Close.pack())
+        while sock.recv(65536):
+            pass
+
+
+def setup_rounds(port: int, cluster: str, count: int, rounds: int) -> tuple[list[float],
+                                                                           list[float]]:
+    """The Go client's BenchmarkConnect / BenchmarkRegister: `count` connections opened one
+    after another and left open (the Go benchmark defers every Close and stops its clock before
+    they run), then all closed one after another, outside the clock. One round to warm up, then
+    `rounds` timed ones; per round, microseconds per open and per close."""
+    opens: list[float] = []
+    closes: list[float] = []
+    for r in range(rounds + 1):
+        socks = []
+        t0 = time.perf_counter()
+        for _ in range(count):
+            socks.append(blocking_open(port, cluster)[0])
+        t1 = time.perf_counter()
+        for sock in socks:
+            blocking_close(sock)
+        t2 = time.perf_counter()
+        if r:
+            opens.append((t1 - t0) / count * 1e6)
+            closes.append((t2 - t1) / count * 1e6)
+        time.sleep(0.05)  # the node lets go of the last connections before the next round
+    return opens, closes
+
+
+# The original Go node's figures for the same setup (the Go client's BenchmarkConnect and
+# BenchmarkRegister), measured on this machine on an earlier date.
+GO_NODE_US = {"connect": 585, "register": 670}
+
+
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def connect_register(port: int, count: int, rounds: int) -> dict:
+    """Connect (Init without a cluster) and Register (Init naming cluster "bench-register"; every
+    connection of a round is a member of it) with the blocking-socket client: per-operation
+    microseconds, the median of `rounds` rounds of `count` connections, next to the Go node's."""
+    out: dict = {}
+    for name, cluster in (("connect", ""), ("register", "bench-register")):
+        opens, closes = setup_rounds(port, cluster, count, rounds)
+        out[f"{name}_us"] = round(median(opens), 1)
+        out[f"{name}_us_range"] = [round(min(opens), 1), round(max(opens), 1)]
+        out[f"{name}_close_us"] = round(median(closes), 1)  # outside the Go benchmark's clock
+        out[f"{name}_go_node_us"] = GO_NODE_US[name]
+        out[f"{name}_vs_go_node"] = round(median(opens) / GO_NODE_US[name], 2)
+    out["go_node_figures"] = ("the original Go node through the Go client's BenchmarkConnect "
+                              "and BenchmarkRegister, measured on this machine on an earlier date")
+    return out
+
+
+def sequential_blocking(port: int, count: int, rounds: int = 5) -> dict:
+    """Round trips one at a time by a client written with blocking socket calls (the Go
+    client's BenchmarkReqRepLatency): it serves cluster "bench-seq" itself, so each round trip
+    is request, request, reply, reply. `count` of them in `rounds` rounds after 100 to warm up:
+    round trips per second over all, and the median round's microseconds per round trip."""
+    sock, reader, packets = blocking_open(port, cluster="bench-seq")
+    with sock:
 
         def round_trip(rid: int) -> None:
             sock.sendall(rp.Request.pack(rid, "bench-seq", b"x", 10_000))
             while True:
-                while not packets:
-                    data = sock.recv(65536)
-                    if not data:
-                        raise RuntimeError("the node closed the connection")
-                    packets.extend(reader.feed(data))
-                packet = packets.pop(0)
+                packet = _next_packet(sock, reader, packets)
+                if packet is None:
+                    raise RuntimeError("the node closed the connection")
                 if type(packet) is rp.NodeRequest:
                     sock.sendall(rp.Reply.pack(packet.id, True, packet.request))
                 elif type(packet) is rp.NodeReply:
@@ -466,17 +564,21 @@ def sequential_blocking(port: int, count: int) -> dict:
                         raise RuntimeError(f"request {rid} failed: {packet}")
                     return
 
-        while True:  # the registration is in place once the Init answer came
-            packets.extend(reader.feed(sock.recv(65536)))
-            if packets and type(packets.pop(0)) is rp.NodeInit:
-                break
         for rid in range(1, 101):  # warm up
             round_trip(rid)
-        t0 = time.perf_counter()
-        for rid in range(101, 101 + count):
-            round_trip(rid)
-        wall = time.perf_counter() - t0
-    return {"requests_1_blocking_client_per_s": round(count / wall)}
+        first, wall, per_round = 101, 0.0, []
+        for r in range(rounds):
+            n = count // rounds + (r < count % rounds)
+            t0 = time.perf_counter()
+            for rid in range(first, first + n):
+                round_trip(rid)
+            took = time.perf_counter() - t0
+            first += n
+            wall += took
+            if n:
+                per_round.append(took / n * 1e6)
+    return {"requests_1_blocking_client_per_s": round(count / wall),
+            "request_us": round(median(per_round), 1)}
 
 
 def main() -> int:
@@ -486,6 +588,12 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--tunnel", type=int, default=20_000,
                         help="1 KiB tunnel messages (and a 20th as many of 64 KiB)")
+    parser.add_argument("--connects", type=int, default=200,
+                        help="connections per Connect or Register round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timed rounds of the Connect, Register and sequential figures")
+    parser.add_argument("--setup-only", action="store_true",
+                        help="only the Connect, Register and sequential request figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as nodes:  # nodes stop first
         key_file = os.path.join(tmp, "net.key")
@@ -501,7 +609,10 @@ def main() -> int:
         async def run() -> dict:
             await (await connect(relay_a)).stream.aclose()  # the relay is up
             result = baseline_echo(max(1, args.requests // 3))
-            result.update(sequential_blocking(relay_a, max(1, args.requests // 3)))
+            result.update(sequential_blocking(relay_a, max(1, args.requests // 3), args.rounds))
+            result.update(connect_register(relay_a, args.connects, args.rounds))
+            if args.setup_only:
+                return result
             result.update(await measure(relay_a, pid_a, args))
             result.update(await library_clients(relay_a, args.requests))
             result.update(await measure_tunnel(relay_a, pid_a, start_b, args))

@@ -106,6 +106,28 @@ async def test_the_reader_sees_the_end_of_the_stream_and_lets_others_run(pair, n
         assert await reader.receive() == b""
 
 
+async def test_a_new_readers_first_receive_takes_no_loop_pass(pair, nursery):
+    """A connection's task reads what its client sent first (a relay client's Init) in the pass
+    that started it (later reads with data there still yield: see the test above)."""
+    client, server = pair
+    ticks = 0
+
+    async def other_task():  # counts the scheduler passes it gets
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(other_task)
+    await client.send_all(b"init")
+    with trio.fail_after(5):
+        await trio.lowlevel.wait_readable(server.socket)
+    reader = EagerReader(server)
+    before = ticks
+    assert await reader.receive() == b"init"
+    assert ticks == before  # no pass
+
+
 async def test_a_batch_inside_a_batch_writes_once_at_the_outer_end(pair):
     client, server = pair
     flusher = Flusher()

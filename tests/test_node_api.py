@@ -4,6 +4,8 @@ Longer than 500 lines: one test per promise of the API (requests, broadcasts, ev
 tunnels, limits, errors, shutdown), all on the same local nodes; the promises the cores keep
 alone are tested without a network elsewhere."""
 
+import time
+
 import pytest
 import trio
 import trio.testing
@@ -72,6 +74,48 @@ async def test_a_join_cut_short_leaves_no_membership_and_no_record(ring):
     await node.register("echo", Echo())
     await node.subscribe("news", lambda event: None)
     assert not node._joined
+
+
+async def test_a_join_made_within_the_call_returns_without_a_loop_pass(monkeypatch):
+    """On a one-node ring (and into a tree already in place) a join completes within the
+    core's call: `register` and `subscribe` return in the same pass (a relay member's Init is
+    answered at once). A cancelled caller, or one whose deadline passed meanwhile, still leaves
+    no membership."""
+    async with iris.testing.local_nodes(1) as nodes, trio.open_nursery() as nursery:
+        node = nodes[0]
+        ticks = 0
+
+        async def other_task():  # counts the scheduler passes it gets
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(other_task)
+        await trio.lowlevel.checkpoint()
+        before = ticks
+        await node.register("solo", Echo())
+        await node.register("solo", Echo())  # a second member, into the same tree
+        await node.subscribe("solo-news", lambda event: None)
+        assert ticks == before and not node._joined
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await node.register("never", Echo())
+        call = node._runtime.call
+
+        def slow_call(fn):  # the deadline below passes while the core joins
+            try:
+                return call(fn)
+            finally:
+                time.sleep(0.01)
+
+        monkeypatch.setattr(node._runtime, "call", slow_call)
+        with trio.move_on_after(0.005):
+            await node.register("late", Echo())
+        monkeypatch.undo()
+        assert node.status()["clusters"] == ["solo"] and not node._joined
+        assert await node.request("solo", b"x", timeout=10) == b"echo:x"
+        nursery.cancel_scope.cancel()
 
 
 async def test_request_reply_errors_and_unregister(ring):

@@ -116,16 +116,19 @@ class EagerReader:
         self._stream = stream
         self._max = max_bytes
         self._socket = getattr(stream, "socket", None)  # see Outbox: never a kept number
+        self._fresh = True  # no call yet
 
     async def receive(self) -> bytes:
         """The next bytes (b"" at the end of the stream); OSError when the connection broke,
         trio.ClosedResourceError once the stream was closed. It yields once per call, like
         trio's: by waiting when there was nothing to read, or else by a checkpoint after the
-        read (so a busy client does not starve the others)."""
+        read (so a busy client does not starve the others) - except on the first call, which
+        comes right after the task started: what a new client sent first (its Init) is
+        handled in the same pass, not one later."""
         socket = self._socket
         if socket is None:
             return bytes(await self._stream.receive_some(self._max))
-        waited = False
+        waited, self._fresh = self._fresh, False
         while True:
             fd = socket.fileno()
             if fd < 0:

@@ -363,7 +363,12 @@ class Node:
             joined = self._joined[key] = trio.Event()
         try:
             self._runtime.call(start)
-            await joined.wait()
+            if not joined.is_set():
+                await joined.wait()
+            elif trio.current_effective_deadline() <= trio.current_time():
+                await trio.lowlevel.checkpoint()  # a deadline already past cuts it short, as ever
+            else:  # joined within the call (this node is the root, or in the tree): no pass
+                await trio.lowlevel.checkpoint_if_cancelled()
         finally:
             if self._joined.get(key) is joined and not joined.statistics().tasks_waiting:
                 del self._joined[key]
