@@ -1,85 +1,404 @@
-"""The `iris` command line: keygen, node, demo, sim, chaos."""
+"""The `iris` command line: keygen, node, the relay's client commands, demo, sim, chaos.
+
+Errors are one line on stderr that names the problem and what to do, and the exit status says
+what kind it was: 2 the input was wrong (an argument, a key file, a port in use, a seed that is
+no node of this network), 1 it failed while running (no node's relay to talk to, a member that
+answered with an error), 130 interrupted. `--debug` shows the traceback as well.
+
+This module imports what a command needs when it runs: `iris --version` and `iris -h` start
+without loading trio or the overlay.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import os
 import signal
+import socket
 import sys
-from typing import Any
+from typing import Any, NoReturn
+
+from iris import __version__
 
 log = logging.getLogger("iris.node")
 
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+DEFAULT_RELAY_PORT = 55555  # (iris.relay.server.DEFAULT_PORT, not imported: see above)
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
+
+class CliError(Exception):
+    """What the command line reports in one line, and the exit status it ends with."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ------------------------------------------------------------------------- argument types
+class _FromEnv(str):
+    """An option's default taken from an environment variable: argparse converts a string
+    default with the option's type, and a bad one is reported with the variable's name."""
+
+    env = ""
+
+
+def _env_default(name: str, default: Any) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = _FromEnv(raw)
+    value.env = name
+    return value
+
+
+def _typed(convert: Any, name: str) -> Any:
+    """An argparse `type`: `convert`, whose ValueError becomes argparse's one-line error
+    (naming the environment variable when the value came from one)."""
+
+    def parse(value: str) -> Any:
+        try:
+            return convert(value)
+        except ValueError as exc:
+            source = f" (from {value.env})" if isinstance(value, _FromEnv) else ""
+            raise argparse.ArgumentTypeError(f"{exc}{source}") from None
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def _utf8(value: str, what: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {value!r} is not valid UTF-8") from None
+    return value
+
+
+def _parse_address(value: str, zero_ok: bool) -> tuple[str, int]:
+    host, sep, port = _utf8(value, "address").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:7000), got {value!r}")
+    number = int(port)
+    if number > 65535 or (number == 0 and not zero_ok):
+        raise ValueError(f"port {port} of {value!r} is out of range "
+                         f"({0 if zero_ok else 1}-65535)")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+def _listen_address(value: str) -> str:
+    _parse_address(value, zero_ok=True)
+    return value
+
+
+def _seed_address(value: str) -> str:
+    _parse_address(value, zero_ok=False)
+    return value
+
+
+def _port(value: str) -> int:
+    if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"expected a port number (1-65535), got {value!r}")
+    return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return number
+
+
+def _number(what: str, least: float = 0.0, positive: bool = True) -> Any:
+    """A finite number of at least `least` (above it, if `positive`)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < least or (positive and number == least):
+            bound = f"above {least:g}" if positive else f"{least:g} or more"
+            raise ValueError(f"expected {what} ({bound}), got {value!r}")
+        return number
+    return parse
+
+
+def _count(least: int) -> Any:
+    def parse(value: str) -> int:
+        if not value.strip().isdigit() or int(value) < least:
+            raise ValueError(f"expected a whole number of at least {least}, got {value!r}")
+        return int(value)
+    return parse
+
+
+def _name(what: str, example: str) -> Any:
+    def parse(value: str) -> str:
+        if not value:
+            raise ValueError(f"the {what} name is empty: give a name such as {example!r}")
+        return _utf8(value, f"{what} name")
+    return parse
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.lower()
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"expected text or json, got {value!r}")
+    return value
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+# ------------------------------------------------------------------------------ logging
+class JsonFormatter(logging.Formatter):
+    """`--log-format json`: one JSON object per line (time in UTC, level, logger, message,
+    and the traceback as `exception` when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import UTC, datetime
+
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(args: argparse.Namespace, default_level: str) -> None:
+    level = args.log_level or default_level
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if args.log_format == "json"
+                         else logging.Formatter(TEXT_LOG_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _report(prog: str, message: str) -> None:
+    """The one line of a failed command: a log record when the logs are JSON (one format
+    on stderr), else `iris COMMAND: message`."""
+    handlers = logging.getLogger().handlers
+    if any(isinstance(h.formatter, JsonFormatter) for h in handlers):
+        log.error("%s", message)
+    else:
+        print(f"{prog}: {message}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------- keygen
 def cmd_keygen(args: argparse.Namespace) -> int:
-    import iris
-
     path = args.path
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise CliError(f"{path} is a directory: give the path of the key file to write, "
+                       f"e.g. {os.path.join(path, 'net.key')}")
+    if not os.path.isdir(directory):
+        raise CliError(f"directory {directory} does not exist: create it first "
+                       f"(mkdir -p {directory}) or write the key elsewhere")
     if os.path.exists(path) and not args.force:
-        print(f"iris keygen: {path} exists (use --force to overwrite)", file=sys.stderr)
-        return 1
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(iris.generate_network_key())
-    os.chmod(path, 0o600)
-    print(f"wrote a network key to {path} (mode 0600)")
+        raise CliError(f"{path} exists (use --force to overwrite it)")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))  # iris.generate_network_key(), without importing trio
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    print(f"wrote a network key to {shown} (mode 0600)")
     return 0
 
 
 def read_key(path: str) -> bytes:
-    with open(path, "rb") as f:
-        key = f.read()
+    """The network key in `path`, or CliError saying what is wrong with the file."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read(33)  # (a device or a FIFO named by mistake is not read to its end)
+    except FileNotFoundError:
+        raise CliError(f"network key file {path} not found: create one with "
+                       f"`iris keygen {path}` and give every node of the network a copy"
+                       ) from None
+    except IsADirectoryError:
+        raise CliError(f"{path} is a directory, not a network key file: give the file "
+                       f"`iris keygen` wrote") from None
+    except PermissionError:
+        raise CliError(f"cannot read network key file {path}: permission denied (run as "
+                       f"its owner, or fix its mode)") from None
+    except OSError as exc:
+        raise CliError(f"cannot read network key file {path}: {exc.strerror or exc}") from None
     if len(key) != 32:
-        raise SystemExit(f"iris: {path} is not a network key (expected 32 bytes, got {len(key)})")
+        size = "more than 32" if len(key) > 32 else str(len(key))
+        raise CliError(f"{path} is not a network key (expected 32 bytes, got {size}): write "
+                       f"one with `iris keygen`")
     return key
 
 
+# --------------------------------------------------------------------------------- node
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why listening on (host, port) would fail, or None: what trio's listeners will do
+    (SO_REUSEADDR, IPv6 only on IPv6 sockets), tried before the node starts."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        return f"{host!r} is no address of this host ({getattr(exc, 'strerror', None) or exc})"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is in use"
+            return exc.strerror or str(exc)
+    return None
+
+
+def _check_relay_port(port: int) -> None:
+    """The relay listens on 127.0.0.1 and ::1 (either is enough): refuse a port another
+    program (often another node's relay) holds on either."""
+    problems = []
+    for host in ("127.0.0.1", "::1"):
+        problem = _bind_problem(host, port)
+        if problem == "the port is in use":
+            raise CliError(_relay_in_use(port))
+        if problem is not None:
+            problems.append(problem)
+    if len(problems) == 2:
+        raise CliError(f"cannot listen on relay port {port}: {problems[0]}: give another with "
+                       f"--relay-port PORT, or --no-relay")
+
+
+def _relay_in_use(port: int) -> str:
+    return (f"relay port {port} is in use (another iris node's relay?): give this node its "
+            f"own with --relay-port PORT, or --no-relay")
+
+
 def cmd_node(args: argparse.Namespace) -> int:
-    import trio
-
-    import iris
-
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = read_key(args.network_key_file)
+    seeds = args.seed
+    host, port = _parse_address(args.listen, zero_ok=True)
     from iris.relay.session import Limits
-    from iris.runtime.accept import raise_open_file_limit
 
     try:
         relay_limits = Limits.parse(args.relay_limit)
     except ValueError as exc:
-        raise SystemExit(f"iris node: {exc}") from None
+        raise CliError(str(exc)) from None
+    problem = _bind_problem(host, port)
+    if problem is not None:
+        raise CliError(f"cannot listen on {args.listen}: {problem}: choose another with "
+                       f"--listen HOST:PORT (port 0: any free one)")
+    if not args.no_relay:
+        _check_relay_port(args.relay_port)
+    _configure_logging(args, "info")
+
+    import trio
+
+    import iris
+    from iris.runtime.accept import raise_open_file_limit
+
+    if args.metrics_port is not None:
+        try:
+            from iris.metrics import serve_metrics
+        except ImportError:
+            raise CliError("--metrics-port needs prometheus-client: pip install "
+                           "'iris-overlay[metrics]'") from None
+        problem = _bind_problem("127.0.0.1", args.metrics_port)
+        if problem is not None:
+            raise CliError(f"cannot serve metrics on port {args.metrics_port}: {problem}: "
+                           f"choose another with --metrics-port PORT")
     raise_open_file_limit()  # links and relay clients each take a descriptor
+    relay_failed: list[OSError] = []
+    metrics_failed: list[OSError] = []
+    joined = False
 
     async def run() -> None:
-        async with iris.open_node(network_key=key, listen=args.listen, seeds=args.seed,
+        nonlocal joined
+        async with iris.open_node(network_key=key, listen=args.listen, seeds=seeds,
                                   join_timeout=args.join_timeout,
                                   busy_poll_s=args.busy_poll_us / 1e6) as node:
+            joined = True
             log.info("node %032x listening on %s:%d", node.id, *node.address)
             for cluster in args.echo:
                 await node.register(cluster, _Echo())
                 log.info("serving cluster %r with an echo handler", cluster)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch, node, args.status_interval)
+                relay = None
                 if not args.no_relay:
                     from iris.relay.server import RelayServer
 
-                    await nursery.start(RelayServer(node, relay_limits).serve,
-                                        args.relay_port)
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        log.info("%s: leaving the ring", signal.Signals(signum).name)
-                        break
+                    relay = RelayServer(node, relay_limits)
+                    try:
+                        await nursery.start(relay.serve, args.relay_port)
+                    except OSError as exc:  # taken since the check: leave, then say so
+                        relay_failed.append(exc)
+                        nursery.cancel_scope.cancel()
+                if args.metrics_port is not None and not relay_failed:
+                    try:
+                        port = await nursery.start(serve_metrics, node, args.metrics_port,
+                                                   "127.0.0.1", relay)
+                    except OSError as exc:
+                        metrics_failed.append(exc)
+                        nursery.cancel_scope.cancel()
+                    else:
+                        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+                if not relay_failed and not metrics_failed:
+                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            log.info("%s: leaving the ring", signal.Signals(signum).name)
+                            break
                 nursery.cancel_scope.cancel()
         log.info("left")
 
     try:
         trio.run(run)
     except iris.JoinError as exc:
-        log.error("%s", exc)
-        return 2
+        raise CliError(_join_advice(str(exc))) from None
+    except BaseException as exc:
+        leaf = _leaf(exc)
+        if not joined and isinstance(leaf, OSError) and not isinstance(leaf, TimeoutError):
+            # (listening failed after all: taken since the check, or refused another way)
+            raise CliError(f"cannot listen on {args.listen}: {leaf.strerror or leaf}: choose "
+                           f"another with --listen HOST:PORT") from exc
+        raise
+    if relay_failed:
+        raise CliError(_relay_in_use(args.relay_port))
+    if metrics_failed:
+        raise CliError(f"cannot serve metrics on port {args.metrics_port}: "
+                       f"{metrics_failed[0].strerror or metrics_failed[0]}: choose another "
+                       f"with --metrics-port PORT")
     return 0
+
+
+def _join_advice(message: str) -> str:
+    if "different network key" in message:
+        return (f"{message}: give every node of a network a copy of the same key file "
+                f"(--network-key-file)")
+    if "could not join" in message:
+        return f"{message}: is a node running there? check --seed, or raise --join-timeout"
+    return f"{message}: give --seed the HOST:PORT an `iris node` listens on"
 
 
 class _Echo:
@@ -113,8 +432,44 @@ async def _watch(node: Any, status_interval: float) -> None:
                      status["messages_sent"])
 
 
+# ---------------------------------------------------------------------- client commands
+def read_message(value: str) -> bytes:
+    """A message argument: `-` reads standard input, `@PATH` a file, anything else is the
+    argument's own bytes (as the shell passed them: not necessarily UTF-8). All binary-safe."""
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        path = value[1:]
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise CliError(f"cannot read the message from {path}: {exc.strerror or exc} "
+                           f"(a message that starts with @ itself can come from stdin: -)"
+                           ) from None
+    return os.fsencode(value)
+
+
 def _client_command(args: argparse.Namespace) -> int:
     """request / broadcast / publish / subscribe / serve / status, through a node's relay."""
+    data = b""
+    if args.command in ("request", "broadcast", "publish"):
+        data = read_message(args.message)
+        from iris.core.limits import check_payload
+        from iris.errors import LimitExceededError
+
+        try:
+            check_payload(data)
+        except LimitExceededError as exc:
+            raise CliError(str(exc)) from None
+    if args.command == "serve":
+        import shutil
+
+        if shutil.which(args.run[0]) is None:
+            raise CliError(f"command {args.run[0]!r} not found: give the program to run after "
+                           f"--, e.g. `iris serve {args.cluster} -- tr a-z A-Z`")
+    _configure_logging(args, "info")
+
     import json as json_module
 
     import trio
@@ -123,8 +478,14 @@ def _client_command(args: argparse.Namespace) -> int:
     from iris.relay.client import RelayClient
 
     class _Serve:
-        async def handle_request(self, data: bytes) -> bytes:
-            return await _run_command(args.run, data)
+        async def handle_request(self, request: bytes) -> bytes:
+            return await _run_command(args.run, request, "request", args.cluster)
+
+        async def handle_broadcast(self, message: bytes) -> None:
+            try:
+                await _run_command(args.run, message, "broadcast", args.cluster)
+            except Exception as exc:
+                logging.getLogger("iris.serve").warning("broadcast to %s: %s", args.run[0], exc)
 
     async def print_event(event: bytes) -> None:
         sys.stdout.buffer.write(event + b"\n")
@@ -135,12 +496,14 @@ def _client_command(args: argparse.Namespace) -> int:
         async with RelayClient.open(args.relay_port, cluster=args.cluster if serving else "",
                                     handler=_Serve() if serving else None) as client:
             if args.command == "request":
-                reply = await client.request(args.cluster, args.message.encode(), args.timeout)
-                sys.stdout.buffer.write(reply + (b"" if reply.endswith(b"\n") else b"\n"))
+                reply = await client.request(args.cluster, data, args.timeout)
+                newline = b"" if args.raw or reply.endswith(b"\n") else b"\n"
+                sys.stdout.buffer.write(reply + newline)
+                sys.stdout.flush()
             elif args.command == "broadcast":
-                await client.broadcast(args.cluster, args.message.encode())
+                await client.broadcast(args.cluster, data)
             elif args.command == "publish":
-                await client.publish(args.topic, args.message.encode())
+                await client.publish(args.topic, data)
             elif args.command == "subscribe":
                 await client.subscribe(args.topic, print_event)
                 raise IrisError(await client.wait_closed())
@@ -153,28 +516,39 @@ def _client_command(args: argparse.Namespace) -> int:
     try:
         return trio.run(run)
     except IrisError as exc:
-        print(f"iris {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        message = str(exc)
+        if message.startswith("no node relay on"):
+            message += (": is `iris node` running on this host? give its relay port with "
+                        "--relay-port")
+        raise CliError(message, EXIT_FAILED) from None
 
 
-async def _run_command(argv: list[str], data: bytes) -> bytes:
-    """`iris serve`: the request on the command's stdin, its stdout as the reply."""
+async def _run_command(argv: list[str], data: bytes, kind: str, cluster: str) -> bytes:
+    """`iris serve`: the message on the command's stdin, IRIS_KIND (request or broadcast) and
+    IRIS_CLUSTER in its environment. A request's reply is its stdout; a broadcast's stdout
+    goes to ours."""
     import trio
 
-    result = await trio.run_process(argv, stdin=data, capture_stdout=True, capture_stderr=True,
-                                    check=False)
+    env = {**os.environ, "IRIS_KIND": kind, "IRIS_CLUSTER": cluster}
+    if kind == "broadcast":
+        result = await trio.run_process(argv, stdin=data, capture_stderr=True, check=False,
+                                        env=env)
+    else:
+        result = await trio.run_process(argv, stdin=data, capture_stdout=True,
+                                        capture_stderr=True, check=False, env=env)
     if result.returncode != 0:
         raise RuntimeError(result.stderr.decode(errors="replace").strip()
                            or f"{argv[0]} exited with status {result.returncode}")
-    return result.stdout
+    return result.stdout or b""
 
 
+# ------------------------------------------------------------------------ demo and chaos
 def cmd_demo(args: argparse.Namespace) -> int:
+    _configure_logging(args, "warning")
     from iris.demo import main as demo_main
 
-    return demo_main(as_json=args.json, nodes=args.nodes, requests=args.requests)
+    return demo_main(as_json=args.json, nodes=args.nodes, requests=args.requests,
+                     concurrency=args.concurrency)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -191,58 +565,181 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     try:
         report = harness.run(options)
     except SetupError as exc:
-        print(f"iris chaos: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(str(exc)) from None
     except (KeyboardInterrupt, harness.Interrupted):
         print("iris chaos: interrupted; its processes and namespaces are removed",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(json_module.dumps(report) if args.json else format_report(report))
     return 0 if report["passed"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iris", description="Iris-style messaging overlay.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ------------------------------------------------------------------------------ parsing
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (the usage is one `-h` away)."""
 
-    keygen = sub.add_parser("keygen", help="write a fresh network key file (mode 0600)")
-    keygen.add_argument("path")
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} -h`)\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, where it has one worth showing; a
+    description or epilog of several lines (a table) is shown as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text or not action.option_strings
+                or default in (None, False, [], argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+ENVIRONMENT = """\
+environment variables (an option given on the command line wins):
+  IRIS_NETWORK_KEY_FILE   --network-key-file
+  IRIS_LISTEN             --listen HOST:PORT
+  IRIS_SEEDS              --seed, several separated by commas: host1:7000,host2:7000
+  IRIS_JOIN_TIMEOUT       --join-timeout SECONDS
+  IRIS_STATUS_INTERVAL    --status-interval SECONDS
+  IRIS_RELAY_PORT         --relay-port PORT (the client commands read it too)
+  IRIS_NO_RELAY           --no-relay when 1, true, yes or on
+  IRIS_BUSY_POLL_US       --busy-poll-us MICROSECONDS
+  IRIS_METRICS_PORT       --metrics-port PORT
+  IRIS_LOG_LEVEL          --log-level debug|info|warning|error
+  IRIS_LOG_FORMAT         --log-format text|json
+  IRIS_DEBUG              --debug when 1, true, yes or on
+"""
+
+
+def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """--debug, --log-level and --log-format: before the command or after it. (On the
+    subcommands they default to SUPPRESS, so that the top level's values stand unless given
+    again after the command.)"""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument("--debug", action="store_true",
+                        default=default(_truthy("IRIS_DEBUG")),
+                        help="on failure, show the traceback too (env IRIS_DEBUG)")
+    parser.add_argument("--log-level", type=_typed(_log_level, "log level"), metavar="LEVEL",
+                        default=default(_env_default("IRIS_LOG_LEVEL", None)),
+                        help="debug, info, warning or error (default: info; the demo: "
+                             "warning; env IRIS_LOG_LEVEL)")
+    parser.add_argument("--log-format", type=_typed(_log_format, "log format"),
+                        metavar="FORMAT",
+                        default=default(_env_default("IRIS_LOG_FORMAT", "text")),
+                        help="text, or json: one JSON object per line (time, level, logger, "
+                             "message) (default: text; env IRIS_LOG_FORMAT)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="iris", description="Iris-style messaging overlay.",
+                     formatter_class=_Formatter,
+                     epilog="Exit status: 0 done, 1 failed while running, 2 bad input (one "
+                            "line on stderr says what to change), 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"iris {__version__}",
+                        help="print the version and exit")
+    _common_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (`iris COMMAND -h` tells more)")
+    common = _Parser(add_help=False, formatter_class=_Formatter)
+    _common_options(common, top=False)
+
+    def command(name: str, help: str, parents: tuple[argparse.ArgumentParser, ...] = (),
+                **kwargs: Any) -> argparse.ArgumentParser:
+        every: list[Any] = [common, *parents]
+        parser_: argparse.ArgumentParser = sub.add_parser(
+            name, help=help, parents=every, formatter_class=_Formatter, **kwargs)
+        return parser_
+
+    keygen = command("keygen", "write a fresh network key file (mode 0600)",
+                     description="Write 32 random bytes, the network key every node of one "
+                                 "network shares, to a new file only its owner may read.")
+    keygen.add_argument("path", help="the file to write (its directory must exist)")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
     keygen.set_defaults(func=cmd_keygen)
 
-    node = sub.add_parser("node", help="run a node until interrupted")
-    node.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on")
-    node.add_argument("--seed", action="append", default=[],
-                      help="HOST:PORT of a node to join through (repeatable)")
-    node.add_argument("--network-key-file", required=True)
-    node.add_argument("--join-timeout", type=float, default=60.0)
-    node.add_argument("--status-interval", type=float, default=10.0)
-    node.add_argument("--relay-port", type=int, default=55555,
-                      help="port of the relay for local clients, on 127.0.0.1 and ::1 "
-                           "(default %(default)s)")
-    node.add_argument("--no-relay", action="store_true", help="do not start the relay")
+    node = command("node", "run a node until interrupted", epilog=ENVIRONMENT,
+                   description="Run a node: listen, join the ring through a seed (or found "
+                               "one without), serve the relay for local clients, log "
+                               "neighbours and a status line; Ctrl-C or SIGTERM leaves the "
+                               "ring gracefully.")
+    node.add_argument("--listen", type=_typed(_listen_address, "address"), metavar="HOST:PORT",
+                      default=_env_default("IRIS_LISTEN", "127.0.0.1:0"),
+                      help="where the node listens for its peers (port 0: any free one; "
+                           "default: %(default)s; env IRIS_LISTEN)")
+    node.add_argument("--seed", action="append", type=_typed(_seed_address, "address"),
+                      metavar="HOST:PORT", default=None,
+                      help="a running node to join through (repeatable; none: found a new "
+                           "ring; env IRIS_SEEDS, comma-separated)")
+    key_env = _env_default("IRIS_NETWORK_KEY_FILE", None)
+    node.add_argument("--network-key-file", required=key_env is None, default=key_env,
+                      metavar="PATH",
+                      help="the network key, from `iris keygen` (required; env "
+                           "IRIS_NETWORK_KEY_FILE)")
+    node.add_argument("--join-timeout", type=_typed(_seconds, "seconds"), metavar="SECONDS",
+                      default=_env_default("IRIS_JOIN_TIMEOUT", 60.0),
+                      help="give up joining after this long (a seed with another network "
+                           "key, or that is no iris node, fails at once; default: "
+                           "%(default)s; env IRIS_JOIN_TIMEOUT)")
+    node.add_argument("--status-interval", type=_typed(_seconds, "seconds"), metavar="SECONDS",
+                      default=_env_default("IRIS_STATUS_INTERVAL", 10.0),
+                      help="log a status line this often (default: %(default)s; env "
+                           "IRIS_STATUS_INTERVAL)")
+    node.add_argument("--relay-port", type=_typed(_port, "port"), metavar="PORT",
+                      default=_env_default("IRIS_RELAY_PORT", DEFAULT_RELAY_PORT),
+                      help="port of the relay for local clients, on 127.0.0.1 and ::1; each "
+                           "node on one host needs its own (default: %(default)s; env "
+                           "IRIS_RELAY_PORT)")
+    node.add_argument("--no-relay", action="store_true", default=_truthy("IRIS_NO_RELAY"),
+                      help="do not start the relay (env IRIS_NO_RELAY)")
     node.add_argument("--relay-limit", action="append", default=[], metavar="NAME=VALUE",
                       help="change one of the relay's limits (repeatable; `iris status` shows "
                            "them all): e.g. max_connections=1000 (clients at once), "
                            "memory_bytes=268435456 (partly read packets and queued output, "
                            "all clients), out_bytes=67108864 (one client's queued output), "
                            "init_timeout_s=10, packet_timeout_s=30, requests=10000 (one "
-                           "client's requests in flight)")
-    node.add_argument("--busy-poll-us", type=float, default=250.0,
+                           "client's requests in flight) (default: none changed)")
+    node.add_argument("--metrics-port", type=_typed(_port, "port"), metavar="PORT",
+                      default=_env_default("IRIS_METRICS_PORT", None),
+                      help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs "
+                           "the metrics extra; default: %(default)s, off; env "
+                           "IRIS_METRICS_PORT)")
+    microseconds = _typed(_number("a number of microseconds", positive=False), "number")
+    node.add_argument("--busy-poll-us", type=microseconds,
+                      metavar="MICROSECONDS", default=_env_default("IRIS_BUSY_POLL_US", 250.0),
                       help="after traffic, poll this long before sleeping: lower latency on "
-                           "virtual machines for some CPU (0: off; default %(default)s)")
+                           "virtual machines for some CPU (0: off; default: %(default)s; env "
+                           "IRIS_BUSY_POLL_US)")
     node.add_argument("--echo", action="append", default=[], metavar="CLUSTER",
-                      help="also serve CLUSTER with an echo handler (repeatable)")
+                      type=_typed(_name("cluster", "echo"), "cluster"),
+                      help="also serve CLUSTER with an echo handler (repeatable; default: "
+                           "none)")
     node.set_defaults(func=cmd_node)
 
-    demo = sub.add_parser("demo", help="20 nodes on loopback TCP: every pattern, measured")
+    demo = command("demo", "20 nodes on loopback TCP in one process: every pattern, measured",
+                   description="Start nodes on loopback TCP in this one process, register "
+                               "three clusters and two topics, then measure requests (some "
+                               "in flight at once), broadcasts, publishes and a tunnel.")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
-    demo.add_argument("--nodes", type=int, default=20)
-    demo.add_argument("--requests", type=int, default=2000)
+    demo.add_argument("--nodes", type=_typed(_count(2), "count"), default=20,
+                      help="nodes to start (at least 2; clusters and topics get fewer members "
+                           "on fewer than 14)")
+    demo.add_argument("--requests", type=_typed(_count(0), "count"), default=2000,
+                      help="requests to send in all")
+    demo.add_argument("--concurrency", type=_typed(_count(1), "count"), default=16,
+                      help="requests in flight at once")
     demo.set_defaults(func=cmd_demo)
 
-    chaos = sub.add_parser(
-        "chaos", help="real node processes under a fault, with checks (see `iris chaos -h`)",
+    chaos = command(
+        "chaos", "real node processes under a fault, with checks (see `iris chaos -h`)",
         description="Start `iris node` processes in groups (each in its own network namespace "
                     "on a private subnet when run as root with `ip`; else on loopback, with "
                     "the pause and kill faults only), run a checked workload (requests to "
@@ -254,52 +751,98 @@ def build_parser() -> argparse.ArgumentParser:
                        help="partition: one group cut off silently; pause: SIGSTOP all but "
                             "one member of a group; kill: SIGKILL them, restart at the heal; "
                             "loss, delay: netem on a group's link (needs tc) "
-                            "(default %(default)s)")
-    chaos.add_argument("--groups", type=int, default=3)
-    chaos.add_argument("--nodes", type=int, default=3, help="nodes per group (default 3)")
-    chaos.add_argument("--duration", type=float, default=None,
+                            "(default: %(default)s)")
+    chaos.add_argument("--groups", type=_typed(_count(1), "count"), default=3,
+                       help="groups of nodes")
+    chaos.add_argument("--nodes", type=_typed(_count(1), "count"), default=3,
+                       help="nodes per group")
+    chaos.add_argument("--duration", type=_typed(_seconds, "seconds"), default=None,
                        help="seconds the fault lasts (default: partition 45, pause and kill "
                             "15, loss and delay 30)")
     chaos.add_argument("--seed", type=int, default=1, help="chooses the faulted group")
-    chaos.add_argument("--request-rate", type=float, default=4.0,
+    rate = _typed(_number("a number per second"), "rate")
+    chaos.add_argument("--request-rate", type=rate, default=4.0,
                        help="requests per second from each group to each cluster")
-    chaos.add_argument("--event-rate", type=float, default=10.0,
+    chaos.add_argument("--event-rate", type=rate, default=10.0,
                        help="events per second from each group's publisher")
-    chaos.add_argument("--loss-percent", type=float, default=30.0)
-    chaos.add_argument("--delay-ms", type=float, default=300.0)
-    chaos.add_argument("--logs", metavar="DIR", help="keep the node logs and agent records here")
+    chaos.add_argument("--loss-percent", type=_typed(_number("a percentage", positive=False),
+                                                      "percentage"), default=30.0,
+                       help="packets lost on the faulted link (the loss fault)")
+    chaos.add_argument("--delay-ms", type=_typed(_number("milliseconds", positive=False),
+                                                  "milliseconds"), default=300.0,
+                       help="delay added on the faulted link (the delay fault)")
+    chaos.add_argument("--logs", metavar="DIR", help="keep the node logs and agent records here "
+                                                     "(default: removed)")
     chaos.add_argument("--json", action="store_true", help="print one JSON object")
     chaos.set_defaults(func=cmd_chaos)
 
-    relay = argparse.ArgumentParser(add_help=False)
-    relay.add_argument("--relay-port", type=int, default=55555, help="the node's relay port")
-    request = sub.add_parser("request", parents=[relay],
-                             help="send a request to a cluster, print the reply")
-    request.add_argument("cluster")
-    request.add_argument("message")
-    request.add_argument("--timeout", type=float, default=5.0)
-    broadcast = sub.add_parser("broadcast", parents=[relay],
-                               help="send a message to every member of a cluster")
-    broadcast.add_argument("cluster")
-    broadcast.add_argument("message")
-    publish = sub.add_parser("publish", parents=[relay], help="publish an event on a topic")
-    publish.add_argument("topic")
-    publish.add_argument("message")
-    subscribe = sub.add_parser("subscribe", parents=[relay],
-                               help="print a topic's events until interrupted")
-    subscribe.add_argument("topic")
-    serve = sub.add_parser("serve", parents=[relay],
-                           help="answer a cluster's requests with a command "
-                                "(request on stdin, reply from stdout)")
-    serve.add_argument("cluster")
-    serve.add_argument("run", nargs="*", metavar="-- COMMAND", help="the command, after --")
-    sub.add_parser("status", parents=[relay],
-                   help="the node's view: id, peers, leaf set, groups, counters")
-    for parser_ in (request, broadcast, publish, subscribe, serve, sub.choices["status"]):
+    relay = _Parser(add_help=False, formatter_class=_Formatter)
+    relay.add_argument("--relay-port", type=_typed(_port, "port"), metavar="PORT",
+                       default=_env_default("IRIS_RELAY_PORT", DEFAULT_RELAY_PORT),
+                       help="the relay port of the node to use (default: %(default)s; env "
+                            "IRIS_RELAY_PORT)")
+    message_help = ("the message: the argument's bytes, - to read standard input, or @PATH "
+                    "to read a file (binary-safe; up to 8 MiB)")
+    cluster_name = _typed(_name("cluster", "echo"), "cluster")
+    topic_name = _typed(_name("topic", "news"), "topic")
+    request = command("request", "send a request to a cluster, print the reply", (relay,))
+    request.add_argument("cluster", type=cluster_name, help="the cluster to ask")
+    request.add_argument("message", help=message_help)
+    request.add_argument("--timeout", type=_typed(_seconds, "seconds"), default=5.0,
+                         metavar="SECONDS", help="give up after this long")
+    request.add_argument("--raw", action="store_true",
+                         help="write the reply as it is (no newline added at its end)")
+    broadcast = command("broadcast", "send a message to every member of a cluster", (relay,))
+    broadcast.add_argument("cluster", type=cluster_name, help="the cluster to reach")
+    broadcast.add_argument("message", help=message_help)
+    publish = command("publish", "publish an event on a topic", (relay,))
+    publish.add_argument("topic", type=topic_name, help="the topic")
+    publish.add_argument("message", help=message_help)
+    subscribe = command("subscribe", "print a topic's events until interrupted", (relay,))
+    subscribe.add_argument("topic", type=topic_name, help="the topic")
+    serve = command("serve", "answer a cluster's requests (and take its broadcasts) with a "
+                             "command", (relay,),
+                    description="Serve CLUSTER with a command: it runs once per message, the "
+                                "message on its stdin and IRIS_KIND (request or broadcast) "
+                                "and IRIS_CLUSTER in its environment. A request's reply is "
+                                "its stdout (a failure, its stderr); a broadcast's stdout goes "
+                                "to this command's.")
+    serve.add_argument("cluster", type=cluster_name, help="the cluster to serve")
+    serve.add_argument("run", nargs="*", metavar="-- COMMAND",
+                       help="the command and its arguments, after --")
+    status = command("status", "the node's view: id, peers, leaf set, groups, counters",
+                     (relay,))
+    for parser_ in (request, broadcast, publish, subscribe, serve, status):
         parser_.set_defaults(func=_client_command)
 
-    sub.add_parser("sim", help="run a deterministic simulation (see `iris sim -h`)", add_help=False)
+    sub.add_parser("sim", help="run a deterministic simulation (see `iris sim -h`)",
+                   add_help=False)
     return parser
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _interrupted(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_interrupted(inner) for inner in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _seeds_from_env(args: argparse.Namespace) -> None:
+    """--seed, or else IRIS_SEEDS (comma-separated)."""
+    if args.seed is not None:
+        return
+    args.seed = []
+    for seed in filter(None, (s.strip() for s in os.environ.get("IRIS_SEEDS", "").split(","))):
+        try:
+            args.seed.append(_seed_address(seed))
+        except ValueError as exc:
+            raise CliError(f"IRIS_SEEDS: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,19 +850,46 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "sim":
         from simulations.cli import main as sim_main
 
-        return sim_main(argv[1:], prog="iris sim")
+        try:
+            return sim_main(argv[1:], prog="iris sim")
+        except KeyboardInterrupt:
+            print("iris sim: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
     parser = build_parser()
     command: list[str] = []
-    if argv[:1] == ["serve"] and "--" in argv:  # everything after -- is the command, verbatim
+    if "--" in argv and "serve" in argv[: argv.index("--")]:
+        # everything after -- is the command, verbatim
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1 :]
     args = parser.parse_args(argv)
+    prog = f"iris {args.command}"
     if args.command == "serve":
         args.run = command or args.run
         if not args.run:
-            parser.error("iris serve: give the command after --")
-    status: int = args.func(args)  # every command returns its exit status
-    return status
+            parser.exit(EXIT_USAGE, "iris serve: give the command to run after --, e.g. "
+                                    "`iris serve upper -- tr a-z A-Z`\n")
+    try:
+        if args.command == "node":
+            _seeds_from_env(args)
+        status: int = args.func(args)  # every command returns its exit status
+        return status
+    except CliError as exc:
+        if args.debug:
+            raise
+        _report(prog, str(exc))
+        return exc.status
+    except BaseException as exc:
+        if _interrupted(exc):
+            if args.debug:
+                raise
+            _report(prog, "interrupted")
+            return EXIT_INTERRUPTED
+        if args.debug or isinstance(exc, SystemExit):
+            raise
+        leaf = _leaf(exc)
+        _report(prog, f"failed: {type(leaf).__name__}: {leaf} (run with --debug for the "
+                      f"traceback)")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

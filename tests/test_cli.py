@@ -54,7 +54,17 @@ def test_bad_arguments_are_refused(capsys):
 
 def test_readme_code_examples_run():
     readme = (ROOT / "README.md").read_text()
-    embedding, faults, relay_client, sans_io = re.findall(r"```python\n(.*?)```", readme, re.S)
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+
+    def block(marker):
+        """The one example that holds `marker`."""
+        (found,) = [code for code in blocks if marker in code]
+        return found
+
+    embedding, faults = block("import iris\n\nclass Echo"), block("iris.testing.local_nodes")
+    relay_client, sans_io = block("RelayClient.open"), block("OverlayNode(")
+    aio, sync = block("asyncio.run(main())"), block("iris.sync.open_node")
+    assert len(blocks) == 6, "a new example: run it here too"
     out = subprocess.run([sys.executable, "-c", embedding], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "b'echo: hi'" in out and "event: b'an event'" in out and "no such cluster" in out
@@ -67,6 +77,10 @@ def test_readme_code_examples_run():
     out = subprocess.run([sys.executable, "-c", sans_io], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "reached its root after 1 hops" in out
+    for code in (aio, sync):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                             text=True, check=True, timeout=60).stdout
+        assert "b'echo: hi'" in out
 
 
 def test_readme_opens_with_the_two_commands():

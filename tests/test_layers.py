@@ -32,7 +32,7 @@ LAYERS = {
     "iris.sync": 4,  # the same API for blocking code (the trio node in a thread)
     "iris.metrics": 4,  # the Prometheus endpoint of a node and its relay
     "iris.chaos": 5,  # `iris chaos`: node processes, their workload agents, the report
-    "iris.cli": 6,  # the CLI and the demo
+    "iris.cli": 6,  # the CLI (iris.cli, and iris.__main__ for `python -m iris`) and the demo
 }
 
 
@@ -86,7 +86,7 @@ GRAPH = {module: _imports(module)[0] for module in MODULES}
 
 
 def _layer(module: str) -> str:
-    if module in ("iris.cli", "iris.demo"):
+    if module in ("iris.cli", "iris.demo", "iris.__main__"):
         return "iris.cli"
     if module in ("iris", "iris.testing"):
         return "iris"

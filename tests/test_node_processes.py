@@ -23,7 +23,7 @@ def test_keygen_writes_a_private_32_byte_key(tmp_path):
     assert len(path.read_bytes()) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     again = subprocess.run(CLI + ["keygen", str(path)], capture_output=True, text=True)
-    assert again.returncode == 1 and "exists" in again.stderr
+    assert again.returncode == 2 and "exists" in again.stderr
 
 
 def test_demo_json_reports_every_figure():

@@ -121,7 +121,7 @@ def test_a_bad_relay_limit_is_a_one_line_error(tmp_path):
     run = subprocess.run([sys.executable, "-m", "iris.cli", "node", "--network-key-file",
                           str(key), "--relay-limit", "max_connections=-1"],
                          capture_output=True, text=True, timeout=30)
-    assert run.returncode == 1
+    assert run.returncode == 2  # bad input (iris.cli)
     assert run.stderr.strip() == ("iris node: relay limit max_connections must be a positive "
                                   "finite number, not -1")
 

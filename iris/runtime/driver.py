@@ -25,6 +25,7 @@ import trio
 
 from iris.core import MessagingConfig, MessagingCore
 from iris.core.events import Event
+from iris.errors import JoinError
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.freezes import FreezeWatch
@@ -56,6 +57,23 @@ INF = float("inf")
 SETUP_ERRORS = (OSError, LinkError, trio.TooSlowError, trio.BrokenResourceError)
 """How dialling a peer and the handshake fail (a peer that resets the connection while we
 write the handshake raises BrokenResourceError): the link is dropped, the node carries on."""
+
+
+class PeerRefused(LinkError):
+    """The address we dialled answered the handshake in a way no node of this network does:
+    another network key, bytes that are not the handshake, or (`give_up_after` times in a
+    row, as a node in trouble may do it once) a close or silence before its first frame. A
+    seed that does so is dropped from the join (see `Runtime._reach_seeds`). The message
+    describes the peer: "uses a different network key"."""
+
+    def __init__(self, message: str, give_up_after: int = 1) -> None:
+        super().__init__(message)
+        self.give_up_after = give_up_after
+
+
+def _sent(received: bytes) -> str:
+    """What a foreign peer sent, for the operator: its first bytes."""
+    return f"it sent {bytes(received[:40])!r}{'...' if len(received) > 40 else ''}"
 
 
 class Link:
@@ -142,6 +160,7 @@ class Runtime:
         self.on_events: Callable[[list[Event]], None] = lambda events: None
         self.counters: dict[str, int] = {}
         self.joined = trio.Event()
+        self.seed_problems: dict[Address, str] = {}  # why each seed failed last (join errors)
         self._nursery: trio.Nursery | None = None
         self._tasks: Spawner | None = None  # where the node's tasks start: see tasks_in
         self._epoch = 0.0
@@ -190,17 +209,41 @@ class Runtime:
             task_status.started()
 
     async def _reach_seeds(self, seeds: list[Address]) -> list[int]:
-        """Dial the seeds until one answers, with a growing pause between rounds."""
+        """Dial the seeds until one answers, with a growing pause between rounds. A seed that
+        is no node of this network (`PeerRefused`: another network key, not the iris
+        protocol) is dropped at once, and once no seed is left JoinError says why: dialling
+        it again cannot help. One that is not reachable (yet) is dialled again until the join
+        times out; `seed_problems` keeps why, for that error."""
         pause = 0.2
+        strikes: dict[Address, int] = {}  # PeerRefused in a row, per seed
+        dropped: list[str] = []
         while True:
             reached = []
             for address in seeds:
+                if strikes.get(address, 0) < 0:  # dropped
+                    continue
                 try:
                     reached.append(await self._dial_address(address))
+                except PeerRefused as exc:
+                    why = f"the seed at {address[0]}:{address[1]} {exc}"
+                    self.seed_problems[address] = why
+                    strikes[address] = strikes.get(address, 0) + 1
+                    if strikes[address] < exc.give_up_after:
+                        log.info("%s; trying again", why)
+                    else:
+                        strikes[address] = -1
+                        dropped.append(why)
+                        if len(dropped) < len(set(seeds)):  # (else the JoinError says it)
+                            log.warning("%s; joining through the other seeds", why)
                 except SETUP_ERRORS as exc:
-                    log.info("seed %s:%d not reachable: %s", *address, exc)
+                    strikes.pop(address, None)
+                    why = str(exc) or type(exc).__name__
+                    self.seed_problems[address] = f"the seed at {address[0]}:{address[1]}: {why}"
+                    log.info("seed %s:%d not reachable: %s", *address, why)
             if reached:
                 return reached
+            if len(dropped) == len(set(seeds)):
+                raise JoinError("; ".join(dropped))
             await trio.sleep(pause)
             pause = min(pause * 2, 5.0)
 
@@ -429,21 +472,39 @@ class Runtime:
         hs = Handshake(self.network_key, self.node_id, self.host, self.port, dialer)
         reader = FrameReader(max_frame=4096)
         leftover: list[bytes] = []
-        with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-            await stream.send_all(frame(hs.hello()))
-            while hs.session is None:
-                data = await stream.receive_some(65536)
-                if not data:
-                    raise LinkError("peer closed during the handshake")
-                for payload in reader.feed(bytes(data)):
-                    if hs.session is not None:
-                        leftover.append(payload)
-                        continue
-                    reply = hs.receive(payload)
-                    if reply is not None:
-                        await stream.send_all(frame(reply))
+        received = b""  # the start of what the peer sent, to say what a foreign one did
+        proof = False
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                await stream.send_all(frame(hs.hello()))
+                while hs.session is None:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        raise LinkError("peer closed during the handshake")
+                    if len(received) < 64:
+                        received += bytes(data[:64])
+                    for payload in reader.feed(bytes(data)):
+                        if hs.session is not None:
+                            leftover.append(payload)
+                            continue
+                        proof = hs.peer is not None  # after the hello: the peer's proof
+                        reply = hs.receive(payload)
+                        if reply is not None:
+                            await stream.send_all(frame(reply))
+        except LinkError as exc:
+            if not dialer:
+                raise
+            if proof:  # its hello checked out, its proof of the network key did not
+                raise PeerRefused("uses a different network key") from None
+            raise _refusal(exc, received, hs.peer is not None) from None
+        except trio.TooSlowError as exc:
+            if not dialer:
+                raise
+            raise _refusal(exc, received, hs.peer is not None) from None
         assert hs.peer is not None  # known before the session is
         if hs.peer.node_id == self.node_id:
+            if dialer:
+                raise PeerRefused("is this node itself")
             raise LinkError("connected to ourselves")
         reader.max_frame = MAX_FRAME
         return OpenedStream(stream, hs.peer, hs.session, leftover, reader)
@@ -533,3 +594,26 @@ class Runtime:
         link.emptied()
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
+
+
+def _refusal(exc: LinkError | trio.TooSlowError, received: bytes, hello: bool) -> LinkError:
+    """The dialler's view of a handshake that failed before the peer's proof (`hello`: its
+    hello checked out). Bytes that are no hello: not an iris node, or one of another protocol
+    version. A close or silence: a node in trouble may do that once, a foreign service every
+    time."""
+    if hello:
+        what = ("stopped answering" if isinstance(exc, trio.TooSlowError)
+                else "closed the connection")
+        return PeerRefused(f"{what} during the handshake", give_up_after=3)
+    if isinstance(exc, trio.TooSlowError):
+        if received:
+            return PeerRefused(f"sent no iris handshake within {HANDSHAKE_TIMEOUT_S:g} s "
+                               f"({_sent(received)})", give_up_after=2)
+        return PeerRefused(f"accepted the connection but sent nothing within "
+                           f"{HANDSHAKE_TIMEOUT_S:g} s (is it an iris node? a paused one is "
+                           f"silent too)", give_up_after=2)
+    if received:
+        return PeerRefused(f"does not speak the iris protocol (or another version of it): "
+                           f"{_sent(received)}")
+    return PeerRefused("closed the connection without a word (is it an iris node?)",
+                       give_up_after=3)

@@ -80,6 +80,8 @@ def parse_address(value: str | tuple[str, int]) -> Address:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if int(port) > 65535:
+        raise ValueError(f"port {port} is out of range (0-65535) in {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -157,6 +159,10 @@ class NodeObserver(Protocol):
 
     def request_done(self, error: IrisError | None, seconds: float) -> None:
         """A request this node started ended (None: answered), `seconds` after it started."""
+
+    def tunnel_opened(self, code: int | None, seconds: float) -> None:
+        """A tunnel this node opened is open (None) or failed to (its close code, as in
+        iris.core.messages), `seconds` after the opening started."""
 
     def sent(self, what: str) -> None:
         """A "broadcast" or a "publish" left this node."""
@@ -292,6 +298,7 @@ class Node:
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         check_payload(payload)
+        on_done = _naming(on_done, cluster)
         if self.observer is not None:
             on_done = _observed(on_done, self.observer, trio.current_time())
         self._starting += 1  # an outcome can come before `core.request` returns its id
@@ -421,18 +428,22 @@ class Node:
             opened = self._opening[key] = trio.Event()
             return tunnel, opened
 
+        started = trio.current_time()
         opening: tuple[Tunnel, trio.Event] = runtime.call(open_it)
         tunnel, opened = opening
         key = tunnel.key
         await opened.wait()
         self._opening.pop(key, None)
+        if self.observer is not None:
+            code = None if tunnel._opened else tunnel._closed_code
+            self.observer.tunnel_opened(code, trio.current_time() - started)
         if self._closed and not tunnel._opened:
             raise ClosedError("node closed")
         if not tunnel._opened:  # closed before it opened (a tunnel that opened and closed at
             # once still hands over the data sent before the close)
             self._tunnels.pop(key, None)
             assert tunnel._closed_code is not None and tunnel._closed_reason is not None
-            raise _error(tunnel._closed_code, tunnel._closed_reason)
+            raise _named(_error(tunnel._closed_code, tunnel._closed_reason), cluster)
         return tunnel
 
     # ---------------------------------------------------------------------- events
@@ -635,6 +646,17 @@ def _error(code: int, text: str) -> IrisError:
     return _ERRORS.get(code, IrisError)(text)
 
 
+def _named(error: IrisError, cluster: str) -> IrisError:
+    """"no members" with the cluster's name (the root that found none knows only its hash)."""
+    if type(error) is NoSuchClusterError:
+        return NoSuchClusterError(f"no members in cluster {cluster!r}")
+    return error
+
+
+def _naming(on_done: RequestCallback, cluster: str) -> RequestCallback:
+    return lambda reply, error: on_done(reply, error and _named(error, cluster))
+
+
 @asynccontextmanager
 async def open_node(
     network_key: bytes,
@@ -653,12 +675,18 @@ async def open_node(
     runtime = Runtime(network_key, host, port, overlay_config, messaging_config,
                       transport=transport, busy_poll=BusyPoll(busy_poll_s))
     join_failed = False
+    join_error: BaseException | None = None  # the seeds refused us: see Runtime._reach_seeds
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         try:
             await nursery.start(runtime.serve, [parse_address(s) for s in seeds], join_timeout)
         except* trio.TooSlowError:
             join_failed = True
+        except* JoinError as group:
+            join_failed = True
+            join_error = group
+            while isinstance(join_error, BaseExceptionGroup):
+                join_error = join_error.exceptions[0]
         if join_failed:
             nursery.cancel_scope.cancel()
         else:
@@ -671,7 +699,11 @@ async def open_node(
                 with trio.CancelScope(shield=True):
                     await node._shutdown()
                 nursery.cancel_scope.cancel()
+    if join_error is not None:
+        raise join_error
     if join_failed:
-        raise JoinError(f"could not join through {list(seeds)} within {join_timeout} s")
+        why = "; ".join(runtime.seed_problems.values())
+        raise JoinError(f"could not join through {list(seeds)} within {join_timeout} s"
+                        + (f" ({why})" if why else ""))
     if body_error is not None:
         raise body_error

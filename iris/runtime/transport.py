@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
 import trio
-import trio.testing
 
 from iris.runtime.accept import serve_listeners
 from iris.runtime.log_limit import LogLimit
@@ -235,9 +234,12 @@ class _Wire:
     between the two ends."""
 
     def __init__(self, network: MemoryNetwork, src: Address, dst: Address) -> None:
+        # (imported here: trio.testing imports pytest when it is installed, which costs every
+        # program that imports iris, the `iris` command's start among them, a tenth of a second)
+        from trio.testing import MemorySendStream
+
         self.network, self.src, self.dst = network, src, dst
-        self.send = trio.testing.MemorySendStream(send_all_hook=self._sent,
-                                                  close_hook=self._moved)
+        self.send = MemorySendStream(send_all_hook=self._sent, close_hook=self._moved)
         self.receive = _Inbox()
 
     async def _sent(self) -> None:
