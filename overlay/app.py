@@ -12,6 +12,15 @@ from overlay.wire import Message
 class OverlayApp:
     """Upcalls from the overlay to the layer above. The defaults ignore everything."""
 
+    consistent_roots = True
+    """A message whose root by this node's state is a suspect (a peer that did not acknowledge
+    a hop, being probed) waits for the verdict on it: answered, it goes there; declared failed,
+    it is routed without it. So no message ends at a wrong root because a hop or its
+    acknowledgement was lost, at the price of a wait (two probe timeouts or more) when the root
+    really is dead or frozen. An app that would rather have such a message delivered at once
+    where the suspect is routed around, and copes with roots in doubt itself
+    (`OverlayNode.root_in_doubt`), sets this to False; `is_root` and `next_hop` follow suit."""
+
     def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
         """`payload`, routed toward `key`, arrived at its root (this node)."""
 

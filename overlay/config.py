@@ -5,7 +5,8 @@ neighbour) plus one table probe and its answer per `table_probe_s`: 2/5 + 2/10 =
 per node per second, under the 1/s ceiling we hold ourselves to (MSPastry stayed under 0.5).
 A crashed node is noticed by both neighbours after `missed_heartbeats` silent periods plus
 `probe_attempts` unanswered probes (10.5 + 2 x 1.0 = 12.5 s), and the rest of its leaf-set
-holders drop it after one more verifying probe: within 15 s.
+holders drop it after one more verifying probe: within 15 s. (On a lossy network each verdict
+takes more probes, `probe_false_alarm`, and so longer.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ class OverlayConfig:
     """How long a probe waits for its answer."""
 
     probe_attempts: int = 2
-    """Unanswered probes in a row after which a peer is declared failed."""
+    """Unanswered probes in a row after which a peer is declared failed (on a lossy network,
+    more: `probe_false_alarm`)."""
+
+    probe_false_alarm: float = 1e-4
+    """Under loss a node sends as many probes as make a live peer miss them all this rarely,
+    by the loss it measures (`overlay.probe_loss`)..."""
+
+    max_probe_attempts: int = 5
+    """...but never more than this many."""
 
     table_probe_s: float = 10.0
     """One routing-table entry is probed (liveness and round trip) every this many seconds."""
@@ -90,6 +99,10 @@ class OverlayConfig:
                 raise ValueError(f"{name} must be positive")
         if self.probe_attempts < 1 or self.route_attempts < 1:
             raise ValueError("attempt counts must be at least 1")
+        if self.max_probe_attempts < self.probe_attempts:
+            raise ValueError("max_probe_attempts must be at least probe_attempts")
+        if not 0.0 < self.probe_false_alarm < 1.0:
+            raise ValueError("probe_false_alarm must be between 0 and 1")
 
     @property
     def silence_s(self) -> float:

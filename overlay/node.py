@@ -14,19 +14,21 @@ state (leaf set, table, probes in flight, timers), and each mechanism below is a
 that lean on the others (a probe's answer feeds the join, repair and heal alike), so splitting
 them across files would scatter the control flow of one protocol. What stands on its own lives
 in its own module: the routing rule (`overlay.routing_rule`), probe bookkeeping
-(`overlay.probes`), the partition-heal record (`overlay.lost_peers`), the acknowledgement
-timeout estimator (`overlay.ack_delay`), the timeouts behind one timer (`overlay.deadlines`)
-and the upcall interface (`overlay.app`).
+(`overlay.probes`), how many probes make a verdict (`overlay.probe_loss`), the partition-heal
+record (`overlay.lost_peers`), the acknowledgement timeout estimator (`overlay.ack_delay`), the
+timeouts behind one timer (`overlay.deadlines`) and the upcall interface (`overlay.app`).
 
 Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 - Join: the joiner asks a seed to route a `JoinRequest` toward the joiner's id. Every node on
   the route sends the joiner its useful table rows; the root also sends its leaf set. The joiner
   probes those nodes (`Ping` with `want_leaf`), takes the live ones, probes any closer node their
   answers reveal, and becomes *active* only when no such probe is outstanding (MSPastry's
-  consistent join). Then it says `Hello` to everyone it knows, and they add it.
+  consistent join); if not one tentative member answered, it joins again. Then it says `Hello`
+  to everyone it knows, and they add it.
 - Failure detection: each active node heartbeats both immediate neighbours; a neighbour silent
-  for `silence_s` is probed, and declared failed after `probe_attempts` unanswered probes. The
-  detector tells its leaf set (`Departed`); each receiver verifies with one probe and drops it.
+  for `silence_s` is probed, and declared failed after `probe_attempts` unanswered probes (more
+  on a lossy network: `overlay.probe_loss`). The detector tells its leaf set (`Departed`); each
+  receiver verifies with a probe and drops it (and sweeps its table once it is confirmed).
 - Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
   of nodes it should have (probing them first); a node that recently dropped a dead peer tells a
   neighbour that still lists it.
@@ -34,7 +36,9 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   measured round trips; probed one entry at a time, swept fully after a failure is seen, and
   repaired lazily by asking a node of the same row for its row.
 - Routing: Pastry's rule; every hop is acknowledged, an unacknowledged hop is re-sent another
-  way (the silent peer is suspected and probed).
+  way (the silent peer is suspected and probed), except around the key's root by our own state:
+  a message for a suspected root waits for the probe's verdict, so a lost hop or a lost
+  acknowledgement never puts it at the next closest node.
 - Partition heal: peers lost to failure stay in a bounded record and are retried at a doubling
   interval; one that answers again triggers a merge lookup (a `JoinRequest` for our own id routed
   through it), which pulls the other ring's view of our neighbourhood in.
@@ -71,6 +75,7 @@ from overlay.messages import (
     RowReply,
     RowRequest,
 )
+from overlay.probe_loss import ProbeLoss
 from overlay.probes import (
     FATAL,
     P_CANDIDATE,
@@ -81,6 +86,7 @@ from overlay.probes import (
     P_TABLE,
     P_VERIFY,
     RETRIED,
+    VERIFIED_ONCE,
     Probe,
     Probes,
 )
@@ -108,6 +114,8 @@ _NULL_APP = OverlayApp()
 # A routed message (or a `send_acked` one) awaiting its acknowledgement:
 # (message, next hop, attempt, avoided hops, sent at); attempt 0 is a `send_acked`.
 _Pending = tuple[Route | Direct, int, int, tuple[int, ...], float]
+# A routed message held for a suspected root: (message, avoided hops, attempt, held since).
+_Held = tuple[Route, tuple[int, ...], int, float]
 
 
 class OverlayNode:
@@ -116,7 +124,7 @@ class OverlayNode:
         "next_deadline", "dropped", "_timers", "_seq", "_probes", "_routes", "_suspects",
         "_lost", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
         "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ping_timeout",
-        "_route_timeout", "_ack_delay",
+        "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss", "_beats",
     )
 
     def __init__(
@@ -149,11 +157,16 @@ class OverlayNode:
         self._probes = Probes(cfg.max_pending_pings)
         self._routes: dict[int, _Pending] = {}  # by the sequence number the ack will carry
         self._suspects: set[int] = set()
+        # Routed messages whose root, by our leaf set, is a suspect: they wait for the probe's
+        # verdict (`_hold`), by suspect; `_held_count` of them in all.
+        self._held: dict[int, list[_Held]] = {}
+        self._held_count = 0
         self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s, cfg.heal_first_retry_s,
                                cfg.heal_max_retry_s,
                                Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s,
                                      cfg.heal_sweep_for_s))
         self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
+        self._beats: dict[int, float] = {}  # immediate neighbour -> its last heartbeat
         self._seeds: tuple[int, ...] = ()
         self._join_tries = 0
         self._table_cursor = 0
@@ -166,6 +179,7 @@ class OverlayNode:
         self._ping_timeout = cfg.probe_timeout_s  # both follow the acknowledgement delay
         self._route_timeout = cfg.route_ack_timeout_s
         self._ack_delay = AckDelay()
+        self._probe_loss = ProbeLoss(cfg.probe_false_alarm, cfg.max_probe_attempts)
 
     # ===================================================================== driver interface
     @property
@@ -215,6 +229,8 @@ class OverlayNode:
         self._route_timeouts.reset()
         self._routes.clear()
         self._probes.clear()
+        self._held.clear()
+        self._held_count = 0
 
     # ====================================================================== app interface
     def set_time(self, now: float) -> None:
@@ -240,8 +256,13 @@ class OverlayNode:
         self._at(when, T_APP, token)
 
     def is_root(self, key: int) -> bool:
-        """Would a message routed toward `key` be delivered here?"""
-        return self.state == ACTIVE and self.next_hop(key) is None
+        """Would a message routed toward `key` be delivered here? (With consistent roots,
+        suspects make no difference: a message for a suspected root waits for the verdict.)"""
+        if self.state != ACTIVE:
+            return False
+        if self.app.consistent_roots:
+            return routing_rule.next_hop(self.leaf, self.table, key) is None
+        return self._next_hop_around(key) is None
 
     def root_in_doubt(self, key: int) -> bool:
         """This node is the root for `key` only because the node that would be is suspected
@@ -261,8 +282,18 @@ class OverlayNode:
         self._await_ack(seq, (msg, peer, 0, (), self.now))
 
     def next_hop(self, key: int, avoid: Collection[int] = ()) -> int | None:
-        """Pastry's routing rule (`overlay.routing_rule`), avoiding the suspected peers too;
-        None when this node is the root for `key`."""
+        """Where a message for `key` goes from here: Pastry's routing rule
+        (`overlay.routing_rule`) around the peers in `avoid` and the suspected ones, except that
+        the root by this node's state is never routed around (a message for it waits for the
+        verdict on it: `_route_step`; unless the app chose otherwise,
+        `OverlayApp.consistent_roots`); None when this node is the root for `key`."""
+        nh = self._next_hop_around(key, avoid)
+        if nh is None and (avoid or self._suspects) and self.app.consistent_roots:
+            return routing_rule.next_hop(self.leaf, self.table, key)
+        return nh
+
+    def _next_hop_around(self, key: int, avoid: Collection[int] = ()) -> int | None:
+        """Pastry's routing rule, avoiding `avoid` and the suspected peers whatever they are."""
         suspects = self._suspects
         if suspects:
             avoid = frozenset(avoid) | suspects
@@ -293,11 +324,11 @@ class OverlayNode:
         self._join_tries += 1
         self._send(seed, JoinRequest(self.id), C_JOIN)
         backoff = min(2 ** (self._join_tries - 1), 8)
-        self._at(self.now + self.config.join_timeout_s * backoff, T_JOIN)
+        self._at(self.now + self.config.join_timeout_s * backoff, T_JOIN, self._join_tries)
 
-    def _on_join_timer(self, _: int) -> None:
-        if self.state != JOINING:
-            return
+    def _on_join_timer(self, tries: int) -> None:
+        if self.state != JOINING or tries != self._join_tries:
+            return  # answered, or a later attempt has its own timer
         if self._join_tries >= JOIN_ATTEMPTS * len(self._seeds):
             # Nobody answers: found a ring of our own and keep trying the seeds as lost peers,
             # so that rings started apart merge once the seeds are reachable.
@@ -343,6 +374,12 @@ class OverlayNode:
 
     def _maybe_activate(self) -> None:
         if self.state == CONFIRMING and not self._probes.confirming():
+            if not self.leaf.members() and self._seeds:
+                # Not one tentative member answered: activating now would found a ring of
+                # one beside the real one. Join again (the answers were lost, most likely).
+                self.state = JOINING
+                self._send_join()
+                return
             self._activate()
 
     def _activate(self) -> None:
@@ -368,13 +405,16 @@ class OverlayNode:
         if lost and peer in lost:
             del lost[peer]
             revived = True
-        if self._suspects:
+        suspected = peer in self._suspects
+        if suspected:
             self._suspects.discard(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
         self.table.consider(peer, rtt)
         if revived and self.state == ACTIVE:
             self._merge_via(peer)
+        if suspected:
+            self._release(peer)
 
     def _learn(self, nodes: tuple[int, ...] | list[int], measure: bool = False) -> None:
         """Nodes named by others: probe the ones that would improve our state.
@@ -405,6 +445,8 @@ class OverlayNode:
         heard = self._heard
         if tuple(heard) != nbs:
             self._heard = {nb: heard.get(nb, self.now) for nb in nbs}
+            beats = self._beats
+            self._beats = {nb: beats[nb] for nb in nbs if nb in beats}
         if self.state == ACTIVE:
             self.app.leafset_changed()
 
@@ -445,10 +487,14 @@ class OverlayNode:
             return
         if not self._probes:
             self._ping_timeouts.clear()
+        if probe.purpose in RETRIED:
+            # The probes before this one were lost, and so was the hop a suspect missed.
+            self._probe_loss.exchanges(probe.attempt - 1 + (probe.purpose == P_SUSPECT))
         if msg.active:
             self._heard_active(src, self.now - probe.sent_at)
-        else:
+        elif src in self._suspects:
             self._suspects.discard(src)
+            self._release(src)
         if msg.leaf:
             self._learn(msg.leaf)
         if probe.purpose == P_CONFIRM:
@@ -473,7 +519,8 @@ class OverlayNode:
         if probe is None:
             return
         peer, purpose = probe.peer, probe.purpose
-        if purpose in RETRIED and probe.attempt < self.config.probe_attempts:
+        floor = 1 if purpose in VERIFIED_ONCE else self.config.probe_attempts
+        if purpose in RETRIED and probe.attempt < self._probe_loss.attempts(floor):
             self._ping(peer, purpose, probe.want_leaf, probe.attempt + 1)
         elif purpose in FATAL:
             self._declare_failed(peer, purpose)
@@ -493,6 +540,9 @@ class OverlayNode:
         """
         in_leaf, cell = self._forget(peer)
         if not in_leaf and cell is None:
+            if purpose == P_VERIFY:
+                self._start_sweep()  # a failure we were told of, confirmed
+            self._release(peer)
             return
         self._remember_lost(peer)
         told: tuple[int, ...] | set[int] = ()
@@ -505,6 +555,7 @@ class OverlayNode:
         self._repair(in_leaf, cell)
         self._start_sweep()
         self._gone(peer)
+        self._release(peer)
 
     def _drop(self, peer: int) -> None:
         """Forget a peer that left gracefully."""
@@ -512,6 +563,7 @@ class OverlayNode:
         self._repair(in_leaf, cell)
         if in_leaf or cell is not None:
             self._gone(peer)
+        self._release(peer)
 
     def _gone(self, peer: int) -> None:
         """Tell the layer above, and the driver, that `peer` is no longer part of our view."""
@@ -562,9 +614,13 @@ class OverlayNode:
         if node == self.id:
             self._send(src, Hello(HELLO_NO_RTT), C_MAINTENANCE)  # a false alarm about us
             return
-        if node in self.leaf or node in self.table:
+        # Verified before it is believed. A confirmed failure also has the whole table checked
+        # soon (`_declare_failed` starts the sweep: failures come in bunches), so a node due
+        # for a sweep verifies a peer it does not hold too. The notice alone starts nothing:
+        # on a lossy network live nodes are now and then declared failed, and a sweep of
+        # every table entry on each such notice made more false verdicts than it cleared.
+        if node in self.leaf or node in self.table or self._sweep_due():
             self._ping(node, P_VERIFY)
-        self._start_sweep()  # failures come in bunches: check the whole table soon
 
     def _on_leave(self, src: int, msg: Leave) -> None:
         self._drop(src)
@@ -583,6 +639,16 @@ class OverlayNode:
 
     def _on_heartbeat(self, src: int, msg: Heartbeat) -> None:
         self._heard_active(src)
+        if src in self._heard:
+            # An immediate neighbour heartbeats us every `heartbeat_s`: a longer gap is a
+            # heartbeat lost (`overlay.probe_loss`; a gap of many periods is some other story).
+            beats = self._beats
+            last = beats.get(src)
+            if last is not None:
+                periods = round((self.now - last) / self.config.heartbeat_s)
+                if 1 <= periods <= 3:
+                    self._probe_loss.messages(periods - 1)
+            beats[src] = self.now
         lost = self._lost
         if lost:
             now, hint = self.now, self.config.gossip_hint_s
@@ -624,8 +690,13 @@ class OverlayNode:
             probe_tick = self._table_cursor - self._table_cursor // 3
             self._ping(entries[probe_tick % len(entries)], P_TABLE)
 
+    def _sweep_due(self) -> bool:
+        """Would a failure seen now start a table sweep?"""
+        return (self.state == ACTIVE
+                and self.now - self._last_sweep >= self.config.sweep_min_interval_s)
+
     def _start_sweep(self) -> None:
-        if self.state != ACTIVE or self.now - self._last_sweep < self.config.sweep_min_interval_s:
+        if not self._sweep_due():
             return
         self._last_sweep = self.now
         self._sweep = [n for n in self.table.entries() if n not in self.leaf]
@@ -651,14 +722,25 @@ class OverlayNode:
             # A join is routed like any message, but never to the joiner itself (it is not
             # active yet), and every node on the way answers the joiner.
             joiner = payload.joiner
-            nh = self.next_hop(msg.key, avoid + (joiner,))
+            nh = self._next_hop_around(msg.key, avoid + (joiner,))
             if joiner != self.id and (attempt == 1 or nh is None):
                 self._answer_join(joiner, final=nh is None)
             if nh is None:
                 return
             category = C_JOIN
         else:
-            nh = self.next_hop(msg.key, avoid)
+            nh = self._next_hop_around(msg.key, avoid)
+            if nh is None and (avoid or self._suspects) and self.app.consistent_roots:
+                # We would be the root only because the node our state names the root is
+                # avoided (it did not acknowledge a hop): delivering here would put the message
+                # at the wrong root if it was the message or its acknowledgement that was
+                # lost. Wait for the probe's verdict on it instead (`_hold`); a peer that
+                # answered its probe meanwhile simply gets the message again.
+                root = routing_rule.next_hop(self.leaf, self.table, msg.key)
+                if root is not None:
+                    if root in self._suspects and self._hold(root, msg, avoid, attempt):
+                        return
+                    nh = root
             if nh is None:
                 self.app.deliver(msg.key, payload, msg.origin, msg.hops)
                 return
@@ -673,6 +755,36 @@ class OverlayNode:
         seq = self._seq
         self._send(nh, Route(msg.key, seq, msg.origin, msg.hops + 1, msg.payload), category)
         self._await_ack(seq, (msg, nh, attempt, avoid, self.now))
+
+    def _hold(self, root: int, msg: Route, avoid: tuple[int, ...], attempt: int) -> bool:
+        """Keep `msg` until the probe of `root` (a suspect, the root by our state) settles:
+        answered, the message goes to it (`_release`); unanswered, `root` is declared failed
+        and the message is routed again without it. False when it cannot wait (no probe can
+        be sent, or `max_pending_routes` messages are held already): it is sent to `root`."""
+        self._ping(root, P_SUSPECT)  # the probe in flight, if any, now declares it failed
+        if root not in self._probes.by_peer or self._held_count >= self.config.max_pending_routes:
+            return False
+        entry = (msg, tuple(a for a in avoid if a != root), attempt, self.now)
+        self._held.setdefault(root, []).append(entry)
+        self._held_count += 1
+        return True
+
+    def _release(self, peer: int) -> None:
+        """`peer` is no longer suspected (it answered, or it was dropped): route the messages
+        held for it again, aged by the wait (`OverlayApp.aged`)."""
+        held = self._held.pop(peer, None)
+        if held is None:
+            return
+        self._held_count -= len(held)
+        for msg, avoid, attempt, since in held:
+            if self.now > since:
+                payload = self.app.aged(msg.payload, self.now - since)
+                if payload is None:
+                    self.dropped += 1
+                    continue
+                if payload is not msg.payload:
+                    msg = Route(msg.key, msg.seq, msg.origin, msg.hops, payload)
+            self._route_step(msg, avoid, attempt)
 
     def _await_ack(self, seq: int, pending: _Pending) -> None:
         """Keep a sent hop (or `Direct`) until its acknowledgement, to re-send it another way
@@ -697,6 +809,7 @@ class OverlayNode:
             pending = routes.get(seq)
             if pending is not None and pending[1] == src:
                 del routes[seq]
+                self._probe_loss.exchanges(0)
                 if not seq & 7:  # one acknowledgement in eight is plenty to follow the trend
                     self._ack_sample(self.now - pending[4])
         if not routes:
@@ -727,8 +840,8 @@ class OverlayNode:
         if isinstance(msg, Direct):
             self.app.undeliverable(nh, payload)
             return
-        if attempt >= self.config.route_attempts:
-            self.dropped += 1
+        if attempt >= max(self.config.route_attempts, self._probe_loss.needed):
+            self.dropped += 1  # (on a lossy network, as many ways are tried as probes sent)
             return
         if payload is not msg.payload:
             msg = Route(msg.key, msg.seq, msg.origin, msg.hops, payload)

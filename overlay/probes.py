@@ -17,9 +17,15 @@ P_VERIFY = 4  # a peer another node told us is dead: checked before we forget it
 P_SUSPECT = 5  # a peer that did not acknowledge a hop
 P_NEIGHBOUR = 6  # an immediate neighbour whose heartbeats stopped
 
-RETRIED = frozenset((P_TABLE, P_SUSPECT, P_NEIGHBOUR))
-"""Purposes probed again (up to `probe_attempts`) before the peer is given up: one lost
-message must not cost a live member."""
+RETRIED = frozenset((P_CONFIRM, P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
+"""Purposes probed again before the peer is given up: one lost message must not cost a live
+member (nor a joiner a tentative one). Up to `probe_attempts` probes, or more on a lossy network
+(`overlay.probe_loss`); a verifying probe only once on a network that loses nothing
+(`VERIFIED_ONCE`)."""
+
+VERIFIED_ONCE = frozenset((P_VERIFY,))
+"""Purposes whose floor is one probe: the notice being verified came from a node that has
+already probed the peer `probe_attempts` times."""
 
 FATAL = frozenset((P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
 """Purposes for which the last unanswered probe declares the peer failed."""

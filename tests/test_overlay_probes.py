@@ -31,6 +31,9 @@ def test_expiry_takes_the_probe_out_once_and_the_limit_holds():
     assert not probes.full() and len(probes) == 1
 
 
-def test_every_retried_purpose_is_fatal_in_the_end():
-    assert RETRIED <= FATAL
+def test_every_retried_purpose_is_fatal_in_the_end_but_a_joiners_confirmation():
+    # A tentative leaf-set member that never answers is left out of the joiner's leaf set,
+    # after as many probes as a live member would need (one lost probe must not cost it).
+    assert RETRIED - {P_CONFIRM} <= FATAL and P_CONFIRM in RETRIED
     assert P_CANDIDATE not in FATAL and P_CONFIRM not in FATAL and P_HEAL not in FATAL
+    assert P_CANDIDATE not in RETRIED and P_HEAL not in RETRIED

@@ -12,6 +12,7 @@ from simulations.scenarios import (
     measure_maintenance,
     run_lookups,
     scenario_churn,
+    scenario_join,
     scenario_mass_failure,
     scenario_partition,
 )
@@ -78,11 +79,27 @@ def test_restarted_node_with_the_same_id_rejoins(ring300):
     assert sim.nodes[victim].active
 
 
-def test_lookups_survive_loss_and_duplication():
-    sim = converged_ring(200, seed=3, loss=0.02, duplicate=0.01)
+@pytest.mark.parametrize("seed, loss", [(3, 0.02), (4, 0.05)])
+def test_lookups_end_at_the_root_under_loss_and_duplication(seed, loss):
+    """Lost hops, lost acknowledgements, lost probes and duplicates: no lookup ends at a node
+    that is not its key's root, and every checker passes."""
+    sim = converged_ring(200, seed=seed, loss=loss, duplicate=0.01, wire=True)
     result = run_lookups(sim, 2000, rate=500)
-    assert result["correct_ratio"] >= 0.99
+    assert result["wrong_root"] == 0 and result["lost"] == 0
+    assert result["correct_ratio"] == 1.0
     assert checkers.check_leaf_sets(sim).ok
+    assert checkers.check_routing_tables(sim).ok
+    assert checkers.check_routing(sim, 1000).ok
+    assert measure_maintenance(sim, 60.0) <= 1.0  # false alarms do not feed on each other
+
+
+@pytest.mark.slow
+def test_the_join_scenario_passes_every_check_under_loss():
+    opts = ScenarioOptions(nodes=500, seed=6, lookups=5000, loss=0.02, duplicate=0.01,
+                           wire=True)
+    result = scenario_join(opts)
+    assert result["checks_passed"], result["failed_checks"]
+    assert result["correct_ratio"] == 1.0 and result["duplicates"] > 0
 
 
 def test_mass_failure_of_ten_percent_is_repaired():

@@ -63,6 +63,12 @@ __all__ = ["MessagingConfig", "MessagingCore", "cluster_group", "topic_group"]
 
 
 class MessagingCore(OverlayApp):
+    # A request, publish or graft whose root is suspected goes on at once where the suspect is
+    # routed around, rather than wait for the verdict (two probe timeouts or more): a caller
+    # with a 2 s deadline would time out behind a frozen root, and the layer copes with roots in
+    # doubt itself (`Walk._wait_for_members`, grafts when `root_moved`).
+    consistent_roots = False
+
     def __init__(self, node: OverlayNode, config: MessagingConfig | None = None) -> None:
         self.node = node
         node.app = self
