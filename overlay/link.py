@@ -17,6 +17,13 @@ Ephemeral keys give forward secrecy; the network key never leaves the process.
 Session: ChaCha20-Poly1305 with a per-direction key and a 64-bit counter as nonce. The receiver
 accepts only the exact next counter, so a replayed, reordered, altered or forged frame fails
 and closes the link.
+
+Records (wire version 6): after the handshake every link frame is one sealed record, whose
+plaintext is a batch of frames (each a 4-byte length and a message): whatever a writer takes
+from its queue for one write is sealed with one AEAD call (`Session.seal_batch`), and the
+receiver opens the record and checks every inner frame's length (`Session.open_batch`) before
+any message is decoded. A record is at most MAX_RECORD bytes, so one message of MAX_FRAME
+bytes still fits.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from overlay.wire import (
 )
 
 HEADER = 4
+TAG = 16  # the AEAD's authentication tag
+MAX_BATCH = MAX_FRAME + HEADER  # the plaintext of one record: at least one whole frame
+MAX_RECORD = MAX_BATCH + TAG  # a record on the wire (the frame limit once the session is up)
 NETWORK_KEY_BYTES = 32
 _INFO = b"iris link v1"
 
@@ -119,6 +129,49 @@ class Session:
                 "frame failed authentication (altered, forged, replayed or reordered)") from None
         self._recv_counter += 1
         return plaintext
+
+    def seal_batch(self, payloads: list[bytes]) -> bytes:
+        """`payloads`, in order, as framed records ready to write: one sealed record for all
+        of them (several only when they exceed MAX_BATCH together)."""
+        records = []
+        parts: list[bytes] = []
+        size = 0
+        for payload in payloads:
+            n = len(payload)
+            if n > MAX_FRAME:
+                raise LinkError(f"frame of {n} bytes exceeds {MAX_FRAME}")
+            if size + HEADER + n > MAX_BATCH and parts:
+                records.append(self._record(parts))
+                parts, size = [], 0
+            parts.append(n.to_bytes(HEADER, "big"))
+            parts.append(payload)
+            size += HEADER + n
+        if parts:
+            records.append(self._record(parts))
+        return records[0] if len(records) == 1 else b"".join(records)
+
+    def _record(self, parts: list[bytes]) -> bytes:
+        sealed = self.seal(b"".join(parts))
+        return len(sealed).to_bytes(HEADER, "big") + sealed
+
+    def open_batch(self, sealed: bytes) -> list[bytes]:
+        """The frames of one record, each checked against MAX_FRAME and the record's end."""
+        plain = self.open(sealed)
+        end = len(plain)
+        if not end:
+            raise LinkError("empty record")
+        frames = []
+        at = 0
+        while at < end:
+            if end - at < HEADER:
+                raise LinkError("record ends inside a frame header")
+            size = int.from_bytes(plain[at:at + HEADER], "big")
+            at += HEADER
+            if size > MAX_FRAME or at + size > end:
+                raise LinkError(f"frame of {size} bytes does not fit its record")
+            frames.append(plain[at:at + size])
+            at += size
+        return frames
 
 
 class Handshake:

@@ -19,8 +19,9 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import msgpack
 
-WIRE_VERSION = 5  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
-# 4: Request the time its caller has left; 5: tunnel messages name the end that sent them
+WIRE_VERSION = 6  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
+# 4: Request the time its caller has left; 5: tunnel messages name the end that sent them;
+# 6: a link's sealed records carry a batch of frames (overlay.link; messages unchanged)
 MAX_FRAME = 16 * 1024 * 1024
 MAX_NESTING = 4
 
@@ -269,33 +270,113 @@ def wire_message(type_code: int, *spec: Kind) -> Callable[[type[_M]], type[_M]]:
 
 
 _IDENTITY = (_UInt, _Bool, _Bytes, _Str)
-# Per class: (field name, packer), the packer None where the value goes as it is.
-_PACKERS: dict[type[Message], tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
+
+
+# -- per-class codecs ----------------------------------------------------------------------------
+# Each registered class gets three functions generated from its SPEC on first use (straight-line
+# code, no loop over kinds, no getattr by name): `_wire_body` (the msgpack-able list), `_wire_from`
+# (validate the fields and build the message) and `_wire_ids` (the ids it names). They produce
+# and accept exactly what the generic kinds do; a field that fails a fast check goes to its kind's
+# `unpack`, which raises the kind's own DecodeError.
+class _Codec:
+    __slots__ = ("body", "build", "ids")
+
+    def __init__(self, body: Callable[[Any], list[Any]],
+                 build: Callable[[list[Any], int], Any],
+                 ids: Callable[[Any], list[int]]) -> None:
+        self.body, self.build, self.ids = body, build, ids
+
+
+_CODECS: dict[type[Message], _Codec] = {}
+
+
+def _codec(cls: type[Message]) -> _Codec:
+    codec = _CODECS.get(cls)
+    if codec is None:
+        codec = _CODECS[cls] = _compile(cls)
+    return codec
+
+
+def _compile(cls: type[Message]) -> _Codec:
+    ns: dict[str, Any] = {"cls": cls, "_body": _body, "ids_in": ids_in, "_walk": _walk,
+                          "DecodeError": DecodeError, "_int_from": int.from_bytes}
+    packs: list[str] = []
+    checks: list[str] = []
+    id_lines: list[str] = []
+    n = len(cls.SPEC)
+    for i, (kind, name) in enumerate(zip(cls.SPEC, cls.FIELDS, strict=True)):
+        k, a = f"k{i}", f"a{i}"
+        ns[k] = kind
+        # encoding
+        if kind is ID:
+            packs.append(f"m.{name}.to_bytes(16, 'big')")
+        elif kind is NESTED:
+            packs.append(f"_body(m.{name})")
+        elif isinstance(kind, _IDENTITY):
+            packs.append(f"m.{name}")
+        else:
+            packs.append(f"{k}.pack(m.{name})")
+        # decoding
+        checks.append(f"    {a} = f[{i}]")
+        if kind is ID:
+            checks.append(f"    {a} = _int_from({a}, 'big') if type({a}) is bytes"
+                          f" and len({a}) == 16 else {k}.unpack({a}, depth)")
+        elif type(kind) is _UInt:
+            checks.append(f"    if type({a}) is not int or not 0 <= {a} <= {kind.limit}:")
+            checks.append(f"        {a} = {k}.unpack({a}, depth)")
+        elif type(kind) is _Bytes:
+            checks.append(f"    if type({a}) is not bytes or len({a}) > {kind.limit}:")
+            checks.append(f"        {a} = {k}.unpack({a}, depth)")
+        elif type(kind) is _Str:
+            checks.append(f"    if type({a}) is not str or len({a}) > {kind.limit}:")
+            checks.append(f"        {a} = {k}.unpack({a}, depth)")
+        elif type(kind) is _Bool:
+            checks.append(f"    if type({a}) is not bool:")
+            checks.append(f"        {a} = {k}.unpack({a}, depth)")
+        else:
+            checks.append(f"    {a} = {k}.unpack({a}, depth)")
+        # ids named
+        if not _names_ids(kind):
+            continue
+        if kind is ID:
+            id_lines.append(f"    out.append(m.{name})")
+        elif kind is NESTED:
+            id_lines.append(f"    out += ids_in(m.{name})")
+        elif isinstance(kind, _Ids):
+            id_lines.append(f"    out += m.{name}")
+        else:
+            id_lines.append(f"    _walk({k}, m.{name}, out)")
+    args = ", ".join(f"a{i}" for i in range(n))
+    src = [
+        "def body(m):",
+        f"    return [{cls.TYPE}{''.join(', ' + p for p in packs)}]",
+        "def build(f, depth):",
+        f"    if len(f) != {n}:",
+        f"        raise DecodeError('{cls.__name__} takes {n} fields, got %d' % len(f))",
+        *checks,
+        f"    return cls({args})",
+        "def ids(m):",
+        "    out = []",
+        *id_lines,
+        "    return out",
+    ]
+    exec("\n".join(src), ns)  # noqa: S102 - generated from the registered SPEC only
+    return _Codec(ns["body"], ns["build"], ns["ids"])
 
 
 def _body(msg: Message) -> list[Any]:
     cls = type(msg)
-    packers = _PACKERS.get(cls)
-    if packers is None:
-        packers = _PACKERS[cls] = tuple(
-            (name, None if isinstance(kind, _IDENTITY) else kind.pack)
-            for kind, name in zip(cls.SPEC, cls.FIELDS, strict=True))
-    out: list[Any] = [cls.TYPE]
-    for name, pack in packers:
-        value = getattr(msg, name)
-        out.append(value if pack is None else pack(value))
-    return out
+    codec = _CODECS.get(cls) or _codec(cls)
+    return codec.body(msg)
 
 
 def _from_body(type_code: Any, fields: list[Any], depth: int) -> Message:
     cls = _REGISTRY.get(type_code) if type(type_code) is int else None
     if cls is None:
         raise DecodeError(f"unknown message type {type_code!r}")
-    if len(fields) != len(cls.SPEC):
-        raise DecodeError(f"{cls.__name__} takes {len(cls.SPEC)} fields, got {len(fields)}")
-    values = [kind.unpack(raw, depth) for kind, raw in zip(cls.SPEC, fields, strict=True)]
-    build: Callable[..., Message] = cls  # a registered class takes its fields in SPEC order
-    return build(*values)
+    codec = _CODECS.get(cls) or _codec(cls)
+    msg: Message = codec.build(fields, depth)
+    return msg
 
 
 def _names_ids(kind: Kind) -> bool:
@@ -308,48 +389,46 @@ def _names_ids(kind: Kind) -> bool:
     return False
 
 
-_ID_FIELDS: dict[type[Message], tuple[tuple[str, Kind], ...]] = {}
+def _walk(kind: Kind, value: Any, found: list[int]) -> None:
+    """The ids in one field's value (the general case: optional fields, records)."""
+    if value is None:
+        return
+    if kind is ID:
+        found.append(value)
+    elif isinstance(kind, _Ids):
+        found.extend(value)
+    elif isinstance(kind, _Optional):
+        _walk(kind.inner, value, found)
+    elif kind is NESTED:
+        found.extend(ids_in(value))
+    elif isinstance(kind, _Records):
+        for rec in value:
+            for k, v in zip(kind.kinds, rec, strict=True):
+                _walk(k, v, found)
 
 
 def ids_in(msg: Message) -> list[int]:
     """Every 128-bit id a message names, nested payloads and records included (keys and
     group ids too: a link layer resolves the ones that are nodes it knows an address for)."""
     cls = type(msg)
-    fields = _ID_FIELDS.get(cls)
-    if fields is None:
-        fields = _ID_FIELDS[cls] = tuple(
-            (name, kind) for kind, name in zip(cls.SPEC, cls.FIELDS, strict=True)
-            if _names_ids(kind))
-    if not fields:
-        return []
-    found: list[int] = []
-
-    def walk(kind: Kind, value: Any) -> None:
-        if value is None:
-            return
-        if kind is ID:
-            found.append(value)
-        elif isinstance(kind, _Ids):
-            found.extend(value)
-        elif isinstance(kind, _Optional):
-            walk(kind.inner, value)
-        elif kind is NESTED:
-            found.extend(ids_in(value))
-        elif isinstance(kind, _Records):
-            for rec in value:
-                for k, v in zip(kind.kinds, rec, strict=True):
-                    walk(k, v)
-
-    for name, kind in fields:
-        walk(kind, getattr(msg, name))
+    codec = _CODECS.get(cls) or _codec(cls)
+    found: list[int] = codec.ids(msg)
     return found
+
+
+# One Packer for every encode (packb builds one per call). Threads may share it: `pack` of
+# the builtin types a body holds runs in C from start to end without releasing the GIL, and
+# leaves the Packer's buffer empty when it returns or raises, so two calls never interleave.
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 def encode(msg: Message) -> bytes:
     """One frame body for `msg`."""
-    body = _body(msg)
+    cls = type(msg)
+    codec = _CODECS.get(cls) or _codec(cls)
+    body = codec.body(msg)
     body.insert(0, WIRE_VERSION)
-    frame: bytes = msgpack.packb(body, use_bin_type=True)  # msgpack ships no type hints
+    frame: bytes = _pack(body)  # msgpack ships no type hints
     return frame
 
 

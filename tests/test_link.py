@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from overlay.link import FrameReader, Handshake, LinkError, Session, frame
+from overlay.link import MAX_RECORD, FrameReader, Handshake, LinkError, Session, frame
+from overlay.wire import MAX_FRAME
 
 
 def pair(key_a=None, key_b=None):
@@ -88,3 +89,54 @@ def test_a_hello_of_another_protocol_version_is_turned_away():
     hello[1] = WIRE_VERSION + 1
     with pytest.raises(LinkError, match="another protocol version"):
         Handshake(key, 1, "h", 1, dialer=True).receive(bytes(hello))
+
+
+def sessions():
+    a, b, fin_a, fin_b = pair()
+    a.receive(fin_b)
+    b.receive(fin_a)
+    return a.session, b.session
+
+
+def records_of(data):
+    """Framed records -> their sealed bodies (what a link's reader hands the session)."""
+    return FrameReader(max_frame=MAX_RECORD).feed(data)
+
+
+def test_a_batch_of_frames_travels_in_one_sealed_record_in_order():
+    a, b = sessions()
+    batch = [b"one", b"", b"three" * 100]
+    data = a.seal_batch(batch)
+    (record,) = records_of(data)
+    assert len(record) == 4 * len(batch) + sum(map(len, batch)) + 16  # one tag for all
+    assert b.open_batch(record) == batch
+    # the next record continues the counter: a replayed or reordered record fails as a frame does
+    second = records_of(a.seal_batch([b"four"]))[0]
+    third = records_of(a.seal_batch([b"five"]))[0]
+    with pytest.raises(LinkError):
+        b.open_batch(third)
+    assert b.open_batch(second) == [b"four"]
+    with pytest.raises(LinkError):
+        b.open_batch(second)
+
+
+def test_frames_beyond_one_record_go_in_several_and_oversized_ones_are_refused():
+    a, b = sessions()
+    big = b"x" * (MAX_FRAME - 10)
+    records = records_of(a.seal_batch([b"small", big, b"after"]))
+    assert len(records) == 2
+    assert [f for r in records for f in b.open_batch(r)] == [b"small", big, b"after"]
+    with pytest.raises(LinkError):
+        a.seal_batch([b"x" * (MAX_FRAME + 1)])
+
+
+@pytest.mark.parametrize("plaintext", [
+    b"",                                   # an empty record
+    b"\x00\x00",                           # a record ending inside a frame header
+    (10).to_bytes(4, "big") + b"short",    # a frame running past the record's end
+    (MAX_FRAME + 1).to_bytes(4, "big"),    # a frame over the limit
+])
+def test_records_whose_frames_do_not_fit_close_the_link(plaintext):
+    a, b = sessions()
+    with pytest.raises(LinkError):
+        b.open_batch(a.seal(plaintext))

@@ -210,3 +210,31 @@ def test_one_lane_with_short_writes_loses_and_repeats_nothing(steps):
         assert q.queued_bytes == len(pushed) - len(written) <= limit
     written.extend(q.take_all())
     assert written == pushed
+
+
+async def test_a_producer_that_always_finds_room_still_gives_other_tasks_a_turn():
+    """Links write eagerly, so a fast producer may never be congested: `room()` yields once
+    every TURN_EVERY calls, and the node's readers and timers are not held up by a burst."""
+    import trio
+
+    from iris.runtime.backpressure import TURN_EVERY
+
+    pressure = Backpressure()
+    turns = []
+
+    async def other():
+        while True:
+            turns.append(calls)
+            await trio.lowlevel.checkpoint()
+
+    calls = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        for _ in range(3 * TURN_EVERY):
+            await pressure.room()
+            calls += 1
+        nursery.cancel_scope.cancel()
+    # `other` ran only when the producer had made a multiple of TURN_EVERY calls, and it did
+    # (trio runs ready tasks in either order, so how many times at each turn varies)
+    boundaries = {k * TURN_EVERY - 1 for k in range(1, 4)}
+    assert turns and set(turns) <= boundaries

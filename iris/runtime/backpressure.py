@@ -13,6 +13,7 @@ import trio
 
 HIGH_WATER = 8 * 1024 * 1024  # queued bulk bytes (all links) at which applications wait
 LOW_WATER = 2 * 1024 * 1024  # ... until the links hold no more than this
+TURN_EVERY = 64  # calls of `room()` that find room before one gives the other tasks a turn
 
 
 class Backpressure:
@@ -21,6 +22,7 @@ class Backpressure:
         self._high = high_water
         self._low = low_water
         self._room = trio.Event()
+        self._calls = 0  # calls that found room since the last turn given
 
     @property
     def congested(self) -> bool:
@@ -36,7 +38,19 @@ class Backpressure:
             self._room.set()
 
     async def room(self) -> None:
-        """Return at once unless congested; then once the queues drained to the low-water mark."""
+        """Return at once unless congested; then once the queues drained to the low-water mark.
+        Every TURN_EVERY calls that find room, it yields once (a trio checkpoint): links
+        write eagerly, so a producer that the network keeps up with would otherwise never be
+        congested and never yield, and the node's readers, timers and freeze watch would
+        wait for the end of its burst (measured: 200,000 publishes in one 1.3 s burst, seen
+        as a freeze of the process)."""
+        if self.queued <= self._high:
+            self._calls += 1
+            if self._calls >= TURN_EVERY:
+                self._calls = 0
+                await trio.lowlevel.checkpoint()
+            return
+        self._calls = 0
         while self.queued > self._high:
             if self._room.is_set():
                 self._room = trio.Event()  # every waiter shares this one

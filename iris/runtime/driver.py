@@ -16,6 +16,7 @@ sender tells the receiver where those nodes listen (once per link).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 from collections.abc import Callable, Iterable
@@ -34,16 +35,18 @@ from iris.runtime.out_queue import OutQueue
 from iris.runtime.pause import Pause, Spawner
 from iris.runtime.transport import Address, MemoryTransport, TcpTransport, tune
 from overlay.config import OverlayConfig
-from overlay.link import FrameReader, Handshake, LinkError, LinkHello, Session, frame
+from overlay.link import MAX_RECORD, FrameReader, Handshake, LinkError, LinkHello, Session, frame
 from overlay.link_policy import CONTROL, LinkPolicy
 from overlay.messages import MAX_ACKS, Addresses, RouteAck
 from overlay.node import OverlayNode
-from overlay.wire import MAX_FRAME, DecodeError, Message, decode, encode, ids_in
+from overlay.wire import DecodeError, Message, decode, encode, ids_in
 
 log = logging.getLogger("iris.runtime.driver")
 
 HANDSHAKE_TIMEOUT_S = 5.0
-BATCH_BYTES = 64 * 1024
+BATCH_BYTES = 64 * 1024  # what the writer task seals per send_all
+EAGER_BYTES = 256 * 1024  # the most one eager write seals
+BURST_BYTES = 64 * 1024  # a burst's frames are written at once when this much has piled up
 READ_BYTES = 64 * 1024  # the most one read of a link takes
 THAW_READ_S = 0.1  # after a freeze, the links' readers go first for this long
 STALL_CHECK_S = 1.0  # how often writes under way are checked against the link policy's bound
@@ -79,14 +82,36 @@ def _sent(received: bytes) -> str:
 class Link:
     """One authenticated connection to a peer, with its outgoing queue: control frames in the
     priority lane (up to MAX_CONTROL_FRAMES), bulk in the main lane (up to MAX_BULK_BYTES,
-    counted by the runtime's backpressure)."""
+    counted by the runtime's backpressure).
+
+    Writes are eager, as the relay's (`iris.runtime.eager_io`): once the cores' output of one
+    input is queued (`Runtime._after`), `flush` seals it and hands it to the kernel with one
+    `os.write`, without waking a writer task or passing trio's loop. The writer task only
+    writes what cannot go at once:
+    - what the kernel did not take (`pending`, sealed already), and anything queued behind it;
+    - frames queued while no frame but acknowledgements is waiting (`urgent` is False): the
+      writer lets the ready tasks run first, so a request handler already woken adds its reply
+      and both leave in one segment (one wake-up fewer at the peer per request);
+    - the frames of a burst: after an eager write, until the peer's next bytes are read or
+      the writer task has run, frames wait for the writer, which runs once the task making
+      them yields (one write for a burst of publishes, or for 16 callers' next requests),
+      unless BURST_BYTES have piled up (the peer gets a long burst in pieces, and works on
+      it meanwhile).
+    Streams without a socket (the memory network) are written by the writer task only."""
 
     def __init__(self, peer: int, pressure: Backpressure) -> None:
         self.peer = peer
         self.stream: trio.abc.Stream | None = None
         self.session: Session | None = None
+        self.socket: Any = None  # the stream's socket object (never a kept fd number)
         self.queue = OutQueue(MAX_BULK_BYTES, MAX_CONTROL_FRAMES, pressure)
-        self.wakeup = trio.Event()  # something to write
+        self.wakeup = trio.Event()  # something for the writer task to write
+        self.pending = b""  # sealed bytes an eager write left: the writer task sends them
+        self.retry_at = 0  # ... unless the queue reaches this many bytes before it runs
+        self.writing = False  # the writer task is writing: it also writes what comes next
+        self.urgent = False  # a frame other than an acknowledgement was queued since the flush
+        self.dirty = False  # in the runtime's list of links to flush
+        self.burst = False  # an eager write was made since the peer's last bytes were read
         self.reading: trio.CancelScope | None = None  # the reader's, once the stream is open
         self.read_at = trio.current_time()  # when its frames were last delivered
         self.writing_since: float | None = None  # a write under way since then
@@ -97,15 +122,59 @@ class Link:
     def closed(self) -> bool:
         return self.queue.closed
 
-    def push(self, payload: bytes, control: bool) -> bool:
-        if not self.queue.push(payload, control):
-            return False
-        self.wakeup.set()
-        return True
+    def flush(self) -> None:
+        """Write what is queued now if the kernel takes it (see the class); or leave it to
+        the writer task."""
+        self.dirty = False
+        if self.writing:
+            return
+        queue = self.queue
+        if self.pending:
+            # The kernel took part of the last write: try again each time another
+            # BURST_BYTES are queued (a task that keeps queueing without yielding never lets
+            # the writer task run; the peer would go idle once it read what the kernel had).
+            if queue.queued_bytes < self.retry_at:
+                return
+        elif not queue:
+            return
+        elif (self.socket is None or self.session is None or not self.urgent
+              or (self.burst and queue.queued_bytes < BURST_BYTES)):
+            self.wakeup.set()  # the writer task's turn: see the class
+            return
+        self._write_now()
+
+    def _write_now(self) -> None:
+        assert self.session is not None
+        queue = self.queue
+        self.urgent = False
+        taken = queue.take(EAGER_BYTES)
+        data = self.session.seal_batch(taken) if taken else b""
+        if self.pending:
+            data = self.pending + data
+        written = 0
+        fd = self.socket.fileno()
+        if fd >= 0:
+            try:
+                written = os.write(fd, data)
+            except OSError:  # would block, or broken: the writer's send_all finds out which
+                written = 0
+        self.burst = True
+        if written < len(data):
+            self.pending = data[written:]
+            self.retry_at = queue.queued_bytes + BURST_BYTES
+            if written or self.writing_since is None:
+                self.writing_since = trio.current_time()
+            self.wakeup.set()
+        else:
+            self.pending = b""
+            self.writing_since = None
+            queue.written()
+            if queue:
+                self.wakeup.set()
 
     async def flushed(self) -> None:
         """Return once the writer has written everything queued, or the link closed."""
-        if self.queue and not self.closed:
+        if (self.queue or self.pending) and not self.closed:
             self._emptied = trio.Event()
             await self._emptied.wait()
 
@@ -167,6 +236,7 @@ class Runtime:
         self._timer_scope: trio.CancelScope | None = None
         self._armed = INF  # the node deadline the timer scope was last set to
         self._closing = False
+        self._dirty: list[Link] = []  # links with frames queued since the last flush
 
     # ------------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -309,7 +379,7 @@ class Runtime:
             if acks:
                 for dest, seqs in acks.items():
                     for i in range(0, len(seqs), MAX_ACKS):
-                        self._send(dest, RouteAck(tuple(seqs[i:i + MAX_ACKS])))
+                        self._send(dest, RouteAck(tuple(seqs[i:i + MAX_ACKS])), urgent=False)
         if node.failed:
             failed, node.failed = node.failed, []
             for peer in failed:
@@ -321,6 +391,10 @@ class Runtime:
             self.on_events(events)
         if node.active and not self.joined.is_set():
             self.joined.set()
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for link in dirty:
+                link.flush()
         scope = self._timer_scope
         if scope is not None and node.next_deadline != self._armed:
             # Moving the sleeping timer task's deadline does not wake it: no task switch per
@@ -348,7 +422,7 @@ class Runtime:
                 self._after()
 
     # ---------------------------------------------------------------------------- sending
-    def _send(self, dest: int, msg: Message) -> None:
+    def _send(self, dest: int, msg: Message, urgent: bool = True) -> None:
         link = self.links.get(dest)
         if link is None:
             address = self.directory.get(dest)
@@ -357,39 +431,58 @@ class Runtime:
                 return
             link = self.links[dest] = Link(dest, self.backpressure)
             self._tasks.start_soon(self._dial, link, address)
-        entries = []
+        told, directory = link.told, self.directory
+        entries = None
         for node_id in ids_in(msg):
-            if node_id not in link.told and node_id != dest:
-                address = self.directory.get(node_id)
+            if node_id not in told and node_id != dest:
+                address = directory.get(node_id)
                 if address is not None:
+                    if entries is None:
+                        entries = []
                     entries.append((node_id, address[0], address[1]))
-                    link.told.add(node_id)
-        if len(link.told) > TOLD_LIMIT:
-            link.told.clear()
+                    told.add(node_id)
         policy = self.link_policy
         if entries:
+            if len(told) > TOLD_LIMIT:
+                told.clear()
             addresses = Addresses(tuple(entries[:256]))
-            link.push(encode(addresses), policy.priority(addresses) is CONTROL)
-        if not link.push(encode(msg), policy.priority(msg) is CONTROL):
+            link.queue.push(encode(addresses), policy.priority(addresses) is CONTROL)
+        if not link.queue.push(encode(msg), policy.priority(msg) is CONTROL):
             self.count("send_queue_full")
+            return
+        if urgent:
+            link.urgent = True
+        if not link.dirty:
+            link.dirty = True
+            self._dirty.append(link)
 
     async def _writer(self, link: Link) -> None:
         stream, session, queue = link.stream, link.session, link.queue
         assert stream is not None and session is not None
-        seal = session.seal
+        seal_batch = session.seal_batch
         while not queue.closed:
             await link.wakeup.wait()
-            # Let the tasks that are ready run first: a request handler already woken adds
-            # its reply to the acknowledgement just queued, and both leave in one segment
-            # (one wake-up fewer at the peer per request).
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if queue and not link.urgent:
+                # Only acknowledgements wait: let the tasks that are ready run first, so a
+                # request handler already woken adds its reply to them and both leave in one
+                # segment (one wake-up fewer at the peer per request).
+                await trio.lowlevel.cancel_shielded_checkpoint()
             link.wakeup = trio.Event()
-            while queue:
-                data = b"".join([frame(seal(p)) for p in queue.take(BATCH_BYTES)])
-                link.writing_since = trio.current_time()
-                await stream.send_all(data)
-                link.writing_since = None
-                queue.written()
+            link.writing = True
+            try:
+                while link.pending or queue:
+                    if link.pending:  # the rest of an eager write: it goes first
+                        data, link.pending = link.pending, b""
+                    else:
+                        link.urgent = False
+                        data = seal_batch(queue.take(BATCH_BYTES))
+                        link.writing_since = trio.current_time()
+                    await stream.send_all(data)
+                    link.writing_since = None
+                    queue.written()
+            finally:
+                link.writing = False
+            link.burst = False
             link.emptied()
 
     async def _watch_stalls(self) -> None:
@@ -506,12 +599,13 @@ class Runtime:
             if dialer:
                 raise PeerRefused("is this node itself")
             raise LinkError("connected to ourselves")
-        reader.max_frame = MAX_FRAME
+        reader.max_frame = MAX_RECORD
         return OpenedStream(stream, hs.peer, hs.session, leftover, reader)
 
     def _adopt(self, link: Link, opened: OpenedStream, address: Address) -> None:
         link.stream = opened.stream
         link.session = opened.session
+        link.socket = getattr(opened.stream, "socket", None)
         self.directory[link.peer] = address
         link.wakeup.set()
 
@@ -527,6 +621,7 @@ class Runtime:
                     if not data:
                         break
                     self.busy_poll.poke()
+                    link.burst = False  # the peer answered: our next frame may go at once
                     self._deliver_all(link, reader.feed(bytes(data)), len(data) == READ_BYTES)
         except (LinkError, DecodeError) as exc:
             log.warning("closing link to %x: %s", link.peer, exc)
@@ -565,8 +660,13 @@ class Runtime:
             self._after()
 
     def _deliver(self, link: Link, sealed: bytes) -> None:
+        """One record: its frames, in order (read at once: one time for all of them)."""
         assert link.session is not None
-        msg = decode(link.session.open(sealed))
+        now = self.now()
+        for payload in link.session.open_batch(sealed):
+            self._deliver_one(link, decode(payload), now)
+
+    def _deliver_one(self, link: Link, msg: Message, now: float) -> None:
         if type(msg) is Addresses:
             directory = self.directory
             for node_id, host, port in msg.entries:
@@ -577,7 +677,7 @@ class Runtime:
                 for node_id in stale:
                     del directory[node_id]
             return
-        self.node.receive(link.peer, msg, self.now())
+        self.node.receive(link.peer, msg, now)
 
     def _close_link(self, link: Link, why: str) -> None:
         """The link policy closed the link: its queued frames are dropped (as a lost hop's
@@ -590,6 +690,7 @@ class Runtime:
 
     def _drop_link(self, link: Link) -> None:
         link.queue.discard()
+        link.pending = b""
         link.wakeup.set()
         link.emptied()
         if self.links.get(link.peer) is link:

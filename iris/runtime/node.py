@@ -405,8 +405,10 @@ class Node:
 
     async def _run_subscription(self, topic: str, sub: HandlerQueue) -> None:
         runtime = self._runtime
+        # event_done only frees room under the topic's limits: it makes no output, so it
+        # needs no pass through the runtime's output (as for `accept_event`).
         await sub.run(
-            done=lambda payload: runtime.call(lambda: runtime.core.event_done(topic, len(payload))),
+            done=lambda payload: runtime.core.event_done(topic, len(payload)),
             failed=lambda: runtime.count("event_handler_errors"))
 
     # -------------------------------------------------------------------- tunnels
