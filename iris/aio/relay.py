@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from iris.aio.guest import Guest
-from iris.aio.node import EventHandler, Tunnel, handler_for
+from iris.aio.node import EventHandler, Subscription, Tunnel, handler_for
 from iris.relay import client as trio_client
 
 
@@ -25,6 +25,7 @@ class RelayClient:
     def __init__(self, guest: Guest, client: trio_client.RelayClient) -> None:
         self._guest = guest
         self._client = client
+        self._subscriptions: dict[str, Subscription] = {}
 
     @classmethod
     @asynccontextmanager
@@ -39,10 +40,13 @@ class RelayClient:
             adapted = None if handler is None else handler_for(guest, handler, node=False)
             client, leave = await guest.hold(trio_client.RelayClient.open(
                 port, cluster, adapted, host, max_concurrency))
+            face = cls(guest, client)
             try:
-                yield cls(guest, client)
+                yield face
             finally:
                 await leave()
+                for subscription in face._subscriptions.values():
+                    subscription.task.cancel()
         finally:
             await guest.release()
 
@@ -60,14 +64,20 @@ class RelayClient:
         await self._guest.call(self._client.publish, topic, data)
 
     async def subscribe(self, topic: str, handler: EventHandler) -> None:
-        guest = self._guest
-
-        async def on_event(event: bytes) -> None:
-            await guest.in_asyncio(handler(event))
-
-        await guest.call(self._client.subscribe, topic, on_event)
+        """Call the coroutine function `handler` with each event of `topic`, one at a time,
+        in order (through a `Subscription`, as a node's events)."""
+        subscription = Subscription(self._guest, topic, handler)
+        try:
+            await self._guest.call(self._client.subscribe, topic, subscription.accept)
+        except BaseException:
+            subscription.task.cancel()
+            raise
+        self._subscriptions[topic] = subscription
 
     async def unsubscribe(self, topic: str) -> None:
+        subscription = self._subscriptions.pop(topic, None)
+        if subscription is not None:
+            subscription.task.cancel()
         await self._guest.call(self._client.unsubscribe, topic)
 
     async def tunnel(
