@@ -297,6 +297,21 @@ def _codec(cls: type[Message]) -> _Codec:
     return codec
 
 
+def _not_plainly_valid(kind: Any, a: str) -> str | None:
+    """For the generated decoder: the condition under which field `a` of `kind` is not plainly
+    valid and goes through the kind's full `unpack` (which raises the precise error), or None
+    when every value does."""
+    if type(kind) is _UInt:
+        return f"type({a}) is not int or not 0 <= {a} <= {kind.limit}"
+    if type(kind) is _Bytes:
+        return f"type({a}) is not bytes or len({a}) > {kind.limit}"
+    if type(kind) is _Str:
+        return f"type({a}) is not str or len({a}) > {kind.limit}"
+    if type(kind) is _Bool:
+        return f"type({a}) is not bool"
+    return None
+
+
 def _compile(cls: type[Message]) -> _Codec:
     ns: dict[str, Any] = {"cls": cls, "_body": _body, "ids_in": ids_in, "_walk": _walk,
                           "DecodeError": DecodeError, "_int_from": int.from_bytes}
@@ -321,17 +336,8 @@ def _compile(cls: type[Message]) -> _Codec:
         if kind is ID:
             checks.append(f"    {a} = _int_from({a}, 'big') if type({a}) is bytes"
                           f" and len({a}) == 16 else {k}.unpack({a}, depth)")
-        elif type(kind) is _UInt:
-            checks.append(f"    if type({a}) is not int or not 0 <= {a} <= {kind.limit}:")
-            checks.append(f"        {a} = {k}.unpack({a}, depth)")
-        elif type(kind) is _Bytes:
-            checks.append(f"    if type({a}) is not bytes or len({a}) > {kind.limit}:")
-            checks.append(f"        {a} = {k}.unpack({a}, depth)")
-        elif type(kind) is _Str:
-            checks.append(f"    if type({a}) is not str or len({a}) > {kind.limit}:")
-            checks.append(f"        {a} = {k}.unpack({a}, depth)")
-        elif type(kind) is _Bool:
-            checks.append(f"    if type({a}) is not bool:")
+        elif (suspect := _not_plainly_valid(kind, a)) is not None:
+            checks.append(f"    if {suspect}:")
             checks.append(f"        {a} = {k}.unpack({a}, depth)")
         else:
             checks.append(f"    {a} = {k}.unpack({a}, depth)")
