@@ -19,9 +19,10 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import msgpack
 
-WIRE_VERSION = 6  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
+WIRE_VERSION = 7  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
 # 4: Request the time its caller has left; 5: tunnel messages name the end that sent them;
-# 6: a link's sealed records carry a batch of frames (overlay.link; messages unchanged)
+# 6: a link's sealed records carry a batch of frames (overlay.link; messages unchanged);
+# 7: a Flood carries a batch of payloads
 MAX_FRAME = 16 * 1024 * 1024
 MAX_NESTING = 4
 
@@ -144,6 +145,26 @@ class _Bytes(Kind):
         return raw
 
 
+class _Blobs(Kind):
+    """A non-empty list of byte strings (a batch of payloads), each of at most `each` bytes."""
+
+    def __init__(self, limit: int, each: int) -> None:
+        self.limit = limit
+        self.each = each
+
+    def pack(self, value: tuple[bytes, ...]) -> list[bytes]:
+        return list(value)
+
+    def unpack(self, raw: Any, depth: int) -> tuple[bytes, ...]:
+        if type(raw) is not list or not 0 < len(raw) <= self.limit:
+            raise DecodeError(f"expected a list of 1 to {self.limit} byte strings")
+        each = self.each
+        for v in raw:
+            if type(v) is not bytes or len(v) > each:
+                raise DecodeError(f"expected byte strings of at most {each} bytes")
+        return tuple(raw)
+
+
 class _Str(Kind):
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -226,6 +247,10 @@ def number(limit: float) -> Kind:
 
 def blob(limit: int) -> Kind:
     return _Bytes(limit)
+
+
+def blobs(limit: int, each: int) -> Kind:
+    return _Blobs(limit, each)
 
 
 def text(limit: int) -> Kind:

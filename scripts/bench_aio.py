@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import iris  # noqa: E402
 import iris.aio  # noqa: E402
+from overlay.ids import key_for, ring_distance  # noqa: E402
 
 SERVICE, TOPIC, LISTEN = "echo", "bench-aio", "127.0.0.1:0"
 WARM, MEAS = 0x57, 0x4D  # first byte of an event: warm-up or measured
@@ -172,7 +173,7 @@ async def serve(f: SimpleNamespace, workload: str, p: dict[str, Any], ctl: Contr
         else:
             await node.register(SERVICE, SimpleNamespace(handle_request=handler))
         cpu0, t_end = cpu_s(), time.monotonic() + LIFE_S
-        emit("ready", seed="{}:{}".format(*node.address), key=key.hex())
+        emit("ready", seed="{}:{}".format(*node.address), key=key.hex(), node_id=node.id)
         seen = (0, time.monotonic())  # (measured events, when that count last changed)
         while workload == "pubsub" and not ctl.stop.is_set() and time.monotonic() < t_end:
             if seen[0] != n["meas"]:
@@ -250,7 +251,7 @@ async def client(f: SimpleNamespace, workload: str, p: dict[str, Any], ctl: Cont
                     break
             await f.sleep(0)
             res = {"sent": sent, "sent_per_s": sent / (time.perf_counter() - t1),
-                   "cli_cpu_us": (cpu_s() - cpu0) * 1e6 / max(1, sent)}
+                   "cli_cpu_us": (cpu_s() - cpu0) * 1e6 / max(1, sent), "node_id": node.id}
         emit("result", **res)
         t_end = time.monotonic() + LIFE_S
         while not ctl.stop.is_set() and time.monotonic() < t_end:
@@ -326,6 +327,13 @@ class Child:
             self.proc.wait()
 
 
+def root_side(subscriber: int, publisher: int) -> str:
+    """Which of the two nodes is the topic's root: the node whose id is nearer its key."""
+    key = key_for("topic:" + TOPIC)
+    return "subscriber" if ring_distance(subscriber, key) < ring_distance(publisher, key) \
+        else "publisher"
+
+
 def measure(face_name: str, workload: str, p: dict[str, Any], logs: str) -> dict[str, Any]:
     tag = os.path.join(logs, f"{workload}-{face_name}-{time.monotonic_ns()}")
     srv, cli, grace = Child("server", face_name, workload, p, tag + "-server.log"), None, 0.0
@@ -339,7 +347,8 @@ def measure(face_name: str, workload: str, p: dict[str, Any], logs: str) -> dict
             srv.send(f"end {res['sent']}")
             sub = srv.expect("result", 60, watch=cli)
             res.update(recv_per_s=sub["recv_per_s"], received=sub["received"],
-                       arrived=sub["received"] / res["sent"])
+                       arrived=sub["received"] / res["sent"],
+                       root=root_side(ready["node_id"], res.pop("node_id")))
         else:
             res = cli.expect("result", 60 + p["req_seconds"], watch=srv)
         cli.send("stop")
@@ -379,7 +388,8 @@ def main() -> None:
             for f in faces:
                 res = measure(f, w, p, logs)
                 runs[w][f].append(res)
-                print(f"{w} {f} #{i + 1}: " + " ".join(f"{k}={res[k]:.4g}" for k, _ in METRICS[w]),
+                print(f"{w} {f} #{i + 1}: " + " ".join(f"{k}={res[k]:.4g}" for k, _ in METRICS[w])
+                      + (f" root={res['root']}" if "root" in res else ""),
                       file=sys.stderr)
     medians = {w: {f: {k: statistics.median(r[k] for r in runs[w][f]) for k, _ in METRICS[w]}
                    for f in faces} for w in workloads}

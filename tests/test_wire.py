@@ -43,7 +43,7 @@ messaging = st.one_of(
     st.builds(im.TreeDown, st.lists(st.tuples(ids, weights, paths), max_size=5).map(tuple)),
     st.builds(im.Request, ids, u64, ids, st.integers(0, im.MAX_WALK_HOPS), small, weights),
     st.builds(im.Reply, u64, st.integers(0, 3), small, st.text(max_size=50)),
-    st.builds(im.Flood, ids, ids, u64, small),
+    st.builds(im.Flood, ids, ids, u64, st.lists(small, min_size=1, max_size=4).map(tuple)),
     st.builds(im.TunnelOpen, ids, ids, u64, st.integers(0, im.MAX_WALK_HOPS), weights),
     st.builds(im.TunnelAccept, ids, u64, weights),
     st.builds(im.TunnelData, ids, u64, u64, u64, small),

@@ -1,7 +1,9 @@
 """Broadcast and publish: a `Flood` is routed to the group's tree and then sent along every
 tree edge except the one it came from.
 
-Every node remembers the last `seen_ids` (origin, seq) pairs and drops repeats, so no member
+A `Flood` carries a batch of one origin's messages with consecutive sequence numbers (a
+publisher's events queued within one turn of its loop: `MessagingCore.publish_batch`). Every
+node remembers the last `seen_ids` (origin, first seq) pairs and drops repeats, so no member
 gets a message twice even while the tree changes. Over FIFO links a publisher's messages take
 the same path while the tree is stable, so they arrive in order; when they do not (a message
 held up on a stalled connection arriving after newer ones that took another way, as after a
@@ -26,9 +28,9 @@ class Flooding:
     def __init__(self, state: CoreState) -> None:
         self.state = state
 
-    def start(self, group: int, payload: bytes) -> None:
+    def start(self, group: int, payloads: tuple[bytes, ...]) -> None:
         state = self.state
-        msg = Flood(group, state.node.id, state.new_id(), payload)
+        msg = Flood(group, state.node.id, state.new_ids(len(payloads)), payloads)
         if group in state.trees:
             self.spread(msg, None)
         else:
@@ -54,25 +56,31 @@ class Flooding:
 
     def _deliver(self, msg: Flood, tree: GroupTree) -> None:
         state = self.state
-        if not state.in_order(msg.group, msg.origin, msg.seq):
-            state.count("floods_out_of_order")
+        payloads = msg.payloads
+        if not state.in_order(msg.group, msg.origin, msg.seq, len(payloads)):
+            state.count("floods_out_of_order", len(payloads))
             return
         if tree.topic:
             topic = state.topics.get(msg.group)
             if topic is None:
                 return
-            if topic.queued_bytes + len(msg.payload) + ENTRY_COST > topic.limits.max_queued_bytes:
-                state.count("events_dropped")
-                return
-            topic.queued_bytes += len(msg.payload) + ENTRY_COST
-            state.events.append(ev.EventReceived(topic.name, msg.payload, msg.origin, msg.seq))
+            events, limit, seq = state.events, topic.limits.max_queued_bytes, msg.seq
+            for payload in payloads:
+                cost = len(payload) + ENTRY_COST
+                if topic.queued_bytes + cost > limit:
+                    state.count("events_dropped")
+                else:
+                    topic.queued_bytes += cost
+                    events.append(ev.EventReceived(topic.name, payload, msg.origin, seq))
+                seq += 1
         else:
             service = state.services.get(msg.group)
             if service is not None:
                 # One copy per registration on this node; a slow handler cannot make them pile up.
-                for _ in range(service.members):
-                    admitted = service.broadcasts.offer(msg.payload, len(msg.payload))
-                    if admitted:
-                        state.events.append(ev.BroadcastReceived(service.name, msg.payload))
-                    elif admitted is None:
-                        state.count("broadcasts_dropped")
+                for payload in payloads:
+                    for _ in range(service.members):
+                        admitted = service.broadcasts.offer(payload, len(payload))
+                        if admitted:
+                            state.events.append(ev.BroadcastReceived(service.name, payload))
+                        elif admitted is None:
+                            state.count("broadcasts_dropped")

@@ -9,9 +9,22 @@ the tree to one member; broadcasts and publishes are routed to the tree and floo
 from __future__ import annotations
 
 from iris.core.tunnel_flow import CHUNK
-from overlay.wire import ID, U32, U64, Message, blob, ids, records, text, uint, wire_message
+from overlay.wire import (
+    ID,
+    U32,
+    U64,
+    Message,
+    blob,
+    blobs,
+    ids,
+    records,
+    text,
+    uint,
+    wire_message,
+)
 
 MAX_PAYLOAD = 8 * 1024 * 1024  # one request, reply, broadcast or event
+MAX_FLOOD_BATCH = 256  # events of one publisher and topic carried by one Flood
 MAX_ANCESTORS = 16  # path to the root carried for loop avoidance
 MAX_TREE_ENTRIES = 4096  # groups in one aggregated beat
 MAX_WALK_HOPS = 64
@@ -96,15 +109,18 @@ class Reply(Message):
     error: str
 
 
-@wire_message(39, ID, ID, U64, blob(MAX_PAYLOAD))
+@wire_message(39, ID, ID, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD))
 class Flood(Message):
-    """A broadcast (cluster) or publish (topic): routed to the tree, then along every tree
-    edge; (origin, seq) identifies it, so no node delivers it twice."""
+    """Broadcasts (cluster) or publishes (topic) of one origin: routed to the tree, then along
+    every tree edge. They carry consecutive sequence numbers from `seq` on: (origin, seq)
+    identifies the batch, so no node delivers it twice. A publisher's events queued within one
+    turn of its loop travel as one batch, so routing, acknowledging and deduplicating are paid
+    per batch, not per event."""
 
     group: int
     origin: int
     seq: int
-    payload: bytes
+    payloads: tuple[bytes, ...]
 
 
 TUNNEL_ACCEPTOR = 1 << 63

@@ -174,10 +174,15 @@ class MessagingCore(OverlayApp):
         self.requests.expired(token)
 
     def broadcast(self, cluster: str, payload: bytes) -> None:
-        self.flood.start(cluster_group(cluster), payload)
+        self.flood.start(cluster_group(cluster), (payload,))
 
     def publish(self, topic: str, payload: bytes) -> None:
-        self.flood.start(topic_group(topic), payload)
+        self.flood.start(topic_group(topic), (payload,))
+
+    def publish_batch(self, topic: str, payloads: tuple[bytes, ...]) -> None:
+        """Publish `payloads` in order as one `Flood` (at most `MAX_FLOOD_BATCH` of them):
+        routed, acknowledged and deduplicated once, delivered one by one."""
+        self.flood.start(topic_group(topic), payloads)
 
     def event_done(self, topic: str, nbytes: int) -> None:
         """The application consumed an event of `nbytes` (frees room under TopicLimits)."""

@@ -134,6 +134,12 @@ class CoreState:
         self._next_id += 1
         return self._next_id
 
+    def new_ids(self, n: int) -> int:
+        """`n` consecutive ids (a batch of floods); returns the first."""
+        first = self._next_id + 1
+        self._next_id += n
+        return first
+
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
 
@@ -151,15 +157,15 @@ class CoreState:
             seen.popitem(last=False)
         return True
 
-    def in_order(self, group: int, origin: int, seq: int) -> bool:
-        """True when a flood from `origin` in `group` is newer than every one delivered here
-        from it (seqs grow at each origin), and it becomes the latest; a bounded record, the
-        origins least recently heard forgotten first."""
+    def in_order(self, group: int, origin: int, seq: int, count: int = 1) -> bool:
+        """True when floods `seq` .. `seq + count - 1` from `origin` in `group` are newer than
+        every one delivered here from it (seqs grow at each origin), and the last becomes the
+        latest; a bounded record, the origins least recently heard forgotten first."""
         latest, key = self.latest, (group, origin)
         last = latest.get(key)
         if last is not None and seq <= last:
             return False
-        latest[key] = seq
+        latest[key] = seq + count - 1
         latest.move_to_end(key)
         if len(latest) > self.config.seen_ids:
             latest.popitem(last=False)

@@ -33,6 +33,7 @@ from iris.runtime.freezes import FreezeWatch
 from iris.runtime.log_limit import LogLimit
 from iris.runtime.out_queue import OutQueue
 from iris.runtime.pause import Pause, Spawner
+from iris.runtime.publish_batch import PublishBatch
 from iris.runtime.transport import Address, MemoryTransport, TcpTransport, tune
 from overlay.config import OverlayConfig
 from overlay.link import MAX_RECORD, FrameReader, Handshake, LinkError, LinkHello, Session, frame
@@ -72,6 +73,10 @@ class PeerRefused(LinkError):
     def __init__(self, message: str, give_up_after: int = 1) -> None:
         super().__init__(message)
         self.give_up_after = give_up_after
+
+
+def _nothing() -> None:
+    """A call into the cores that only lets the queued publishes leave (`Runtime.call`)."""
 
 
 def _sent(received: bytes) -> str:
@@ -221,6 +226,7 @@ class Runtime:
         self.links: dict[int, Link] = {}
         self.link_policy = LinkPolicy()
         self.backpressure = Backpressure()
+        self.publishes = PublishBatch(lambda: self.call(_nothing))
         self.freezes = FreezeWatch(self._frozen)
         self._warnings = LogLimit(log)  # a peer can make these as often as it connects
         # A node in this process (on the memory network) can be paused by tests; a node on TCP
@@ -271,6 +277,7 @@ class Runtime:
             tasks.start_soon(self.busy_poll.run)
             tasks.start_soon(self.freezes.run)
             tasks.start_soon(self._watch_stalls)
+            tasks.start_soon(self.publishes.run)
             with trio.fail_after(join_timeout):
                 seed_ids = await self._reach_seeds(seeds) if seeds else []
                 self.node.start(self.now(), seed_ids)
@@ -322,6 +329,8 @@ class Runtime:
         if self._closing:
             return
         self._closing = True
+        self.node.set_time(self.now())
+        self._take_publishes()
         self.node.leave(self.now())
         self._after()
 
@@ -351,13 +360,27 @@ class Runtime:
         """Run an application call on the cores (with the clock set) and act on its output.
         A paused node's tasks make none; one from outside (a test's) is refused, as the
         application of a stopped process calls nothing."""
-        if self.pause is not None and self.pause.paused:
-            raise RuntimeError("the node is paused: it runs nothing until resumed")
+        self._check_running()
         self.node.set_time(self.now())
         try:
+            if self.publishes.payloads:
+                self._take_publishes()  # the earlier publishes leave first
             return fn()
         finally:
             self._after()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue one event: it leaves in a batch (`iris.runtime.publish_batch`)."""
+        self._check_running()
+        self.publishes.add(topic, payload)
+
+    def _check_running(self) -> None:
+        if self.pause is not None and self.pause.paused:
+            raise RuntimeError("the node is paused: it runs nothing until resumed")
+
+    def _take_publishes(self) -> None:
+        if self.publishes.payloads:
+            self.core.publish_batch(*self.publishes.take())
 
     def _after(self) -> None:
         node = self.node

@@ -390,7 +390,7 @@ class Node:
         self._check_open()
         check_payload(payload)
         await self._runtime.backpressure.room()
-        self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
+        self._runtime.publish(topic, payload)
         if self.observer is not None:
             self.observer.sent("publish")
 
@@ -399,7 +399,7 @@ class Node:
         (`congested`, `wait_for_room`), as with `start_request`."""
         self._check_open()
         check_payload(payload)
-        self._runtime.call(lambda: self._runtime.core.publish(topic, payload))
+        self._runtime.publish(topic, payload)
         if self.observer is not None:
             self.observer.sent("publish")
 
