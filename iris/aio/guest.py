@@ -12,11 +12,13 @@ There is one trio run per thread, so every node and relay client of one asyncio 
 one `Guest`; it starts with the first and ends with the last (`Guest.acquire`/`release`).
 
 Crossing over:
-- asyncio -> trio: `soon(fn, *args)` queues a plain function for the guest's pump task, which
-  runs it in trio's context (node calls expect to run inside a trio task); `call(async_fn,
-  *args)` runs a trio coroutine in a task of its own and returns an asyncio future of its
-  result. Cancelling that future (as asyncio does to what a cancelled task awaits) cancels the
-  trio task.
+- asyncio -> trio: the node's plain calls that need no trio task (`start_request`,
+  `start_publish`) are made directly, between two of trio's ticks: their output leaves by the
+  links' eager writes, and what must wake trio (a writer, an earlier timer) wakes it. `soon(fn,
+  *args)` queues any other plain function for the guest's pump task, which runs it in trio's
+  context; `call(async_fn, *args)` runs a trio coroutine in a task of its own and returns an
+  asyncio future of its result. Cancelling that future (as asyncio does to what a cancelled
+  task awaits) cancels the trio task.
 - trio -> asyncio: `in_asyncio(coro)`, awaited in trio, runs an application coroutine as an
   asyncio task and returns its result; cancelling the trio side cancels the task.
 Both directions are plain calls on one thread: an asyncio future is resolved and a trio event
@@ -151,12 +153,6 @@ class Guest:
         return task.result()
 
     # ----------------------------------------------------------------- asyncio side
-    @property
-    def backlog(self) -> int:
-        """Calls queued by `soon` that trio has not run yet (it runs them when the asyncio
-        side yields: a producer that never waits must, now and then)."""
-        return len(self._calls)
-
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run the plain function `fn(*args)` in trio soon, in order with earlier ones."""
         self._calls.append((fn, args))

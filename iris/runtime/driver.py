@@ -79,6 +79,15 @@ def _nothing() -> None:
     """A call into the cores that only lets the queued publishes leave (`Runtime.call`)."""
 
 
+def _outside_trio() -> bool:
+    """Running outside every trio task (in a callback of trio's guest-mode host loop)?"""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return True
+    return False
+
+
 def _sent(received: bytes) -> str:
     """What a foreign peer sent, for the operator: its first bytes."""
     return f"it sent {bytes(received[:40])!r}{'...' if len(received) > 40 else ''}"
@@ -423,8 +432,13 @@ class Runtime:
             # Moving the sleeping timer task's deadline does not wake it: no task switch per
             # hop timer armed or request sent. Most inputs leave the deadline as it was, and
             # then not even the move (a re-sort of trio's deadline table) is needed.
+            earlier = node.next_deadline < self._armed
             self._armed = node.next_deadline
             scope.deadline = self._epoch + self._armed
+            if earlier and _outside_trio():
+                # A call from the host loop of trio's guest mode (`iris.aio`) runs while trio
+                # waits for I/O in its thread, with a timeout from the old deadline: wake it.
+                trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
 
     async def _timer_loop(self) -> None:
         while True:
