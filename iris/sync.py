@@ -51,10 +51,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from typing import Any, Generic, Protocol, TypeVar
@@ -62,7 +64,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import trio
 
 import iris.runtime.node as trio_node
-from iris.core.limits import ServiceLimits, TopicLimits
+from iris.core.limits import ServiceLimits, TopicLimits, check_payload
 from iris.errors import ClosedError, IrisError, TimeoutError
 from iris.relay import client as relay_client
 from iris.runtime.transport import Address
@@ -70,6 +72,8 @@ from iris.runtime.transport import Address
 __all__ = ["Node", "Registration", "RelayClient", "Tunnel", "open_node", "time_left"]
 
 DEFAULT_HANDLER_THREADS = 32
+log = logging.getLogger("iris.sync")
+MAX_POSTED = 1024  # publishes queued for the trio thread before a publisher waits for it
 T = TypeVar("T")
 _Report = Callable[[tuple[T | None, BaseException | None]], None]  # what entering gave
 
@@ -103,6 +107,9 @@ class _TrioThread(Generic[T]):
         self._stop: trio.Event | None = None
         self._calls: set[trio.CancelScope] = set()  # blocking calls under way
         self._nursery: trio.Nursery | None = None  # tasks started with `start_task`
+        # Plain calls posted without waiting (`post`), and whether a drain of them is queued:
+        self._posted: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._draining = False
 
     # ---------------------------------------------------------------- caller's side
     def start(self, enter: Callable[[], AbstractAsyncContextManager[T]]) -> T:
@@ -135,6 +142,36 @@ class _TrioThread(Generic[T]):
             return trio.from_thread.run_sync(fn, *args, trio_token=token)
         except trio.RunFinishedError:
             raise ClosedError(f"{self._name} closed") from None
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Have the trio thread run the plain `fn(*args)` soon, without waiting for it (in
+        order with the other posts and calls: they all go through trio's one entry queue).
+        One wake of the trio thread serves every post made before it drains them."""
+        token = self._check()
+        self._posted.append((fn, args))
+        if not self._draining:
+            self._draining = True
+            try:
+                token.run_sync_soon(self._drain)
+            except trio.RunFinishedError:
+                raise ClosedError(f"{self._name} closed") from None
+
+    @property
+    def posted(self) -> int:
+        """Posts the trio thread has not run yet."""
+        return len(self._posted)
+
+    def _drain(self) -> None:
+        self._draining = False  # (first: a post racing this drain queues another)
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except ClosedError:  # (closed since: as a publish made at the close)
+                pass
+            except Exception:  # a callback of trio's entry queue must not raise
+                log.exception("a call posted to %s failed", self._name)
 
     def start_task(self, async_fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """`nursery.start(async_fn, *args)` in a nursery of the trio thread that lives until
@@ -398,8 +435,14 @@ class Node:
         self._thread.call(self._node.unsubscribe, topic)
 
     def publish(self, topic: str, data: bytes) -> None:
-        """Send `data` to every subscriber of `topic`."""
-        self._thread.call(self._node.publish, topic, data)
+        """Send `data` to every subscriber of `topic`. Returns once it is queued for the node's
+        thread (no round trip to it per event); waits while the node's links are congested or
+        `MAX_POSTED` events wait for the thread."""
+        check_payload(data)
+        node, thread = self._node, self._thread
+        if node.congested or thread.posted >= MAX_POSTED:
+            thread.call(node.wait_for_room)  # (runs after every event posted before it)
+        thread.post(node.start_publish, topic, data)
 
     def tunnel(self, cluster: str, timeout: float = 5.0) -> Tunnel:
         """Open a tunnel to one member of `cluster` (TimeoutError, NoSuchClusterError... as

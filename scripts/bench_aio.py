@@ -132,7 +132,7 @@ async def sync_open(**options: Any) -> Any:
             return method(*args, **kwargs)
         return call
     with importlib.import_module("iris.sync").open_node(**options) as node:
-        yield SimpleNamespace(address=node.address, **{
+        yield SimpleNamespace(address=node.address, id=node.id, **{
             m: wrap(getattr(node, m)) for m in ("request", "publish", "register", "subscribe")})
 
 
