@@ -18,6 +18,7 @@ import iris
 import iris.sync
 from iris.core.messages import MAX_PAYLOAD
 from iris.relay.server import RelayServer
+from iris.sync import _EventFeed
 
 DEADLINE_S = 20.0  # for anything awaited here; a loaded machine only makes it slower
 MIB = 1024 * 1024
@@ -201,6 +202,29 @@ def test_events_are_handled_in_order_and_unsubscribe(pair):
     assert got.wait_count(50) == [b"%d" % k for k in range(50)]
     b.unsubscribe("ordered")
     assert "ordered" not in b.status()["topics"]
+    deadline = time.monotonic() + DEADLINE_S  # the subscription's thread is gone too
+    while any(t.name == "iris events ordered" for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_blocked_event_handler_holds_events_back_and_loses_none(pair):
+    """The handler's thread lags by far more than its hand-over queue: the node's side waits
+    for room, the rest wait under the topic's limits, and all arrive in order once it goes on."""
+    a, b = pair
+    got, go_on = Inbox(), threading.Event()
+
+    def handler(item: bytes) -> None:
+        go_on.wait(DEADLINE_S)
+        got.handler(item)
+
+    b.subscribe("held", handler)
+    sent = [b"%d" % k for k in range(20 * _EventFeed.QUEUE)]
+    for data in sent:
+        a.publish("held", data)
+    go_on.set()
+    assert got.wait_count(len(sent)) == sent
+    assert got.most_active == 1
 
 
 def test_errors_are_those_of_the_trio_api(pair):
