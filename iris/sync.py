@@ -111,6 +111,7 @@ class _TrioThread(Generic[T]):
         self._posted: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._draining = False
         self._feeds: dict[str, _EventFeed] = {}  # the subscriptions' handler threads
+        self._answers: set[_Answer] = set()  # blocking callers waiting for a posted call
 
     # ---------------------------------------------------------------- caller's side
     def start(self, enter: Callable[[], AbstractAsyncContextManager[T]]) -> T:
@@ -158,6 +159,20 @@ class _TrioThread(Generic[T]):
             feed = self._feeds.pop(topic, None)
         if feed is not None:
             feed.stop()
+
+    def answer(self) -> _Answer:
+        """A blocking caller's wait for the outcome of a call it posts: it ends with
+        ClosedError if the trio thread ends first."""
+        answer = _Answer(self)
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"{self._name} closed")
+            self._answers.add(answer)
+        return answer
+
+    def forget(self, answer: _Answer) -> None:
+        with self._lock:
+            self._answers.discard(answer)
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Have the trio thread run the plain `fn(*args)` soon, without waiting for it (in
@@ -248,6 +263,12 @@ class _TrioThread(Generic[T]):
         else:
             if not reported:  # (cannot happen: the context yields or raises)
                 report((None, RuntimeError(f"{self._name} ended before it started")))
+        finally:
+            with self._lock:
+                self._closed = True
+                answers, self._answers = self._answers, set()
+            for answer in answers:  # (their calls were posted and never ran)
+                answer(None, ClosedError(f"{self._name} closed"))
 
     async def _main(self, enter: Callable[[], AbstractAsyncContextManager[T]],
                     report: Callable[[T | None, BaseException | None], None]) -> None:
@@ -284,6 +305,40 @@ class _TrioThread(Generic[T]):
                           args: tuple[Any, ...]) -> Any:
         assert self._nursery is not None
         return await self._nursery.start(async_fn, *args)
+
+
+class _Answer:
+    """What a blocking caller waits for: the outcome the trio thread reports (as the trio
+    node's callbacks take it: a value, or an error)."""
+
+    __slots__ = ("_thread", "_done", "_value", "_error")
+
+    def __init__(self, thread: _TrioThread[Any]) -> None:
+        self._thread = thread
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def __call__(self, value: Any, error: BaseException | None) -> None:
+        if not self._done.is_set():
+            self._value, self._error = value, error
+            self._done.set()
+
+    def wait(self) -> Any:
+        self._done.wait()
+        self._thread.forget(self)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _start_request(node: trio_node.Node, cluster: str, data: bytes, timeout: float,
+                   answer: _Answer) -> None:
+    """(in the trio thread) The node's plain-function request, its outcome to `answer`."""
+    try:
+        node.start_request(cluster, data, timeout, answer)
+    except Exception as exc:  # (ValueError, LimitExceededError, ClosedError)
+        answer(None, exc)
 
 
 class _Handlers:
@@ -486,7 +541,17 @@ class Node:
     def request(self, cluster: str, data: bytes, timeout: float = 5.0) -> bytes:
         """Ask one member of `cluster`: its reply, or RemoteError, NoSuchClusterError,
         LimitExceededError or TimeoutError."""
-        reply: bytes = self._thread.call(self._node.request, cluster, data, timeout)
+        # Posted, not run in a trio task of its own: the node's thread is woken once for
+        # all the threads' requests made before it gets to them, and answers each directly.
+        if self._node.congested:
+            self._thread.call(self._node.wait_for_room)
+        answer = self._thread.answer()
+        try:
+            self._thread.post(_start_request, self._node, cluster, data, timeout, answer)
+        except ClosedError:
+            self._thread.forget(answer)
+            raise
+        reply: bytes = answer.wait()
         return reply
 
     def broadcast(self, cluster: str, data: bytes) -> None:
