@@ -292,3 +292,18 @@ def test_a_handler_returning_no_bytes_is_the_callers_remote_error():
         with pytest.raises(iris.RemoteError, match="returned str, not bytes"):
             await b.request("wrong", b"x", timeout=10)
     run(two_nodes(body))
+
+
+def test_a_handler_knows_how_long_its_caller_waits():
+    """`iris.aio.time_left()` in `handle_request`: what the caller's timeout leaves (less the
+    trip), and infinity outside a handler."""
+    class Patience:
+        async def handle_request(self, data: bytes) -> bytes:
+            return b"%f" % iris.aio.time_left()
+
+    async def body(a, b, key):
+        await a.register("patience", Patience())
+        left = float(await b.request("patience", b"", timeout=7.0))
+        assert 5.0 < left <= 7.0
+        assert iris.aio.time_left() == float("inf")
+    run(two_nodes(body))

@@ -7,7 +7,7 @@
 See `iris.aio.guest` for how (trio as a guest of the asyncio loop) and why.
 """
 
-from iris.aio.node import Node, Registration, Tunnel, open_node
+from iris.aio.node import Node, Registration, Tunnel, open_node, time_left
 from iris.aio.relay import RelayClient
 
-__all__ = ["Node", "Registration", "RelayClient", "Tunnel", "open_node"]
+__all__ = ["Node", "Registration", "RelayClient", "Tunnel", "open_node", "time_left"]

@@ -136,9 +136,15 @@ class Guest:
                 if not future.done():
                     future.set_result(result)
 
-    def start_in_asyncio(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """An application coroutine as an asyncio task, in the application's context."""
-        return self.loop.create_task(coro, context=self._context.copy())
+    def start_in_asyncio(self, coro: Coroutine[Any, Any, T],
+                         setting: tuple[contextvars.ContextVar[Any], Any] | None = None,
+                         ) -> asyncio.Task[T]:
+        """An application coroutine as an asyncio task, in a copy of the application's
+        context (with one `setting` of a context variable in it, if given)."""
+        context = self._context.copy()
+        if setting is not None:
+            context.run(setting[0].set, setting[1])
+        return self.loop.create_task(coro, context=context)
 
     async def in_asyncio(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run an application coroutine on the asyncio loop; its result (or exception)."""

@@ -19,7 +19,11 @@ call. A request so abandoned is forgotten by the node at its own timeout, as in 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -35,7 +39,11 @@ from iris.errors import ClosedError, IrisError
 from iris.runtime.backpressure import TURN_EVERY
 from iris.runtime.node import Responder
 
-__all__ = ["Node", "Registration", "Tunnel", "open_node"]
+__all__ = ["Node", "Registration", "Tunnel", "open_node", "time_left"]
+
+# When the caller of the request a handler task serves gives up (time.monotonic()): set in the
+# context of the asyncio task that runs the application's `handle_request`.
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("iris_aio_deadline")
 
 EventHandler = Callable[[bytes], Coroutine[Any, Any, None]]
 log = logging.getLogger("iris.aio")
@@ -205,11 +213,15 @@ def handler_for(guest: Guest, handler: Any, node: bool = True) -> SimpleNamespac
             # The node's plain-function form: the core hands no more requests at once than
             # the service admits, and the asyncio task answers when done (no trio task and no
             # wait per request).
-            if responder.time_left() <= 0:  # its caller gave up while it waited
+            left = responder.time_left()
+            if left <= 0:  # its caller gave up while it waited
                 responder.drop()
                 return
-            task = guest.start_in_asyncio(handler.handle_request(data))
-            task.add_done_callback(lambda done: guest.soon(_answer, responder, done))
+            task = guest.start_in_asyncio(handler.handle_request(data),
+                                          (_deadline, time.monotonic() + left))
+            # The answer is made on the asyncio side, as requests are started there (see
+            # Node.request): no wake of trio's I/O thread to run it in a tick.
+            task.add_done_callback(functools.partial(_answer, responder))
         methods["accept_request"] = accept_request
     if hasattr(handler, "handle_broadcast"):
         async def handle_broadcast(data: bytes) -> None:
@@ -222,6 +234,12 @@ def handler_for(guest: Guest, handler: Any, node: bool = True) -> SimpleNamespac
     if not methods:
         raise TypeError("a handler has handle_request, handle_broadcast or handle_tunnel")
     return SimpleNamespace(**methods)
+
+
+def time_left() -> float:
+    """Seconds until the caller of the request being handled gives up (in a `handle_request`
+    of a node's handler; infinity elsewhere), as `iris.time_left` is for the trio API."""
+    return max(0.0, _deadline.get(math.inf) - time.monotonic())
 
 
 def _answer(responder: Responder, task: asyncio.Task[Any]) -> None:
