@@ -252,6 +252,12 @@ class Runtime:
         self._armed = INF  # the node deadline the timer scope was last set to
         self._closing = False
         self._dirty: list[Link] = []  # links with frames queued since the last flush
+        # Set while an input's output is made when that input handed a request to a handler:
+        # links holding only hop acknowledgements then wait for the handler (`release_acks`,
+        # from the reply, or as the handler starts waiting: `iris.runtime.first_step`), so the
+        # acknowledgements leave with the reply and the writer task is not woken for them.
+        self.hold_acks = False
+        self._held: list[Link] = []
 
     # ------------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -423,10 +429,15 @@ class Runtime:
             self.on_events(events)
         if node.active and not self.joined.is_set():
             self.joined.set()
+        hold, self.hold_acks = self.hold_acks, False
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             for link in dirty:
-                link.flush()
+                if hold and not link.urgent and not link.pending:
+                    link.dirty = False  # (what is queued next is flushed as ever)
+                    self._held.append(link)  # see hold_acks
+                else:
+                    link.flush()
         scope = self._timer_scope
         if scope is not None and node.next_deadline != self._armed:
             # Moving the sleeping timer task's deadline does not wake it: no task switch per
@@ -439,6 +450,13 @@ class Runtime:
                 # A call from the host loop of trio's guest mode (`iris.aio`) runs while trio
                 # waits for I/O in its thread, with a timeout from the old deadline: wake it.
                 trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
+
+    def release_acks(self) -> None:
+        """The handler replied or waits: the held links go (if its reply was written with
+        their acknowledgements, nothing is left to write)."""
+        held, self._held = self._held, []
+        for link in held:
+            link.flush()
 
     async def _timer_loop(self) -> None:
         while True:

@@ -61,6 +61,7 @@ from iris.errors import (
 )
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.driver import Runtime
+from iris.runtime.first_step import on_first_wait
 from iris.runtime.handler_queue import HandlerQueue
 from iris.runtime.pause import Spawner
 from iris.runtime.transport import Address, MemoryTransport, TcpTransport
@@ -466,6 +467,7 @@ class Node:
     def _on_request_received(self, event: ev.RequestReceived) -> None:
         accept = getattr(self._handlers.get(event.cluster), "accept_request", None)
         if accept is None:
+            self._runtime.hold_acks = True  # until it replies or waits: see Runtime
             self._workers.submit(self._serve_request, event)
         else:
             deadline = self._runtime.trio_time(event.deadline)
@@ -551,6 +553,7 @@ class Node:
         core = self._runtime.core
         deadline = self._runtime.trio_time(event.deadline)
         if trio.current_time() >= deadline:  # waited for a worker past its caller's patience
+            self._runtime.release_acks()
             self._runtime.count("requests_expired_in_queue")  # the core counts its own
             self._runtime.call(lambda: core.expired(event.token))
             return
@@ -558,7 +561,8 @@ class Node:
         try:
             if handler is None or not hasattr(handler, "handle_request"):
                 raise IrisError("no request handler registered")
-            reply = await handler.handle_request(event.payload)
+            reply = await on_first_wait(handler.handle_request(event.payload),
+                                        self._runtime.release_acks)
             if not isinstance(reply, (bytes, bytearray)):
                 raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
             data = bytes(reply)
@@ -567,6 +571,8 @@ class Node:
         except Exception as exc:  # the caller gets the text as RemoteError
             message = str(exc) or type(exc).__name__
             self._runtime.call(lambda: core.reply(event.token, error=message))
+        finally:  # (the reply took them along if it was written at once)
+            self._runtime.release_acks()
 
     async def _serve_broadcast(self, event: ev.BroadcastReceived) -> None:
         handler = self._handlers.get(event.cluster)
