@@ -39,8 +39,28 @@ class OverlayConfig:
     max_probe_attempts: int = 5
     """...but never more than this many."""
 
-    table_probe_s: float = 10.0
-    """One routing-table entry is probed (liveness and round trip) every this many seconds."""
+    table_probe_s: float = 15.0
+    """One routing-table entry is probed (liveness and round trip) every this many seconds,
+    and asked for its row (proximity maintenance and filling: `overlay.proximity`). It was
+    10 s before the proximity maintenance, whose candidate probes cost about as much again:
+    the longer period pays for part of them (a ring of 1,000 in the minute after it formed:
+    0.63 -> 0.71 messages per node per second; at 10 s, 0.77)."""
+
+    proximity_probes: int = 1
+    proximity_margin: float = 0.7
+    """A table probe's answer carries the probed entry's row (`overlay.proximity`); of the
+    nodes in it that the entry measured nearer than `proximity_margin` times our round trip
+    to our own entry for their cell (or that would fill an empty cell), at most
+    `proximity_probes` are probed, the likeliest first (each probe 2 messages; a nearer node
+    found is told, 1 more). Probing every candidate measured nearer than ours (margin 1, up
+    to 3 a probe) cost more and found no shorter routes (`docs/ARCHITECTURE.md`)."""
+
+    proximity_join_rounds: int = 3
+    proximity_join_probes: int = 16
+    """Right after a join, and whenever the ring has doubled since, each row with a choice is
+    searched: its nearest entry asked for its row, then the node that answer made nearest,
+    `proximity_join_rounds` exchanges at most, probing up to `proximity_join_probes` likely
+    nearer nodes from each answer (Castro et al.'s second join phase)."""
 
     sweep_gap_s: float = 0.25
     """Pace of the table sweep started when a failure is seen (probe every entry soon)."""

@@ -35,20 +35,30 @@ class Heartbeat(Message):
     leaf: tuple[int, ...]
 
 
-@wire_message(2, U64, BOOL, BOOL)
+MAX_RTT_US = 3_600_000_000  # an hour, in microseconds
+
+
+@wire_message(2, U64, BOOL, BOOL, uint(32))
 class Ping(Message):
-    """Liveness and round-trip probe. `want_leaf` asks for the leaf set in the answer."""
+    """Liveness and round-trip probe. `want_leaf` asks for the leaf set in the answer;
+    `want_row`, if not 0, for table row `want_row - 1` (a routing-table entry probed for
+    liveness also offers its row's nodes as candidates: `overlay.proximity`)."""
 
     seq: int
     want_leaf: bool
     active: bool
+    want_row: int = 0
 
 
-@wire_message(3, U64, BOOL, optional(ids(MAX_LIST)))
+@wire_message(3, U64, BOOL, optional(ids(MAX_LIST)), ids(16), uints(16, MAX_RTT_US))
 class Pong(Message):
+    """The answer to `seq`; `row` and `rtts` as in `RowReply` when asked for a row."""
+
     seq: int
     active: bool
     leaf: tuple[int, ...] | None
+    row: tuple[int, ...] = ()
+    rtts: tuple[int, ...] = ()
 
 
 @wire_message(4, ID)
@@ -94,10 +104,16 @@ class RowRequest(Message):
     row: int
 
 
-@wire_message(10, uint(31), ids(16))
+@wire_message(10, uint(31), ids(16), uints(16, MAX_RTT_US))
 class RowReply(Message):
+    """The sender's table row `row`, with the round trip it measured to each node, in
+    microseconds (0: not measured), in the same order. The round trips let a node searching
+    for nearer entries probe only the candidates likely to beat its own (`overlay.proximity`);
+    a reply whose two lists differ in length is taken without them."""
+
     row: int
     nodes: tuple[int, ...]
+    rtts: tuple[int, ...]
 
 
 @wire_message(11, ID, U64, ID, uint(MAX_HOPS), NESTED)

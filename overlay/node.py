@@ -33,8 +33,10 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   of nodes it should have (probing them first); a node that recently dropped a dead peer tells a
   neighbour that still lists it.
 - Routing table: filled from join replies and from every active node heard; kept nearest by
-  measured round trips; probed one entry at a time, swept fully after a failure is seen, and
-  repaired lazily by asking a node of the same row for its row.
+  measured round trips; probed one entry at a time (the probe also fetches that entry's row,
+  whose likely nearer nodes are probed: proximity neighbour selection, `overlay.proximity`),
+  searched for nearer nodes after a join and whenever the ring has grown, swept fully after a
+  failure is seen, and repaired lazily by asking a node of the same row for its row.
 - Routing: Pastry's rule; every hop is acknowledged, an unacknowledged hop is re-sent another
   way (the silent peer is suspected and probed), except around the key's root by our own state:
   a message for a suspected root waits for the probe's verdict, so a lost hop or a lost
@@ -57,10 +59,11 @@ from overlay.ack_delay import AckDelay
 from overlay.app import OverlayApp
 from overlay.config import OverlayConfig
 from overlay.deadlines import Deadlines
-from overlay.ids import shared_prefix_len
+from overlay.ids import MASK, shared_prefix_len
 from overlay.leafset import LeafSet
 from overlay.lost_peers import LostPeers, Sweep
 from overlay.messages import (
+    MAX_RTT_US,
     Departed,
     Direct,
     Heartbeat,
@@ -90,6 +93,7 @@ from overlay.probes import (
     Probe,
     Probes,
 )
+from overlay.proximity import GROWTH, estimated_size, rows_with_choice
 from overlay.routing_table import UNKNOWN_RTT, RoutingTable
 from overlay.wire import Message
 
@@ -107,6 +111,8 @@ T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN, T_APP =
 C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
 
 JOIN_ATTEMPTS = 4  # join requests before a node with seeds starts a ring of its own
+MAX_SEARCHES = 64  # proximity row exchanges awaiting an answer
+SEARCH_WAIT_S = 10.0  # ... each for this long at most
 HELLO_NO_RTT = 0.0
 
 _NULL_APP = OverlayApp()
@@ -114,6 +120,9 @@ _NULL_APP = OverlayApp()
 # A routed message (or a `send_acked` one) awaiting its acknowledgement:
 # (message, next hop, attempt, avoided hops, sent at); attempt 0 is a `send_acked`.
 _Pending = tuple[Route | Direct, int, int, tuple[int, ...], float]
+# A search for nearer table entries (`overlay.proximity`): (row, row exchanges left, category
+# of its messages, candidates probed per answer at most).
+_Search = tuple[int, int, int, int]
 # A routed message held for a suspected root: (message, avoided hops, attempt, held since).
 _Held = tuple[Route, tuple[int, ...], int, float]
 
@@ -125,6 +134,8 @@ class OverlayNode:
         "_lost", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
         "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ping_timeout",
         "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss", "_beats",
+        "_prox_asked", "_prox_rounds", "_prox_size",
+
     )
 
     def __init__(
@@ -180,6 +191,12 @@ class OverlayNode:
         self._route_timeout = cfg.route_ack_timeout_s
         self._ack_delay = AckDelay()
         self._probe_loss = ProbeLoss(cfg.probe_false_alarm, cfg.max_probe_attempts)
+        # Proximity search (`overlay.proximity`): the row exchanges awaiting their answer
+        # (peer -> (search, asked at)), and the follow-up exchanges each row may still make
+        # (a row whose answer made a node nearest asks that node next).
+        self._prox_asked: dict[int, tuple[_Search, float]] = {}
+        self._prox_rounds: dict[int, _Search] = {}  # by row: the search that may go on
+        self._prox_size = 0.0  # the ring's estimated size when the table was last searched
 
     # ===================================================================== driver interface
     @property
@@ -392,14 +409,17 @@ class OverlayNode:
         for peer in set(chain(self.leaf.members(), table.entries())):
             rtt = table.rtt_of(peer)
             self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
+        if self._seeds:  # the second phase of a join: search the rows with a choice
+            self._search_table(C_JOIN)
         self._leaf_changed()
         self.app.activated()
 
     # --------------------------------------------------------------------- learning peers
-    def _heard_active(self, peer: int, rtt: float | None = None) -> None:
-        """`peer` spoke to us directly and is active: it is alive; place it where it fits."""
+    def _heard_active(self, peer: int, rtt: float | None = None) -> bool:
+        """`peer` spoke to us directly and is active: it is alive; place it where it fits.
+        Returns True when it took a routing-table cell."""
         if peer == self.id:
-            return
+            return False
         lost = self._lost
         revived = False
         if lost and peer in lost:
@@ -410,13 +430,15 @@ class OverlayNode:
             self._suspects.discard(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
-        self.table.consider(peer, rtt)
+        took = self.table.consider(peer, rtt)
         if revived and self.state == ACTIVE:
             self._merge_via(peer)
         if suspected:
             self._release(peer)
+        return took
 
-    def _learn(self, nodes: tuple[int, ...] | list[int], measure: bool = False) -> None:
+    def _learn(self, nodes: tuple[int, ...] | list[int], measure: bool = False,
+               category: int | None = None) -> None:
         """Nodes named by others: probe the ones that would improve our state.
 
         `measure` also probes nodes that would only compete for an occupied table cell, so
@@ -438,7 +460,7 @@ class OverlayNode:
                 self._ping(node, P_CONFIRM if self.state == CONFIRMING else P_CANDIDATE,
                            want_leaf=self.state == CONFIRMING)
             elif table.cell_free(node) or (measure and node not in table):
-                self._ping(node, P_CANDIDATE)
+                self._ping(node, P_CANDIDATE, category=category)
 
     def _leaf_changed(self) -> None:
         nbs = self.leaf.neighbours()
@@ -448,10 +470,13 @@ class OverlayNode:
             beats = self._beats
             self._beats = {nb: beats[nb] for nb in nbs if nb in beats}
         if self.state == ACTIVE:
+            if self._ring_size() >= GROWTH * self._prox_size:
+                self._search_table(C_MAINTENANCE)  # the ring grew: more nodes to choose from
             self.app.leafset_changed()
 
     # ------------------------------------------------------------------------------ probes
-    def _ping(self, peer: int, purpose: int, want_leaf: bool = False, attempt: int = 1) -> None:
+    def _ping(self, peer: int, purpose: int, want_leaf: bool = False, attempt: int = 1,
+              category: int | None = None, want_row: int = 0) -> None:
         if peer == self.id:
             return
         probes = self._probes
@@ -470,8 +495,9 @@ class OverlayNode:
         self._seq += 1
         seq = self._seq
         probes.add(Probe(seq, peer, self.now, purpose, attempt, want_leaf))
-        category = C_MAINTENANCE if self.state == ACTIVE else C_JOIN
-        self._send(peer, Ping(seq, want_leaf, self.state == ACTIVE), category)
+        if category is None:
+            category = C_MAINTENANCE if self.state == ACTIVE else C_JOIN
+        self._send(peer, Ping(seq, want_leaf, self.state == ACTIVE, want_row), category)
         self._expect(self._ping_timeouts, self._ping_timeout, T_PING, seq)
 
     def _on_ping(self, src: int, msg: Ping) -> None:
@@ -479,7 +505,11 @@ class OverlayNode:
             self._heard_active(src)
         leaf = self.leaf.members() if msg.want_leaf else None
         category = C_MAINTENANCE if msg.active else C_JOIN
-        self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf), category)
+        if msg.want_row:
+            nodes, rtts = self._row_with_rtts(msg.want_row - 1)
+            self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf, nodes, rtts), category)
+        else:
+            self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf), category)
 
     def _on_pong(self, src: int, msg: Pong) -> None:
         probe = self._probes.answer(msg.seq, src, carries_leaf=msg.leaf is not None)
@@ -491,12 +521,17 @@ class OverlayNode:
             # The probes before this one were lost, and so was the hop a suspect missed.
             self._probe_loss.exchanges(probe.attempt - 1 + (probe.purpose == P_SUSPECT))
         if msg.active:
-            self._heard_active(src, self.now - probe.sent_at)
+            rtt = self.now - probe.sent_at
+            if self._heard_active(src, rtt) and self.state == ACTIVE:
+                self._adopted(src, rtt)
         elif src in self._suspects:
             self._suspects.discard(src)
             self._release(src)
         if msg.leaf:
             self._learn(msg.leaf)
+        if msg.row and self.state == ACTIVE:
+            self._probe_nearer(msg.row, msg.rtts, C_MAINTENANCE, self.config.proximity_probes,
+                               self.config.proximity_margin)
         if probe.purpose == P_CONFIRM:
             self._maybe_activate()
 
@@ -544,7 +579,11 @@ class OverlayNode:
                 self._start_sweep()  # a failure we were told of, confirmed
             self._release(peer)
             return
-        self._remember_lost(peer)
+        # Retried (partition heal) by the nodes that found it dead themselves; the ones that
+        # only verified a notice remember it for the gossip hints, and retry it only if
+        # someone names it alive (under churn a dozen verifiers retried every dead node for
+        # an hour: 0.4 messages per node per second).
+        self._remember_lost(peer, retry=purpose != P_VERIFY)
         told: tuple[int, ...] | set[int] = ()
         if in_leaf and purpose in (P_NEIGHBOUR, P_SUSPECT):
             told = set(chain(self.leaf.members(), self.table.entries()))
@@ -604,10 +643,30 @@ class OverlayNode:
                 return
 
     def _on_row_request(self, src: int, msg: RowRequest) -> None:
-        self._send(src, RowReply(msg.row, self.table.row(msg.row)), C_MAINTENANCE)
+        self._send(src, RowReply(msg.row, *self._row_with_rtts(msg.row)), C_MAINTENANCE)
+
+    def _row_with_rtts(self, row: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Our table row `row` and our round trip to each of its nodes (microseconds, 0 if
+        not measured), for a `RowReply` or a `Pong`."""
+        table = self.table
+        if row >= len(table.rows):
+            return (), ()
+        nodes: list[int] = []
+        rtts: list[int] = []
+        for node, rtt in zip(table.rows[row], table.rtts[row], strict=True):
+            if node is not None:
+                nodes.append(node)
+                rtts.append(0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US))
+        return tuple(nodes), tuple(rtts)
 
     def _on_row_reply(self, src: int, msg: RowReply) -> None:
-        self._learn(msg.nodes)
+        asked = self._prox_asked.get(src)
+        if asked is not None and asked[0][0] == msg.row:
+            del self._prox_asked[src]
+            _, _, category, probes = asked[0]
+            self._probe_nearer(msg.nodes, msg.rtts, category, probes)
+        else:
+            self._learn(msg.nodes)
 
     def _on_departed(self, src: int, msg: Departed) -> None:
         node = msg.node
@@ -671,24 +730,97 @@ class OverlayNode:
 
     # ------------------------------------------------------------------- routing table
     def _on_table_timer(self, _: int) -> None:
-        """Every third tick asks a random node of one row for its copy of that row (Pastry's
-        periodic row exchange: it fills cells that joins left empty); the other ticks probe
-        one entry, round robin, for liveness and round trip."""
+        """Each tick probes one entry, round robin, for liveness and round trip, and asks it
+        for its copy of the entry's row: Pastry's periodic row exchange, which fills cells
+        that joins left empty, and Castro et al.'s proximity maintenance, which finds nodes
+        nearer than our entries (`_probe_nearer`), in the probe's two messages."""
         if self.state != ACTIVE:
             return
         self._at(self.now + self.config.table_probe_s, T_TABLE)
         self._table_cursor += 1
         table = self.table
-        if self._table_cursor % 3 == 0 and table.rows:
-            row = (self._table_cursor // 3) % len(table.rows)
-            peers = table.row(row)
-            if peers:
-                self._send(self.rng.choice(peers), RowRequest(row), C_MAINTENANCE)
-            return
         entries = [n for n in table.entries() if n not in self.leaf]
         if entries:
-            probe_tick = self._table_cursor - self._table_cursor // 3
-            self._ping(entries[probe_tick % len(entries)], P_TABLE)
+            peer = entries[self._table_cursor % len(entries)]
+            self._ping(peer, P_TABLE, want_row=shared_prefix_len(self.id, peer) + 1)
+
+    # ---------------------------------------------------------------- proximity search
+    def _ring_size(self) -> float:
+        """The ring's size as the leaf set's span suggests (`overlay.proximity`)."""
+        leaf = self.leaf
+        complete = leaf.complete()
+        span = 0
+        if complete:
+            span = ((leaf.right[-1] - self.id) & MASK) + ((self.id - leaf.left[-1]) & MASK)
+        return estimated_size(len(leaf.left) + len(leaf.right), span, complete)
+
+    def _proximity_rows(self) -> int:
+        """How many of the first table rows have a choice of nodes (`overlay.proximity`)."""
+        return rows_with_choice(self._ring_size(), len(self.table.rows))
+
+    def _search_table(self, category: int) -> None:
+        """Search every row with a choice, from its nearest entry: after a join, and whenever
+        the ring has grown `GROWTH` times since the last such search."""
+        self._prox_size = self._ring_size()
+        table = self.table
+        for row in range(self._proximity_rows()):
+            rtts = table.rtts[row]
+            filled = sorted((rtts[c], n) for c, n in enumerate(table.rows[row]) if n is not None)
+            if filled:
+                self._search_row((row, self.config.proximity_join_rounds, category,
+                                  self.config.proximity_join_probes), filled[0][1])
+
+    def _search_row(self, search: _Search, peer: int) -> None:
+        """Ask `peer` for its copy of the search's row; the answer's likeliest nearer
+        candidates are probed (`_probe_nearer`), and one that proves nearer is asked next
+        while the search has row exchanges left (`_adopted`)."""
+        asked = self._prox_asked
+        if len(asked) >= MAX_SEARCHES:
+            # Bounded: answers never come from a dead or unreachable peer; forget old asks.
+            for old in [p for p, (_, at) in asked.items() if self.now - at > SEARCH_WAIT_S]:
+                del asked[old]
+        if len(asked) >= MAX_SEARCHES or peer in asked:
+            return
+        row, rounds, category, probes = search
+        asked[peer] = (search, self.now)
+        self._prox_rounds[row] = (row, rounds - 1, category, probes)
+        self._send(peer, RowRequest(row), category)
+
+    def _probe_nearer(self, nodes: tuple[int, ...], rtts: tuple[int, ...], category: int,
+                      probes: int, margin: float = 1.0) -> None:
+        """A proximity search's answer: probe the candidates likely to be nearer than our
+        entries for their cells, the likeliest first, at most `probes` of them.
+
+        A candidate is likely nearer when the answering node (an entry of ours, so near us)
+        measured it nearer than `margin` times our round trip to our own entry for that cell;
+        with no measurement given, only a candidate for an empty cell is probed."""
+        table, me, pinged, lost = self.table, self.id, self._probes.by_peer, self._lost
+        hints = rtts if len(rtts) == len(nodes) else (0,) * len(nodes)
+        likely: list[tuple[float, int]] = []
+        for node, hint in zip(nodes, hints, strict=True):
+            if node == me or node in table or node in pinged or (lost and node in lost):
+                continue
+            row, col = table.cell_of(node)
+            if table.get(row, col) is None:
+                likely.append((-INF, node))
+                continue
+            theirs = hint / 1e6 if hint else INF
+            ours = table.rtt_of(table.get(row, col))  # type: ignore[arg-type]
+            if theirs < ours * margin:
+                likely.append((theirs - ours, node))
+        likely.sort()
+        for _, node in likely[:probes]:
+            self._ping(node, P_CANDIDATE, category=category)
+
+    def _adopted(self, peer: int, rtt: float) -> None:
+        """A probe's round trip made `peer` a table entry (a nearer node, or one for an empty
+        cell). Tell it our round trip, so it may take us too (nearness is mutual); and if a
+        search of its row has rounds left, ask it for its row next."""
+        row = shared_prefix_len(self.id, peer)
+        self._send(peer, Hello(rtt), C_MAINTENANCE)
+        pending = self._prox_rounds.get(row)
+        if pending is not None and pending[1] > 0:
+            self._search_row(pending, peer)
 
     def _sweep_due(self) -> bool:
         """Would a failure seen now start a table sweep?"""
@@ -848,8 +980,8 @@ class OverlayNode:
         self._route_step(msg, avoid + (nh,), attempt + 1)
 
     # ------------------------------------------------------------------- partition heal
-    def _remember_lost(self, peer: int) -> None:
-        self._arm_heal(self._lost.remember(peer, self.now, self._jitter))
+    def _remember_lost(self, peer: int, retry: bool = True) -> None:
+        self._arm_heal(self._lost.remember(peer, self.now, self._jitter, retry))
 
     def _arm_heal(self, when: float) -> None:
         if when < self._heal_at:

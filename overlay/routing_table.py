@@ -3,6 +3,7 @@
 Cell (r, c) holds a node that shares the owner's first r digits and whose digit r is c. When
 several nodes fit a cell the one with the lowest measured round-trip time wins (Pastry's
 proximity preference); a node whose round trip is not measured yet counts as infinitely far.
+An entry's round trip is the least measured (one sample of a candidate must beat it).
 
 Rows are allocated on first use: in a ring of N nodes only about log16(N) rows ever fill, so a
 table costs a few hundred bytes, not 512 slots.
@@ -55,7 +56,9 @@ class RoutingTable:
     def consider(self, node: int, rtt: float | None = None) -> bool:
         """Offer `node` for its cell; keep it if the cell is empty or it is nearer.
 
-        A measured `rtt` for the incumbent is refreshed too. Returns True when the cell changed.
+        A measured `rtt` for the incumbent lowers its recorded one (the least seen: queueing
+        and jitter only ever add to the path's delay, so the minimum is the estimate that noise
+        does not flip back and forth). Returns True when the cell changed.
         """
         diff = node ^ self.owner
         if not diff:
@@ -68,8 +71,8 @@ class RoutingTable:
         cells = self.rows[row]
         current = cells[col]
         if current == node:
-            if rtt is not None:
-                self.rtts[row][col] = rtt
+            if rtt is not None and rtt < self.rtts[row][col]:
+                self.rtts[row][col] = rtt  # the least round trip seen: jitter only adds
             return False
         if current is None:
             cells[col] = node

@@ -8,7 +8,6 @@ report what the scoring found.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from simulations.messaging_workload import (
 from simulations.network import NetworkConfig
 from simulations.report import Check, judge
 from simulations.scenarios import ScenarioOptions, build_ring, link_figures
+from simulations.workload import delay_stretch
 
 CLUSTER_SIZES = (1, 3, 5, 10, 20, 35, 50, 65, 80, 100)
 TOPIC_COUNT = 20
@@ -285,8 +285,7 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(work.flood_summary(topic=False))
     result.update(work.flood_summary(topic=True))
     result.update(order_figures(sim, work))
-    result["publish_delay_stretch"] = (
-        round(statistics.fmean(work.stretch), 3) if work.stretch else None)
+    result.update(delay_stretch("publish", work.stretch, sim))
     result.update(tree_quality(sim))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, opts.tunnel_big_mib))
     result.pop("tunnel_key", None)

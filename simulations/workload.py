@@ -42,12 +42,14 @@ class LookupTracker:
 
     def reset(self) -> None:
         """Forget every lookup so far: a scenario scores each phase on its own."""
-        self.pending: dict[int, int] = {}  # tag -> key
+        self.pending: dict[int, tuple[int, int, float]] = {}  # tag -> (key, source, sent at)
         self.issued = 0
         self.correct = 0
         self.wrong = 0
         self.duplicates = 0
         self.hops: list[int] = []
+        # Per lookup delivered away from its source: (route delay, direct delay without jitter)
+        self.delays: list[tuple[float, float]] = []
 
     def issue(self) -> None:
         sim = self.sim
@@ -57,14 +59,18 @@ class LookupTracker:
         key = sim.rng.getrandbits(ID_BITS)
         tag = self.issued
         self.issued += 1
-        self.pending[tag] = key
+        self.pending[tag] = (key, src, sim.now)
         sim.call(src, lambda node: node.route(key, Lookup(src, tag), sim.now))
 
     def delivered(self, at: int, key: int, tag: int, hops: int) -> None:
-        expected = self.pending.pop(tag, None)
-        if expected is None:
+        sent = self.pending.pop(tag, None)
+        if sent is None:
             self.duplicates += 1
             return
+        _, src, sent_at = sent
+        net = getattr(self.sim, "net", None)  # the engine's network model, for the delays
+        if net is not None and src != at and src in net.positions and at in net.positions:
+            self.delays.append((self.sim.now - sent_at, net.base_delay(src, at)))
         if at == true_root(self.sim, key):
             self.correct += 1
         else:
@@ -95,7 +101,7 @@ class LookupTracker:
     def done(self) -> bool:
         return not self.pending
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | None]:
         hops = self.hops
         return {
             "lookups": self.issued,
@@ -105,4 +111,31 @@ class LookupTracker:
             "duplicates": self.duplicates,
             "mean_hops": sum(hops) / len(hops) if hops else 0.0,
             "max_hops": max(hops) if hops else 0,
+            **delay_stretch("lookup", self.delays, self.sim),
         }
+
+
+def delay_stretch(name: str, delays: list[tuple[float, float]],
+                  sim: World) -> dict[str, float | None]:
+    """How much longer messages took than a direct message would, three ways.
+
+    `delays` holds (measured delay, direct delay without jitter) per message. The measured
+    delay includes every hop's exponential jitter, which the direct delay leaves out:
+    - `NAME_delay_stretch`: the mean of measured / direct without jitter (the original figure);
+    - `NAME_delay_stretch_expected`: the mean of measured / (direct + the mean jitter), what a
+      direct message would take on average, jitter included; the fair comparison;
+    - `NAME_delay_stretch_of_means`: total measured / total expected direct, which is not
+      dominated by nearby pairs (a 3 ms pair and a 100 ms pair weigh by their delays).
+    """
+    if not delays:
+        return {f"{name}_delay_stretch": None, f"{name}_delay_stretch_expected": None,
+                f"{name}_delay_stretch_of_means": None}
+    net = getattr(sim, "net", None)
+    jitter = net.config.jitter_s if net is not None else 0.0
+    n = len(delays)
+    return {
+        f"{name}_delay_stretch": round(sum(m / d for m, d in delays) / n, 3),
+        f"{name}_delay_stretch_expected": round(sum(m / (d + jitter) for m, d in delays) / n, 3),
+        f"{name}_delay_stretch_of_means": round(
+            sum(m for m, _ in delays) / sum(d + jitter for _, d in delays), 3),
+    }

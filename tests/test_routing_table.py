@@ -45,3 +45,16 @@ def test_owner_is_never_an_entry():
     assert not t.consider(OWNER)
     assert OWNER not in t
     assert not t.cell_free(OWNER)
+
+
+def test_an_entry_keeps_the_least_round_trip_seen():
+    # Jitter only adds to a path's delay: a later, slower sample does not make the incumbent
+    # look farther, so one lucky sample of a candidate cannot flip a cell back and forth.
+    t = RoutingTable(OWNER)
+    a, b = node("b1"), node("b2")
+    t.consider(a, rtt=0.020)
+    t.consider(a, rtt=0.030)
+    assert t.rtt_of(a) == 0.020
+    assert not t.consider(b, rtt=0.025)
+    t.consider(a, rtt=0.012)
+    assert t.rtt_of(a) == 0.012
