@@ -85,7 +85,7 @@ class Visit:
 
 
 class Surveys:
-    __slots__ = ("state", "trees", "pending", "visits", "by_vid", "tokens", "trace")
+    __slots__ = ("state", "trees", "pending", "visits", "by_vid", "tokens", "parked", "trace")
 
     def __init__(self, state: CoreState, trees: Trees) -> None:
         self.state = state
@@ -94,6 +94,7 @@ class Surveys:
         self.visits: dict[tuple[int, int], Visit] = {}  # (origin, sid) -> this node's part
         self.by_vid: dict[int, Visit] = {}  # timer ids
         self.tokens: dict[int, tuple[int, int]] = {}  # member token -> (origin, sid)
+        self.parked: list[tuple[float, SurveyAsk]] = []  # at a new root: (since, question)
         # The simulator's checks see every survey message sent (None: nobody looks).
         self.trace: Callable[[int, SurveyAsk | SurveyAnswers], None] | None = None
 
@@ -134,21 +135,25 @@ class Surveys:
                                                    "survey timed out"))
 
     # ------------------------------------------------------------------- tree node side
-    def arrive(self, ask: SurveyAsk, src: int | None) -> None:
+    def arrive(self, ask: SurveyAsk, src: int | None, parked_since: float | None = None) -> None:
         """The question reached this node: routed to us as the group's root (`src` None) or
-        from the tree neighbour `src`."""
+        from the tree neighbour `src` (or it was parked here since `parked_since`)."""
         state = self.state
         key = (ask.origin, ask.sid)
-        if key in self.visits or not state.first_sight(ask.origin, ask.sid, -1):
+        if parked_since is None and (
+                key in self.visits or not state.first_sight(ask.origin, ask.sid, -1)):
             state.count("survey_duplicate_dropped")
             if src is not None:  # the sender waits for our batch: nothing to add
                 self._send(src, SurveyAnswers(ask.origin, ask.sid, False, 0, False, ()))
             return
-        time_left = ask.time_left_ms / 1000 - state.arrival_age
+        held = state.arrival_age if parked_since is None else state.now - parked_since
+        time_left = ask.time_left_ms / 1000 - held
         if time_left <= 0:
             state.count("surveys_expired")  # our sender has reported without us
             return
         tree = state.trees.get(ask.group)
+        if src is None and tree is None and self._park(ask, parked_since):
+            return
         up, final = (ask.origin, True) if src is None else (src, False)
         if tree is None or len(self.visits) >= state.config.max_surveys:
             if tree is not None:
@@ -186,6 +191,30 @@ class Surveys:
             state.events.append(ev.SurveyReceived(service.name, token, ask.payload,
                                                   visit.deadline))
         self._check(visit)
+
+    def _park(self, ask: SurveyAsk, parked_since: float | None) -> bool:
+        """We are the group's root and know no tree. If we only just became the root (as
+        for a walk: `Walk._wait_for_members`), the members' grafts are probably on their
+        way: hold the question and try again shortly, within `root_settle_after_failure_s`
+        and the survey's own time. True if parked."""
+        state = self.state
+        now, cfg = state.now, state.config
+        since = now if parked_since is None else parked_since
+        unsettled = now < state.settle_until or state.node.root_in_doubt(ask.group)
+        left = ask.time_left_ms / 1000 - (now - since)
+        retry = cfg.root_settle_s / 8
+        if (not unsettled or now - since >= cfg.root_settle_after_failure_s
+                or left <= 2 * retry or len(self.parked) >= cfg.max_parked):
+            return False
+        if not self.parked:
+            state.node.schedule(now + retry, TK_SURVEY)  # ident 0: the parked questions
+        self.parked.append((since, ask))
+        return True
+
+    def release_parked(self) -> None:
+        parked, self.parked = self.parked, []
+        for since, ask in parked:
+            self.arrive(ask, None, parked_since=since)
 
     def answer(self, token: int, data: bytes | None) -> None:
         """Our member's answer (None: it gives none, as when its handler failed)."""
@@ -227,12 +256,13 @@ class Surveys:
             self._give_up_on(visit, peer)
 
     def timer(self, ident: int) -> None:
-        """A survey's deadline: the origin's (it gives up) or a visit's (report now)."""
-        if ident in self.pending:
+        """A survey's deadline: the origin's (it gives up) or a visit's (report now); or
+        (ident 0, no id is) the parked questions' next try."""
+        if ident == 0:
+            self.release_parked()
+        elif ident in self.pending:
             self._expire_pending(ident)
-            return
-        visit = self.by_vid.get(ident)
-        if visit is not None:
+        elif (visit := self.by_vid.get(ident)) is not None:
             self.state.count("survey_batches_cut_short")
             self._report(visit)
 

@@ -18,7 +18,7 @@ from iris.core.messages import MAX_ANCESTORS
 class GroupTree:
     __slots__ = (
         "group", "name", "topic", "parent", "ancestors", "children", "local", "up_weight",
-        "parent_heard", "grafting", "graft_sent", "lost",
+        "parent_heard", "grafting", "graft_sent", "lost", "lost_above",
     )
 
     def __init__(self, group: int, name: str | None, topic: bool, now: float) -> None:
@@ -34,6 +34,7 @@ class GroupTree:
         self.grafting = False  # a Subscribe is on its way and no TreeAck came yet
         self.graft_sent = now
         self.lost: list[list[float]] | None = None  # [until, capacity] of children lost
+        self.lost_above: list[float] | None = None  # [until, capacity] beyond a lost parent
 
     def lose_child(self, child: int, until: float) -> bool:
         """Drop `child` as dead (not pruned by itself): its capacity is remembered as lost
@@ -47,13 +48,29 @@ class GroupTree:
             self.lost.append([until, entry[0]])
         return True
 
+    def lose_parent(self, until: float) -> None:
+        """Our parent is dead: the rest of the tree beyond it (`up_weight`) is orphaned too.
+        Should this node end up the root, those members are remembered as lost until they
+        graft to it (or `until`); a new parent makes them someone else's business."""
+        self.parent = None
+        if self.up_weight > 0:
+            self.lost_above = [until, float(self.up_weight)]
+
     def lost_weight(self, now: float) -> int:
-        """Capacity of the children lost recently whose members have not grafted back."""
+        """Capacity of the children lost recently whose members have not grafted back (and,
+        at a node without a parent, of the rest of the tree beyond the parent it lost)."""
+        total = 0.0
         lost = self.lost
-        if not lost:
-            return 0
-        lost[:] = [entry for entry in lost if entry[0] > now]
-        return int(sum(entry[1] for entry in lost))
+        if lost:
+            lost[:] = [entry for entry in lost if entry[0] > now]
+            total += sum(entry[1] for entry in lost)
+        above = self.lost_above
+        if above is not None:
+            if above[0] <= now or above[1] <= 0:
+                self.lost_above = None
+            elif self.parent is None:
+                total += above[1]
+        return int(total)
 
     def regained(self, weight: float) -> None:
         """A child grafted with `weight`: likely orphans coming back; lost capacity that
@@ -65,6 +82,9 @@ class GroupTree:
             weight -= take
             if lost[0][1] <= 0:
                 lost.pop(0)
+        above = self.lost_above
+        if above is not None and weight > 0:
+            above[1] -= weight
 
     @property
     def weight(self) -> int:
@@ -92,3 +112,4 @@ class GroupTree:
         self.ancestors = (parent, *ancestors)[:MAX_ANCESTORS]
         self.parent_heard = now
         self.grafting = False
+        self.lost_above = None

@@ -220,7 +220,7 @@ class Trees:
     def neighbour_failed(self, peer: int) -> None:
         for tree in list(self.state.trees.values()):
             if tree.parent == peer:
-                tree.parent = None
+                tree.lose_parent(self._lost_until())
                 self.graft(tree)
             if tree.lose_child(peer, self._lost_until()):
                 self.after_weight_change(tree)
@@ -232,7 +232,7 @@ class Trees:
             if tree.lose_child(peer, self._lost_until()):
                 self.after_weight_change(tree)
             elif tree.parent == peer:
-                tree.parent = None
+                tree.lose_parent(self._lost_until())
                 self.graft(tree)
 
     # ------------------------------------------------------------------------ the beat
@@ -253,7 +253,7 @@ class Trees:
                 if now - tree.graft_sent >= cfg.graft_retry_s:
                     self.graft(tree)
             elif tree.parent is not None and now - tree.parent_heard > silence:
-                tree.parent = None
+                tree.lose_parent(now + silence)
                 self.graft(tree)
             elif tree.parent is None and not state.node.is_root(tree.group):
                 self.graft(tree)
