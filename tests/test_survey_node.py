@@ -10,8 +10,6 @@ import iris
 from iris.core import cluster_group
 from iris.testing import local_nodes, retry
 
-pytestmark = pytest.mark.trio
-
 
 class Member:
     def __init__(self, node_id: int, fail: bool = False, size: int = 0) -> None:
