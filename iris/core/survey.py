@@ -244,12 +244,14 @@ class Surveys:
         self._check(visit)
 
     def lost(self, peer: int, msg: SurveyAsk) -> None:
-        """`peer` did not acknowledge the question: it will not report; drop it from the tree
-        (as a lost walk step does) and count what it stood for as not answered."""
-        self.trees.drop_neighbour(msg.group, peer)
-        visit = self.visits.get((msg.origin, msg.sid))
-        if visit is not None:
-            self._give_up_on(visit, peer)
+        """`peer` did not acknowledge the question in time. It may be dead, or only slow (a
+        loaded machine: a survey sends a question on every edge at once, and the
+        acknowledgements of many come late together); the overlay now probes it. Its batch
+        is still awaited, until the overlay declares it failed (`peer_failed`) or our share
+        of the deadline runs out: giving up at once lost the answers of live subtrees (110
+        nodes in one process: most of a 100-member tree), and dropping the neighbour from the
+        tree, as a lost walk step does, tore the tree down."""
+        self.state.count("survey_asks_unacknowledged")
 
     def peer_failed(self, peer: int) -> None:
         for visit in [v for v in self.visits.values() if peer in v.waiting]:
