@@ -7,8 +7,8 @@ import pytest
 import trio
 
 import iris
-from iris.core import cluster_group
-from iris.testing import local_nodes, retry
+from iris.core import MessagingConfig, cluster_group
+from iris.testing import local_nodes, retry, wait_for_members
 
 
 class Member:
@@ -50,8 +50,10 @@ async def test_every_member_answers_every_survey_over_tcp():
 
 
 async def test_a_member_killed_mid_run_is_reported_missing_within_the_deadline():
+    # Tree beats of 1 s, not 5: the tree forgets the dead member within seconds (below).
+    config = MessagingConfig(tree_beat_s=1.0, graft_retry_s=1.0)
     with trio.fail_after(60):
-        async with local_nodes(20) as nodes:
+        async with local_nodes(20, messaging_config=config) as nodes:
             members = await register_all(nodes[10:], "svc")
             asker = nodes[0]
             for _ in range(5):
@@ -74,6 +76,10 @@ async def test_a_member_killed_mid_run_is_reported_missing_within_the_deadline()
             again = await retry(lambda: asker.survey("svc", b"q", timeout=2.0),
                                 accept=lambda r: set(r.answers) == live)
             assert victim.id not in again.answers
+            # ... and once the tree has forgotten it, every member it knows of answers.
+            with trio.fail_after(30):
+                final = await wait_for_members(asker, "svc", 9)
+            assert set(final.answers) == live and final.members_known == 9
 
 
 async def test_a_failing_member_counts_as_not_answered_and_no_handler_falls_back():

@@ -1,34 +1,37 @@
-"""Surveys (scatter-gather): ask every member of a cluster and gather their answers, within
-a deadline, up the cluster's tree.
+"""Surveys (scatter-gather): ask every member of a cluster and gather their answers, within a
+deadline, up the cluster's tree.
 
 The origin routes a `SurveyAsk` to the group's root. The root, and then every tree node that
-gets the question, passes it along every tree edge but the one it came by (acknowledged, like a
-walk step: a dead neighbour is noticed at the hop timeout), hands it to its own member, if it
-has one, and waits. Each tree node sends exactly one `SurveyAnswers` batch back to the node it
-got the question from (the root: to the origin, `final`), as soon as its member and every
-neighbour it asked have answered, or when its share of the deadline runs out. A batch carries
-the answers of its subtree, (member node id, answer), and `known`, the members the subtree
-knew of, answered or not; a neighbour that did not report in time (dead, cut off, too slow)
-counts with the capacity its last tree beat reported (its members, when each member node
-registers once). So the origin gets one message, not one per member, and tells "every member
-answered" (`len(answers) == known`) from "the deadline came first".
+gets the question, passes it along every tree edge but the one it came by (acknowledged: the
+overlay probes a neighbour that does not acknowledge, and declares it failed if it is dead),
+hands it to its own member, if it has one, and waits. Each tree node sends exactly one
+`SurveyAnswers` batch back to the node it got the question from (the root: to the origin,
+`final`), as soon as its member and every neighbour it asked have answered, or when its share of
+the deadline runs out. A batch carries the answers of its subtree, (member node id, answer), and
+`known`, the members the subtree knew of, answered or not; a neighbour that did not report in
+time (dead, cut off, too slow) counts with the capacity its last tree beat reported (its
+members, when each member node registers once), and so do children the node dropped as dead
+recently, whose members are orphans until they graft again (`GroupTree.lost`). A new root that
+knows no tree yet holds the question while it settles, as a walk does
+(`Walk._wait_for_members`). So the origin gets one message, not one per member, and tells "every
+member answered" (`len(answers) == known`) from "the deadline came first".
 
 The deadline travels with the question (`SurveyAsk.time_left_ms`, counted from arrival as a
 request's is): the root gets `survey_root_share` of the caller's timeout, and each node passes
-its neighbours `survey_child_share` of what it has left, keeping the rest for their batches'
-way back. A question that arrives with nothing left is dropped (its sender has reported
-without it); an answer that comes after its node reported is not counted.
+its neighbours `survey_child_share` of what it has left, keeping the rest for their batches' way
+back. A question that arrives with nothing left is dropped (its sender has reported without it);
+an answer that comes after its node reported is not counted.
 
-No member answers twice: each node remembers the surveys it has seen (the shared
-de-duplication record, and the surveys in progress); a question that reaches a node a second
-time (a tree that changed while it spread, a routed hop sent again) is answered at once with an
-empty batch, so its sender does not wait for it and nothing is counted twice. A member is a
-node: a node with several registrations of the cluster answers once.
+No member answers twice: each node remembers the surveys it has seen (the shared de-duplication
+record, and the surveys in progress); a question that reaches a node a second time (a tree that
+changed while it spread, a routed hop sent again) is answered at once with an empty batch, so
+its sender does not wait for it and nothing is counted twice. A member is a node: a node with
+several registrations of the cluster answers once.
 
 Bounds: answers are at most `MAX_SURVEY_ANSWERS` and their bytes at most the survey's
-`max_bytes` (at most `MAX_SURVEY_BYTES`); a node whose batch would go beyond leaves the rest
-out and sets `overflow`, which the caller sees as `LimitExceededError`. Surveys in progress at
-a node and surveys an origin waits for are bounded by `max_surveys` each.
+`max_bytes` (at most `MAX_SURVEY_BYTES`); a node whose batch would go beyond leaves the rest out
+and sets `overflow`, which the caller sees as `LimitExceededError`. Surveys in progress at a
+node and surveys an origin waits for are bounded by `max_surveys` each.
 """
 
 from __future__ import annotations
