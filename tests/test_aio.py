@@ -316,6 +316,7 @@ def test_a_survey_from_asyncio_gathers_every_members_answer():
 
         async def handle_survey(self, data: bytes) -> bytes:
             await asyncio.sleep(0)
+            assert 0 < iris.aio.time_left() < 5
             return self.name + data
 
     async def body(a, b, key):

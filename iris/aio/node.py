@@ -251,7 +251,17 @@ def handler_for(guest: Guest, handler: Any, node: bool = True) -> SimpleNamespac
         methods["accept_request"] = accept_request
     if hasattr(handler, "handle_survey") and node:
         async def handle_survey(data: bytes) -> bytes:
-            answer: bytes = await guest.in_asyncio(handler.handle_survey(data))
+            # Run as `in_asyncio` does, with the survey's deadline for `time_left()`.
+            deadline = time.monotonic() + trio_node.time_left()
+            task = guest.start_in_asyncio(handler.handle_survey(data), (_deadline, deadline))
+            done = trio.Event()
+            task.add_done_callback(lambda _: done.set())
+            try:
+                await done.wait()
+            except trio.Cancelled:
+                task.cancel()
+                raise
+            answer: bytes = task.result()
             return answer
         methods["handle_survey"] = handle_survey
     if hasattr(handler, "handle_broadcast"):
@@ -270,7 +280,8 @@ def handler_for(guest: Guest, handler: Any, node: bool = True) -> SimpleNamespac
 
 def time_left() -> float:
     """Seconds until the caller of the request being handled gives up (in a `handle_request`
-    of a node's handler; infinity elsewhere), as `iris.time_left` is for the trio API."""
+    of a node's handler; in a `handle_survey`, until its answer is too late; infinity
+    elsewhere), as `iris.time_left` is for the trio API."""
     return max(0.0, _deadline.get(math.inf) - time.monotonic())
 
 
