@@ -46,7 +46,8 @@ SCENARIO_HELP = {
                        "under steady requests, then thawed: no request may run late or twice.",
     "survey": "a cluster of 200 members (and one of 10): 200 surveys, each member must "
               "answer each once, within the deadline, one message per tree edge each way.",
-    "survey-churn": "the survey workload while --churn-fraction of the nodes are replaced: "
+    "survey-churn": "the survey workload while --churn-fraction of the nodes are replaced "
+                    "over --churn-s: "
                     "answers only from live members, none twice, no missed member hidden.",
     "survey-partition": "surveys during a split in halves (--partition-s) and after the heal "
                         "(then every survey complete).",
