@@ -120,11 +120,13 @@ def test_survey_messages_round_trip_and_bad_ones_are_refused():
             decode(msgpack.packb(body))
 
 
-@pytest.mark.parametrize("scenario", ["survey", "survey-churn", "survey-partition"])
+@pytest.mark.parametrize("scenario", ["survey", "survey-churn", "survey-partition",
+                                      "survey --wire"])
 def test_survey_scenarios_pass_their_checks(scenario, capsys):
     from simulations.cli import main
 
-    main([scenario, "--nodes", "60", "--churn-s", "30", "--partition-s", "30", "--json"])
+    main([*scenario.split(), "--nodes", "60", "--churn-s", "30", "--partition-s", "30",
+          "--json"])
     result = json.loads(capsys.readouterr().out)
     assert result["checks_passed"], result
     assert result["survey_handler_duplicates"] == 0
