@@ -9,12 +9,14 @@ non-member (latency p50/p99), then as many again with `--concurrency` in flight 
 (surveys per second). Every survey must be complete (every member answered), else it is
 counted as incomplete. All nodes share one process and one core's worth of Python, so the
 figures are those of the whole ring's work per survey (M + 1 questions and batches), not of
-one node. Prints one JSON object.
+one node. With many nodes in one process, the cyclic garbage collector's full passes over all
+their state stall every node at once (see `--gc-freeze`). Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -41,12 +43,15 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def measure(members: int, extra: int, surveys: int, concurrency: int,
-                  transport: str) -> dict[str, object]:
+                  transport: str, freeze: bool) -> dict[str, object]:
     started = time.monotonic()
     async with local_nodes(members + extra, transport=transport) as nodes:
         ring_s = time.monotonic() - started
         for node in nodes[extra:]:
             await node.register("bench", Member(node.id))
+        if freeze:
+            gc.collect()
+            gc.freeze()  # the rings' long-lived state out of the collector's way (see --help)
         asker = nodes[0]
         incomplete: list[tuple[int, int]] = []  # (answers, members known) of each
 
@@ -82,6 +87,7 @@ async def measure(members: int, extra: int, surveys: int, concurrency: int,
                     counters[name] = counters.get(name, 0) + value
     return {
         "members": members, "nodes": members + extra, "transport": transport,
+        "gc_freeze": freeze,
         "ring_s": round(ring_s, 1),
         "sequential_p50_ms": round(quantile(latencies, 0.5) * 1000, 2),
         "sequential_p99_ms": round(quantile(latencies, 0.99) * 1000, 2),
@@ -101,8 +107,14 @@ def main() -> None:
     parser.add_argument("--surveys", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--transport", choices=("tcp", "memory"), default="tcp")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() once the ring is up: with 110 nodes in one process "
+                             "the collector's full passes over every node's state stall the "
+                             "whole process for up to a second or more, which a process of "
+                             "one node does not see")
     args = parser.parse_args()
-    results = [trio.run(measure, m, args.extra, args.surveys, args.concurrency, args.transport)
+    results = [trio.run(measure, m, args.extra, args.surveys, args.concurrency, args.transport,
+                        args.gc_freeze)
                for m in args.members]
     print(json.dumps(results, indent=1))
 
