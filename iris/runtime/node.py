@@ -565,7 +565,8 @@ class Node:
         if handler is None or not hasattr(handler, "handle_survey"):
             # No fallback to handle_request: see `_serve_survey`.
             self._runtime.count("surveys_without_handler")
-            self._runtime.core.survey_answer(event.token, None)  # counted as not answered
+            core = self._runtime.core  # counted as not answered; its batch may go now
+            self._runtime.call(lambda: core.survey_answer(event.token, None))
         else:
             self._workers.submit(self._serve_survey, event)
 
