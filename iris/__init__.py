@@ -3,6 +3,7 @@
     async with iris.open_node(network_key=key, listen="127.0.0.1:0", seeds=[...]) as node:
         await node.register("echo", handler)
         reply = await node.request("echo", b"hi", timeout=1.0)
+        result = await node.survey("echo", b"who is there?", timeout=1.0)  # every member
 """
 
 import os
@@ -17,8 +18,14 @@ from iris.errors import (
     RemoteError,
     TimeoutError,
 )
-from iris.handlers import BroadcastHandler, EventHandler, RequestHandler, TunnelHandler
-from iris.runtime import Node, Registration, Tunnel, open_node, time_left
+from iris.handlers import (
+    BroadcastHandler,
+    EventHandler,
+    RequestHandler,
+    SurveyHandler,
+    TunnelHandler,
+)
+from iris.runtime import Node, Registration, SurveyResult, Tunnel, open_node, time_left
 
 __version__ = "0.1.0"
 
@@ -31,6 +38,7 @@ def generate_network_key() -> bytes:
 __all__ = [
     "BroadcastHandler", "ClosedError", "EventHandler", "IrisError", "JoinError",
     "LimitExceededError", "NoSuchClusterError", "Node", "Registration", "RemoteError",
-    "RequestHandler", "ServiceLimits", "TimeoutError", "TopicLimits", "Tunnel", "TunnelHandler",
+    "RequestHandler", "ServiceLimits", "SurveyHandler", "SurveyResult", "TimeoutError",
+    "TopicLimits", "Tunnel", "TunnelHandler",
     "generate_network_key", "open_node", "time_left",
 ]

@@ -451,9 +451,10 @@ def read_message(value: str) -> bytes:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    """request / broadcast / publish / subscribe / serve / status, through a node's relay."""
+    """request / survey / broadcast / publish / subscribe / serve / status, through a node's
+    relay (survey: this project's relay extension, `iris.relay.survey`)."""
     data = b""
-    if args.command in ("request", "broadcast", "publish"):
+    if args.command in ("request", "survey", "broadcast", "publish"):
         data = read_message(args.message)
         from iris.core.limits import check_payload
         from iris.errors import LimitExceededError
@@ -500,6 +501,9 @@ def _client_command(args: argparse.Namespace) -> int:
                 newline = b"" if args.raw or reply.endswith(b"\n") else b"\n"
                 sys.stdout.buffer.write(reply + newline)
                 sys.stdout.flush()
+            elif args.command == "survey":
+                result = await client.survey(args.cluster, data, args.timeout)
+                _print_survey(result, args.json)
             elif args.command == "broadcast":
                 await client.broadcast(args.cluster, data)
             elif args.command == "publish":
@@ -521,6 +525,28 @@ def _client_command(args: argparse.Namespace) -> int:
             message += (": is `iris node` running on this host? give its relay port with "
                         "--relay-port")
         raise CliError(message, EXIT_FAILED) from None
+
+
+def _print_survey(result: Any, as_json: bool) -> None:
+    """`iris survey`: one line per answer (the member's id, a space, the answer) and a count
+    of who answered on stderr; or one JSON object."""
+    if as_json:
+        import base64
+        import json as json_module
+
+        print(json_module.dumps({
+            "members_known": result.members_known, "complete": result.complete,
+            "missing": result.missing,
+            "answers": {f"{member:032x}": base64.b64encode(answer).decode()
+                        for member, answer in sorted(result.answers.items())}}))
+        return
+    out = sys.stdout.buffer
+    for member, answer in sorted(result.answers.items()):
+        out.write(f"{member:032x} ".encode() + answer + (b"" if answer.endswith(b"\n")
+                                                         else b"\n"))
+    out.flush()
+    print(f"{len(result.answers)} of {result.members_known} members answered"
+          + (f" ({result.missing} missing)" if result.missing else ""), file=sys.stderr)
 
 
 async def _run_command(argv: list[str], data: bytes, kind: str, cluster: str) -> bytes:
@@ -792,6 +818,19 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="SECONDS", help="give up after this long")
     request.add_argument("--raw", action="store_true",
                          help="write the reply as it is (no newline added at its end)")
+    survey = command("survey", "ask every member of a cluster, print their answers", (relay,),
+                     description="Ask every member of CLUSTER (members of embedded nodes that "
+                                 "have handle_survey; relay clients cannot answer surveys) and "
+                                 "print one line per answer: the member's id and its answer; "
+                                 "stderr says how many of the members the cluster's tree knew "
+                                 "of answered. Uses this project's extension of the relay "
+                                 "protocol (a request to the node-local `iris.survey`).")
+    survey.add_argument("cluster", type=cluster_name, help="the cluster to ask")
+    survey.add_argument("message", help=message_help)
+    survey.add_argument("--timeout", type=_typed(_seconds, "seconds"), default=5.0,
+                        metavar="SECONDS", help="gather answers for this long at most")
+    survey.add_argument("--json", action="store_true",
+                        help="print one JSON object (answers in base64)")
     broadcast = command("broadcast", "send a message to every member of a cluster", (relay,))
     broadcast.add_argument("cluster", type=cluster_name, help="the cluster to reach")
     broadcast.add_argument("message", help=message_help)
@@ -812,7 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the command and its arguments, after --")
     status = command("status", "the node's view: id, peers, leaf set, groups, counters",
                      (relay,))
-    for parser_ in (request, broadcast, publish, subscribe, serve, status):
+    for parser_ in (request, survey, broadcast, publish, subscribe, serve, status):
         parser_.set_defaults(func=_client_command)
 
     sub.add_parser("sim", help="run a deterministic simulation (see `iris sim -h`)",

@@ -35,6 +35,15 @@ class BroadcastHandler(Protocol):
 
 
 @runtime_checkable
+class SurveyHandler(Protocol):
+    async def handle_survey(self, data: bytes) -> bytes:
+        """This member's answer to a survey; an exception (or an answer after the deadline,
+        `iris.time_left()`) counts as not answered. Surveys never fall back to
+        `handle_request`."""
+        ...
+
+
+@runtime_checkable
 class TunnelHandler(Protocol):
     async def handle_tunnel(self, tunnel: Tunnel) -> None:
         """Serve one tunnel a peer opened; the tunnel closes when this returns."""

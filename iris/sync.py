@@ -65,8 +65,10 @@ import trio
 
 import iris.runtime.node as trio_node
 from iris.core.limits import ServiceLimits, TopicLimits, check_payload
+from iris.core.messages import MAX_SURVEY_BYTES
 from iris.errors import ClosedError, IrisError, TimeoutError
 from iris.relay import client as relay_client
+from iris.runtime.survey import SurveyResult
 from iris.runtime.transport import Address
 
 __all__ = ["Node", "Registration", "RelayClient", "Tunnel", "open_node", "time_left"]
@@ -343,13 +345,14 @@ def _start_request(node: trio_node.Node, cluster: str, data: bytes, timeout: flo
 
 class _Handlers:
     """A blocking program's handler object, as the trio API wants it: each plain
-    `handle_request`, `handle_broadcast` and `handle_tunnel` the object has becomes an async
+    `handle_request`, `handle_broadcast`, `handle_survey` and `handle_tunnel` the object has
+    becomes an async
     method that runs it on the worker threads (only those: the trio side looks for them)."""
 
     def __init__(self, thread: _TrioThread[Any], handler: Any) -> None:
         self._thread = thread
         self._handler = handler
-        for name in ("handle_request", "handle_broadcast", "handle_tunnel"):
+        for name in ("handle_request", "handle_broadcast", "handle_survey", "handle_tunnel"):
             method = getattr(handler, name, None)
             if method is not None:
                 _check_plain(method, f"{name} of {handler!r}")
@@ -362,6 +365,11 @@ class _Handlers:
 
     async def _handle_broadcast(self, data: bytes) -> None:
         await self._thread_run(self._handler.handle_broadcast, data)
+
+    async def _handle_survey(self, data: bytes) -> bytes:
+        _deadline.set(time.monotonic() + trio_node.time_left())  # (the thread gets a copy)
+        answer: bytes = await self._thread_run(_unless_expired, self._handler.handle_survey, data)
+        return answer
 
     async def _handle_tunnel(self, tunnel: Any) -> None:
         await self._thread_run(self._handler.handle_tunnel, Tunnel(self._thread, tunnel))
@@ -529,7 +537,8 @@ class Node:
     def register(self, cluster: str, handler: Any,
                  limits: ServiceLimits | None = None) -> Registration:
         """Join `cluster`, served by `handler`: an object with some of the plain methods
-        `handle_request(bytes) -> bytes`, `handle_broadcast(bytes)` and `handle_tunnel(Tunnel)`,
+        `handle_request(bytes) -> bytes`, `handle_broadcast(bytes)`, `handle_survey(bytes) ->
+        bytes` and `handle_tunnel(Tunnel)`,
         called on the node's worker threads (a `handle_tunnel` holds one for as long as it
         runs). Returns once requests sent afterwards can reach this member. An exception in
         `handle_request` reaches the caller as RemoteError; `time_left()` in it tells how long
@@ -557,6 +566,14 @@ class Node:
     def broadcast(self, cluster: str, data: bytes) -> None:
         """Send `data` to every member of `cluster`."""
         self._thread.call(self._node.broadcast, cluster, data)
+
+    def survey(self, cluster: str, data: bytes, timeout: float = 5.0,
+               max_bytes: int = MAX_SURVEY_BYTES) -> SurveyResult:
+        """Ask every member of `cluster` (their plain `handle_survey(bytes) -> bytes`): the
+        answers that came in time and how many members the tree knew of (as the trio API)."""
+        result: SurveyResult = self._thread.call(self._node.survey, cluster, data, timeout,
+                                                 max_bytes)
+        return result
 
     def subscribe(self, topic: str, handler: Callable[[bytes], Any],
                   limits: TopicLimits | None = None) -> None:

@@ -12,6 +12,9 @@ returns once every node's leaf set is exactly right, `wait_until` waits for any 
 caller's deadline (`with trio.fail_after(s):` around them), or after a default limit when the
 caller set none, so that a test waiting for something that never comes fails instead of hanging.
 
+`wait_for_members` surveys a cluster until the members that answer surveys are all there (a
+cluster's members are grafted, or grafted again after a fault).
+
 `local_nodes` runs over an in-memory network, and `LocalNodes` injects faults for chaos tests of
 an application's own handlers: a partition (`partition`, `heal`), slow links (`degrade`: delay,
 and loss as TCP shows it, late bytes in order), a crash (`crash`), and a pause (`pause`,
@@ -29,6 +32,7 @@ import trio
 
 from iris.runtime.node import Node, open_node
 from iris.runtime.pause import Pause
+from iris.runtime.survey import SurveyResult
 from iris.runtime.transport import Address, MemoryNetwork
 
 WAIT_LIMIT_S = 10.0  # for `wait_until`, when the caller set no deadline
@@ -66,6 +70,24 @@ async def retry(attempt: Callable[[], Awaitable[Any]], *,
                 if accept(result):
                     return result
             await trio.sleep(pause)
+
+
+async def wait_for_members(
+    node: Node, cluster: str, members: int,
+    timeout: float = 2.0,  # noqa: ASYNC109 - each survey's own deadline, not a cancel scope
+    data: bytes = b"",
+) -> SurveyResult:
+    """Survey `cluster` from `node` (each survey with `timeout`) until at least `members`
+    members answer it and no member the tree knows of is missing; return that survey's
+    result. Raise trio.TooSlowError at the caller's deadline, or after WAIT_LIMIT_S when it
+    set none. The members must answer surveys (`handle_survey`)."""
+    from iris.errors import NoSuchClusterError, TimeoutError
+
+    result: SurveyResult = await retry(
+        lambda: node.survey(cluster, data, timeout),
+        accept=lambda r: r.complete and len(r.answers) >= members,
+        errors=(NoSuchClusterError, TimeoutError))
+    return result
 
 
 async def _poll(predicate: Callable[[], Any], interval: float) -> None:

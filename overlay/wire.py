@@ -23,7 +23,8 @@ WIRE_VERSION = 7  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClo
 # 4: Request the time its caller has left; 5: tunnel messages name the end that sent them;
 # 6: a link's sealed records carry a batch of frames (overlay.link; messages unchanged);
 # 7: a Flood carries a batch of payloads; a Ping may ask for a table row, which its Pong
-# carries, and a RowReply carries the sender's round trip to each node it names (proximity)
+# carries, and a RowReply carries the sender's round trip to each node it names (proximity);
+# surveys (SurveyAsk, SurveyAnswers)
 MAX_FRAME = 16 * 1024 * 1024
 MAX_NESTING = 4
 

@@ -18,8 +18,9 @@ from simulations.connections import LINK_MODELS
 from simulations.messaging import MESSAGING_SCENARIOS, MessagingOptions
 from simulations.report import describe_failure, format_report, units_of
 from simulations.scenarios import SCENARIOS
+from simulations.survey import SURVEY_SCENARIOS
 
-ALL_SCENARIOS = {**SCENARIOS, **MESSAGING_SCENARIOS}
+ALL_SCENARIOS = {**SCENARIOS, **MESSAGING_SCENARIOS, **SURVEY_SCENARIOS}
 
 SCENARIO_HELP = {
     "join": "the nodes join (--join-rate per simulated second) and settle; then 60 s of "
@@ -43,6 +44,13 @@ SCENARIO_HELP = {
                            "heal; the time until every tree is whole again (recovery_s).",
     "messaging-pause": "two of the three members of a cluster frozen (SIGSTOP) for --pause-s "
                        "under steady requests, then thawed: no request may run late or twice.",
+    "survey": "a cluster of 200 members (and one of 10): 200 surveys, each member must "
+              "answer each once, within the deadline, one message per tree edge each way.",
+    "survey-churn": "the survey workload while --churn-fraction of the nodes are replaced "
+                    "over --churn-s: "
+                    "answers only from live members, none twice, no missed member hidden.",
+    "survey-partition": "surveys during a split in halves (--partition-s) and after the heal "
+                        "(then every survey complete).",
 }
 
 EPILOG = """\

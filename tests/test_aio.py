@@ -307,3 +307,24 @@ def test_a_handler_knows_how_long_its_caller_waits():
         assert 5.0 < left <= 7.0
         assert iris.aio.time_left() == float("inf")
     run(two_nodes(body))
+
+
+def test_a_survey_from_asyncio_gathers_every_members_answer():
+    class Who:
+        def __init__(self, name: bytes) -> None:
+            self.name = name
+
+        async def handle_survey(self, data: bytes) -> bytes:
+            await asyncio.sleep(0)
+            assert 0 < iris.aio.time_left() < 5
+            return self.name + data
+
+    async def body(a, b, key):
+        await a.register("who", Who(b"a"))
+        await b.register("who", Who(b"b"))
+        result = await b.survey("who", b"?", timeout=5)
+        assert result.complete and result.members_known == 2
+        assert result.answers == {a.id: b"a?", b.id: b"b?"}
+        with pytest.raises(iris.NoSuchClusterError):
+            await a.survey("nobody", b"?", timeout=5)
+    run(two_nodes(body))

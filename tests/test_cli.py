@@ -68,6 +68,7 @@ def test_readme_code_examples_run():
     out = subprocess.run([sys.executable, "-c", embedding], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "b'echo: hi'" in out and "event: b'an event'" in out and "no such cluster" in out
+    assert "survey: 1 of 1 answered" in out
     out = subprocess.run([sys.executable, "-c", faults], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "across the partition: no answer" in out and "after the heal: b'x'" in out

@@ -404,7 +404,7 @@ def test_every_help_line_has_text_and_its_default():
         if isinstance(action, argparse._SubParsersAction):
             parsers.update({f"iris {name}": sub for name, sub in action.choices.items()
                             if name != "sim"})  # (`iris sim -h` is the simulator's own)
-    assert len(parsers) == 11
+    assert len(parsers) == 12
     for name, sub in parsers.items():
         formatter = sub._get_formatter()
         for action in sub._actions:

@@ -467,3 +467,19 @@ def test_relay_client_round_trip(pair):
     assert len(closed) == 1
     with pytest.raises(iris.ClosedError):
         client.request("work", b"after", timeout=1)
+
+
+def test_a_survey_from_blocking_code(pair):
+    class Who:
+        def __init__(self, name: bytes) -> None:
+            self.name = name
+
+        def handle_survey(self, data: bytes) -> bytes:
+            assert iris.sync.time_left() > 0
+            return self.name + data
+
+    a, b = pair
+    a.register("who", Who(b"a"))
+    b.register("who", Who(b"b"))
+    result = b.survey("who", b"?", timeout=5)
+    assert result.complete and result.answers == {a.id: b"a?", b.id: b"b?"}

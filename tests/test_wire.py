@@ -52,6 +52,9 @@ messaging = st.one_of(
     st.builds(im.TunnelData, ids, u64, u64, u64, small),
     st.builds(im.TunnelCredit, ids, u64, u64),
     st.builds(im.TunnelClose, ids, u64, st.integers(0, im.LOST), st.text(max_size=50)),
+    st.builds(im.SurveyAsk, ids, ids, u64, weights, weights, small),
+    st.builds(im.SurveyAnswers, ids, u64, st.booleans(), weights, st.booleans(),
+              st.lists(st.tuples(ids, small), max_size=5).map(tuple)),
 )
 
 

@@ -7,7 +7,8 @@
 Every call runs the trio node (`iris.runtime.node`) through the loop's `Guest`, with the same
 arguments, results and errors. Handlers are the application's asyncio coroutines, run on its
 loop: a handler object has some of `async handle_request(bytes) -> bytes`, `async
-handle_broadcast(bytes)` and `async handle_tunnel(Tunnel)`; a subscription's handler is `async
+handle_broadcast(bytes)`, `async handle_survey(bytes) -> bytes` and `async
+handle_tunnel(Tunnel)`; a subscription's handler is `async
 fn(bytes)`, called one event at a time, in order. The node's limits apply as in the trio API
 (at most `ServiceLimits.max_concurrency` requests of a service handled at once).
 
@@ -35,9 +36,11 @@ import trio
 import iris.runtime.node as trio_node
 from iris.aio.guest import Guest
 from iris.core.limits import ServiceLimits, TopicLimits, check_payload
+from iris.core.messages import MAX_SURVEY_BYTES
 from iris.errors import ClosedError, IrisError
 from iris.runtime.backpressure import TURN_EVERY
 from iris.runtime.node import Responder
+from iris.runtime.survey import SurveyResult
 
 __all__ = ["Node", "Registration", "Tunnel", "open_node", "time_left"]
 
@@ -141,6 +144,29 @@ class Node:
         reply: bytes = await answer
         return reply
 
+    async def survey(
+        self, cluster: str, data: bytes,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the survey's own deadline, as in the trio API
+        max_bytes: int = MAX_SURVEY_BYTES,
+    ) -> SurveyResult:
+        """Ask every member of `cluster` (`handle_survey`): the answers that came in time and
+        how many members the tree knew of (as the trio API)."""
+        node, guest = self._node, self._guest
+        if node.congested:
+            await guest.call(node.wait_for_room)
+        outcome: Any = guest.loop.create_future()
+
+        def finished(result: SurveyResult | None, error: IrisError | None) -> None:
+            if not outcome.done():
+                if error is None:
+                    outcome.set_result(result)
+                else:
+                    outcome.set_exception(error)
+
+        node.start_survey(cluster, data, timeout, finished, max_bytes)  # as `request`
+        result: SurveyResult = await outcome
+        return result
+
     async def broadcast(self, cluster: str, data: bytes) -> None:
         await self._guest.call(self._node.broadcast, cluster, data)
 
@@ -223,6 +249,21 @@ def handler_for(guest: Guest, handler: Any, node: bool = True) -> SimpleNamespac
             # Node.request): no wake of trio's I/O thread to run it in a tick.
             task.add_done_callback(functools.partial(_answer, responder))
         methods["accept_request"] = accept_request
+    if hasattr(handler, "handle_survey") and node:
+        async def handle_survey(data: bytes) -> bytes:
+            # Run as `in_asyncio` does, with the survey's deadline for `time_left()`.
+            deadline = time.monotonic() + trio_node.time_left()
+            task = guest.start_in_asyncio(handler.handle_survey(data), (_deadline, deadline))
+            done = trio.Event()
+            task.add_done_callback(lambda _: done.set())
+            try:
+                await done.wait()
+            except trio.Cancelled:
+                task.cancel()
+                raise
+            answer: bytes = task.result()
+            return answer
+        methods["handle_survey"] = handle_survey
     if hasattr(handler, "handle_broadcast"):
         async def handle_broadcast(data: bytes) -> None:
             await guest.in_asyncio(handler.handle_broadcast(data))
@@ -232,13 +273,15 @@ def handler_for(guest: Guest, handler: Any, node: bool = True) -> SimpleNamespac
             await guest.in_asyncio(handler.handle_tunnel(Tunnel(guest, tunnel)))
         methods["handle_tunnel"] = handle_tunnel
     if not methods:
-        raise TypeError("a handler has handle_request, handle_broadcast or handle_tunnel")
+        raise TypeError(
+            "a handler has handle_request, handle_broadcast, handle_survey or handle_tunnel")
     return SimpleNamespace(**methods)
 
 
 def time_left() -> float:
     """Seconds until the caller of the request being handled gives up (in a `handle_request`
-    of a node's handler; infinity elsewhere), as `iris.time_left` is for the trio API."""
+    of a node's handler; in a `handle_survey`, until its answer is too late; infinity
+    elsewhere), as `iris.time_left` is for the trio API."""
     return max(0.0, _deadline.get(math.inf) - time.monotonic())
 
 

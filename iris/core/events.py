@@ -97,3 +97,30 @@ class TunnelClosed(Event):
     key: tuple[int, int]
     code: int
     reason: str
+
+
+@dataclass(slots=True)
+class SurveyReceived(Event):
+    """A survey's question reached this member: answer with `MessagingCore.survey_answer(token,
+    data)`, or `survey_answer(token, None)` to give none. `deadline` (core time) is when this
+    node sends its batch on: an answer after it is not counted."""
+
+    cluster: str
+    token: int
+    payload: bytes
+    deadline: float
+
+
+@dataclass(slots=True)
+class SurveyDone(Event):
+    """The outcome of `MessagingCore.survey`: `status` OK (the root's batch came back),
+    NO_MEMBERS (the root knew of no member), REFUSED (a limit) or TIMEOUT (no batch came back
+    in time). `known`: members the tree knew of; `answers`: (member node id, answer);
+    `overflow`: answers beyond the survey's byte or member bound were left out."""
+
+    sid: int
+    status: int
+    known: int
+    answers: tuple[tuple[int, bytes], ...]
+    overflow: bool
+    error: str

@@ -1,15 +1,18 @@
-"""The messaging layer's wire messages (type codes 32-63).
+"""The messaging layer's wire messages (type codes 32-63; surveys 45-46).
 
 Trees (one per cluster or topic, rooted at the node closest to the group id) are built by
 routed `Subscribe`s and kept alive by aggregated `TreeUp` / `TreeDown` beats between tree
 neighbours. Requests and tunnel openings are routed toward the group and then walked through
-the tree to one member; broadcasts and publishes are routed to the tree and flooded along it.
+the tree to one member; broadcasts and publishes are routed to the tree and flooded along it;
+a survey's question is routed to the group's root, flooded down the tree, and its answers are
+gathered back up it, one batch per tree edge.
 """
 
 from __future__ import annotations
 
 from iris.core.tunnel_flow import CHUNK
 from overlay.wire import (
+    BOOL,
     ID,
     U32,
     U64,
@@ -191,3 +194,40 @@ class TunnelClose(Message):
     tid: int
     code: int
     reason: str
+
+
+# ------------------------------------------------------------------------------ surveys
+MAX_SURVEY_ANSWERS = 65_536  # answers one survey gathers (one per member node), at most
+MAX_SURVEY_BYTES = MAX_PAYLOAD  # bytes of answers one survey gathers, at most
+
+
+@wire_message(45, ID, ID, U64, U32, U32, blob(MAX_PAYLOAD))
+class SurveyAsk(Message):
+    """A survey's question to every member of `group`: routed to the group's root, then sent
+    along every tree edge (acknowledged) but the one it came by. (origin, sid) names the
+    survey. `time_left_ms` is how long the receiver has, counted from arrival, before it must
+    send its batch of answers back to the node it got the question from; it passes its
+    children a share of it (`iris.core.survey`). A question that arrives with nothing left is
+    dropped: its sender has reported without it. `max_bytes` bounds the answers' bytes."""
+
+    group: int
+    origin: int
+    sid: int
+    time_left_ms: int
+    max_bytes: int
+    payload: bytes
+
+
+@wire_message(46, ID, U64, BOOL, U32, BOOL, records(MAX_SURVEY_ANSWERS, ID, blob(MAX_PAYLOAD)))
+class SurveyAnswers(Message):
+    """One tree node's batch for a survey, sent once to the node it got the question from
+    (`final`: from the root to the survey's origin). `known`: members the subtree knew of
+    (answered or not); `answers`: (member node id, answer) of those that answered; `overflow`:
+    answers were left out to keep the survey within its byte or member bound."""
+
+    origin: int
+    sid: int
+    final: bool
+    known: int
+    overflow: bool
+    answers: tuple[tuple[int, bytes], ...]

@@ -6,7 +6,8 @@ The application side calls methods (`register`, `request`, `reply`, `broadcast`,
 `events`; the driver feeds the overlay node as usual. Time comes from the overlay node's clock,
 randomness from its RNG. This class only routes calls and upcalls to the protocols, one module
 each: `trees` (Scribe trees and their upkeep), `walk` (one member chosen by capacity),
-`requests` (both ends of a request), `flood` (broadcast and publish) and `tunnels`.
+`requests` (both ends of a request), `flood` (broadcast and publish), `survey` (ask every
+member, gather the answers up the tree) and `tunnels`.
 
 Why one tree per cluster, not Iris's five: requests enter the tree at the first tree node on
 their route (for a large cluster, usually below the root), broadcasts are flooded from wherever
@@ -24,11 +25,14 @@ from iris.core.events import Event
 from iris.core.flood import Flooding
 from iris.core.limits import ENTRY_COST, ServiceLimits, TopicLimits
 from iris.core.messages import (
+    MAX_SURVEY_BYTES,
     Flood,
     Prune,
     Reply,
     Request,
     Subscribe,
+    SurveyAnswers,
+    SurveyAsk,
     TreeAck,
     TreeDown,
     TreeUp,
@@ -40,8 +44,10 @@ from iris.core.messages import (
 )
 from iris.core.requests import Requests
 from iris.core.state import (
+    TK_BITS,
     TK_PARKED,
     TK_REQUEST,
+    TK_SURVEY,
     TK_TICK,
     TK_TUNNEL,
     CoreState,
@@ -51,6 +57,8 @@ from iris.core.state import (
     cluster_group,
     topic_group,
 )
+from iris.core.survey import Surveys
+from iris.core.survey import aged as survey_aged
 from iris.core.tree import GroupTree
 from iris.core.trees import Trees
 from iris.core.tunnel_end import TunnelEnd
@@ -79,6 +87,7 @@ class MessagingCore(OverlayApp):
         self.walk = Walk(state, self.trees_protocol, self.requests.arrive,
                          self.tunnels_protocol.accept)
         self.flood = Flooding(state)
+        self.surveys = Surveys(state, self.trees_protocol)
         self._direct: dict[type[Message], Callable[[int, Any], None]] = {
             TreeAck: self.trees_protocol.on_tree_ack,
             Prune: self.trees_protocol.on_prune,
@@ -92,6 +101,8 @@ class MessagingCore(OverlayApp):
             TunnelData: self.tunnels_protocol.on_data,
             TunnelCredit: self.tunnels_protocol.on_credit,
             TunnelClose: self.tunnels_protocol.on_close,
+            SurveyAsk: self._on_survey_ask,
+            SurveyAnswers: self.surveys.on_answers,
         }
 
     # The state the driver and the tests read.
@@ -197,6 +208,16 @@ class MessagingCore(OverlayApp):
             for payload in service.broadcasts.done():
                 self.state.events.append(ev.BroadcastReceived(service.name, payload))
 
+    def survey(self, cluster: str, payload: bytes, timeout: float,
+               max_bytes: int = MAX_SURVEY_BYTES) -> int:
+        """Ask every member of `cluster` (`iris.core.survey`); the outcome comes as
+        `SurveyDone` with the id returned. At most `max_bytes` of answers are gathered."""
+        return self.surveys.survey(cluster, payload, timeout, max_bytes)
+
+    def survey_answer(self, token: int, data: bytes | None) -> None:
+        """Answer a `SurveyReceived` (None: no answer; the member counts as not answered)."""
+        self.surveys.answer(token, data)
+
     def open_tunnel(self, cluster: str, timeout: float) -> TunnelKey:
         return self.tunnels_protocol.open(cluster, timeout)
 
@@ -221,6 +242,8 @@ class MessagingCore(OverlayApp):
                 self.flood.spread(payload, None)
             else:
                 self.state.count("flood_no_tree")
+        elif isinstance(payload, SurveyAsk):
+            self.surveys.arrive(payload, None)
 
     def forward(self, key: int, payload: Message, next_hop: int) -> Message | None:
         if isinstance(payload, Subscribe):
@@ -241,6 +264,9 @@ class MessagingCore(OverlayApp):
         else:
             self.state.count("unexpected_direct")
 
+    def _on_survey_ask(self, src: int, msg: SurveyAsk) -> None:
+        self.surveys.arrive(msg, src)
+
     def _on_walk(self, src: int, msg: Request | TunnelOpen) -> None:
         self.walk.step_from(msg, src)
 
@@ -256,12 +282,15 @@ class MessagingCore(OverlayApp):
         self.state.settle(self.config.root_settle_after_failure_s)
         self.trees_protocol.neighbour_failed(peer)
         self.tunnels_protocol.peer_failed(peer)
+        self.surveys.peer_failed(peer)
 
     def aged(self, payload: Message, seconds: float) -> Message | None:
         """A hop did not acknowledge `payload` and it goes on another way: a request's time
         left counts the wait (each unacknowledged hop costs the hop timeout, 0.6 s or more)."""
         if isinstance(payload, Request):
             return self.walk.aged(payload, seconds)
+        if isinstance(payload, SurveyAsk):
+            return survey_aged(payload, seconds)
         return payload
 
     def undeliverable(self, peer: int, payload: Message) -> None:
@@ -271,9 +300,11 @@ class MessagingCore(OverlayApp):
             self.tunnels_protocol.keepalive_lost(peer, payload)
         elif isinstance(payload, (Request, TunnelOpen)):
             self.walk.step_lost(peer, payload)
+        elif isinstance(payload, SurveyAsk):
+            self.surveys.lost(peer, payload)
 
     def timer(self, token: int) -> None:
-        kind, ident = token & 3, token >> 2
+        kind, ident = token & ((1 << TK_BITS) - 1), token >> TK_BITS
         if kind == TK_TICK:
             self._tick()
         elif kind == TK_REQUEST:
@@ -282,6 +313,8 @@ class MessagingCore(OverlayApp):
             self.tunnels_protocol.open_expired(ident)
         elif kind == TK_PARKED:
             self.walk.release_parked()
+        elif kind == TK_SURVEY:
+            self.surveys.timer(ident)
 
     def _tick(self) -> None:
         """The beat: tree upkeep and tunnel keep-alives, then the next beat while either

@@ -18,8 +18,9 @@ from iris.core.tree import GroupTree
 from overlay.ids import key_for
 from overlay.node import OverlayNode
 
-# Timer tokens: kind in the low 2 bits, an id above.
-TK_TICK, TK_REQUEST, TK_TUNNEL, TK_PARKED = range(4)
+# Timer tokens: kind in the low 3 bits (`TK_BITS`), an id above.
+TK_TICK, TK_REQUEST, TK_TUNNEL, TK_PARKED, TK_SURVEY = range(5)
+TK_BITS = 3
 
 
 # Group keys are hashed once per name: every request and publish needs one.
@@ -77,6 +78,19 @@ class MessagingConfig:
     node that just took over a group's key answers "no members" this late."""
 
     max_parked: int = 1024
+
+    max_surveys: int = 4096
+    """Surveys this node takes part in at once (as a tree node) and surveys it waits for (as
+    their origin), each; beyond, a question is answered with nothing (its members counted as
+    not answered) and a new survey is refused."""
+
+    survey_root_share: float = 0.8
+    """Of a survey's timeout, the share the root has to gather its tree's answers: the rest
+    covers the question's way to the root and the root's batch's way back."""
+
+    survey_child_share: float = 0.8
+    """Of what a tree node has left of a survey's time, the share it passes its tree
+    neighbours: the rest covers their batches' way back and its own."""
 
 
 class Service:

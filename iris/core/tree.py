@@ -4,6 +4,10 @@ A node is in a tree when it is a member (local registrations or a subscription) 
 for members below it. It knows its parent (None at the root), its children with the capacity
 ("weight") of each child's subtree, the capacity of the rest of the tree above it, and its
 path to the root (to refuse a child that is its own ancestor, which would close a loop).
+
+It also remembers, for a while, the capacity of children it dropped as dead (`lost`): their
+members are orphans until they notice and graft again, and a survey counts them as members
+that did not answer rather than forget them (`iris.core.survey`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from iris.core.messages import MAX_ANCESTORS
 class GroupTree:
     __slots__ = (
         "group", "name", "topic", "parent", "ancestors", "children", "local", "up_weight",
-        "parent_heard", "grafting", "graft_sent",
+        "parent_heard", "grafting", "graft_sent", "lost", "lost_above",
     )
 
     def __init__(self, group: int, name: str | None, topic: bool, now: float) -> None:
@@ -29,6 +33,58 @@ class GroupTree:
         self.parent_heard = now
         self.grafting = False  # a Subscribe is on its way and no TreeAck came yet
         self.graft_sent = now
+        self.lost: list[list[float]] | None = None  # [until, capacity] of children lost
+        self.lost_above: list[float] | None = None  # [until, capacity] beyond a lost parent
+
+    def lose_child(self, child: int, until: float) -> bool:
+        """Drop `child` as dead (not pruned by itself): its capacity is remembered as lost
+        until `until`. False if it was no child of ours."""
+        entry = self.children.pop(child, None)
+        if entry is None:
+            return False
+        if entry[0] > 0:
+            if self.lost is None:
+                self.lost = []
+            self.lost.append([until, entry[0]])
+        return True
+
+    def lose_parent(self, until: float) -> None:
+        """Our parent is dead: the rest of the tree beyond it (`up_weight`) is orphaned too.
+        Should this node end up the root, those members are remembered as lost until they
+        graft to it (or `until`); a new parent makes them someone else's business."""
+        self.parent = None
+        if self.up_weight > 0:
+            self.lost_above = [until, float(self.up_weight)]
+
+    def lost_weight(self, now: float) -> int:
+        """Capacity of the children lost recently whose members have not grafted back (and,
+        at a node without a parent, of the rest of the tree beyond the parent it lost)."""
+        total = 0.0
+        lost = self.lost
+        if lost:
+            lost[:] = [entry for entry in lost if entry[0] > now]
+            total += sum(entry[1] for entry in lost)
+        above = self.lost_above
+        if above is not None:
+            if above[0] <= now or above[1] <= 0:
+                self.lost_above = None
+            elif self.parent is None:
+                total += above[1]
+        return int(total)
+
+    def regained(self, weight: float) -> None:
+        """A child grafted with `weight`: likely orphans coming back; lost capacity that
+        much smaller."""
+        lost = self.lost
+        while lost and weight > 0:
+            take = min(weight, lost[0][1])
+            lost[0][1] -= take
+            weight -= take
+            if lost[0][1] <= 0:
+                lost.pop(0)
+        above = self.lost_above
+        if above is not None and weight > 0:
+            above[1] -= weight
 
     @property
     def weight(self) -> int:
@@ -56,3 +112,4 @@ class GroupTree:
         self.ancestors = (parent, *ancestors)[:MAX_ANCESTORS]
         self.parent_heard = now
         self.grafting = False
+        self.lost_above = None

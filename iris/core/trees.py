@@ -69,6 +69,8 @@ class Trees:
         state.node.route(tree.group, Subscribe(tree.group, state.node.id, tree.weight))
 
     def _adopt(self, tree: GroupTree, child: int, weight: int) -> None:
+        if tree.lost and child not in tree.children:
+            tree.regained(weight)
         tree.children[child] = [weight, self.state.now]
         self.state.node.send(child, TreeAck(tree.group, tree.weight_outside(child),
                                             tree.ancestors[: MAX_ANCESTORS - 1]))
@@ -209,22 +211,28 @@ class Trees:
             if tree.is_root() and not node.is_root(tree.group):
                 self.graft(tree)
 
+    def _lost_until(self) -> float:
+        """Until when a dead child's capacity is remembered: its members notice within the
+        overlay's failure detection or 3 silent beats (checked each beat), then graft."""
+        cfg = self.state.config
+        return self.state.now + cfg.tree_beat_s * (cfg.tree_silence_beats + 1) + cfg.graft_retry_s
+
     def neighbour_failed(self, peer: int) -> None:
         for tree in list(self.state.trees.values()):
             if tree.parent == peer:
-                tree.parent = None
+                tree.lose_parent(self._lost_until())
                 self.graft(tree)
-            if tree.children.pop(peer, None) is not None:
+            if tree.lose_child(peer, self._lost_until()):
                 self.after_weight_change(tree)
 
     def drop_neighbour(self, group: int, peer: int) -> None:
         """`peer` did not acknowledge a step sent to it in the group's tree: drop it."""
         tree = self.state.trees.get(group)
         if tree is not None:
-            if tree.children.pop(peer, None) is not None:
+            if tree.lose_child(peer, self._lost_until()):
                 self.after_weight_change(tree)
             elif tree.parent == peer:
-                tree.parent = None
+                tree.lose_parent(self._lost_until())
                 self.graft(tree)
 
     # ------------------------------------------------------------------------ the beat
@@ -237,7 +245,7 @@ class Trees:
         down: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}
         for tree in list(state.trees.values()):
             for child in [c for c, (_, heard) in tree.children.items() if now - heard > silence]:
-                del tree.children[child]
+                tree.lose_child(child, now + silence)
             if tree.empty():
                 self.after_weight_change(tree)
                 continue
@@ -245,7 +253,7 @@ class Trees:
                 if now - tree.graft_sent >= cfg.graft_retry_s:
                     self.graft(tree)
             elif tree.parent is not None and now - tree.parent_heard > silence:
-                tree.parent = None
+                tree.lose_parent(now + silence)
                 self.graft(tree)
             elif tree.parent is None and not state.node.is_root(tree.group):
                 self.graft(tree)

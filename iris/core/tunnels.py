@@ -24,7 +24,7 @@ from iris.core.messages import (
     TunnelOpen,
     other_end,
 )
-from iris.core.state import TK_TUNNEL, CoreState, Service, cluster_group
+from iris.core.state import TK_BITS, TK_TUNNEL, CoreState, Service, cluster_group
 from iris.core.tunnel_end import TunnelEnd
 from iris.core.tunnel_flow import TunnelError
 from overlay.wire import Message
@@ -54,7 +54,7 @@ class Tunnels:
         tunnel = TunnelEnd(key, None, cfg.tunnel_window, cfg.tunnel_send_buffer, state.now)
         tunnel.open_deadline = state.now + timeout
         self.ends[key] = tunnel
-        state.node.schedule(tunnel.open_deadline, (tid << 2) | TK_TUNNEL)
+        state.node.schedule(tunnel.open_deadline, (tid << TK_BITS) | TK_TUNNEL)
         group = cluster_group(cluster)
         state.node.route(group, TunnelOpen(group, state.node.id, tid, 0, cfg.tunnel_window))
         state.ensure_tick()

@@ -30,10 +30,12 @@ from iris.core.limits import check_payload
 from iris.core.tunnel_flow import WINDOW as TUNNEL_WINDOW
 from iris.errors import ClosedError, IrisError, RemoteError, TimeoutError
 from iris.relay import protocol as rp
+from iris.relay import survey as relay_survey
 from iris.relay.session import STATUS_CLUSTER
 from iris.relay.tunnel import RelayTunnel
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox
 from iris.runtime.handler_queue import HandlerQueue
+from iris.runtime.survey import SurveyResult
 
 log = logging.getLogger("iris.relay.client")
 
@@ -198,6 +200,19 @@ class RelayClient:
         if tunnel is None:
             raise TimeoutError(f"no tunnel to {cluster!r}: refused or timed out")
         return tunnel
+
+    async def survey(
+        self, cluster: str, data: bytes,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the survey's own deadline, sent to the node
+    ) -> SurveyResult:
+        """Ask every member of `cluster` through the node (this project's relay extension,
+        `iris.relay.survey`): as `Node.survey`."""
+        try:
+            reply = await self.request(relay_survey.SURVEY_CLUSTER,
+                                       relay_survey.question(cluster, data), timeout)
+        except RemoteError as exc:
+            raise relay_survey.error_of(exc) from None
+        return relay_survey.decode_result(reply)
 
     async def status(self) -> dict[str, Any]:
         """The node's own view: id, peers, leaf set, table fill, clusters, topics, counters."""

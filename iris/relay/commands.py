@@ -46,6 +46,17 @@ class Ask:
 
 
 @dataclass(slots=True)
+class Survey:
+    """This project's extension: the client's survey (a request to `SURVEY_CLUSTER`, whose
+    data is the cluster's name, a NUL byte and the question); its outcome calls
+    `answered(rid, ...)` as a request's does."""
+
+    rid: int
+    data: bytes
+    timeout_s: float
+
+
+@dataclass(slots=True)
 class Status:
     """The node's own view as JSON; call `status(rid, data)`."""
 
@@ -120,5 +131,6 @@ class CloseTunnel:
     handle: Any
 
 
-Command = (Register | Unregister | Broadcast | Publish | Ask | Status | Answer | Drop | Subscribe
-           | Unsubscribe | OpenTunnel | CarryTunnel | SendOnTunnel | Resume | CloseTunnel)
+Command = (Register | Unregister | Broadcast | Publish | Ask | Survey | Status | Answer | Drop
+           | Subscribe | Unsubscribe | OpenTunnel | CarryTunnel | SendOnTunnel | Resume
+           | CloseTunnel)

@@ -33,6 +33,7 @@ from iris.core.limits import TopicLimits
 from iris.errors import IrisError, LimitExceededError, TimeoutError
 from iris.relay import commands as rc
 from iris.relay import protocol as rp
+from iris.relay import survey as relay_survey
 from iris.relay.carrier import Carrier
 from iris.relay.session import DEFAULT_LIMITS, Limits, RelaySession
 from iris.runtime.accept import client_share, serve_listeners
@@ -40,6 +41,7 @@ from iris.runtime.backpressure import Backpressure
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox
 from iris.runtime.log_limit import LogLimit
 from iris.runtime.node import Node, Registration, Responder
+from iris.runtime.survey import SurveyResult
 from iris.runtime.tunnel import Tunnel
 
 log = logging.getLogger("iris.relay.server")
@@ -360,6 +362,27 @@ class RelayConnection:
         except IrisError as exc:
             answered(None, exc)
 
+    def _survey(self, command: rc.Survey) -> None:
+        """This project's extension (`iris.relay.survey`): a survey from the node."""
+        rid, session = command.rid, self.session
+
+        def answered(result: SurveyResult | None, error: IrisError | None) -> None:
+            if result is not None:
+                session.answered(rid, relay_survey.encode_result(result))
+            elif isinstance(error, TimeoutError):
+                session.answered(rid, None, str(error), True)
+            else:
+                session.answered(rid, None, relay_survey.fault(error or IrisError("failed")))
+            self.write_out()
+
+        try:
+            cluster, data = relay_survey.parse_question(command.data)
+            self.node.start_survey(cluster, data, command.timeout_s, answered)
+        except ValueError as exc:
+            answered(None, IrisError(str(exc)))
+        except IrisError as exc:
+            answered(None, exc)
+
     def _status(self, command: rc.Status) -> None:
         status = {**self.node.status(), "relay": self.server.status()}
         self.session.status(command.rid, json.dumps(status).encode())
@@ -575,6 +598,7 @@ class RelayConnection:
 _NOW: dict[type, Callable[[RelayConnection, Any], None]] = {
     rc.Ask: RelayConnection._ask,
     rc.Status: RelayConnection._status,
+    rc.Survey: RelayConnection._survey,
     rc.Answer: RelayConnection._answer,
     rc.Drop: RelayConnection._drop,
     rc.OpenTunnel: RelayConnection._open_tunnel,

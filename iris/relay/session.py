@@ -53,12 +53,16 @@ from iris.relay.commands import (
     SendOnTunnel,
     Status,
     Subscribe,
+    Survey,
     Unregister,
     Unsubscribe,
 )
 from overlay.deadlines import INF, Deadlines
 
 STATUS_CLUSTER = "iris.status"  # answered by the node itself, never routed
+# This project's extension of the relay protocol (not in Iris): a request to this node-local
+# pseudo-cluster runs a survey from the node (`iris.relay.survey`).
+SURVEY_CLUSTER = "iris.survey"
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +275,10 @@ class RelaySession:
         elif self.asking >= self.limits.requests:
             self.out.append(rp.NodeReply.pack(packet.id, False, False,
                                               fault="too many requests in flight"))
+        elif packet.cluster == SURVEY_CLUSTER:
+            self.asking += 1
+            self.commands.append(Survey(packet.id, packet.request,
+                                        max(packet.timeout_ms, 1) / 1000))
         else:
             self.asking += 1
             self.commands.append(Ask(packet.id, packet.cluster, packet.request,

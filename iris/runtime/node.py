@@ -49,7 +49,7 @@ from iris.core import (
 )
 from iris.core import events as ev
 from iris.core.limits import ServiceLimits, TopicLimits, check_payload
-from iris.core.messages import MAX_PAYLOAD
+from iris.core.messages import MAX_PAYLOAD, MAX_SURVEY_ANSWERS, MAX_SURVEY_BYTES
 from iris.errors import (
     ClosedError,
     IrisError,
@@ -64,12 +64,14 @@ from iris.runtime.driver import Runtime
 from iris.runtime.first_step import on_first_wait
 from iris.runtime.handler_queue import HandlerQueue
 from iris.runtime.pause import Spawner
+from iris.runtime.survey import SurveyResult
 from iris.runtime.transport import Address, MemoryTransport, TcpTransport
 from iris.runtime.tunnel import Tunnel
 from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig
 
-__all__ = ["Node", "NodeObserver", "Registration", "Responder", "open_node", "time_left"]
+__all__ = ["Node", "NodeObserver", "Registration", "Responder", "SurveyResult", "open_node",
+           "time_left"]
 
 EventHandler = Callable[[bytes], Awaitable[None]]
 log = logging.getLogger("iris.node")
@@ -152,6 +154,7 @@ class Responder:
 
 
 RequestCallback = Callable[[bytes | None, IrisError | None], None]
+SurveyCallback = Callable[[SurveyResult | None, IrisError | None], None]
 
 
 class NodeObserver(Protocol):
@@ -182,6 +185,8 @@ class Node:
         runtime.on_events = self._on_events
         self._waiting: dict[int, RequestCallback] = {}  # req_id -> what to call with the outcome
         self._early: dict[int, ev.RequestDone] = {}  # outcomes within `core.request` calls
+        self._surveying: dict[int, SurveyCallback] = {}  # sid -> what to call with the outcome
+        self._early_surveys: dict[int, ev.SurveyDone] = {}  # outcomes within `core.survey`
         self._starting = 0  # `start_request` calls under way (a callback may start another)
         self._joined: dict[tuple[str, bool], trio.Event] = {}
         self._handlers: dict[str, Any] = {}
@@ -202,6 +207,8 @@ class Node:
             ev.TunnelDrained: self._on_tunnel_drained,
             ev.TunnelMessage: self._on_tunnel_message,
             ev.TunnelClosed: self._on_tunnel_closed,
+            ev.SurveyReceived: self._on_survey_received,
+            ev.SurveyDone: self._on_survey_done,
         }
 
     # ------------------------------------------------------------------------- facts
@@ -313,6 +320,61 @@ class Node:
             self._waiting[req_id] = on_done
         else:
             _finish(on_done, early)
+
+    async def survey(
+        self, cluster: str, payload: bytes,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the survey's own deadline, not a cancel scope
+        max_bytes: int = MAX_SURVEY_BYTES,
+    ) -> SurveyResult:
+        """Ask every member of `cluster` and gather their answers (`handle_survey`): the
+        answers that came in time and how many members the cluster's tree knew of
+        (`SurveyResult.complete` when all answered). The deadline travels with the question;
+        a member that fails or is too late counts as not answered, never as an error of the
+        survey. NoSuchClusterError when the tree knew of no member; LimitExceededError when
+        the answers exceed `max_bytes` (at most 8 MiB) or 65,536 members; TimeoutError when
+        no answers came back at all (the root failed)."""
+        await self._runtime.backpressure.room()
+        done = trio.Event()
+        outcome: tuple[SurveyResult | None, IrisError | None] = (None, None)
+
+        def finished(result: SurveyResult | None, error: IrisError | None) -> None:
+            nonlocal outcome
+            outcome = (result, error)
+            done.set()
+
+        self.start_survey(cluster, payload, timeout, finished, max_bytes)
+        await done.wait()
+        result, error = outcome
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    def start_survey(self, cluster: str, payload: bytes, timeout: float,
+                     on_done: SurveyCallback, max_bytes: int = MAX_SURVEY_BYTES) -> None:
+        """`survey` without waiting: `on_done(result, None)` or `on_done(None, error)` is called
+        once, from the node's event processing (as `start_request`)."""
+        self._check_open()
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if not 0 < max_bytes <= MAX_SURVEY_BYTES:
+            raise ValueError(f"max_bytes must be in 1..{MAX_SURVEY_BYTES}")
+        check_payload(payload, "survey question")
+        self._starting += 1
+        try:
+            sid = self._runtime.call(
+                lambda: self._runtime.core.survey(cluster, payload, timeout, max_bytes))
+        finally:
+            self._starting -= 1
+
+        def named(result: SurveyResult | None, error: IrisError | None) -> None:
+            on_done(result, error and _named(error, cluster))
+
+        early = self._early_surveys.pop(sid, None)
+        if early is None:
+            self._surveying[sid] = named
+        else:
+            _finish_survey(named, early)
 
     @property
     def congested(self) -> bool:
@@ -493,6 +555,23 @@ class Node:
             self._accept(accept, event.payload, None, "accept_event")
             self._runtime.core.event_done(event.topic, len(event.payload))
 
+    def _on_survey_done(self, event: ev.SurveyDone) -> None:
+        on_done = self._surveying.pop(event.sid, None)
+        if on_done is not None:
+            _finish_survey(on_done, event)
+        elif self._starting:  # within `core.survey`: see start_survey
+            self._early_surveys[event.sid] = event
+
+    def _on_survey_received(self, event: ev.SurveyReceived) -> None:
+        handler = self._handlers.get(event.cluster)
+        if handler is None or not hasattr(handler, "handle_survey"):
+            # No fallback to handle_request: see `_serve_survey`.
+            self._runtime.count("surveys_without_handler")
+            core = self._runtime.core  # counted as not answered; its batch may go now
+            self._runtime.call(lambda: core.survey_answer(event.token, None))
+        else:
+            self._workers.submit(self._serve_survey, event)
+
     def _on_joined(self, event: ev.Joined) -> None:
         joined = self._joined.get((event.name, event.topic))
         if joined is not None:
@@ -574,6 +653,35 @@ class Node:
         finally:  # (the reply took them along if it was written at once)
             self._runtime.release_acks()
 
+    async def _serve_survey(self, event: ev.SurveyReceived) -> None:
+        """Run `handle_survey` and pass its answer on (None, counted as not answered, when it
+        fails, returns no bytes, or is too late). Only `handle_survey` answers surveys, never
+        `handle_request`: a request handler is written to run on one member per request (a
+        job taken from a queue, a counter bumped), and a survey would run it on every member
+        at once."""
+        handler = self._handlers.get(event.cluster)
+        core = self._runtime.core
+        deadline = self._runtime.trio_time(event.deadline)
+        answer: bytes | None = None
+        if handler is None:  # unregistered meanwhile
+            pass
+        elif trio.current_time() < deadline:
+            _deadline.set(deadline)
+            try:
+                reply = await handler.handle_survey(event.payload)
+                if not isinstance(reply, (bytes, bytearray)):
+                    raise TypeError(f"handle_survey returned {type(reply).__name__}, not bytes")
+                answer = bytes(reply)
+                check_payload(answer, "survey answer")
+            except Exception:  # a member's failure: not answered, never the survey's error
+                log.exception("handle_survey of cluster %r raised", event.cluster)
+                self._runtime.count("survey_handler_errors")
+                answer = None
+        else:
+            self._runtime.count("surveys_expired_in_queue")
+        if not self._closed:
+            self._runtime.call(lambda: core.survey_answer(event.token, answer))
+
     async def _serve_broadcast(self, event: ev.BroadcastReceived) -> None:
         handler = self._handlers.get(event.cluster)
         try:
@@ -613,6 +721,9 @@ class Node:
         waiting, self._waiting = self._waiting, {}
         for on_done in waiting.values():
             on_done(None, ClosedError("node closed"))
+        surveying, self._surveying = self._surveying, {}
+        for on_survey in surveying.values():
+            on_survey(None, ClosedError("node closed"))
         tunnels, self._tunnels = self._tunnels, {}
         for tunnel in tunnels.values():
             tunnel._closed(LOST, "node closed")
@@ -637,6 +748,17 @@ def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
         on_done(outcome.payload, None)
     else:
         on_done(None, _error(outcome.status, outcome.error))
+
+
+def _finish_survey(on_done: SurveyCallback, outcome: ev.SurveyDone) -> None:
+    if outcome.status != OK:
+        on_done(None, _error(outcome.status, outcome.error))
+    elif outcome.overflow:
+        on_done(None, LimitExceededError(
+            f"survey answers exceed its limits (max_bytes, at most {MAX_SURVEY_BYTES}; "
+            f"{MAX_SURVEY_ANSWERS} members): {len(outcome.answers)} of {outcome.known} kept"))
+    else:
+        on_done(SurveyResult(dict(outcome.answers), outcome.known), None)
 
 
 # The application's error for an outcome code of the core (iris.core.messages): a request's
