@@ -318,10 +318,26 @@ class Simulation:
         self._advance(end)
 
     def _advance(self, end: float) -> None:
-        """`run_until_time` without the observer."""
+        """`run_until_time` without the observer.
+
+        The per-event path is inlined here: `_flush`, and for the plain datagram network (no
+        connections, loss, duplication, FIFO order or codec) `_transmit` with its delay formula
+        too. Everything that could differ between events (a partition, the workload's hook) is
+        read again where it can change."""
         heap, nodes, wake, out = self._heap, self.nodes, self._wake, self._outbox
         paused = self.paused
         transmit = self._transmit
+        close_links = self._close_links
+        links = self.connections is not None
+        after_call = self.after_call
+        net = self.net
+        positions = net.positions
+        cfg = net.config
+        # The datagram network without faults: each message is one heap entry, its delay the
+        # formula of `Network.delay` (the same operations in the same order: same digests).
+        plain = not (links or self.wire or cfg.fifo or cfg.loss or cfg.duplicate)
+        min_delay, per_unit, jitter = cfg.min_delay_s, cfg.per_unit_s, cfg.jitter_s
+        random = self.rng.random
         events = 0
         gc_saved = gc.get_threshold()
         gc.set_threshold(*_GC_THRESHOLD)
@@ -349,15 +365,32 @@ class Simulation:
                 else:
                     events += 1
                     a()
+                    after_call = self.after_call
                     continue
                 # `_flush(node)`, inlined.
-                if self.after_call is not None:
-                    self.after_call(node)
+                if after_call is not None:
+                    after_call(node)
                 if out:
-                    transmit(a, out)
+                    if plain and net.groups is None:
+                        # `_transmit`, inlined for the plain network.
+                        here = positions[a]
+                        seq = self._seq
+                        for dest, msg in out:
+                            there = positions.get(dest)
+                            if there is None:
+                                self.messages_dropped += 1
+                                continue
+                            seq += 1
+                            heappush(heap, (when + (min_delay + abs(here - there) * per_unit
+                                                    - log(1.0 - random()) * jitter),
+                                            seq, _DELIVER, dest, a, msg))
+                        self._seq = seq
+                        self.messages_sent += len(out)
+                    else:
+                        transmit(a, out)
                     out.clear()
-                if node.failed:
-                    self._close_links(node)
+                if links and node.failed:
+                    close_links(node)
                 deadline = node.next_deadline
                 if deadline < wake.get(a, INF):
                     wake[a] = deadline
