@@ -103,7 +103,6 @@ class Simulation:
         self._current: list[_Event] = []
         self._current_bucket = -1
         self._seq = 0
-        self._wake: dict[int, float] = {}
         self._link_last: dict[Any, float] = {}  # FIFO links: last arrival per link
         self.connections = Connections(self, links) if links is not None else None
         self.paused: dict[int, list[tuple[float, int, Message]]] = {}  # node -> its backlog
@@ -139,7 +138,7 @@ class Simulation:
         if seeds is None:
             seeds = (self.random_active(),) if self.active else ()
         node.start(self.now, seeds)
-        self._flush(node)
+        self._flush(node, INF)
         return node_id
 
     def mark_active(self, node_id: int) -> None:
@@ -154,7 +153,6 @@ class Simulation:
         self.active.discard(node_id)
         for i, count in enumerate(node.sent):
             self._retired_sent[i] += count
-        self._wake.pop(node_id, None)
         self.paused.pop(node_id, None)
         if self.connections is not None:
             self.connections.forget(node_id)
@@ -165,16 +163,18 @@ class Simulation:
         node = self.nodes.get(node_id)
         if node is None:
             return
+        pending = node.next_deadline
         node.leave(self.now)
-        self._flush(node)
+        self._flush(node, pending)
         self.crash(node_id)
 
     def call(self, node_id: int, fn: Callable[[OverlayNode], Any]) -> None:
         """Give node `node_id` an input from its application, then send what it produced."""
         node = self.nodes.get(node_id)
         if node is not None and node_id not in self.paused:  # a paused application acts not
+            pending = node.next_deadline
             fn(node)
-            self._flush(node)
+            self._flush(node, pending)
 
     def random_active(self) -> int:
         node_id: int = self.active[self.rng.randrange(len(self.active))]  # SortedList is untyped
@@ -214,13 +214,15 @@ class Simulation:
         now = self.now
         for arrived, src, msg in backlog:
             self.arrival_age(node, now - arrived)
+            pending = node.next_deadline
             node.receive(src, msg, now)
-            self._flush(node)
+            self._flush(node, pending)
         self.arrival_age(node, 0.0)
-        self._wake.pop(node_id, None)
+        # Its wake-up passed while it was paused (or is still queued): one more, whatever is
+        # queued (one of the two finds the deadline moved on and is skipped).
         if node.next_deadline <= now:
             node.handle_timer(now)
-        self._flush(node)
+        self._flush(node, INF)
 
     # ----------------------------------------------------------------------- scheduling
     def _push(self, when: float, kind: int, a: Any, b: Any = None, c: Any = None) -> None:
@@ -272,9 +274,15 @@ class Simulation:
         """Run `fn()` at simulated time `when` (scenario actions, workloads)."""
         self._push(when, _CALL, fn)
 
-    def _flush(self, node: OverlayNode) -> None:
+    def _flush(self, node: OverlayNode, pending: float) -> None:
         """Send what `node` produced and keep one wake-up pending at its next deadline.
-        (`_advance` has this inlined: it runs after every event.)"""
+        `pending` is the wake-up queued for it before this input: its `next_deadline` then, or
+        INF if none is. (`_advance` has this inlined: it runs after every event.)
+
+        The engine keeps no record of the wake-ups it queued: a node's queued wake-up is its
+        `next_deadline` after its last input, since every input goes through the engine and
+        the engine queues one whenever an input moves the deadline. A wake-up popped at any
+        other time than the node's `next_deadline` is a superseded one."""
         if self.after_call is not None:
             self.after_call(node)
         out = self._outbox
@@ -284,8 +292,7 @@ class Simulation:
         if node.failed:
             self._close_links(node)
         deadline = node.next_deadline
-        if deadline < self._wake.get(node.id, INF):
-            self._wake[node.id] = deadline
+        if deadline != pending and deadline < INF:
             self._push(deadline, _WAKE, node.id)
 
     def _close_links(self, node: OverlayNode) -> None:
@@ -380,7 +387,7 @@ class Simulation:
         datagram network (no connections, loss, duplication, FIFO order or codec) `_transmit`
         with its delay formula too. What could change between events (a partition, the
         workload's hook) is read again where it can change."""
-        nodes, wake, out = self.nodes, self._wake, self._outbox
+        nodes, out = self.nodes, self._outbox
         buckets, bucket_heap = self._buckets, self._bucket_heap
         insert_current, next_bucket = self._insert_current, self._next_bucket
         current, current_bucket = self._current, self._current_bucket
@@ -420,20 +427,22 @@ class Simulation:
                     if paused and a in paused:
                         paused[a].append((when, b, c))
                         continue
+                    pending = node.next_deadline
                     node.receive(b, c, when)
                 elif kind == _WAKE:
-                    if wake.get(a) != when or (paused and a in paused):
-                        continue  # superseded, the node is gone, or paused (woken on resume)
+                    node = nodes.get(a)
+                    if node is None or node.next_deadline != when or (paused and a in paused):
+                        continue  # the node is gone, the wake-up superseded, or paused (woken
+                        # on resume)
                     events += 1
-                    del wake[a]
-                    node = nodes[a]
+                    pending = INF
                     node.handle_timer(when)
                 else:
                     events += 1
                     a()
                     after_call = self.after_call
                     continue
-                # `_flush(node)`, inlined.
+                # `_flush(node, pending)`, inlined.
                 if after_call is not None:
                     after_call(node)
                 if out:
@@ -467,8 +476,7 @@ class Simulation:
                 if links and node.failed:
                     close_links(node)
                 deadline = node.next_deadline
-                if deadline < wake.get(a, INF):
-                    wake[a] = deadline
+                if deadline != pending and deadline < INF:
                     self._seq += 1
                     bucket = int(deadline * per_s)
                     if bucket > current_bucket:
