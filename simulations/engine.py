@@ -218,8 +218,8 @@ class Simulation:
             node.receive(src, msg, now)
             self._flush(node, pending)
         self.arrival_age(node, 0.0)
-        # Its wake-up passed while it was paused (or is still queued): one more, whatever is
-        # queued (one of the two finds the deadline moved on and is skipped).
+        # Its wake-ups were skipped while it was paused: queue one at its deadline whatever is
+        # queued already (a second one due then finds the deadline moved on and is skipped).
         if node.next_deadline <= now:
             node.handle_timer(now)
         self._flush(node, INF)
@@ -264,11 +264,6 @@ class Simulation:
         self._current = current
         self._current_bucket = bucket
         return True
-
-    @property
-    def pending_events(self) -> int:
-        """Events queued and not yet run (superseded wake-ups included)."""
-        return len(self._current) + sum(map(len, self._buckets.values()))
 
     def at(self, when: float, fn: Callable[[], Any]) -> None:
         """Run `fn()` at simulated time `when` (scenario actions, workloads)."""
