@@ -18,7 +18,7 @@ from overlay.ids import MASK, RING, ring_distance
 
 
 class LeafSet:
-    __slots__ = ("owner", "half", "left", "right", "_snapshot", "_rmax", "_lmax")
+    __slots__ = ("owner", "half", "left", "right", "_rmax", "_lmax")
 
     def __init__(self, owner: int, size: int = 16) -> None:
         if size < 2 or size % 2:
@@ -27,7 +27,6 @@ class LeafSet:
         self.half = size // 2
         self.left: list[int] = []
         self.right: list[int] = []
-        self._snapshot: tuple[int, ...] | None = None
         # Distance to the farthest member of a full side (RING while the side has room):
         # a node nearer than this belongs in that side.
         self._rmax = RING
@@ -41,7 +40,6 @@ class LeafSet:
         return (self.owner - node) & MASK
 
     def _changed(self) -> None:
-        self._snapshot = None
         half = self.half
         self._rmax = self._cw(self.right[-1]) if len(self.right) == half else RING
         self._lmax = self._ccw(self.left[-1]) if len(self.left) == half else RING
@@ -54,13 +52,17 @@ class LeafSet:
         return len(self.members())
 
     def members(self) -> tuple[int, ...]:
-        """Every member once, right side first (cached until the set changes)."""
-        snap = self._snapshot
-        if snap is None:
-            seen = dict.fromkeys(self.right)
-            seen.update(dict.fromkeys(self.left))
-            snap = self._snapshot = tuple(seen)
-        return snap
+        """Every member once, right side first.
+
+        Built on each call rather than cached: a cached copy cost ~170 bytes per node, and
+        while the two sides cannot meet (every ring larger than L + 1 nodes) it is one copy of
+        two short lists."""
+        right, left = self.right, self.left
+        if self._rmax + self._lmax < RING:
+            return (*right, *left)  # the sides' arcs do not meet: no node is on both
+        seen = dict.fromkeys(right)
+        seen.update(dict.fromkeys(left))
+        return tuple(seen)
 
     def complete(self) -> bool:
         """Both sides hold L/2 nodes: the ring is larger than what this set can see."""

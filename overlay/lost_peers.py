@@ -18,7 +18,6 @@ about `sweep_s` of its end, by whichever node of either side sweeps first, for o
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,7 +68,10 @@ class LostPeers(dict[int, LostPeer]):
         self.first_retry_s = first_retry_s
         self.max_retry_s = max_retry_s
         self.sweep = sweep  # None: never swept
-        self._losses: deque[float] = deque(maxlen=sweep.burst if sweep else 1)  # latest losses
+        # The times of the latest `sweep.burst` losses, oldest first. A short list, made on the
+        # first loss: a deque with a `maxlen` costs ~760 bytes, and most nodes never lose a peer
+        # (the simulator holds this record for every node).
+        self._losses: list[float] | None = None
         self.sweep_until = -INF
         self.next_sweep = INF
 
@@ -83,7 +85,11 @@ class LostPeers(dict[int, LostPeer]):
         first_try = now + jitter(self.first_retry_s) if retry else INF
         self[peer] = LostPeer(now, first_try, self.first_retry_s)
         losses, sweep = self._losses, self.sweep
+        if losses is None:
+            losses = self._losses = []
         losses.append(now)
+        if len(losses) > (sweep.burst if sweep else 1):
+            del losses[0]
         if (sweep is not None and len(losses) == sweep.burst
                 and now - losses[0] <= sweep.burst_window_s):
             self.sweep_until = now + sweep.for_s

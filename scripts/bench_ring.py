@@ -5,6 +5,13 @@
 Prints wall time, simulated events per wall second (with the real protocol handlers), peak RSS
 and memory per node ((peak RSS - RSS before the nodes exist) / N), hops and correctness, and
 whether every checker passed. `--json` prints one JSON object instead.
+
+The simulator's rate is read against a trivial heapq event loop timed in the same process
+(`baseline_*`), three times (before the nodes exist, after the join, after the lookups): on a
+shared machine one sample catches whatever else runs at that moment, so the median is used.
+Each rate is given per wall second and per CPU second of this process (`*_cpu_*`): the
+CPU-time figures do not count the time the process waited for a core, which other people's
+work on a 2-core machine makes vary by a factor of two from run to run.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 
@@ -30,19 +38,20 @@ from simulations.scenarios import (  # noqa: E402
 )
 
 
-def baseline_events_per_s(count: int = 1_000_000) -> float:
+def baseline_events_per_s(count: int = 1_000_000) -> tuple[float, float]:
     """A plain heapq event loop with a no-op handler, timed in this process: the machine's
     speed right now, to read the simulator's rate against (this 2-core machine's speed
-    drifts by more than the differences we want to see)."""
+    drifts by more than the differences we want to see). Events per wall second and per CPU
+    second."""
     import heapq
 
     heap: list[tuple[float, int]] = [(float(i % 1000), i) for i in range(1000)]
     heapq.heapify(heap)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(count):
         when, n = heapq.heappop(heap)
         heapq.heappush(heap, (when + 1.0, n))
-    return count / (time.perf_counter() - t0)
+    return count / (time.perf_counter() - t0), count / (time.process_time() - c0)
 
 
 def rss_bytes() -> int:
@@ -66,14 +75,19 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    baseline = baseline_events_per_s()
+    baselines = [baseline_events_per_s()]
     rss_before = rss_bytes()
     wall0 = time.perf_counter()
+    cpu0 = time.process_time()
     opts = ScenarioOptions(nodes=args.nodes, seed=args.seed, join_rate=args.join_rate)
     sim = make_sim(opts)
     built = build_ring(sim, opts)
     wall_join = time.perf_counter() - wall0
+    cpu_join = time.process_time() - cpu0
     events_join = sim.events
+    baselines.append(baseline_events_per_s())
+    wall0 += time.perf_counter() - wall0 - wall_join  # the baseline's time is not the run's
+    cpu0 += time.process_time() - cpu0 - cpu_join
 
     maintenance = measure_maintenance(sim, 30.0)
     wall1 = time.perf_counter()
@@ -82,7 +96,11 @@ def main() -> int:
     wall_lookups = time.perf_counter() - wall1
     events_lookups = sim.events - events1
     wall_total = time.perf_counter() - wall0
+    cpu_total = time.process_time() - cpu0
     peak = peak_rss_bytes()
+    baselines.append(baseline_events_per_s())
+    baseline = statistics.median(b[0] for b in baselines)
+    baseline_cpu = statistics.median(b[1] for b in baselines)
 
     result = {
         "nodes": args.nodes,
@@ -104,8 +122,13 @@ def main() -> int:
         "events": sim.events,
         "events_per_s": round(sim.events / wall_total),
         "baseline_trivial_events_per_s": round(baseline),
+        "baseline_samples": [round(b[0]) for b in baselines],
         "events_per_s_over_baseline": round(sim.events / wall_total / baseline, 4),
+        "events_per_cpu_s": round(sim.events / cpu_total),
+        "baseline_trivial_events_per_cpu_s": round(baseline_cpu),
+        "events_per_cpu_s_over_baseline": round(sim.events / cpu_total / baseline_cpu, 4),
         "wall_s": round(wall_total, 2),
+        "cpu_s": round(cpu_total, 2),
         "rss_before_mb": round(rss_before / 2**20, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
         "bytes_per_node": round((peak - rss_before) / args.nodes),
