@@ -87,7 +87,7 @@ class MessagingCore(OverlayApp):
         self.walk = Walk(state, self.trees_protocol, self.requests.arrive,
                          self.tunnels_protocol.accept)
         self.flood = Flooding(state)
-        self.surveys = Surveys(state, self.trees_protocol)
+        self.surveys = Surveys(state)
         self._direct: dict[type[Message], Callable[[int, Any], None]] = {
             TreeAck: self.trees_protocol.on_tree_ack,
             Prune: self.trees_protocol.on_prune,

@@ -51,7 +51,6 @@ from iris.core.messages import (
 )
 from iris.core.requests import milliseconds
 from iris.core.state import TK_BITS, TK_SURVEY, CoreState, cluster_group
-from iris.core.trees import Trees
 
 Answer = tuple[int, bytes]
 
@@ -88,11 +87,10 @@ class Visit:
 
 
 class Surveys:
-    __slots__ = ("state", "trees", "pending", "visits", "by_vid", "tokens", "parked", "trace")
+    __slots__ = ("state", "pending", "visits", "by_vid", "tokens", "parked", "trace")
 
-    def __init__(self, state: CoreState, trees: Trees) -> None:
+    def __init__(self, state: CoreState) -> None:
         self.state = state
-        self.trees = trees
         self.pending: dict[int, float] = {}  # sid -> deadline (surveys this node started)
         self.visits: dict[tuple[int, int], Visit] = {}  # (origin, sid) -> this node's part
         self.by_vid: dict[int, Visit] = {}  # timer ids
