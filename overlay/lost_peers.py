@@ -75,14 +75,12 @@ class LostPeers(dict[int, LostPeer]):
         self.sweep_until = -INF
         self.next_sweep = INF
 
-    def remember(self, peer: int, now: float, jitter: Callable[[float], float],
-                 retry: bool = True) -> float:
+    def remember(self, peer: int, now: float, jitter: Callable[[float], float]) -> float:
         """Record `peer` as lost now (a full record forgets the peer lost longest ago);
-        return when it is first retried (or swept). Without `retry` it is only remembered
-        (named alive by someone, it is still retried at once; a sweep may pick it)."""
+        return when it is first retried (or swept)."""
         if peer not in self and len(self) >= self.size:
             del self[min(self, key=lambda p: self[p].lost_at)]
-        first_try = now + jitter(self.first_retry_s) if retry else INF
+        first_try = now + jitter(self.first_retry_s)
         self[peer] = LostPeer(now, first_try, self.first_retry_s)
         losses, sweep = self._losses, self.sweep
         if losses is None:

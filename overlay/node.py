@@ -579,11 +579,7 @@ class OverlayNode:
                 self._start_sweep()  # a failure we were told of, confirmed
             self._release(peer)
             return
-        # Retried (partition heal) by the nodes that found it dead themselves; the ones that
-        # only verified a notice remember it for the gossip hints, and retry it only if
-        # someone names it alive (under churn a dozen verifiers retried every dead node for
-        # an hour: 0.4 messages per node per second).
-        self._remember_lost(peer, retry=purpose != P_VERIFY)
+        self._remember_lost(peer)
         told: tuple[int, ...] | set[int] = ()
         if in_leaf and purpose in (P_NEIGHBOUR, P_SUSPECT):
             told = set(chain(self.leaf.members(), self.table.entries()))
@@ -980,8 +976,8 @@ class OverlayNode:
         self._route_step(msg, avoid + (nh,), attempt + 1)
 
     # ------------------------------------------------------------------- partition heal
-    def _remember_lost(self, peer: int, retry: bool = True) -> None:
-        self._arm_heal(self._lost.remember(peer, self.now, self._jitter, retry))
+    def _remember_lost(self, peer: int) -> None:
+        self._arm_heal(self._lost.remember(peer, self.now, self._jitter))
 
     def _arm_heal(self, when: float) -> None:
         if when < self._heal_at:

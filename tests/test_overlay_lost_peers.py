@@ -72,11 +72,3 @@ def test_several_losses_at_once_start_a_sweep_of_the_record_and_it_ends():
     assert extra[0] == 27.0 and extra[-1] <= 22.0 + 60.0 + 5.0
     assert all(b - a == 5.0 for a, b in zip(extra, extra[1:], strict=False))
     assert len(extra) >= 11
-
-
-def test_a_peer_remembered_without_retry_is_kept_for_hints_but_not_retried():
-    lost = LostPeers(size=4, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0)
-    assert lost.remember(4, 0.0, no_jitter, retry=False) == INF
-    assert lost.lost_within(4, 30.0, 60.0)  # a neighbour still listing it is told
-    assert lost.soonest() == INF and lost.due(1000.0, no_jitter) == []
-    assert lost[4].retry_early(10.0, gap=5.0)  # named alive by someone: tried at once
