@@ -146,9 +146,11 @@ class Guest:
             context.run(setting[0].set, setting[1])
         return self.loop.create_task(coro, context=context)
 
-    async def in_asyncio(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run an application coroutine on the asyncio loop; its result (or exception)."""
-        task = self.start_in_asyncio(coro)
+    async def in_asyncio(self, coro: Coroutine[Any, Any, T],
+                         setting: tuple[contextvars.ContextVar[Any], Any] | None = None) -> T:
+        """Run an application coroutine on the asyncio loop (with `setting` as
+        `start_in_asyncio` takes it); its result (or exception)."""
+        task = self.start_in_asyncio(coro, setting)
         done = trio.Event()
         task.add_done_callback(lambda _: done.set())
         try:

@@ -251,17 +251,10 @@ def handler_for(guest: Guest, handler: Any, node: bool = True) -> SimpleNamespac
         methods["accept_request"] = accept_request
     if hasattr(handler, "handle_survey") and node:
         async def handle_survey(data: bytes) -> bytes:
-            # Run as `in_asyncio` does, with the survey's deadline for `time_left()`.
+            # With the survey's deadline for `time_left()`.
             deadline = time.monotonic() + trio_node.time_left()
-            task = guest.start_in_asyncio(handler.handle_survey(data), (_deadline, deadline))
-            done = trio.Event()
-            task.add_done_callback(lambda _: done.set())
-            try:
-                await done.wait()
-            except trio.Cancelled:
-                task.cancel()
-                raise
-            answer: bytes = task.result()
+            answer: bytes = await guest.in_asyncio(handler.handle_survey(data),
+                                                   (_deadline, deadline))
             return answer
         methods["handle_survey"] = handle_survey
     if hasattr(handler, "handle_broadcast"):
