@@ -191,13 +191,23 @@ async def test_a_link_whose_write_is_not_taken_for_the_bound_is_closed():
                 return stream
 
         a.transport = Transport()
-        real.close_listener(a.host, a.port)  # only a dials: its link to b is a stalling one
+        real.close_listener(a.host, a.port)  # only a dials: its links to b are stalling ones
         a.link_policy.stall_s = 0.2
         old = a.links.pop(b.node_id)  # the next frame to b dials through the stalling transport
         a._close_link(old, "links_closed_for_the_test")
         await nodes[0].register("svc", Echo())
-        await wait_until(lambda: streams and a.links.get(b.node_id) is not None
-                         and a.links[b.node_id].stream is streams[-1])
-        streams[-1].stalled = True
-        a.call(lambda: a._send(b.node_id, Ping(1, False, True)))
-        await wait_until(lambda: a.counters.get("links_closed_stalled"))
+
+        def stall_the_link_to_b():
+            """Stall a's open link to b and write to it. b may close a link meanwhile (it
+            cannot dial a, and may declare it failed): the next one gets the same."""
+            if a.counters.get("links_closed_stalled"):
+                return True
+            link = a.links.get(b.node_id)
+            if link is None or (link.session is not None and link.stream is streams[-1]
+                                and not streams[-1].stalled):
+                if link is not None:
+                    streams[-1].stalled = True
+                a.call(lambda: a._send(b.node_id, Ping(1, False, True)))
+            return False
+
+        await wait_until(stall_the_link_to_b)
