@@ -39,7 +39,7 @@ small = st.binary(max_size=200)
 weights = st.integers(0, 2**32 - 1)
 paths = st.lists(ids, max_size=im.MAX_ANCESTORS).map(tuple)
 messaging = st.one_of(
-    st.builds(im.Subscribe, ids, ids, weights),
+    st.builds(im.Subscribe, ids, ids, weights, weights),
     st.builds(im.TreeAck, ids, weights, paths),
     st.builds(im.Prune, ids),
     st.builds(im.TreeUp, st.lists(st.tuples(ids, weights), max_size=5).map(tuple)),

@@ -45,14 +45,17 @@ BROKEN = 5  # a tunnel end broke the tunnel's rules (chunk order, framing, credi
 LOST = 6  # a tunnel's other end is gone (failed, unreachable, or no longer knows the tunnel)
 
 
-@wire_message(32, ID, ID, U32)
+@wire_message(32, ID, ID, U32, U32)
 class Subscribe(Message):
     """Routed toward `group`: `subscriber` asks to become a child of the first tree node on the
-    way (or of the root); `weight` is the capacity of its subtree."""
+    way (or of the root); `weight` is the capacity of its subtree. `orphans`: the capacity of
+    the rest of the tree beyond a parent it lost, not found again since (those members graft
+    anew too; until they do, a new root counts them as not answering a survey)."""
 
     group: int
     subscriber: int
     weight: int
+    orphans: int
 
 
 @wire_message(33, ID, U32, ids(MAX_ANCESTORS))

@@ -11,10 +11,11 @@ the deadline runs out. A batch carries the answers of its subtree, (member node 
 `known`, the members the subtree knew of, answered or not; a neighbour that did not report in
 time (dead, cut off, too slow) counts with the capacity its last tree beat reported (its
 members, when each member node registers once), and so do children the node dropped as dead
-recently, whose members are orphans until they graft again (`GroupTree.lost`). A new root that
-knows no tree yet holds the question while it settles, as a walk does
-(`Walk._wait_for_members`). So the origin gets one message, not one per member, and tells "every
-member answered" (`len(answers) == known`) from "the deadline came first".
+recently, whose members are orphans until they graft again (`GroupTree.lost`); an orphan's graft
+tells a new root how many it left behind (`Subscribe.orphans`). A new root that knows no tree
+yet holds the question while it settles, as a walk does (`Walk._wait_for_members`). So the
+origin gets one message, not one per member, and tells "every member answered"
+(`len(answers) == known`) from "the deadline came first".
 
 The deadline travels with the question (`SurveyAsk.time_left_ms`, counted from arrival as a
 request's is): the root gets `survey_root_share` of the caller's timeout, and each node passes

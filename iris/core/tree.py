@@ -18,7 +18,7 @@ from iris.core.messages import MAX_ANCESTORS
 class GroupTree:
     __slots__ = (
         "group", "name", "topic", "parent", "ancestors", "children", "local", "up_weight",
-        "parent_heard", "grafting", "graft_sent", "lost", "lost_above",
+        "parent_heard", "grafting", "graft_sent", "lost", "lost_above", "gained", "rooted_at",
     )
 
     def __init__(self, group: int, name: str | None, topic: bool, now: float) -> None:
@@ -35,6 +35,8 @@ class GroupTree:
         self.graft_sent = now
         self.lost: list[list[float]] | None = None  # [until, capacity] of children lost
         self.lost_above: list[float] | None = None  # [until, capacity] beyond a lost parent
+        self.gained = 0.0  # capacity grafted to us since the parent last said `up_weight`
+        self.rooted_at = now  # when this node last became the tree's top (made, or orphaned)
 
     def lose_child(self, child: int, until: float) -> bool:
         """Drop `child` as dead (not pruned by itself): its capacity is remembered as lost
@@ -48,13 +50,48 @@ class GroupTree:
             self.lost.append([until, entry[0]])
         return True
 
-    def lose_parent(self, until: float) -> None:
+    def lose_parent(self, now: float, until: float) -> None:
         """Our parent is dead: the rest of the tree beyond it (`up_weight`) is orphaned too.
         Should this node end up the root, those members are remembered as lost until they
-        graft to it (or `until`); a new parent makes them someone else's business."""
+        graft to it (or `until`); a new parent makes them someone else's business. Members
+        that grafted to us since the parent last counted the rest of the tree are in
+        `up_weight` still (orphans of the same death that noticed it first): not lost."""
         self.parent = None
-        if self.up_weight > 0:
-            self.lost_above = [until, float(self.up_weight)]
+        self.rooted_at = now
+        orphans = self.up_weight - self.gained
+        if orphans > 0:
+            self.lost_above = [until, float(orphans)]
+
+    def outside_is(self, weight: int) -> None:
+        """The parent counted the rest of the tree: `weight`, with every graft to us so far."""
+        self.up_weight = weight
+        self.gained = 0.0
+
+    def adopted(self, child: int, weight: float) -> None:
+        """`child` grafted with `weight`: a new child perhaps makes up for lost ones, and
+        counts as gained until the parent next counts the rest of the tree."""
+        if child not in self.children:
+            if self.lost or self.lost_above:
+                self.regained(weight)
+            if self.parent is not None:
+                self.gained += weight
+
+    def orphans_above(self, now: float) -> int:
+        """Capacity beyond the parent we lost, not grafted back to us (0 with a parent)."""
+        above = self.lost_above
+        if self.parent is not None or above is None or above[0] <= now:
+            return 0
+        return max(0, int(above[1]))
+
+    def orphans_reported(self, child_weight: float, orphans: int, until: float) -> None:
+        """A child that lost its parent grafted to us, reporting `orphans` beyond it: those
+        we do not count already (our subtree less the child's) are lost to us too, unless we
+        have a parent, whose side of the tree is someone else's business."""
+        if self.parent is not None or orphans <= 0:
+            return
+        missing = orphans - (self.weight - child_weight)
+        if missing > 0 and (self.lost_above is None or self.lost_above[1] < missing):
+            self.lost_above = [until, float(missing)]
 
     def lost_weight(self, now: float) -> int:
         """Capacity of the children lost recently whose members have not grafted back (and,
@@ -113,3 +150,4 @@ class GroupTree:
         self.parent_heard = now
         self.grafting = False
         self.lost_above = None
+        self.gained = 0.0

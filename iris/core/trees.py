@@ -66,12 +66,14 @@ class Trees:
         state = self.state
         tree.grafting = True
         tree.graft_sent = state.now
-        state.node.route(tree.group, Subscribe(tree.group, state.node.id, tree.weight))
+        state.node.route(tree.group, Subscribe(tree.group, state.node.id, tree.weight,
+                                              tree.orphans_above(state.now)))
 
-    def _adopt(self, tree: GroupTree, child: int, weight: int) -> None:
-        if tree.lost and child not in tree.children:
-            tree.regained(weight)
+    def _adopt(self, tree: GroupTree, child: int, weight: int, orphans: int) -> None:
+        tree.adopted(child, weight)
         tree.children[child] = [weight, self.state.now]
+        if orphans:
+            tree.orphans_reported(weight, orphans, self._lost_until())
         self.state.node.send(child, TreeAck(tree.group, tree.weight_outside(child),
                                             tree.ancestors[: MAX_ANCESTORS - 1]))
 
@@ -86,7 +88,7 @@ class Trees:
             if child in tree.ancestors:
                 return msg  # adopting our own ancestor would close a loop: let it pass
             before = tree.weight
-            self._adopt(tree, child, msg.weight)
+            self._adopt(tree, child, msg.weight, msg.orphans)
             if tree.weight != before:
                 self._send_up(tree)
             return None
@@ -95,11 +97,11 @@ class Trees:
             return None  # the subscriber's graft times out and is retried
         # Not in the tree yet: become a forwarder, adopt the child, and graft ourselves.
         tree = state.trees[msg.group] = GroupTree(msg.group, None, False, state.now)
-        self._adopt(tree, child, msg.weight)
+        self._adopt(tree, child, msg.weight, msg.orphans)
         tree.grafting = True
         tree.graft_sent = state.now
         state.ensure_tick()
-        return Subscribe(msg.group, state.node.id, tree.weight)
+        return Subscribe(msg.group, state.node.id, tree.weight, tree.orphans_above(state.now))
 
     def subscribe_at_root(self, msg: Subscribe) -> None:
         """A graft reached the group's root, which is us."""
@@ -125,7 +127,7 @@ class Trees:
             tree.grafting = False
         if msg.subscriber in tree.ancestors:
             return
-        self._adopt(tree, msg.subscriber, msg.weight)
+        self._adopt(tree, msg.subscriber, msg.weight, msg.orphans)
 
     def _grafted(self, tree: GroupTree) -> None:
         if tree.name is not None:
@@ -143,7 +145,7 @@ class Trees:
             return
         was_grafting = tree.grafting
         tree.set_parent(src, msg.ancestors, state.now)
-        tree.up_weight = msg.outside
+        tree.outside_is(msg.outside)
         if was_grafting:
             self._grafted(tree)
 
@@ -185,7 +187,7 @@ class Trees:
             if tree is None or tree.parent != src:
                 state.node.send(src, Prune(group))
                 continue
-            tree.up_weight = weight
+            tree.outside_is(weight)
             tree.parent_heard = state.now
             tree.ancestors = (src, *ancestors)[:MAX_ANCESTORS]
 
@@ -220,7 +222,7 @@ class Trees:
     def neighbour_failed(self, peer: int) -> None:
         for tree in list(self.state.trees.values()):
             if tree.parent == peer:
-                tree.lose_parent(self._lost_until())
+                tree.lose_parent(self.state.now, self._lost_until())
                 self.graft(tree)
             if tree.lose_child(peer, self._lost_until()):
                 self.after_weight_change(tree)
@@ -232,7 +234,7 @@ class Trees:
             if tree.lose_child(peer, self._lost_until()):
                 self.after_weight_change(tree)
             elif tree.parent == peer:
-                tree.lose_parent(self._lost_until())
+                tree.lose_parent(self.state.now, self._lost_until())
                 self.graft(tree)
 
     # ------------------------------------------------------------------------ the beat
@@ -253,7 +255,7 @@ class Trees:
                 if now - tree.graft_sent >= cfg.graft_retry_s:
                     self.graft(tree)
             elif tree.parent is not None and now - tree.parent_heard > silence:
-                tree.lose_parent(now + silence)
+                tree.lose_parent(now, now + silence)
                 self.graft(tree)
             elif tree.parent is None and not state.node.is_root(tree.group):
                 self.graft(tree)
