@@ -627,6 +627,12 @@ class Node:
             if responder is not None:
                 responder.fail(str(exc) or type(exc).__name__)
 
+    def _request_waits(self) -> None:
+        """A request handler waits: its acknowledgements leave now, and the jobs queued behind
+        it get workers of their own (`WorkerPool.spread`)."""
+        self._runtime.release_acks()
+        self._workers.spread()
+
     async def _serve_request(self, event: ev.RequestReceived) -> None:
         handler = self._handlers.get(event.cluster)
         core = self._runtime.core
@@ -641,7 +647,7 @@ class Node:
             if handler is None or not hasattr(handler, "handle_request"):
                 raise IrisError("no request handler registered")
             reply = await on_first_wait(handler.handle_request(event.payload),
-                                        self._runtime.release_acks)
+                                        self._request_waits)
             if not isinstance(reply, (bytes, bytearray)):
                 raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
             data = bytes(reply)
@@ -668,7 +674,8 @@ class Node:
         elif trio.current_time() < deadline:
             _deadline.set(deadline)
             try:
-                reply = await handler.handle_survey(event.payload)
+                reply = await on_first_wait(handler.handle_survey(event.payload),
+                                            self._workers.spread)
                 if not isinstance(reply, (bytes, bytearray)):
                     raise TypeError(f"handle_survey returned {type(reply).__name__}, not bytes")
                 answer = bytes(reply)
@@ -686,7 +693,8 @@ class Node:
         handler = self._handlers.get(event.cluster)
         try:
             if handler is not None and hasattr(handler, "handle_broadcast"):
-                await handler.handle_broadcast(event.payload)
+                await on_first_wait(handler.handle_broadcast(event.payload),
+                                    self._workers.spread)
         except Exception:  # one bad message must not take the node down
             log.exception("handle_broadcast of cluster %r raised", event.cluster)
             self._runtime.count("broadcast_handler_errors")
