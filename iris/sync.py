@@ -668,7 +668,7 @@ class RelayClient:
         finally:
             thread.close()
 
-    def request(self, cluster: str, data: bytes, timeout: float) -> bytes:
+    def request(self, cluster: str, data: bytes, timeout: float = 5.0) -> bytes:
         """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise
         (LimitExceededError, before anything is sent, for more than the overlay carries)."""
         reply: bytes = self._thread.call(self._client.request, cluster, data, timeout)

@@ -989,6 +989,7 @@ async def test_python_client_multiplexes_requests_events_and_broadcasts(relay):
                 for i in range(50):
                     nursery.start_soon(ask, i)
             assert replies == {i: b"M%d" % i for i in range(50)}
+            assert await caller.request("upper", b"default") == b"DEFAULT"  # 5 s, as a node's
             with pytest.raises(iris.RemoteError, match="refused"):
                 await caller.request("upper", b"fail", timeout=5)
             # A remote error: the protocol's only kind of error.

@@ -52,7 +52,7 @@ class RelayClient:
 
     async def request(
         self, cluster: str, data: bytes,
-        timeout: float,  # noqa: ASYNC109 - the request's own deadline, sent to the node
+        timeout: float = 5.0,  # noqa: ASYNC109 - the request's own deadline, sent to the node
     ) -> bytes:
         reply: bytes = await self._guest.call(self._client.request, cluster, data, timeout)
         return reply

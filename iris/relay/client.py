@@ -145,10 +145,11 @@ class RelayClient:
     # ------------------------------------------------------------------------- the API
     async def request(
         self, cluster: str, data: bytes,
-        timeout: float,  # noqa: ASYNC109 - the request's own deadline, sent to the node
+        timeout: float = 5.0,  # noqa: ASYNC109 - the request's own deadline, sent to the node
     ) -> bytes:
         """Ask one member of `cluster`; RemoteError, TimeoutError or ClosedError otherwise
-        (LimitExceededError, before anything is sent, for more than the overlay carries)."""
+        (LimitExceededError, before anything is sent, for more than the overlay carries).
+        `timeout` defaults as the node's own `request` does."""
         check_payload(data, "request")
         ms = _milliseconds(timeout)  # the node answers timed-out itself when the time is up
         reply: rp.NodeReply | None = await self._exchange(
