@@ -48,7 +48,9 @@ LOST = 6  # a tunnel's other end is gone (failed, unreachable, or no longer know
 @wire_message(32, ID, ID, U32)
 class Subscribe(Message):
     """Routed toward `group`: `subscriber` asks to become a child of the first tree node on the
-    way (or of the root); `weight` is the capacity of its subtree."""
+    way (or of the root); `weight` is the capacity of its subtree. Sent straight to a tree
+    node, by a tree node weighing a move up the tree (`iris.core.reshape`): measure me, adopt
+    me."""
 
     group: int
     subscriber: int

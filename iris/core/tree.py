@@ -15,10 +15,28 @@ from __future__ import annotations
 from iris.core.messages import MAX_ANCESTORS
 
 
+class Attempt:
+    """A move up the tree being weighed (`iris.core.reshape`): the parent and the ancestor
+    asked, when, and their answers."""
+
+    __slots__ = ("parent", "candidate", "sent", "parent_rtt", "candidate_rtt", "outside",
+                 "ancestors")
+
+    def __init__(self, parent: int, candidate: int, sent: float) -> None:
+        self.parent = parent
+        self.candidate = candidate
+        self.sent = sent
+        self.parent_rtt: float | None = None
+        self.candidate_rtt: float | None = None  # set once the candidate adopted us
+        self.outside = 0  # the candidate's TreeAck: capacity outside our subtree, its path
+        self.ancestors: tuple[int, ...] = ()
+
+
 class GroupTree:
     __slots__ = (
         "group", "name", "topic", "parent", "ancestors", "children", "local", "up_weight",
-        "parent_heard", "grafting", "graft_sent", "lost", "lost_above",
+        "parent_heard", "grafting", "graft_sent", "lost", "lost_above", "busy_at", "attempt",
+        "tried",
     )
 
     def __init__(self, group: int, name: str | None, topic: bool, now: float) -> None:
@@ -35,6 +53,11 @@ class GroupTree:
         self.graft_sent = now
         self.lost: list[list[float]] | None = None  # [until, capacity] of children lost
         self.lost_above: list[float] | None = None  # [until, capacity] beyond a lost parent
+        # Reshaping (`iris.core.reshape`): when a broadcast or event last passed this node,
+        # the move to an ancestor being weighed, and the index in `ancestors` to try next.
+        self.busy_at = now
+        self.attempt: Attempt | None = None
+        self.tried = 1
 
     def lose_child(self, child: int, until: float) -> bool:
         """Drop `child` as dead (not pruned by itself): its capacity is remembered as lost
@@ -86,6 +109,12 @@ class GroupTree:
         if above is not None and weight > 0:
             above[1] -= weight
 
+    def set_ancestors(self, ancestors: tuple[int, ...]) -> None:
+        """A new path to the root: its ancestors may be worth trying again."""
+        if ancestors != self.ancestors:
+            self.ancestors = ancestors
+            self.tried = 1
+
     @property
     def weight(self) -> int:
         """Capacity of this node's subtree (itself and everything below)."""
@@ -108,8 +137,10 @@ class GroupTree:
         return out
 
     def set_parent(self, parent: int, ancestors: tuple[int, ...], now: float) -> None:
+        if parent != self.parent:
+            self.tried = 1
         self.parent = parent
-        self.ancestors = (parent, *ancestors)[:MAX_ANCESTORS]
+        self.set_ancestors((parent, *ancestors)[:MAX_ANCESTORS])
         self.parent_heard = now
         self.grafting = False
         self.lost_above = None
