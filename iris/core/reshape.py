@@ -51,6 +51,7 @@ class Reshaping:
         self.state = state
 
     def quiet(self, tree: GroupTree) -> bool:
+        """No event can be on an old way that a move would shorten (the module's reasons)."""
         state = self.state
         cfg = state.config
         return (state.now - tree.busy_at >= cfg.reshape_quiet_s
