@@ -286,6 +286,7 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(work.flood_summary(topic=True))
     result.update(order_figures(sim, work))
     result.update(delay_stretch("publish", work.stretch, sim))
+    result.update(work.stretch_breakdown())
     result.update(tree_quality(sim))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, opts.tunnel_big_mib))
     result.pop("tunnel_key", None)

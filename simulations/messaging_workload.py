@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, TypeVar
 
-from iris.core import OK, TIMEOUT, MessagingCore, tunnel_of
+from iris.core import OK, TIMEOUT, MessagingCore, cluster_group, topic_group, tunnel_of
 from iris.core import events as ev
+from iris.core.messages import Flood
 from overlay.messages import Lookup
 from overlay.node import OverlayNode
 from overlay.wire import Message
@@ -45,11 +46,33 @@ connection through a partition, where a real application would take it as news."
 
 
 class SimMessaging(MessagingCore):
-    """The core plus what the simulator needs to see: activation and lookups."""
+    """The core plus what the simulator needs to see: activation, lookups, and when a
+    broadcast or event entered its tree here (`tree_entries`: the workload's flood tag -> the
+    time), which splits a delivery's delay into the way to the tree and the way through it."""
 
     def __init__(self, sim: World, node: OverlayNode) -> None:
         super().__init__(node)
         self.sim = sim
+        self.tree_entries: dict[int, float] = {}
+
+    def _note_entry(self, group: int, payload: bytes) -> None:
+        """A flood is spread along its tree from here if this node is in that tree (the
+        core's rule for a `Flood` it originates, forwards or is the root of)."""
+        if group in self.state.trees:
+            self.tree_entries.setdefault(flood_tag(payload), self.node.now)
+
+    def broadcast(self, cluster: str, payload: bytes) -> None:
+        self._note_entry(cluster_group(cluster), payload)
+        super().broadcast(cluster, payload)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._note_entry(topic_group(topic), payload)
+        super().publish(topic, payload)
+
+    def forward(self, key: int, payload: Message, next_hop: int) -> Message | None:
+        if isinstance(payload, Flood):
+            self._note_entry(payload.group, payload.payloads[0])
+        return super().forward(key, payload, next_hop)
 
     def activated(self) -> None:
         super().activated()
@@ -59,7 +82,14 @@ class SimMessaging(MessagingCore):
         if isinstance(payload, Lookup):
             self.sim.lookups.delivered(self.node.id, key, payload.tag, hops)
         else:
+            if isinstance(payload, Flood):
+                self._note_entry(payload.group, payload.payloads[0])
             super().deliver(key, payload, origin, hops)
+
+
+def flood_tag(payload: bytes) -> int:
+    """The workload's number for a broadcast or event, in its payload's first 8 bytes."""
+    return int.from_bytes(payload[:8], "big")
 
 
 def core_of(node: OverlayNode) -> SimMessaging:
@@ -98,8 +128,10 @@ class MessagingWorkload:
         self.floods: dict[int, tuple[str, bool, set[int], float, int]] = {}
         self.received: dict[int, dict[int, int]] = defaultdict(dict)  # tag -> node -> count
         self.latency: list[float] = []
-        # (delivery delay, direct delay without jitter) per first arrival away from the origin
+        # (delivery delay, direct delay without jitter) per first arrival away from the origin,
+        # and the flood's tag for each
         self.stretch: list[tuple[float, float]] = []
+        self.stretch_tags: list[int] = []
         self.order_violations = 0
         self.last_seq: dict[tuple[int, int, str], int] = {}
         self.tunnel_log: dict[TunnelKey, list[bytes]] = defaultdict(list)
@@ -187,7 +219,7 @@ class MessagingWorkload:
 
     def _flood_arrived(self, me: int, payload: bytes) -> None:
         """A broadcast or an event reached `me`: count it, and time its first arrival."""
-        tag = int.from_bytes(payload[:8], "big")
+        tag = flood_tag(payload)
         got = self.received[tag]
         got[me] = got.get(me, 0) + 1
         info = self.floods.get(tag)
@@ -199,6 +231,7 @@ class MessagingWorkload:
                 self.late_floods += 1
             if origin != me and origin in self.sim.net.positions:
                 self.stretch.append((latency, self.sim.net.base_delay(origin, me)))
+                self.stretch_tags.append(tag)
 
     def _on_joined(self, me: int, core: MessagingCore, event: ev.Joined) -> None:
         self.joined.add((me, event.name, event.topic))
@@ -266,6 +299,28 @@ class MessagingWorkload:
         self.act(node_id, lambda core: core.tunnel_consumed(key, nbytes))
 
     # -- scoring --------------------------------------------------------------------------------
+    def stretch_breakdown(self) -> dict[str, float | None]:
+        """The delay stretch (`simulations.workload.delay_stretch`, the original definition)
+        split in two that add up to it: the mean over first arrivals of the way from the origin
+        to the node where the flood entered its tree, and of the way from there through the
+        tree, each over the direct delay. Floods whose entry node died are left out."""
+        entered: dict[int, float] = {}
+        for node in self.sim.nodes.values():
+            for tag, when in core_of(node).tree_entries.items():
+                entered[tag] = min(when, entered.get(tag, when))
+        to_tree: list[float] = []
+        in_tree: list[float] = []
+        for tag, (latency, direct) in zip(self.stretch_tags, self.stretch, strict=True):
+            entry = entered.get(tag)
+            if entry is not None:
+                way_to_tree = entry - self.floods[tag][3]
+                to_tree.append(way_to_tree / direct)
+                in_tree.append((latency - way_to_tree) / direct)
+        return {
+            "publish_delay_stretch_to_tree": round(fmean(to_tree), 3) if to_tree else None,
+            "publish_delay_stretch_in_tree": round(fmean(in_tree), 3) if in_tree else None,
+        }
+
     def request_summary(self, cluster_for_balance: str | None = None) -> dict[str, Any]:
         """Requests whose requester is still alive (a dead requester hears nothing)."""
         records = [r for r in self.requests.values() if r.requester in self.sim.nodes]

@@ -65,6 +65,8 @@ UNITS: dict[str, str] = {
     "publish_delay_stretch": "delivery delay / direct delay",
     "publish_delay_stretch_expected": "delivery delay / expected direct delay",
     "publish_delay_stretch_of_means": "total delivery delay / total expected direct delay",
+    "publish_delay_stretch_to_tree": "... of which the way to the tree / direct delay",
+    "publish_delay_stretch_in_tree": "... of which the way through the tree / direct delay",
     "lookup_delay_stretch": "route delay / direct delay",
     "lookup_delay_stretch_expected": "route delay / expected direct delay",
     "lookup_delay_stretch_of_means": "total route delay / total expected direct delay",

@@ -48,6 +48,7 @@ class Flooding:
         tree = state.trees.get(msg.group)
         if tree is None:
             return
+        tree.busy_at = state.now
         for peer in tree.neighbours():
             if peer != came_from:
                 state.node.send(peer, msg)

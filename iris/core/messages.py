@@ -50,7 +50,9 @@ class Subscribe(Message):
     """Routed toward `group`: `subscriber` asks to become a child of the first tree node on the
     way (or of the root); `weight` is the capacity of its subtree. `orphans`: the capacity of
     the rest of the tree beyond a parent it lost, not found again since (those members graft
-    anew too; until they do, a new root counts them as not answering a survey)."""
+    anew too; until they do, a new root counts them as not answering a survey). Sent straight
+    to a tree node, by a tree node weighing a move up the tree (`iris.core.reshape`): measure
+    me, adopt me."""
 
     group: int
     subscriber: int

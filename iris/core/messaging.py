@@ -103,6 +103,7 @@ class MessagingCore(OverlayApp):
             TunnelClose: self.tunnels_protocol.on_close,
             SurveyAsk: self._on_survey_ask,
             SurveyAnswers: self.surveys.on_answers,
+            Subscribe: self.trees_protocol.reshaping.asked,
         }
 
     # The state the driver and the tests read.
@@ -280,6 +281,7 @@ class MessagingCore(OverlayApp):
 
     def peer_failed(self, peer: int) -> None:
         self.state.settle(self.config.root_settle_after_failure_s)
+        self.state.trouble_at = self.state.now
         self.trees_protocol.neighbour_failed(peer)
         self.tunnels_protocol.peer_failed(peer)
         self.surveys.peer_failed(peer)

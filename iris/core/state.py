@@ -45,6 +45,23 @@ class MessagingConfig:
     graft_retry_s: float = 3.0
     """A Subscribe not acknowledged within this is sent again."""
 
+    reshape_quiet_s: float = 2.0
+    """A tree node moves to a nearer ancestor, and a node adopts such a mover, only when no
+    broadcast or event passed it for this long (`iris.core.reshape`): longer than an event
+    takes down the few hops the move cuts out."""
+
+    reshape_reach: float = 1.5
+    """A tree node moves to an ancestor whose round trip is at most this many times its
+    parent's (`iris.core.reshape`). Measured at 1,000 nodes (docs/BENCHMARKS.md): 1.0 cut the
+    publish stretch about half as much; 2.0 a little more, with about 40% more children at the
+    busiest tree node."""
+
+    reshape_calm_s: float = 60.0
+    """Nor within this long of trouble at the node (the overlay declared a peer failed, a tree
+    neighbour was lost, a root moved): a partition leaves events on stalled connections,
+    delivered after the heal tens of seconds late, and a move meanwhile would let newer ones
+    overtake them on the way it shortened."""
+
     seen_ids: int = 16384
     """Broadcast/publish ids remembered per node for de-duplication (oldest forgotten)."""
 
@@ -118,7 +135,7 @@ class Topic:
 class CoreState:
     __slots__ = (
         "node", "config", "events", "trees", "services", "topics", "seen", "latest", "counters",
-        "_next_id", "ticking", "settle_until", "arrival_age",
+        "_next_id", "ticking", "settle_until", "arrival_age", "trouble_at",
     )
 
     def __init__(self, node: OverlayNode, config: MessagingConfig) -> None:
@@ -138,6 +155,9 @@ class CoreState:
         # How long before `now` the messages being received may have arrived: the driver sets
         # it while it delivers what piled up during a freeze of its process (0 otherwise).
         self.arrival_age = 0.0
+        # When the overlay last declared a peer failed, a tree neighbour was lost or a root
+        # moved: trees are not reshaped for a while after (`MessagingConfig.reshape_calm_s`).
+        self.trouble_at = -1e9
 
     @property
     def now(self) -> float:

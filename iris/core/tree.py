@@ -15,10 +15,28 @@ from __future__ import annotations
 from iris.core.messages import MAX_ANCESTORS
 
 
+class Attempt:
+    """A move up the tree being weighed (`iris.core.reshape`): the parent and the ancestor
+    asked, when, and their answers."""
+
+    __slots__ = ("parent", "candidate", "sent", "parent_rtt", "candidate_rtt", "outside",
+                 "ancestors")
+
+    def __init__(self, parent: int, candidate: int, sent: float) -> None:
+        self.parent = parent
+        self.candidate = candidate
+        self.sent = sent
+        self.parent_rtt: float | None = None
+        self.candidate_rtt: float | None = None  # set once the candidate adopted us
+        self.outside = 0  # the candidate's TreeAck: capacity outside our subtree, its path
+        self.ancestors: tuple[int, ...] = ()
+
+
 class GroupTree:
     __slots__ = (
         "group", "name", "topic", "parent", "ancestors", "children", "local", "up_weight",
-        "parent_heard", "grafting", "graft_sent", "lost", "lost_above", "gained", "rooted_at",
+        "parent_heard", "grafting", "graft_sent", "lost", "lost_above", "gained", "busy_at",
+        "attempt", "tried",
     )
 
     def __init__(self, group: int, name: str | None, topic: bool, now: float) -> None:
@@ -36,7 +54,11 @@ class GroupTree:
         self.lost: list[list[float]] | None = None  # [until, capacity] of children lost
         self.lost_above: list[float] | None = None  # [until, capacity] beyond a lost parent
         self.gained = 0.0  # capacity grafted to us since the parent last said `up_weight`
-        self.rooted_at = now  # when this node last became the tree's top (made, or orphaned)
+        # Reshaping (`iris.core.reshape`): when a broadcast or event last passed this node,
+        # the move to an ancestor being weighed, and the index in `ancestors` to try next.
+        self.busy_at = now
+        self.attempt: Attempt | None = None
+        self.tried = 1
 
     def lose_child(self, child: int, until: float) -> bool:
         """Drop `child` as dead (not pruned by itself): its capacity is remembered as lost
@@ -50,14 +72,13 @@ class GroupTree:
             self.lost.append([until, entry[0]])
         return True
 
-    def lose_parent(self, now: float, until: float) -> None:
+    def lose_parent(self, until: float) -> None:
         """Our parent is dead: the rest of the tree beyond it (`up_weight`) is orphaned too.
         Should this node end up the root, those members are remembered as lost until they
         graft to it (or `until`); a new parent makes them someone else's business. Members
         that grafted to us since the parent last counted the rest of the tree are in
         `up_weight` still (orphans of the same death that noticed it first): not lost."""
         self.parent = None
-        self.rooted_at = now
         orphans = self.up_weight - self.gained
         if orphans > 0:
             self.lost_above = [until, float(orphans)]
@@ -123,6 +144,12 @@ class GroupTree:
         if above is not None and weight > 0:
             above[1] -= weight
 
+    def set_ancestors(self, ancestors: tuple[int, ...]) -> None:
+        """A new path to the root: its ancestors may be worth trying again."""
+        if ancestors != self.ancestors:
+            self.ancestors = ancestors
+            self.tried = 1
+
     @property
     def weight(self) -> int:
         """Capacity of this node's subtree (itself and everything below)."""
@@ -145,8 +172,10 @@ class GroupTree:
         return out
 
     def set_parent(self, parent: int, ancestors: tuple[int, ...], now: float) -> None:
+        if parent != self.parent:
+            self.tried = 1
         self.parent = parent
-        self.ancestors = (parent, *ancestors)[:MAX_ANCESTORS]
+        self.set_ancestors((parent, *ancestors)[:MAX_ANCESTORS])
         self.parent_heard = now
         self.grafting = False
         self.lost_above = None

@@ -7,7 +7,9 @@ exchange one aggregated beat per `tree_beat_s`: capacities up (`TreeUp`), capaci
 the subtree and the path to the root down (`TreeDown`). A silent parent (3 beats) or one the
 overlay declares failed makes the child graft again; silent children are pruned; a node whose
 subtree empties prunes itself. A root that is no longer the closest node to its group (a node
-joined, a partition healed) grafts into the new root's tree, which merges split trees.
+joined, a partition healed) grafts into the new root's tree, which merges split trees. While
+no event passes, a tree node moves up to an ancestor not much farther than its parent
+(`iris.core.reshape`), which cuts the detours the grafts' routes took.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ from iris.core.messages import (
     TreeDown,
     TreeUp,
 )
+from iris.core.reshape import Reshaping
 from iris.core.state import CoreState
 from iris.core.tree import GroupTree
 from overlay.wire import Message
 
 
 class Trees:
-    __slots__ = ("state",)
+    __slots__ = ("state", "reshaping")
 
     def __init__(self, state: CoreState) -> None:
         self.state = state
+        self.reshaping = Reshaping(state)
 
     # ------------------------------------------------------------------- local membership
     def join(self, group: int, name: str, topic: bool) -> None:
@@ -64,6 +68,7 @@ class Trees:
     def graft(self, tree: GroupTree) -> None:
         """Route a Subscribe toward the group: the first tree node on the way adopts us."""
         state = self.state
+        self.reshaping.abandon(tree)
         tree.grafting = True
         tree.graft_sent = state.now
         state.node.route(tree.group, Subscribe(tree.group, state.node.id, tree.weight,
@@ -140,6 +145,8 @@ class Trees:
         if tree is None:
             state.node.send(src, Prune(msg.group))
             return
+        if self.reshaping.on_ack(tree, src, msg):
+            return
         if tree.parent is not None and tree.parent != src and not tree.grafting:
             state.node.send(src, Prune(msg.group))  # a late answer to an older graft
             return
@@ -148,10 +155,12 @@ class Trees:
         tree.outside_is(msg.outside)
         if was_grafting:
             self._grafted(tree)
+        else:
+            self.reshaping.after_parent_ack(tree)
 
     def on_prune(self, src: int, msg: Prune) -> None:
         tree = self.state.trees.get(msg.group)
-        if tree is None:
+        if tree is None or self.reshaping.on_refusal(tree, src):
             return
         if tree.children.pop(src, None) is not None:
             self.after_weight_change(tree)
@@ -185,11 +194,12 @@ class Trees:
         for group, weight, ancestors in msg.entries:
             tree = state.trees.get(group)
             if tree is None or tree.parent != src:
-                state.node.send(src, Prune(group))
+                if tree is None or tree.attempt is None or tree.attempt.candidate != src:
+                    state.node.send(src, Prune(group))  # (an ancestor adopting us: not yet)
                 continue
             tree.outside_is(weight)
             tree.parent_heard = state.now
-            tree.ancestors = (src, *ancestors)[:MAX_ANCESTORS]
+            tree.set_ancestors((src, *ancestors)[:MAX_ANCESTORS])
 
     def after_weight_change(self, tree: GroupTree) -> None:
         """Tell the parent the subtree's new capacity, or leave the tree once it is empty."""
@@ -211,6 +221,7 @@ class Trees:
         node = self.state.node
         for tree in self.state.trees.values():
             if tree.is_root() and not node.is_root(tree.group):
+                self.state.trouble_at = self.state.now
                 self.graft(tree)
 
     def _lost_until(self) -> float:
@@ -221,21 +232,35 @@ class Trees:
 
     def neighbour_failed(self, peer: int) -> None:
         for tree in list(self.state.trees.values()):
+            attempt = tree.attempt
+            if attempt is not None and peer in (attempt.parent, attempt.candidate):
+                tree.attempt = None
             if tree.parent == peer:
-                tree.lose_parent(self.state.now, self._lost_until())
-                self.graft(tree)
-            if tree.lose_child(peer, self._lost_until()):
+                self._lose_parent(tree, self._lost_until())
+            if self._lose_child(tree, peer, self._lost_until()):
                 self.after_weight_change(tree)
 
     def drop_neighbour(self, group: int, peer: int) -> None:
         """`peer` did not acknowledge a step sent to it in the group's tree: drop it."""
         tree = self.state.trees.get(group)
         if tree is not None:
-            if tree.lose_child(peer, self._lost_until()):
+            if self._lose_child(tree, peer, self._lost_until()):
                 self.after_weight_change(tree)
             elif tree.parent == peer:
-                tree.lose_parent(self.state.now, self._lost_until())
-                self.graft(tree)
+                self._lose_parent(tree, self._lost_until())
+
+    def _lose_child(self, tree: GroupTree, child: int, until: float) -> bool:
+        """Drop a dead or silent child. A lost tree neighbour also holds reshaping back
+        (`CoreState.trouble_at`): events may sit on a stalled connection."""
+        if not tree.lose_child(child, until):
+            return False
+        self.state.trouble_at = self.state.now
+        return True
+
+    def _lose_parent(self, tree: GroupTree, until: float) -> None:
+        tree.lose_parent(until)
+        self.state.trouble_at = self.state.now
+        self.graft(tree)
 
     # ------------------------------------------------------------------------ the beat
     def beat(self) -> None:
@@ -247,20 +272,22 @@ class Trees:
         down: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}
         for tree in list(state.trees.values()):
             for child in [c for c, (_, heard) in tree.children.items() if now - heard > silence]:
-                tree.lose_child(child, now + silence)
+                self._lose_child(tree, child, now + silence)
             if tree.empty():
                 self.after_weight_change(tree)
                 continue
+            if self.reshaping.overdue(tree):
+                self.reshaping.abandon(tree)
             if tree.grafting:
                 if now - tree.graft_sent >= cfg.graft_retry_s:
                     self.graft(tree)
             elif tree.parent is not None and now - tree.parent_heard > silence:
-                tree.lose_parent(now, now + silence)
-                self.graft(tree)
+                self._lose_parent(tree, now + silence)
             elif tree.parent is None and not state.node.is_root(tree.group):
                 self.graft(tree)
             if tree.parent is not None and not tree.grafting:
                 up.setdefault(tree.parent, []).append((tree.group, tree.weight))
+                self.reshaping.start(tree)
             for child in tree.children:
                 down.setdefault(child, []).append((tree.group, tree.weight_outside(child),
                                                    tree.ancestors[: MAX_ANCESTORS - 1]))
