@@ -195,10 +195,10 @@ class Node:
         """Returns once the event is handed to the node (as the trio API's, which waits only
         while the links are congested)."""
         node, guest = self._node, self._guest
-        check_payload(data)
-        if node.closed:
-            raise ClosedError("node is closed")
         if node.congested:
+            check_payload(data)  # (before the wait, as the trio API's; else start_publish's)
+            if node.closed:
+                raise ClosedError("node is closed")
             await guest.call(node.wait_for_room)
         else:
             self._published += 1
