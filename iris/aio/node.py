@@ -397,6 +397,7 @@ async def open_node(**options: Any) -> AsyncIterator[Node]:
     guest = await Guest.acquire()
     try:
         node, leave = await guest.hold(trio_node.open_node(**options))
+        node.flush_publishes_by(guest.loop.call_soon)  # (publishes come from asyncio code)
         face = Node(guest, node)
         try:
             yield face

@@ -482,6 +482,12 @@ class Node:
         so it needs no pass through the runtime's output."""
         self._runtime.core.event_done(topic, nbytes + (count - 1) * ENTRY_COST)
 
+    def flush_publishes_by(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
+        """Queued publishes leave from `call_soon(fn)` callbacks instead of the node's batch
+        task: for a node run as a guest of another loop, whose publishers are that loop's
+        code (`iris.runtime.publish_batch`)."""
+        self._runtime.publishes.flush_by(call_soon)
+
     async def _run_subscription(self, topic: str, queue: HandlerQueue) -> None:
         runtime = self._runtime
         # event_done only frees room under the topic's limits: it makes no output, so it

@@ -1,10 +1,12 @@
-"""A topic's events on the asyncio face, and the node's `hold_event` form under them.
+"""A topic's events on the asyncio face, and the node's forms under them.
 
-The node hands each event to the asyncio side at once (`Subscription.hold_event`); the
-subscription reports what its handler consumed (`Node.event_consumed`), so the topic's limits
-bound the queue as for the trio API's handlers. These tests hold a handler back and check the
-bound, and that every event counted against the limits is released again (consumed, replaced
-or unsubscribed), or the topic would stay full and drop everything after.
+Publishes from asyncio code leave in batches from the loop's callbacks (`flush_by`), not from
+a trio task woken per batch. The node hands each event to the asyncio side at once
+(`Subscription.hold_event`); the subscription reports what its handler consumed
+(`Node.event_consumed`), so the topic's limits bound the queue as for the trio API's
+handlers. These tests hold a handler back and check the bound, and that every event counted
+against the limits is released again (consumed, replaced or unsubscribed), or the topic would
+stay full and drop everything after.
 
 Waits are for conditions, with deadlines (`asyncio.timeout`, `wait_until`)."""
 
@@ -14,7 +16,9 @@ import iris
 import iris.aio
 import iris.testing
 from iris.aio.node import Subscription
+from iris.core.flood import Flooding
 from iris.core.limits import ENTRY_COST
+from iris.runtime.publish_batch import PublishBatch
 from tests.test_aio import run, two_nodes, until
 
 
@@ -22,6 +26,52 @@ def topic_state(node: iris.aio.Node):
     """The core's record of `node`'s one topic, and the core (its counters)."""
     core = node._node._runtime.core
     return core.topics[next(iter(core.topics))], core
+
+
+def test_publishes_from_asyncio_leave_in_batches_in_order_with_a_later_request(monkeypatch):
+    """Rounds of publishes, each followed by a request that counts what the subscriber has
+    had: the count is whole every time (no request overtakes a publish), the events leave
+    in few floods, and the batches that were not full left from the loop's callbacks."""
+    floods: list[int] = []  # events per Flood started
+    asked: list[int] = []  # batches flushed from a callback of the loop
+    start, flush_asked = Flooding.start, PublishBatch._flush_asked
+
+    def counted(self, group, payloads):
+        floods.append(len(payloads))
+        start(self, group, payloads)
+
+    def counted_flush(self):
+        asked.append(len(self.payloads))
+        flush_asked(self)
+
+    monkeypatch.setattr(Flooding, "start", counted)
+    monkeypatch.setattr(PublishBatch, "_flush_asked", counted_flush)
+
+    class Counter:
+        def __init__(self) -> None:
+            self.events: list[bytes] = []
+
+        async def handle_request(self, data: bytes) -> bytes:
+            return b"%d" % len(self.events)
+
+    async def body(a, b, key):
+        counter = Counter()
+
+        async def on_event(event):
+            counter.events.append(event)
+
+        await a.subscribe("order", on_event)
+        await a.register("count", counter)
+        published = []
+        for round_ in range(20):
+            for _ in range(round_ * 7 % 50 + 1):
+                published.append(b"%d" % len(published))
+                await b.publish("order", published[-1])
+            assert int(await b.request("count", b"", timeout=10)) == len(published)
+        assert counter.events == published
+        assert sum(floods) >= len(published) and len(floods) <= len(published) // 4
+        assert any(asked)  # (a request's call into the core takes the others first)
+    run(two_nodes(body))
 
 
 def test_a_slow_asyncio_subscriber_drops_beyond_its_limits_then_takes_events_again():
