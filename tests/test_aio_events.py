@@ -12,6 +12,8 @@ Waits are for conditions, with deadlines (`asyncio.timeout`, `wait_until`)."""
 
 import asyncio
 
+import trio
+
 import iris
 import iris.aio
 import iris.testing
@@ -222,3 +224,33 @@ async def test_a_hold_event_handler_keeps_events_counted_until_it_reports_them()
         assert topic.queued_bytes == 100 + ENTRY_COST
         nodes[1].event_consumed("kept", 100)
         assert topic.queued_bytes == 0
+
+
+async def test_replacing_a_trio_handler_releases_the_events_it_had_queued():
+    """The trio API's async handlers: the events queued for a handler that is replaced are
+    dropped with it, and no longer count under the topic's limits (they did: the topic then
+    stayed that much fuller for good)."""
+    async with iris.testing.local_nodes(2) as nodes:
+        release = trio.Event()
+        first: list[bytes] = []
+        second: list[bytes] = []
+
+        async def held(event: bytes) -> None:
+            first.append(event)
+            await release.wait()
+
+        async def quick(event: bytes) -> None:
+            second.append(event)
+
+        await nodes[1].subscribe("kept", held)
+        core = nodes[1]._runtime.core
+        topic = core.topics[next(iter(core.topics))]
+        for i in range(5):
+            await nodes[0].publish("kept", b"old %d" % i)
+        await iris.testing.wait_until(lambda: topic.queued_bytes == 5 * (5 + ENTRY_COST))
+        await nodes[1].subscribe("kept", quick)
+        release.set()  # the one being handled when it was replaced finishes
+        await iris.testing.wait_until(lambda: topic.queued_bytes == 0)
+        await nodes[0].publish("kept", b"new")
+        await iris.testing.wait_until(lambda: second == [b"new"])
+        assert first == [b"old 0"]

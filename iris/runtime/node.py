@@ -409,8 +409,9 @@ class Node:
         the first's)."""
         self._check_open()
         old = self._subscriptions.get(topic)
-        if old is not None:
-            old.queue.stop()  # subscribing again replaces the handler
+        if old is not None:  # subscribing again replaces the handler
+            for payload in old.queue.stop():  # (dropped with it: no longer counted)
+                self._runtime.core.event_done(topic, len(payload))
         hold = getattr(handler, "hold_event", None)
         take = hold or getattr(handler, "accept_event", None)
         queue = HandlerQueue(handler, f"the event handler of topic {topic!r}")
