@@ -1,12 +1,14 @@
 """What the asyncio face (`iris.aio`) costs against the trio API, measured in one run.
 
     python scripts/bench_aio.py [--repeats 3] [--workloads rtt,req16,pubsub] [--req-seconds 3]
-                                [--events 100000] [--faces trio,aio] [--json]
+                                [--events 100000] [--faces trio,aio] [--root any] [--json]
 
 Workloads and parameters as in peers-bench (`../shared/peers-bench`): `rtt` sequential 64 B
 request/reply (500 warm-up, 5000 measured): p50, p99; `req16` 16 concurrent requesters, 0.5 s
 warm-up, requests/s completed in a fixed window; `pubsub` N x 1 KiB events, one publisher, one
-subscriber primed by a warm-up: sent/s, received/s (first to last arrival), fraction arrived.
+subscriber primed by a warm-up: sent/s, received/s (first to last arrival), fraction arrived,
+and which node was the topic's root (`root=`: with the root on the subscriber's node each batch
+of events crosses a routed, acknowledged hop; `--root` picks the side, by the topic's name).
 Each measurement is two OS processes using the face under test: a server node ("echo" or a
 subscription) and a client node seeded with it. trio: `trio.run` + `iris.open_node`; aio:
 `asyncio.run` + `iris.aio.open_node`, handler and callback asyncio coroutines; sync (opt-in):
@@ -60,6 +62,17 @@ Fns = list[Callable[[], Awaitable[None]]]
 def cpu_s() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def topic_for(subscriber: int, root: str) -> str:
+    """The topic: with `root` "subscriber" (or "publisher"), the one of 4,096 names whose key
+    is nearest to (farthest from) the subscriber's node id, so the root falls on that side but
+    for a chance of about 1 in 4,096 (`root_side` reports the side that came out)."""
+    if root == "any":
+        return TOPIC
+    names = [f"{TOPIC}-{i}" for i in range(4096)]
+    by_distance = sorted(names, key=lambda n: ring_distance(subscriber, key_for("topic:" + n)))
+    return by_distance[0] if root == "subscriber" else by_distance[-1]
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -168,12 +181,14 @@ async def serve(f: SimpleNamespace, workload: str, p: dict[str, Any], ctl: Contr
 
     handler = count if f.plain else acount
     async with f.open(network_key=key, listen=LISTEN) as node:
+        topic = topic_for(node.id, p["root"])
         if workload == "pubsub":
-            await node.subscribe(TOPIC, handler)
+            await node.subscribe(topic, handler)
         else:
             await node.register(SERVICE, SimpleNamespace(handle_request=handler))
         cpu0, t_end = cpu_s(), time.monotonic() + LIFE_S
-        emit("ready", seed="{}:{}".format(*node.address), key=key.hex(), node_id=node.id)
+        emit("ready", seed="{}:{}".format(*node.address), key=key.hex(), node_id=node.id,
+             topic=topic)
         seen = (0, time.monotonic())  # (measured events, when that count last changed)
         while workload == "pubsub" and not ctl.stop.is_set() and time.monotonic() < t_end:
             if seen[0] != n["meas"]:
@@ -241,11 +256,11 @@ async def client(f: SimpleNamespace, workload: str, p: dict[str, Any], ctl: Cont
             while not ctl.go.is_set():  # warm up until the subscriber has seen one
                 if time.monotonic() - t0 > 30:
                     raise RuntimeError("the subscriber was not primed within 30 s")
-                await node.publish(TOPIC, warm)
+                await node.publish(p["topic"], warm)
                 await f.sleep(0.02)
             tail, sent, cpu0, t1 = b"x" * (1024 - 9), 0, cpu_s(), time.perf_counter()
             while sent < p["events"]:  # distinct payloads: marker, sequence number, filler
-                await node.publish(TOPIC, bytes([MEAS]) + sent.to_bytes(8, "big") + tail)
+                await node.publish(p["topic"], bytes([MEAS]) + sent.to_bytes(8, "big") + tail)
                 sent += 1
                 if not sent & 255 and time.perf_counter() - t1 > p["pubsub_max_seconds"]:
                     break
@@ -327,9 +342,9 @@ class Child:
             self.proc.wait()
 
 
-def root_side(subscriber: int, publisher: int) -> str:
+def root_side(subscriber: int, publisher: int, topic: str) -> str:
     """Which of the two nodes is the topic's root: the node whose id is nearer its key."""
-    key = key_for("topic:" + TOPIC)
+    key = key_for("topic:" + topic)
     return "subscriber" if ring_distance(subscriber, key) < ring_distance(publisher, key) \
         else "publisher"
 
@@ -348,7 +363,7 @@ def measure(face_name: str, workload: str, p: dict[str, Any], logs: str) -> dict
             sub = srv.expect("result", 60, watch=cli)
             res.update(recv_per_s=sub["recv_per_s"], received=sub["received"],
                        arrived=sub["received"] / res["sent"],
-                       root=root_side(ready["node_id"], res.pop("node_id")))
+                       root=root_side(ready["node_id"], res.pop("node_id"), ready["topic"]))
         else:
             res = cli.expect("result", 60 + p["req_seconds"], watch=srv)
         cli.send("stop")
@@ -370,6 +385,8 @@ def main() -> None:
     ap.add_argument("--faces", default="trio,aio", help="of trio,aio,sync; the first is the base")
     ap.add_argument("--req-seconds", type=float, default=3.0)
     ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--root", choices=("any", "subscriber", "publisher"), default="any",
+                    help="pubsub: the node the topic's root falls on (any: by chance)")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -379,7 +396,8 @@ def main() -> None:
     if not set(workloads) <= set(METRICS) or not set(faces) <= {"trio", "aio", "sync"}:
         ap.error("unknown workload or face")
     p = {"rtt_warmup": 500, "rtt_requests": 5000, "req_concurrency": 16, "req_warmup_s": 0.5,
-         "req_seconds": args.req_seconds, "events": args.events, "pubsub_max_seconds": 20.0}
+         "req_seconds": args.req_seconds, "events": args.events, "pubsub_max_seconds": 20.0,
+         "root": args.root}
     logs = tempfile.mkdtemp(prefix="bench_aio-")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {w: {f: [] for f in faces}
                                                          for w in workloads}

@@ -183,7 +183,9 @@ def test_a_failed_join_raises_join_error():
 
 def test_relay_client_from_asyncio():
     """`iris.aio.RelayClient` against the relay of an `iris.aio` node: a member served by an
-    asyncio handler, a request, an event, a status."""
+    asyncio handler, a request, an event, a status; and a request and an event from the
+    node's own asyncio code to those clients (handed over from asyncio's side of the node,
+    outside trio's tasks)."""
     from iris.relay.server import RelayServer
 
     async def main():
@@ -202,6 +204,10 @@ def test_relay_client_from_asyncio():
                 await caller.publish("news", b"hello")
                 await until(lambda: events == [b"hello"])
                 assert (await caller.status())["relay"]["clients"] == 2
+                assert await node.request("upper", b"from the node", timeout=10) \
+                    == b"FROM THE NODE"
+                await node.publish("news", b"from the node")
+                await until(lambda: events == [b"hello", b"from the node"])
     run(main)
 
 

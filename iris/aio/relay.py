@@ -46,7 +46,7 @@ class RelayClient:
             finally:
                 await leave()
                 for subscription in face._subscriptions.values():
-                    subscription.task.cancel()
+                    subscription.close()
         finally:
             await guest.release()
 
@@ -70,14 +70,14 @@ class RelayClient:
         try:
             await self._guest.call(self._client.subscribe, topic, subscription.accept)
         except BaseException:
-            subscription.task.cancel()
+            subscription.close()
             raise
         self._subscriptions[topic] = subscription
 
     async def unsubscribe(self, topic: str) -> None:
         subscription = self._subscriptions.pop(topic, None)
         if subscription is not None:
-            subscription.task.cancel()
+            subscription.close()
         await self._guest.call(self._client.unsubscribe, topic)
 
     async def tunnel(

@@ -154,8 +154,14 @@ class Flusher:
 
     def add(self, outbox: Outbox) -> None:
         self._listed.append(outbox)
-        if trio.lowlevel.current_task() not in self._batching:
-            self._wakeup.set()
+        if self._batching:
+            try:
+                task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+            except RuntimeError:  # a call from the host loop of trio's guest mode (iris.aio)
+                task = None
+            if task in self._batching:
+                return  # written at the end of its batch
+        self._wakeup.set()
 
     @contextmanager
     def batch(self) -> Iterator[None]:

@@ -33,10 +33,15 @@ class HandlerQueue:
         self._queue.append(data)
         self._wakeup.set()
 
-    def stop(self) -> None:
-        """The task returns once the message being handled (if any) is done."""
+    def stop(self) -> list[bytes]:
+        """The task returns once the message being handled (if any) is done; the messages
+        still queued are dropped, and returned (a subscription's count under its topic's
+        limits, for one)."""
         self._stopped = True
         self._wakeup.set()
+        dropped = list(self._queue)
+        self._queue.clear()
+        return dropped
 
     async def run(self, done: Callable[[bytes], None] | None = None,
                   failed: Callable[[], None] | None = None) -> None:

@@ -15,6 +15,11 @@ plain functions, called at once from the node's own processing: a handler's
 `accept_request(bytes, Responder)` and `accept_broadcast(bytes)`, a subscription's
 `accept_event(bytes)`, and `Node.start_request` with a callback. They must not block; they save
 the task switches of the async forms (about half of what a relayed request costs the node).
+A subscription whose plain function only queues each event for a consumer of its own (the
+asyncio face's) gives `hold_event(bytes)` instead: each event then stays counted under the
+topic's limits until the handler reports it consumed (`Node.event_consumed`), so a consumer
+that falls behind makes the node drop events beyond the limits, as a slow async handler does,
+instead of growing the handler's queue.
 
 Why this module is longer than the others: `Node` is one class, and most of its length is
 pairs that belong together: each call that hands work to the core, and the handler of the
@@ -33,7 +38,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
@@ -48,7 +53,7 @@ from iris.core import (
     cluster_group,
 )
 from iris.core import events as ev
-from iris.core.limits import ServiceLimits, TopicLimits, check_payload
+from iris.core.limits import ENTRY_COST, ServiceLimits, TopicLimits, check_payload
 from iris.core.messages import MAX_PAYLOAD, MAX_SURVEY_ANSWERS, MAX_SURVEY_BYTES
 from iris.errors import (
     ClosedError,
@@ -190,7 +195,7 @@ class Node:
         self._starting = 0  # `start_request` calls under way (a callback may start another)
         self._joined: dict[tuple[str, bool], trio.Event] = {}
         self._handlers: dict[str, Any] = {}
-        self._subscriptions: dict[str, HandlerQueue] = {}
+        self._subscriptions: dict[str, _Subscription] = {}
         self._tunnels: dict[tuple[int, int], Tunnel] = {}
         self._opening: dict[tuple[int, int], trio.Event] = {}
         self._closed = False
@@ -399,16 +404,20 @@ class Node:
                         limits: TopicLimits | None = None) -> None:
         """Receive the events of `topic`; returns once publishes sent afterwards reach us (as
         `register` does). `handler` is an async function of the event, or an object whose
-        plain `accept_event(bytes)` takes each event at once (see the module docstring).
-        Subscribing again to a topic replaces its handler (its limits stay the first's)."""
+        plain `accept_event(bytes)` or `hold_event(bytes)` takes each event at once (see the
+        module docstring). Subscribing again to a topic replaces its handler (its limits stay
+        the first's)."""
         self._check_open()
         old = self._subscriptions.get(topic)
-        if old is not None:
-            old.stop()  # subscribing again replaces the handler
-        sub = self._subscriptions[topic] = HandlerQueue(
-            handler, f"the event handler of topic {topic!r}")
-        if not hasattr(handler, "accept_event"):  # otherwise events are handed over at once
-            self._nursery.start_soon(self._run_subscription, topic, sub)
+        if old is not None:  # subscribing again replaces the handler
+            for payload in old.queue.stop():  # (dropped with it: no longer counted)
+                self._runtime.core.event_done(topic, len(payload))
+        hold = getattr(handler, "hold_event", None)
+        take = hold or getattr(handler, "accept_event", None)
+        queue = HandlerQueue(handler, f"the event handler of topic {topic!r}")
+        sub = self._subscriptions[topic] = _Subscription(queue, take, hold is not None)
+        if take is None:  # otherwise events are handed over at once
+            self._nursery.start_soon(self._run_subscription, topic, queue)
         if old is not None:  # the core holds the topic already (its limits stay)
             joining = self._joined.get((topic, True))
             if joining is not None:  # (the first subscription's join is still under way)
@@ -446,7 +455,7 @@ class Node:
     async def unsubscribe(self, topic: str) -> None:
         sub = self._subscriptions.pop(topic, None)
         if sub is not None:
-            sub.stop()
+            sub.queue.stop()
             self._runtime.call(lambda: self._runtime.core.unsubscribe(topic))
 
     async def publish(self, topic: str, payload: bytes) -> None:
@@ -466,11 +475,25 @@ class Node:
         if self.observer is not None:
             self.observer.sent("publish")
 
-    async def _run_subscription(self, topic: str, sub: HandlerQueue) -> None:
+    def event_consumed(self, topic: str, nbytes: int, count: int = 1) -> None:
+        """`count` events, `nbytes` of payload in all, that a `hold_event` handler of `topic`
+        held are consumed (or dropped): they no longer count under the topic's limits (which
+        charge each event ENTRY_COST on top of its payload). A plain call, from any code on
+        the node's thread: as for the async handlers' events, freeing room makes no output,
+        so it needs no pass through the runtime's output."""
+        self._runtime.core.event_done(topic, nbytes + (count - 1) * ENTRY_COST)
+
+    def flush_publishes_by(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
+        """Queued publishes leave from `call_soon(fn)` callbacks instead of the node's batch
+        task: for a node run as a guest of another loop, whose publishers are that loop's
+        code (`iris.runtime.publish_batch`)."""
+        self._runtime.publishes.flush_by(call_soon)
+
+    async def _run_subscription(self, topic: str, queue: HandlerQueue) -> None:
         runtime = self._runtime
         # event_done only frees room under the topic's limits: it makes no output, so it
         # needs no pass through the runtime's output (as for `accept_event`).
-        await sub.run(
+        await queue.run(
             done=lambda payload: runtime.core.event_done(topic, len(payload)),
             failed=lambda: runtime.count("event_handler_errors"))
 
@@ -548,11 +571,12 @@ class Node:
         sub = self._subscriptions.get(event.topic)
         if sub is None:
             return
-        accept = getattr(sub.handler, "accept_event", None)
-        if accept is None:
-            sub.put(event.payload)
-        else:
-            self._accept(accept, event.payload, None, "accept_event")
+        queue, take, holds = sub
+        if take is None:
+            queue.put(event.payload)
+        elif not self._accept(take, event.payload, None,
+                              "hold_event" if holds else "accept_event") or not holds:
+            # consumed at once, or refused by raising: no longer counted under the limits
             self._runtime.core.event_done(event.topic, len(event.payload))
 
     def _on_survey_done(self, event: ev.SurveyDone) -> None:
@@ -614,8 +638,9 @@ class Node:
             opened.set()
 
     def _accept(self, accept: Callable[..., None], payload: bytes, responder: Responder | None,
-                what: str) -> None:
-        """Run a plain handler function; what it raises is logged (and a request fails)."""
+                what: str) -> bool:
+        """Run a plain handler function: False if it raised (what it raised is logged, and a
+        request fails)."""
         try:
             if responder is None:
                 accept(payload)
@@ -626,6 +651,8 @@ class Node:
             self._runtime.count(f"{what}_errors")
             if responder is not None:
                 responder.fail(str(exc) or type(exc).__name__)
+            return False
+        return True
 
     def _request_waits(self) -> None:
         """A request handler waits: its acknowledgements leave now, and the jobs queued behind
@@ -737,6 +764,14 @@ class Node:
             tunnel._closed(LOST, "node closed")
         for opened in self._opening.values():
             opened.set()
+
+
+class _Subscription(NamedTuple):
+    """One topic's handler on this node."""
+
+    queue: HandlerQueue  # an async handler's events, drained by its task; stopped when replaced
+    take: Callable[[bytes], None] | None  # a plain handler's `hold_event` or `accept_event`
+    holds: bool  # `hold_event`: the handler reports what it consumed (`event_consumed`)
 
 
 def _observed(on_done: RequestCallback, observer: NodeObserver,
