@@ -632,7 +632,7 @@ class OverlayNode:
         """Pastry's lazy repair: a node in the same row (or a deeper one) has our cell's
         candidates in its own row `row`."""
         table = self.table
-        for r in range(row, len(table.rows)):
+        for r in range(row, table.rows):
             peers = table.row(r)
             if peers:
                 self._send(self.rng.choice(peers), RowRequest(row), C_MAINTENANCE)
@@ -644,15 +644,11 @@ class OverlayNode:
     def _row_with_rtts(self, row: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Our table row `row` and our round trip to each of its nodes (microseconds, 0 if
         not measured), for a `RowReply` or a `Pong`."""
-        table = self.table
-        if row >= len(table.rows):
-            return (), ()
         nodes: list[int] = []
         rtts: list[int] = []
-        for node, rtt in zip(table.rows[row], table.rtts[row], strict=True):
-            if node is not None:
-                nodes.append(node)
-                rtts.append(0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US))
+        for node, rtt in self.table.row_rtts(row):
+            nodes.append(node)
+            rtts.append(0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US))
         return tuple(nodes), tuple(rtts)
 
     def _on_row_reply(self, src: int, msg: RowReply) -> None:
@@ -752,7 +748,7 @@ class OverlayNode:
 
     def _proximity_rows(self) -> int:
         """How many of the first table rows have a choice of nodes (`overlay.proximity`)."""
-        return rows_with_choice(self._ring_size(), len(self.table.rows))
+        return rows_with_choice(self._ring_size(), self.table.rows)
 
     def _search_table(self, category: int) -> None:
         """Search every row with a choice, from its nearest entry: after a join, and whenever
@@ -760,8 +756,7 @@ class OverlayNode:
         self._prox_size = self._ring_size()
         table = self.table
         for row in range(self._proximity_rows()):
-            rtts = table.rtts[row]
-            filled = sorted((rtts[c], n) for c, n in enumerate(table.rows[row]) if n is not None)
+            filled = sorted((rtt, n) for n, rtt in table.row_rtts(row))
             if filled:
                 self._search_row((row, self.config.proximity_join_rounds, category,
                                   self.config.proximity_join_probes), filled[0][1])

@@ -62,8 +62,8 @@ def _row0_excess(sim) -> float:
         for other in ids:
             if other != n and shared_prefix_len(n, other) == 0:
                 optimal.consider(other, net.base_delay(n, other))
-        for col, entry in enumerate(table.rows[0] if table.rows else ()):
-            if entry is not None and optimal.get(0, col) is not None:
+        for row, col, entry in table.filled():
+            if row == 0 and optimal.get(0, col) is not None:
                 total += net.base_delay(n, entry)
                 best += net.base_delay(n, optimal.get(0, col))  # type: ignore[arg-type]
     return total / best

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from overlay.ids import BASE
 from simulations import checkers
 from simulations.scenarios import (
     ScenarioOptions,
@@ -44,7 +45,7 @@ def test_checkers_catch_a_broken_leaf_set_and_a_dead_table_entry(ring300):
     assert checkers.check_leaf_sets(sim).ok
     ghost = next(iter(node.table.entries())) ^ 1  # same cell, an id nobody has
     cell = node.table.cell_of(ghost)
-    node.table.rows[cell[0]][cell[1]] = ghost
+    node.table.cells[cell[0] * BASE + cell[1]] = ghost
     assert checkers.check_routing_tables(sim).dead == 1
 
 
