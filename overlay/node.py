@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection
+from functools import cache
 from heapq import heappop, heappush
 from itertools import chain
 from typing import Any, TypeVar
@@ -100,6 +101,8 @@ from overlay.wire import Message
 __all__ = ["ACTIVE", "CONFIRMING", "JOINING", "LEFT", "OverlayApp", "OverlayNode"]
 
 INF = float("inf")
+_LONG_AGO = -INF  # one float object for every node's "never yet", not one each
+_NOBODY: frozenset[int] = frozenset()  # the suspects of a node that suspects nobody
 
 # Node states.
 JOINING, CONFIRMING, ACTIVE, LEFT = "joining", "confirming", "active", "left"
@@ -125,6 +128,12 @@ _Pending = tuple[Route | Direct, int, int, tuple[int, ...], float]
 _Search = tuple[int, int, int, int]
 # A routed message held for a suspected root: (message, avoided hops, attempt, held since).
 _Held = tuple[Route, tuple[int, ...], int, float]
+
+
+@cache
+def _heal_sweep(cfg: OverlayConfig) -> Sweep:
+    """The sweep settings of `cfg`: one immutable object for every node sharing the config."""
+    return Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s, cfg.heal_sweep_for_s)
 
 
 class OverlayNode:
@@ -167,23 +176,23 @@ class OverlayNode:
         cfg = self.config
         self._probes = Probes(cfg.max_pending_pings)
         self._routes: dict[int, _Pending] = {}  # by the sequence number the ack will carry
-        self._suspects: set[int] = set()
+        # A set while anyone is suspected; the one shared empty frozenset otherwise (an empty
+        # set costs 216 bytes, and the simulator holds thousands of nodes suspecting nobody).
+        self._suspects: set[int] | frozenset[int] = _NOBODY
         # Routed messages whose root, by our leaf set, is a suspect: they wait for the probe's
-        # verdict (`_hold`), by suspect; `_held_count` of them in all.
-        self._held: dict[int, list[_Held]] = {}
+        # verdict (`_hold`), by suspect; `_held_count` of them in all. None while none wait.
+        self._held: dict[int, list[_Held]] | None = None
         self._held_count = 0
         self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s, cfg.heal_first_retry_s,
-                               cfg.heal_max_retry_s,
-                               Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s,
-                                     cfg.heal_sweep_for_s))
+                               cfg.heal_max_retry_s, _heal_sweep(cfg))
         self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
         self._beats: dict[int, float] = {}  # immediate neighbour -> its last heartbeat
         self._seeds: tuple[int, ...] = ()
         self._join_tries = 0
         self._table_cursor = 0
         self._sweep: list[int] | None = None
-        self._last_sweep = -INF
-        self._last_merge = -INF
+        self._last_sweep = _LONG_AGO
+        self._last_merge = _LONG_AGO
         self._heal_at = INF
         self._ping_timeouts = Deadlines()  # probes in flight, by sequence number
         self._route_timeouts = Deadlines()  # hops awaiting their acknowledgement
@@ -193,9 +202,10 @@ class OverlayNode:
         self._probe_loss = ProbeLoss(cfg.probe_false_alarm, cfg.max_probe_attempts)
         # Proximity search (`overlay.proximity`): the row exchanges awaiting their answer
         # (peer -> (search, asked at)), and the follow-up exchanges each row may still make
-        # (a row whose answer made a node nearest asks that node next).
-        self._prox_asked: dict[int, tuple[_Search, float]] = {}
-        self._prox_rounds: dict[int, _Search] = {}  # by row: the search that may go on
+        # (a row whose answer made a node nearest asks that node next). Each None while empty:
+        # most nodes, most of the time, search nothing.
+        self._prox_asked: dict[int, tuple[_Search, float]] | None = None
+        self._prox_rounds: dict[int, _Search] | None = None  # by row, only with rounds left
         self._prox_size = 0.0  # the ring's estimated size when the table was last searched
 
     # ===================================================================== driver interface
@@ -244,9 +254,9 @@ class OverlayNode:
         self.next_deadline = INF
         self._ping_timeouts.reset()
         self._route_timeouts.reset()
-        self._routes.clear()
+        self._routes = {}
         self._probes.clear()
-        self._held.clear()
+        self._held = None
         self._held_count = 0
 
     # ====================================================================== app interface
@@ -425,9 +435,7 @@ class OverlayNode:
         if lost and peer in lost:
             del lost[peer]
             revived = True
-        suspected = peer in self._suspects
-        if suspected:
-            self._suspects.discard(peer)
+        suspected = self._unsuspect(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
         took = self.table.consider(peer, rtt)
@@ -524,8 +532,7 @@ class OverlayNode:
             rtt = self.now - probe.sent_at
             if self._heard_active(src, rtt) and self.state == ACTIVE:
                 self._adopted(src, rtt)
-        elif src in self._suspects:
-            self._suspects.discard(src)
+        elif self._unsuspect(src):
             self._release(src)
         if msg.leaf:
             self._learn(msg.leaf)
@@ -610,8 +617,20 @@ class OverlayNode:
         """Take `peer` out of our state: (was it in the leaf set, the table cell it held)."""
         in_leaf = self.leaf.remove(peer)
         cell = self.table.remove(peer)
-        self._suspects.discard(peer)
+        self._unsuspect(peer)
         return in_leaf, cell
+
+    def _unsuspect(self, peer: int) -> bool:
+        """Suspect `peer` no more; returns whether it was suspected."""
+        suspects = self._suspects
+        if peer not in suspects:
+            return False
+        if len(suspects) == 1:
+            self._suspects = _NOBODY
+        else:
+            assert isinstance(suspects, set)  # only the empty one is shared
+            suspects.discard(peer)
+        return True
 
     def _repair(self, in_leaf: bool, cell: tuple[int, int] | None) -> None:
         """Refill what losing a peer left short: its side of the leaf set, its table cell."""
@@ -652,9 +671,12 @@ class OverlayNode:
         return tuple(nodes), tuple(rtts)
 
     def _on_row_reply(self, src: int, msg: RowReply) -> None:
-        asked = self._prox_asked.get(src)
-        if asked is not None and asked[0][0] == msg.row:
-            del self._prox_asked[src]
+        asked_by = self._prox_asked
+        asked = asked_by.get(src) if asked_by is not None else None
+        if asked_by is not None and asked is not None and asked[0][0] == msg.row:
+            del asked_by[src]
+            if not asked_by:
+                self._prox_asked = None
             _, _, category, probes = asked[0]
             self._probe_nearer(msg.nodes, msg.rtts, category, probes)
         else:
@@ -766,6 +788,8 @@ class OverlayNode:
         candidates are probed (`_probe_nearer`), and one that proves nearer is asked next
         while the search has row exchanges left (`_adopted`)."""
         asked = self._prox_asked
+        if asked is None:
+            asked = self._prox_asked = {}
         if len(asked) >= MAX_SEARCHES:
             # Bounded: answers never come from a dead or unreachable peer; forget old asks.
             for old in [p for p, (_, at) in asked.items() if self.now - at > SEARCH_WAIT_S]:
@@ -774,7 +798,15 @@ class OverlayNode:
             return
         row, rounds, category, probes = search
         asked[peer] = (search, self.now)
-        self._prox_rounds[row] = (row, rounds - 1, category, probes)
+        # The search of this row may go on from the node its answer makes nearest; a search
+        # with no rounds left replaces whatever was kept for the row by nothing.
+        rounds_by = self._prox_rounds
+        if rounds > 1:
+            if rounds_by is None:
+                rounds_by = self._prox_rounds = {}
+            rounds_by[row] = (row, rounds - 1, category, probes)
+        elif rounds_by is not None and rounds_by.pop(row, None) is not None and not rounds_by:
+            self._prox_rounds = None
         self._send(peer, RowRequest(row), category)
 
     def _probe_nearer(self, nodes: tuple[int, ...], rtts: tuple[int, ...], category: int,
@@ -809,8 +841,9 @@ class OverlayNode:
         search of its row has rounds left, ask it for its row next."""
         row = shared_prefix_len(self.id, peer)
         self._send(peer, Hello(rtt), C_MAINTENANCE)
-        pending = self._prox_rounds.get(row)
-        if pending is not None and pending[1] > 0:
+        rounds_by = self._prox_rounds
+        pending = rounds_by.get(row) if rounds_by is not None else None
+        if pending is not None:
             self._search_row(pending, peer)
 
     def _sweep_due(self) -> bool:
@@ -888,6 +921,8 @@ class OverlayNode:
         if root not in self._probes.by_peer or self._held_count >= self.config.max_pending_routes:
             return False
         entry = (msg, tuple(a for a in avoid if a != root), attempt, self.now)
+        if self._held is None:
+            self._held = {}
         self._held.setdefault(root, []).append(entry)
         self._held_count += 1
         return True
@@ -895,9 +930,12 @@ class OverlayNode:
     def _release(self, peer: int) -> None:
         """`peer` is no longer suspected (it answered, or it was dropped): route the messages
         held for it again, aged by the wait (`OverlayApp.aged`)."""
-        held = self._held.pop(peer, None)
+        held_by = self._held
+        held = held_by.pop(peer, None) if held_by is not None else None
         if held is None:
             return
+        if not held_by:
+            self._held = None
         self._held_count -= len(held)
         for msg, avoid, attempt, since in held:
             if self.now > since:
@@ -937,6 +975,8 @@ class OverlayNode:
                     self._ack_sample(self.now - pending[4])
         if not routes:
             self._route_timeouts.clear()  # its timer, when it fires, finds nothing due
+            # A dict keeps the room of its largest burst when emptied; start afresh.
+            self._routes = {}
 
     def _ack_sample(self, delay: float) -> None:
         """Adapt the hop and probe timeouts to how long acknowledgements take
@@ -954,7 +994,11 @@ class OverlayNode:
         if pending is None:
             return
         msg, nh, attempt, avoid, sent_at = pending
-        self._suspects.add(nh)
+        suspects = self._suspects
+        if isinstance(suspects, set):
+            suspects.add(nh)
+        else:
+            self._suspects = {nh}
         self._ping(nh, P_SUSPECT)
         payload = self.app.aged(msg.payload, self.now - sent_at)
         if payload is None:

@@ -46,7 +46,7 @@ def test_a_reply_whose_lists_differ_in_length_is_taken_without_round_trips():
     me.table.consider(peer, rtt=0.010)
     candidate = int("b" + "2" * 31, 16)  # competes with `peer` for its cell
     empty = int("c" + "3" * 31, 16)  # a cell we have not filled
-    me._prox_asked[peer] = ((0, 1, 0, 16), 1.0)
+    me._prox_asked = {peer: ((0, 1, 0, 16), 1.0)}
     me.receive(peer, RowReply(0, (candidate, empty), (MAX_RTT_US,)), 1.0)
     probed = {dest for dest, msg in me.out if isinstance(msg, Ping)}
     assert probed == {empty}  # no round trips to go by: only the empty cell is worth a probe
