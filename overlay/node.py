@@ -821,14 +821,15 @@ class OverlayNode:
         hints = rtts if len(rtts) == len(nodes) else (0,) * len(nodes)
         likely: list[tuple[float, int]] = []
         for node, hint in zip(nodes, hints, strict=True):
-            if node == me or node in table or node in pinged or (lost and node in lost):
+            if node == me or node in pinged or (lost and node in lost):
                 continue
-            row, col = table.cell_of(node)
-            if table.get(row, col) is None:
+            entry, ours = table.incumbent(node)
+            if entry == node:
+                continue  # ours already
+            if entry is None:
                 likely.append((-INF, node))
                 continue
             theirs = hint / 1e6 if hint else INF
-            ours = table.rtt_of(table.get(row, col))  # type: ignore[arg-type]
             if theirs < ours * margin:
                 likely.append((theirs - ours, node))
         likely.sort()

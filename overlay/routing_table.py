@@ -24,6 +24,13 @@ _EMPTY_ROW: list[int | None] = [None] * BASE
 _UNKNOWN_ROW = array("d", [UNKNOWN_RTT] * BASE)
 
 
+def _index(owner: int, node: int) -> int:
+    """Where the cell of `node` (not `owner`) sits in `owner`'s table: row * BASE + column.
+    `cell_of` in one step, for the table's own lookups: they run for every peer heard."""
+    row = (ID_BITS - (node ^ owner).bit_length()) >> 2
+    return row * BASE + ((node >> (ID_BITS - DIGIT_BITS * (row + 1))) & (BASE - 1))
+
+
 class RoutingTable:
     __slots__ = ("owner", "cells", "rtts", "size")
 
@@ -49,18 +56,26 @@ class RoutingTable:
     def __contains__(self, node: object) -> bool:
         if not isinstance(node, int) or node == self.owner:
             return False
-        row, col = self.cell_of(node)
-        return self.get(row, col) == node
+        i = _index(self.owner, node)
+        cells = self.cells
+        return i < len(cells) and cells[i] == node
 
     def __len__(self) -> int:
         return self.size
 
     def rtt_of(self, node: int) -> float:
-        row, col = self.cell_of(node)
-        i = row * BASE + col
+        i = _index(self.owner, node)
         if i < len(self.cells) and self.cells[i] == node:
             return self.rtts[i]
         return UNKNOWN_RTT
+
+    def incumbent(self, node: int) -> tuple[int | None, float]:
+        """The entry of the cell `node` (not the owner) would occupy, or None, and its round
+        trip (`UNKNOWN_RTT` for an empty cell)."""
+        i = _index(self.owner, node)
+        if i < len(self.cells):
+            return self.cells[i], self.rtts[i]
+        return None, UNKNOWN_RTT
 
     def _grow(self, rows: int) -> None:
         """Allocate rows up to `rows`, exactly sized (a list or array grown in place keeps
@@ -76,14 +91,12 @@ class RoutingTable:
         and jitter only ever add to the path's delay, so the minimum is the estimate that noise
         does not flip back and forth). Returns True when the cell changed.
         """
-        diff = node ^ self.owner
-        if not diff:
+        if node == self.owner:
             return False
-        row = (ID_BITS - diff.bit_length()) >> 2  # cell_of, inlined: this is a hot path
-        i = row * BASE + ((node >> (ID_BITS - DIGIT_BITS * (row + 1))) & (BASE - 1))
+        i = _index(self.owner, node)
         cells = self.cells
         if i >= len(cells):
-            self._grow(row + 1)
+            self._grow(i // BASE + 1)
             cells = self.cells
         current = cells[i]
         if current == node:
@@ -105,20 +118,19 @@ class RoutingTable:
         """Is the cell `node` would occupy empty?"""
         if node == self.owner:
             return False
-        row, col = self.cell_of(node)
-        return self.get(row, col) is None
+        i = _index(self.owner, node)
+        return i >= len(self.cells) or self.cells[i] is None
 
     def remove(self, node: int) -> tuple[int, int] | None:
         """Drop `node`; return the cell it held, or None if it held none."""
         if node == self.owner:
             return None
-        row, col = self.cell_of(node)
-        i = row * BASE + col
+        i = _index(self.owner, node)
         if i < len(self.cells) and self.cells[i] == node:
             self.cells[i] = None
             self.rtts[i] = UNKNOWN_RTT
             self.size -= 1
-            return row, col
+            return divmod(i, BASE)
         return None
 
     def row(self, row: int) -> tuple[int, ...]:
