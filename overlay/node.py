@@ -454,11 +454,11 @@ class OverlayNode:
         `measure` also probes nodes that would only compete for an occupied table cell, so
         that the nearest one wins it (a joiner does this for the rows handed to it).
         """
-        leaf, table, lost, me = self.leaf, self.table, self._lost, self.id
-        pinged = self._probes.by_peer
+        leaf, table, lost, me, probes = self.leaf, self.table, self._lost, self.id, self._probes
         right, left = leaf.right, leaf.left
         for node in nodes:
-            if node in right or node in left or node == me or node in pinged:
+            # (`probes.by_peer` read afresh: the first probe this loop sends replaces it)
+            if node in right or node in left or node == me or node in probes.by_peer:
                 continue
             record = lost.get(node) if lost else None
             if record is not None:
