@@ -5,11 +5,13 @@ several nodes fit a cell the one with the lowest measured round-trip time wins (
 proximity preference); a node whose round trip is not measured yet counts as infinitely far.
 An entry's round trip is the least measured (one sample of a candidate must beat it).
 
-Rows are allocated on first use: in a ring of N nodes only about log16(N) rows ever fill, so a
-table costs a few hundred bytes, not 512 slots. The cells of every allocated row sit in one
-flat list, row after row, and their round trips in one packed array of doubles beside it: a
-list and an array per row cost 136 bytes of headers each, which at 10,000 nodes (4-5 rows a
-table) was a third of the table.
+Only filled cells take room. In a ring of N nodes the first log16(N) rows are nearly full and
+the row below holds a couple of nodes (at N = 10,000: ~45 entries in rows 0-2, ~2 in row 3,
+rarely one in row 4), so a row per allocated level, 16 cells of an id and a round trip each,
+spent a fifth of a table on empty cells. The entries sit in cell order (row by row, column by
+column) in one list, their round trips in one packed array of doubles beside it, and one
+integer has bit r * 16 + c set for each filled cell (r, c): an entry's place in the list is the
+number of filled cells before its own.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from collections.abc import Iterator
 from overlay.ids import BASE, DIGIT_BITS, ID_BITS, digit, shared_prefix_len
 
 UNKNOWN_RTT = float("inf")
-_EMPTY_ROW: list[int | None] = [None] * BASE
-_UNKNOWN_ROW = array("d", [UNKNOWN_RTT] * BASE)
+_ROW_BITS = (1 << BASE) - 1
 
 
 def _index(owner: int, node: int) -> int:
@@ -32,18 +33,16 @@ def _index(owner: int, node: int) -> int:
 
 
 class RoutingTable:
-    __slots__ = ("owner", "cells", "rtts", "size")
+    __slots__ = ("owner", "nodes", "rtts", "filled_cells", "rows")
 
     def __init__(self, owner: int) -> None:
         self.owner = owner
-        self.cells: list[int | None] = []  # cell (r, c) at r * BASE + c
-        self.rtts = array("d")  # packed doubles, same layout: no float object per cell
-        self.size = 0
-
-    @property
-    def rows(self) -> int:
-        """How many rows are allocated (every row past them is empty)."""
-        return len(self.cells) // BASE
+        self.nodes: list[int] = []  # the entries, in cell order
+        self.rtts = array("d")  # their round trips, packed: no float object per entry
+        self.filled_cells = 0  # bit r * BASE + c set: cell (r, c) holds an entry
+        # Rows in use: one past the deepest row that ever held an entry (a node's estimate of
+        # the rows worth searching, and its lazy repair, look no deeper).
+        self.rows = 0
 
     def cell_of(self, node: int) -> tuple[int, int]:
         row = shared_prefix_len(self.owner, node)
@@ -51,38 +50,34 @@ class RoutingTable:
 
     def get(self, row: int, col: int) -> int | None:
         i = row * BASE + col
-        return self.cells[i] if i < len(self.cells) else None
+        filled = self.filled_cells
+        if filled >> i & 1:
+            return self.nodes[(filled & ((1 << i) - 1)).bit_count()]
+        return None
 
     def __contains__(self, node: object) -> bool:
         if not isinstance(node, int) or node == self.owner:
             return False
         i = _index(self.owner, node)
-        cells = self.cells
-        return i < len(cells) and cells[i] == node
+        filled = self.filled_cells
+        return bool(filled >> i & 1) and self.nodes[(filled & ((1 << i) - 1)).bit_count()] == node
 
     def __len__(self) -> int:
-        return self.size
+        return len(self.nodes)
 
     def rtt_of(self, node: int) -> float:
-        i = _index(self.owner, node)
-        if i < len(self.cells) and self.cells[i] == node:
-            return self.rtts[i]
-        return UNKNOWN_RTT
+        entry, rtt = self.incumbent(node)
+        return rtt if entry == node else UNKNOWN_RTT
 
     def incumbent(self, node: int) -> tuple[int | None, float]:
         """The entry of the cell `node` (not the owner) would occupy, or None, and its round
         trip (`UNKNOWN_RTT` for an empty cell)."""
         i = _index(self.owner, node)
-        if i < len(self.cells):
-            return self.cells[i], self.rtts[i]
+        filled = self.filled_cells
+        if filled >> i & 1:
+            k = (filled & ((1 << i) - 1)).bit_count()
+            return self.nodes[k], self.rtts[k]
         return None, UNKNOWN_RTT
-
-    def _grow(self, rows: int) -> None:
-        """Allocate rows up to `rows`, exactly sized (a list or array grown in place keeps
-        spare room)."""
-        more = rows - len(self.cells) // BASE
-        self.cells = self.cells + _EMPTY_ROW * more
-        self.rtts = self.rtts + _UNKNOWN_ROW * more
 
     def consider(self, node: int, rtt: float | None = None) -> bool:
         """Offer `node` for its cell; keep it if the cell is empty or it is nearer.
@@ -94,23 +89,22 @@ class RoutingTable:
         if node == self.owner:
             return False
         i = _index(self.owner, node)
-        cells = self.cells
-        if i >= len(cells):
-            self._grow(i // BASE + 1)
-            cells = self.cells
-        current = cells[i]
-        if current == node:
-            if rtt is not None and rtt < self.rtts[i]:
-                self.rtts[i] = rtt  # the least round trip seen: jitter only adds
-            return False
-        if current is None:
-            cells[i] = node
-            self.rtts[i] = UNKNOWN_RTT if rtt is None else rtt
-            self.size += 1
+        filled = self.filled_cells
+        k = (filled & ((1 << i) - 1)).bit_count()
+        if not filled >> i & 1:
+            self.nodes.insert(k, node)
+            self.rtts.insert(k, UNKNOWN_RTT if rtt is None else rtt)
+            self.filled_cells = filled | 1 << i
+            if i >= self.rows * BASE:
+                self.rows = i // BASE + 1
             return True
-        if rtt is not None and rtt < self.rtts[i]:
-            cells[i] = node
-            self.rtts[i] = rtt
+        if self.nodes[k] == node:
+            if rtt is not None and rtt < self.rtts[k]:
+                self.rtts[k] = rtt  # the least round trip seen: jitter only adds
+            return False
+        if rtt is not None and rtt < self.rtts[k]:
+            self.nodes[k] = node
+            self.rtts[k] = rtt
             return True
         return False
 
@@ -118,41 +112,45 @@ class RoutingTable:
         """Is the cell `node` would occupy empty?"""
         if node == self.owner:
             return False
-        i = _index(self.owner, node)
-        return i >= len(self.cells) or self.cells[i] is None
+        return not self.filled_cells >> _index(self.owner, node) & 1
 
     def remove(self, node: int) -> tuple[int, int] | None:
         """Drop `node`; return the cell it held, or None if it held none."""
         if node == self.owner:
             return None
         i = _index(self.owner, node)
-        if i < len(self.cells) and self.cells[i] == node:
-            self.cells[i] = None
-            self.rtts[i] = UNKNOWN_RTT
-            self.size -= 1
-            return divmod(i, BASE)
+        filled = self.filled_cells
+        if filled >> i & 1:
+            k = (filled & ((1 << i) - 1)).bit_count()
+            if self.nodes[k] == node:
+                del self.nodes[k]
+                del self.rtts[k]
+                self.filled_cells = filled & ~(1 << i)
+                return divmod(i, BASE)
         return None
 
+    def _row_span(self, row: int) -> tuple[int, int]:
+        """Where the entries of `row` sit in `nodes`: [start, end)."""
+        filled, first = self.filled_cells, row * BASE
+        start = (filled & ((1 << first) - 1)).bit_count()
+        return start, start + (filled >> first & _ROW_BITS).bit_count()
+
     def row(self, row: int) -> tuple[int, ...]:
-        start = row * BASE
-        return tuple(n for n in self.cells[start:start + BASE] if n is not None)
+        start, end = self._row_span(row)
+        return tuple(self.nodes[start:end])
 
     def row_rtts(self, row: int) -> Iterator[tuple[int, float]]:
         """(node, round trip) for every filled cell of `row`, by column."""
-        start = row * BASE
-        cells, rtts = self.cells, self.rtts
-        for i in range(start, min(start + BASE, len(cells))):
-            node = cells[i]
-            if node is not None:
-                yield node, rtts[i]
+        start, end = self._row_span(row)
+        return zip(self.nodes[start:end], self.rtts[start:end], strict=True)
 
     def entries(self) -> Iterator[int]:
-        for node in self.cells:
-            if node is not None:
-                yield node
+        return iter(self.nodes)
 
     def filled(self) -> Iterator[tuple[int, int, int]]:
         """(row, column, node) for every filled cell."""
-        for i, node in enumerate(self.cells):
-            if node is not None:
-                yield i // BASE, i % BASE, node
+        filled = self.filled_cells
+        for node in self.nodes:
+            i = (filled & -filled).bit_length() - 1  # the lowest filled cell left
+            filled &= filled - 1
+            yield i // BASE, i % BASE, node
