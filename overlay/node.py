@@ -49,6 +49,7 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable, Collection
 from functools import cache
 from heapq import heappop, heappush
@@ -165,7 +166,8 @@ class OverlayNode:
         self.state = JOINING
         self.leaf = LeafSet(node_id, self.config.leaf_size)
         self.table = RoutingTable(node_id)
-        self.sent = [0, 0, 0]  # by C_* category
+        # By C_* category; packed, since each count past 256 would be an int object of its own.
+        self.sent = array("Q", (0, 0, 0))
         self.dropped = 0  # routed messages given up after every attempt
         self._timers: list[tuple[float, int, int]] = []
         # When the driver must call `handle_timer` next: a plain attribute, not a property,
@@ -204,10 +206,11 @@ class OverlayNode:
         self._probe_loss = ProbeLoss(cfg.probe_false_alarm, cfg.max_probe_attempts)
         # Proximity search (`overlay.proximity`): the row exchanges awaiting their answer
         # (peer -> (search, asked at)), and the follow-up exchanges each row may still make
-        # (a row whose answer made a node nearest asks that node next). Each None while empty:
-        # most nodes, most of the time, search nothing.
+        # (a row whose answer made a node nearest asks that node next). Most nodes, most of
+        # the time, search nothing: the asks are None while there are none, and the searches
+        # with rounds left (at most one a row, a row or two) a tuple, not a dict of 224 bytes.
         self._prox_asked: dict[int, tuple[_Search, float]] | None = None
-        self._prox_rounds: dict[int, _Search] | None = None  # by row, only with rounds left
+        self._prox_rounds: tuple[_Search, ...] = ()
         self._prox_size = 0.0  # the ring's estimated size when the table was last searched
 
     # ===================================================================== driver interface
@@ -361,8 +364,9 @@ class OverlayNode:
         if self._join_tries >= JOIN_ATTEMPTS * len(self._seeds):
             # Nobody answers: found a ring of our own and keep trying the seeds as lost peers,
             # so that rings started apart merge once the seeds are reachable.
+            seeds = self._seeds
             self._activate()
-            for seed in self._seeds:
+            for seed in seeds:
                 self._remember_lost(seed)
             return
         self._send_join()
@@ -423,6 +427,7 @@ class OverlayNode:
             self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
         if self._seeds:  # the second phase of a join: search the rows with a choice
             self._search_table(C_JOIN)
+            self._seeds = ()  # an active node never joins again
         self._leaf_changed()
         self.app.activated()
 
@@ -804,13 +809,10 @@ class OverlayNode:
         asked[peer] = (search, self.now)
         # The search of this row may go on from the node its answer makes nearest; a search
         # with no rounds left replaces whatever was kept for the row by nothing.
-        rounds_by = self._prox_rounds
+        kept = tuple(s for s in self._prox_rounds if s[0] != row)
         if rounds > 1:
-            if rounds_by is None:
-                rounds_by = self._prox_rounds = {}
-            rounds_by[row] = (row, rounds - 1, category, probes)
-        elif rounds_by is not None and rounds_by.pop(row, None) is not None and not rounds_by:
-            self._prox_rounds = None
+            kept += ((row, rounds - 1, category, probes),)
+        self._prox_rounds = kept
         self._send(peer, RowRequest(row), category)
 
     def _probe_nearer(self, nodes: tuple[int, ...], rtts: tuple[int, ...], category: int,
@@ -846,10 +848,10 @@ class OverlayNode:
         search of its row has rounds left, ask it for its row next."""
         row = shared_prefix_len(self.id, peer)
         self._send(peer, Hello(rtt), C_MAINTENANCE)
-        rounds_by = self._prox_rounds
-        pending = rounds_by.get(row) if rounds_by is not None else None
-        if pending is not None:
-            self._search_row(pending, peer)
+        for search in self._prox_rounds:
+            if search[0] == row:
+                self._search_row(search, peer)
+                return
 
     def _sweep_due(self) -> bool:
         """Would a failure seen now start a table sweep?"""
