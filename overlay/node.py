@@ -140,8 +140,8 @@ def _heal_sweep(cfg: OverlayConfig) -> Sweep:
 class OverlayNode:
     __slots__ = (
         "id", "config", "rng", "app", "out", "failed", "now", "state", "leaf", "table", "sent",
-        "next_deadline", "dropped", "_timers", "_seq", "_probes", "_routes", "_suspects",
-        "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
+        "next_deadline", "later_wake", "dropped", "_timers", "_seq", "_probes", "_routes",
+        "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
         "_last_sweep", "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
         "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss",
         "_beats", "_prox_asked", "_prox_rounds", "_prox_size",
@@ -173,6 +173,9 @@ class OverlayNode:
         # When the driver must call `handle_timer` next: a plain attribute, not a property,
         # because the simulator reads it after every input of every node.
         self.next_deadline = INF
+        # The driver's own note, never read here: a wake-up it queued for an earlier deadline
+        # that an input then moved sooner, still queued (`simulations.engine`).
+        self.later_wake = INF
         self._seq = 0
         cfg = self.config
         self._probes = Probes(cfg.max_pending_pings)
