@@ -32,7 +32,7 @@ from overlay.messages import Lookup
 from overlay.node import OverlayNode
 from overlay.wire import Message
 from simulations.engine import Simulation
-from simulations.workload import DelayPairs
+from simulations.workload import DelayStretch
 from simulations.world import World
 
 _T = TypeVar("_T")
@@ -99,8 +99,8 @@ class MessagingWorkload:
         self.floods: dict[int, tuple[str, bool, set[int], float, int]] = {}
         self.received: dict[int, dict[int, int]] = defaultdict(dict)  # tag -> node -> count
         self.latency: list[float] = []
-        # (delivery delay, direct delay without jitter) per first arrival away from the origin
-        self.stretch = DelayPairs()
+        # Delivery delay against the direct delay, per first arrival away from the origin
+        self.stretch = DelayStretch(sim.net.config.jitter_s)
         self.order_violations = 0
         self.last_seq: dict[tuple[int, int, str], int] = {}
         self.tunnel_log: dict[TunnelKey, list[bytes]] = defaultdict(list)
@@ -199,7 +199,7 @@ class MessagingWorkload:
             if latency > LATE_S:
                 self.late_floods += 1
             if origin != me and origin in self.sim.net.positions:
-                self.stretch.append(latency, self.sim.net.base_delay(origin, me))
+                self.stretch.add(latency, self.sim.net.base_delay(origin, me))
 
     def _on_joined(self, me: int, core: MessagingCore, event: ev.Joined) -> None:
         self.joined.add((me, event.name, event.topic))
