@@ -239,7 +239,7 @@ class NodeMetrics:
         yield _gauge("iris_routing_table_entries", "Filled cells of the routing table.",
                      len(overlay.table))
         yield _gauge("iris_routing_table_rows", "Rows of the routing table in use.",
-                     len(overlay.table.rows))
+                     overlay.table.rows)
         yield _gauge("iris_known_addresses", "Peer addresses this node knows.",
                      len(rt.directory))
         sent = list(overlay.sent)

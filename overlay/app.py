@@ -12,6 +12,10 @@ from overlay.wire import Message
 class OverlayApp:
     """Upcalls from the overlay to the layer above. The defaults ignore everything."""
 
+    # No instance dict of its own: a subclass with `__slots__` (the simulator's app, one per
+    # node) then has none either.
+    __slots__ = ()
+
     consistent_roots = True
     """A message whose root by this node's state is a suspect (a peer that did not acknowledge
     a hop, being probed) waits for the verdict on it: answered, it goes there; declared failed,

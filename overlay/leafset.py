@@ -127,13 +127,17 @@ class LeafSet:
             return False
         changed = False
         half = self.half
+        # A full side is cut back by slicing, not `del side[half:]`: the insertion grew the
+        # list's room to 16 slots and a list cut in place keeps it (64 bytes a side).
         if cw < self._rmax and node not in self.right:
             insort(self.right, node, key=self._cw)
-            del self.right[half:]
+            if len(self.right) > half:
+                self.right = self.right[:half]
             changed = True
         if RING - cw < self._lmax and node not in self.left:
             insort(self.left, node, key=self._ccw)
-            del self.left[half:]
+            if len(self.left) > half:
+                self.left = self.left[:half]
             changed = True
         if changed:
             self._changed()

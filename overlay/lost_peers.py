@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 INF = float("inf")
+_LONG_AGO = -INF  # one float object for every record's "never", not one each
 
 
 class LostPeer:
@@ -72,7 +73,7 @@ class LostPeers(dict[int, LostPeer]):
         # first loss: a deque with a `maxlen` costs ~760 bytes, and most nodes never lose a peer
         # (the simulator holds this record for every node).
         self._losses: list[float] | None = None
-        self.sweep_until = -INF
+        self.sweep_until = _LONG_AGO
         self.next_sweep = INF
 
     def remember(self, peer: int, now: float, jitter: Callable[[float], float]) -> float:

@@ -49,7 +49,9 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable, Collection
+from functools import cache
 from heapq import heappop, heappush
 from itertools import chain
 from typing import Any, TypeVar
@@ -100,6 +102,8 @@ from overlay.wire import Message
 __all__ = ["ACTIVE", "CONFIRMING", "JOINING", "LEFT", "OverlayApp", "OverlayNode"]
 
 INF = float("inf")
+_LONG_AGO = -INF  # one float object for every node's "never yet", not one each
+_NOBODY: frozenset[int] = frozenset()  # the suspects of a node that suspects nobody
 
 # Node states.
 JOINING, CONFIRMING, ACTIVE, LEFT = "joining", "confirming", "active", "left"
@@ -127,15 +131,20 @@ _Search = tuple[int, int, int, int]
 _Held = tuple[Route, tuple[int, ...], int, float]
 
 
+@cache
+def _heal_sweep(cfg: OverlayConfig) -> Sweep:
+    """The sweep settings of `cfg`: one immutable object for every node sharing the config."""
+    return Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s, cfg.heal_sweep_for_s)
+
+
 class OverlayNode:
     __slots__ = (
         "id", "config", "rng", "app", "out", "failed", "now", "state", "leaf", "table", "sent",
-        "next_deadline", "dropped", "_timers", "_seq", "_probes", "_routes", "_suspects",
-        "_lost", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep", "_last_sweep",
-        "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts", "_ping_timeout",
-        "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss", "_beats",
-        "_prox_asked", "_prox_rounds", "_prox_size",
-
+        "next_deadline", "later_wake", "dropped", "_timers", "_seq", "_probes", "_routes",
+        "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
+        "_last_sweep", "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
+        "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss",
+        "_beats", "_prox_asked", "_prox_rounds", "_prox_size",
     )
 
     def __init__(
@@ -157,33 +166,40 @@ class OverlayNode:
         self.state = JOINING
         self.leaf = LeafSet(node_id, self.config.leaf_size)
         self.table = RoutingTable(node_id)
-        self.sent = [0, 0, 0]  # by C_* category
+        # By C_* category; packed, since each count past 256 would be an int object of its own.
+        self.sent = array("Q", (0, 0, 0))
         self.dropped = 0  # routed messages given up after every attempt
         self._timers: list[tuple[float, int, int]] = []
         # When the driver must call `handle_timer` next: a plain attribute, not a property,
         # because the simulator reads it after every input of every node.
         self.next_deadline = INF
+        # The driver's own note, never read here: a wake-up it queued for an earlier deadline
+        # that an input then moved sooner, still queued (`simulations.engine`).
+        self.later_wake = INF
         self._seq = 0
         cfg = self.config
         self._probes = Probes(cfg.max_pending_pings)
         self._routes: dict[int, _Pending] = {}  # by the sequence number the ack will carry
-        self._suspects: set[int] = set()
+        # A set while anyone is suspected; the one shared empty frozenset otherwise (an empty
+        # set costs 216 bytes, and the simulator holds thousands of nodes suspecting nobody).
+        self._suspects: set[int] | frozenset[int] = _NOBODY
         # Routed messages whose root, by our leaf set, is a suspect: they wait for the probe's
-        # verdict (`_hold`), by suspect; `_held_count` of them in all.
-        self._held: dict[int, list[_Held]] = {}
+        # verdict (`_hold`), by suspect; `_held_count` of them in all. None while none wait.
+        self._held: dict[int, list[_Held]] | None = None
         self._held_count = 0
-        self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s, cfg.heal_first_retry_s,
-                               cfg.heal_max_retry_s,
-                               Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s,
-                                     cfg.heal_sweep_for_s))
-        self._heard: dict[int, float] = {}  # immediate neighbour -> last time heard from
-        self._beats: dict[int, float] = {}  # immediate neighbour -> its last heartbeat
+        self._lost: LostPeers | None = None  # made when the first peer is lost
+        # The immediate neighbours (as `LeafSet.neighbours` gives them) and, for each, when it
+        # was last heard from and its last heartbeat (None: none yet). Two short lists beside
+        # the tuple, not two dicts: 216 bytes against 448, for every node.
+        self._nbs: tuple[int, ...] = ()
+        self._heard: list[float] = []
+        self._beats: list[float | None] = []
         self._seeds: tuple[int, ...] = ()
         self._join_tries = 0
         self._table_cursor = 0
         self._sweep: list[int] | None = None
-        self._last_sweep = -INF
-        self._last_merge = -INF
+        self._last_sweep = _LONG_AGO
+        self._last_merge = _LONG_AGO
         self._heal_at = INF
         self._ping_timeouts = Deadlines()  # probes in flight, by sequence number
         self._route_timeouts = Deadlines()  # hops awaiting their acknowledgement
@@ -193,9 +209,11 @@ class OverlayNode:
         self._probe_loss = ProbeLoss(cfg.probe_false_alarm, cfg.max_probe_attempts)
         # Proximity search (`overlay.proximity`): the row exchanges awaiting their answer
         # (peer -> (search, asked at)), and the follow-up exchanges each row may still make
-        # (a row whose answer made a node nearest asks that node next).
-        self._prox_asked: dict[int, tuple[_Search, float]] = {}
-        self._prox_rounds: dict[int, _Search] = {}  # by row: the search that may go on
+        # (a row whose answer made a node nearest asks that node next). Most nodes, most of
+        # the time, search nothing: the asks are None while there are none, and the searches
+        # with rounds left (at most one a row, a row or two) a tuple, not a dict of 224 bytes.
+        self._prox_asked: dict[int, tuple[_Search, float]] | None = None
+        self._prox_rounds: tuple[_Search, ...] = ()
         self._prox_size = 0.0  # the ring's estimated size when the table was last searched
 
     # ===================================================================== driver interface
@@ -216,9 +234,9 @@ class OverlayNode:
         self.now = now
         if self.state == LEFT:
             return
-        heard = self._heard
-        if src in heard:
-            heard[src] = now
+        nbs = self._nbs
+        if src in nbs:
+            self._heard[nbs.index(src)] = now
         handler = _HANDLERS.get(type(msg))
         if handler is None:
             self.app.receive_direct(src, msg)
@@ -244,9 +262,9 @@ class OverlayNode:
         self.next_deadline = INF
         self._ping_timeouts.reset()
         self._route_timeouts.reset()
-        self._routes.clear()
+        self._routes = {}
         self._probes.clear()
-        self._held.clear()
+        self._held = None
         self._held_count = 0
 
     # ====================================================================== app interface
@@ -349,8 +367,9 @@ class OverlayNode:
         if self._join_tries >= JOIN_ATTEMPTS * len(self._seeds):
             # Nobody answers: found a ring of our own and keep trying the seeds as lost peers,
             # so that rings started apart merge once the seeds are reachable.
+            seeds = self._seeds
             self._activate()
-            for seed in self._seeds:
+            for seed in seeds:
                 self._remember_lost(seed)
             return
         self._send_join()
@@ -411,6 +430,7 @@ class OverlayNode:
             self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
         if self._seeds:  # the second phase of a join: search the rows with a choice
             self._search_table(C_JOIN)
+            self._seeds = ()  # an active node never joins again
         self._leaf_changed()
         self.app.activated()
 
@@ -425,9 +445,7 @@ class OverlayNode:
         if lost and peer in lost:
             del lost[peer]
             revived = True
-        suspected = peer in self._suspects
-        if suspected:
-            self._suspects.discard(peer)
+        suspected = self._unsuspect(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
         took = self.table.consider(peer, rtt)
@@ -444,11 +462,11 @@ class OverlayNode:
         `measure` also probes nodes that would only compete for an occupied table cell, so
         that the nearest one wins it (a joiner does this for the rows handed to it).
         """
-        leaf, table, lost, me = self.leaf, self.table, self._lost, self.id
-        pinged = self._probes.by_peer
+        leaf, table, lost, me, probes = self.leaf, self.table, self._lost, self.id, self._probes
         right, left = leaf.right, leaf.left
         for node in nodes:
-            if node in right or node in left or node == me or node in pinged:
+            # (`probes.by_peer` read afresh: the first probe this loop sends replaces it)
+            if node in right or node in left or node == me or node in probes.by_peer:
                 continue
             record = lost.get(node) if lost else None
             if record is not None:
@@ -464,11 +482,12 @@ class OverlayNode:
 
     def _leaf_changed(self) -> None:
         nbs = self.leaf.neighbours()
-        heard = self._heard
-        if tuple(heard) != nbs:
-            self._heard = {nb: heard.get(nb, self.now) for nb in nbs}
-            beats = self._beats
-            self._beats = {nb: beats[nb] for nb in nbs if nb in beats}
+        old = self._nbs
+        if old != nbs:
+            heard, beats = self._heard, self._beats
+            self._heard = [heard[old.index(nb)] if nb in old else self.now for nb in nbs]
+            self._beats = [beats[old.index(nb)] if nb in old else None for nb in nbs]
+            self._nbs = nbs
         if self.state == ACTIVE:
             if self._ring_size() >= GROWTH * self._prox_size:
                 self._search_table(C_MAINTENANCE)  # the ring grew: more nodes to choose from
@@ -524,8 +543,7 @@ class OverlayNode:
             rtt = self.now - probe.sent_at
             if self._heard_active(src, rtt) and self.state == ACTIVE:
                 self._adopted(src, rtt)
-        elif src in self._suspects:
-            self._suspects.discard(src)
+        elif self._unsuspect(src):
             self._release(src)
         if msg.leaf:
             self._learn(msg.leaf)
@@ -610,8 +628,20 @@ class OverlayNode:
         """Take `peer` out of our state: (was it in the leaf set, the table cell it held)."""
         in_leaf = self.leaf.remove(peer)
         cell = self.table.remove(peer)
-        self._suspects.discard(peer)
+        self._unsuspect(peer)
         return in_leaf, cell
+
+    def _unsuspect(self, peer: int) -> bool:
+        """Suspect `peer` no more; returns whether it was suspected."""
+        suspects = self._suspects
+        if peer not in suspects:
+            return False
+        if len(suspects) == 1:
+            self._suspects = _NOBODY
+        else:
+            assert isinstance(suspects, set)  # only the empty one is shared
+            suspects.discard(peer)
+        return True
 
     def _repair(self, in_leaf: bool, cell: tuple[int, int] | None) -> None:
         """Refill what losing a peer left short: its side of the leaf set, its table cell."""
@@ -632,7 +662,7 @@ class OverlayNode:
         """Pastry's lazy repair: a node in the same row (or a deeper one) has our cell's
         candidates in its own row `row`."""
         table = self.table
-        for r in range(row, len(table.rows)):
+        for r in range(row, table.rows):
             peers = table.row(r)
             if peers:
                 self._send(self.rng.choice(peers), RowRequest(row), C_MAINTENANCE)
@@ -644,21 +674,20 @@ class OverlayNode:
     def _row_with_rtts(self, row: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Our table row `row` and our round trip to each of its nodes (microseconds, 0 if
         not measured), for a `RowReply` or a `Pong`."""
-        table = self.table
-        if row >= len(table.rows):
-            return (), ()
         nodes: list[int] = []
         rtts: list[int] = []
-        for node, rtt in zip(table.rows[row], table.rtts[row], strict=True):
-            if node is not None:
-                nodes.append(node)
-                rtts.append(0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US))
+        for node, rtt in self.table.row_rtts(row):
+            nodes.append(node)
+            rtts.append(0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US))
         return tuple(nodes), tuple(rtts)
 
     def _on_row_reply(self, src: int, msg: RowReply) -> None:
-        asked = self._prox_asked.get(src)
-        if asked is not None and asked[0][0] == msg.row:
-            del self._prox_asked[src]
+        asked_by = self._prox_asked
+        asked = asked_by.get(src) if asked_by is not None else None
+        if asked_by is not None and asked is not None and asked[0][0] == msg.row:
+            del asked_by[src]
+            if not asked_by:
+                self._prox_asked = None
             _, _, category, probes = asked[0]
             self._probe_nearer(msg.nodes, msg.rtts, category, probes)
         else:
@@ -694,16 +723,17 @@ class OverlayNode:
 
     def _on_heartbeat(self, src: int, msg: Heartbeat) -> None:
         self._heard_active(src)
-        if src in self._heard:
+        nbs = self._nbs
+        if src in nbs:
             # An immediate neighbour heartbeats us every `heartbeat_s`: a longer gap is a
             # heartbeat lost (`overlay.probe_loss`; a gap of many periods is some other story).
-            beats = self._beats
-            last = beats.get(src)
+            i = nbs.index(src)
+            last = self._beats[i]
             if last is not None:
                 periods = round((self.now - last) / self.config.heartbeat_s)
                 if 1 <= periods <= 3:
                     self._probe_loss.messages(periods - 1)
-            beats[src] = self.now
+            self._beats[i] = self.now
         lost = self._lost
         if lost:
             now, hint = self.now, self.config.gossip_hint_s
@@ -717,7 +747,7 @@ class OverlayNode:
             return
         now, silence = self.now, self.config.silence_s
         next_check = now + silence
-        for nb, heard in self._heard.items():
+        for nb, heard in zip(self._nbs, self._heard, strict=True):
             if now - heard >= silence:
                 self._ping(nb, P_NEIGHBOUR)
             else:
@@ -752,7 +782,7 @@ class OverlayNode:
 
     def _proximity_rows(self) -> int:
         """How many of the first table rows have a choice of nodes (`overlay.proximity`)."""
-        return rows_with_choice(self._ring_size(), len(self.table.rows))
+        return rows_with_choice(self._ring_size(), self.table.rows)
 
     def _search_table(self, category: int) -> None:
         """Search every row with a choice, from its nearest entry: after a join, and whenever
@@ -760,8 +790,7 @@ class OverlayNode:
         self._prox_size = self._ring_size()
         table = self.table
         for row in range(self._proximity_rows()):
-            rtts = table.rtts[row]
-            filled = sorted((rtts[c], n) for c, n in enumerate(table.rows[row]) if n is not None)
+            filled = sorted((rtt, n) for n, rtt in table.row_rtts(row))
             if filled:
                 self._search_row((row, self.config.proximity_join_rounds, category,
                                   self.config.proximity_join_probes), filled[0][1])
@@ -771,6 +800,8 @@ class OverlayNode:
         candidates are probed (`_probe_nearer`), and one that proves nearer is asked next
         while the search has row exchanges left (`_adopted`)."""
         asked = self._prox_asked
+        if asked is None:
+            asked = self._prox_asked = {}
         if len(asked) >= MAX_SEARCHES:
             # Bounded: answers never come from a dead or unreachable peer; forget old asks.
             for old in [p for p, (_, at) in asked.items() if self.now - at > SEARCH_WAIT_S]:
@@ -779,7 +810,12 @@ class OverlayNode:
             return
         row, rounds, category, probes = search
         asked[peer] = (search, self.now)
-        self._prox_rounds[row] = (row, rounds - 1, category, probes)
+        # The search of this row may go on from the node its answer makes nearest; a search
+        # with no rounds left replaces whatever was kept for the row by nothing.
+        kept = tuple(s for s in self._prox_rounds if s[0] != row)
+        if rounds > 1:
+            kept += ((row, rounds - 1, category, probes),)
+        self._prox_rounds = kept
         self._send(peer, RowRequest(row), category)
 
     def _probe_nearer(self, nodes: tuple[int, ...], rtts: tuple[int, ...], category: int,
@@ -794,14 +830,15 @@ class OverlayNode:
         hints = rtts if len(rtts) == len(nodes) else (0,) * len(nodes)
         likely: list[tuple[float, int]] = []
         for node, hint in zip(nodes, hints, strict=True):
-            if node == me or node in table or node in pinged or (lost and node in lost):
+            if node == me or node in pinged or (lost and node in lost):
                 continue
-            row, col = table.cell_of(node)
-            if table.get(row, col) is None:
+            entry, ours = table.incumbent(node)
+            if entry == node:
+                continue  # ours already
+            if entry is None:
                 likely.append((-INF, node))
                 continue
             theirs = hint / 1e6 if hint else INF
-            ours = table.rtt_of(table.get(row, col))  # type: ignore[arg-type]
             if theirs < ours * margin:
                 likely.append((theirs - ours, node))
         likely.sort()
@@ -814,9 +851,10 @@ class OverlayNode:
         search of its row has rounds left, ask it for its row next."""
         row = shared_prefix_len(self.id, peer)
         self._send(peer, Hello(rtt), C_MAINTENANCE)
-        pending = self._prox_rounds.get(row)
-        if pending is not None and pending[1] > 0:
-            self._search_row(pending, peer)
+        for search in self._prox_rounds:
+            if search[0] == row:
+                self._search_row(search, peer)
+                return
 
     def _sweep_due(self) -> bool:
         """Would a failure seen now start a table sweep?"""
@@ -893,6 +931,8 @@ class OverlayNode:
         if root not in self._probes.by_peer or self._held_count >= self.config.max_pending_routes:
             return False
         entry = (msg, tuple(a for a in avoid if a != root), attempt, self.now)
+        if self._held is None:
+            self._held = {}
         self._held.setdefault(root, []).append(entry)
         self._held_count += 1
         return True
@@ -900,9 +940,12 @@ class OverlayNode:
     def _release(self, peer: int) -> None:
         """`peer` is no longer suspected (it answered, or it was dropped): route the messages
         held for it again, aged by the wait (`OverlayApp.aged`)."""
-        held = self._held.pop(peer, None)
+        held_by = self._held
+        held = held_by.pop(peer, None) if held_by is not None else None
         if held is None:
             return
+        if not held_by:
+            self._held = None
         self._held_count -= len(held)
         for msg, avoid, attempt, since in held:
             if self.now > since:
@@ -942,6 +985,8 @@ class OverlayNode:
                     self._ack_sample(self.now - pending[4])
         if not routes:
             self._route_timeouts.clear()  # its timer, when it fires, finds nothing due
+            # A dict keeps the room of its largest burst when emptied; start afresh.
+            self._routes = {}
 
     def _ack_sample(self, delay: float) -> None:
         """Adapt the hop and probe timeouts to how long acknowledgements take
@@ -959,7 +1004,11 @@ class OverlayNode:
         if pending is None:
             return
         msg, nh, attempt, avoid, sent_at = pending
-        self._suspects.add(nh)
+        suspects = self._suspects
+        if isinstance(suspects, set):
+            suspects.add(nh)
+        else:
+            self._suspects = {nh}
         self._ping(nh, P_SUSPECT)
         payload = self.app.aged(msg.payload, self.now - sent_at)
         if payload is None:
@@ -977,7 +1026,13 @@ class OverlayNode:
 
     # ------------------------------------------------------------------- partition heal
     def _remember_lost(self, peer: int) -> None:
-        self._arm_heal(self._lost.remember(peer, self.now, self._jitter))
+        lost = self._lost
+        if lost is None:
+            cfg = self.config
+            lost = self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s,
+                                          cfg.heal_first_retry_s, cfg.heal_max_retry_s,
+                                          _heal_sweep(cfg))
+        self._arm_heal(lost.remember(peer, self.now, self._jitter))
 
     def _arm_heal(self, when: float) -> None:
         if when < self._heal_at:
@@ -990,9 +1045,11 @@ class OverlayNode:
         self._heal_at = INF
         if self.state == LEFT:
             return
-        for peer in self._lost.due(self.now, self._jitter):
+        lost = self._lost
+        assert lost is not None  # the heal timer is armed only once a peer is lost
+        for peer in lost.due(self.now, self._jitter):
             self._ping(peer, P_HEAL)
-        soonest = self._lost.soonest()
+        soonest = lost.soonest()
         if soonest < INF:
             self._arm_heal(soonest)
 

@@ -8,6 +8,9 @@ failed twice, and never more quietly than its most serious reason asks for.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 # Why a peer is probed, in rising order of what a missing answer means.
 P_CANDIDATE = 0  # a node we heard of that would improve our state: no answer, not taken
 P_HEAL = 1  # a peer lost to failure, retried in case a partition healed
@@ -47,6 +50,11 @@ class Probe:
         self.want_leaf = want_leaf  # the answer that counts is the one carrying a leaf set
 
 
+_NONE: Mapping[int, Probe] = MappingProxyType({})
+"""Both maps of a node with no probe in flight: one shared, read-only empty mapping. Most
+nodes have none in flight most of the time, and two empty dicts cost 128 bytes a node."""
+
+
 class Probes:
     """The probes in flight, by sequence number (to match answers) and by peer (one each)."""
 
@@ -54,8 +62,8 @@ class Probes:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.by_seq: dict[int, Probe] = {}
-        self.by_peer: dict[int, Probe] = {}
+        self.by_seq = _NONE
+        self.by_peer = _NONE
 
     def __len__(self) -> int:
         return len(self.by_seq)
@@ -64,8 +72,12 @@ class Probes:
         return len(self.by_seq) >= self.limit
 
     def add(self, probe: Probe) -> None:
-        self.by_seq[probe.seq] = probe
-        self.by_peer[probe.peer] = probe
+        by_seq, by_peer = self.by_seq, self.by_peer
+        if not isinstance(by_seq, dict) or not isinstance(by_peer, dict):  # the first in flight
+            by_seq, by_peer = {}, {}
+            self.by_seq, self.by_peer = by_seq, by_peer
+        by_seq[probe.seq] = probe
+        by_peer[probe.peer] = probe
 
     def answer(self, seq: int, src: int, carries_leaf: bool) -> Probe | None:
         """The probe a `Pong` from `src` answers, taken out of flight; None if it answers
@@ -90,13 +102,15 @@ class Probes:
         return any(p.purpose == P_CONFIRM for p in self.by_seq.values())
 
     def clear(self) -> None:
-        self.by_seq.clear()
-        self.by_peer.clear()
+        self.by_seq = self.by_peer = _NONE
 
     def _remove(self, probe: Probe) -> None:
-        del self.by_seq[probe.seq]
-        del self.by_peer[probe.peer]
-        if not self.by_seq:
-            # Dicts never give memory back; after a burst of probes (a join) start afresh.
-            self.by_seq = {}
-            self.by_peer = {}
+        if len(self.by_seq) == 1:
+            # The last one: back to the shared empty mapping (a dict keeps the room of its
+            # largest burst, a join's, when emptied).
+            self.clear()
+            return
+        by_seq, by_peer = self.by_seq, self.by_peer
+        assert isinstance(by_seq, dict) and isinstance(by_peer, dict)  # a probe is in flight
+        del by_seq[probe.seq]
+        del by_peer[probe.peer]

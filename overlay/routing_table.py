@@ -5,8 +5,13 @@ several nodes fit a cell the one with the lowest measured round-trip time wins (
 proximity preference); a node whose round trip is not measured yet counts as infinitely far.
 An entry's round trip is the least measured (one sample of a candidate must beat it).
 
-Rows are allocated on first use: in a ring of N nodes only about log16(N) rows ever fill, so a
-table costs a few hundred bytes, not 512 slots.
+Only filled cells take room. In a ring of N nodes the first log16(N) rows are nearly full and
+the row below holds a couple of nodes (at N = 10,000: ~45 entries in rows 0-2, ~2 in row 3,
+rarely one in row 4), so a row per allocated level, 16 cells of an id and a round trip each,
+spent a fifth of a table on empty cells. The entries sit in cell order (row by row, column by
+column) in one list, their round trips in one packed array of doubles beside it, and one
+integer has bit r * 16 + c set for each filled cell (r, c): an entry's place in the list is the
+number of filled cells before its own.
 """
 
 from __future__ import annotations
@@ -17,41 +22,62 @@ from collections.abc import Iterator
 from overlay.ids import BASE, DIGIT_BITS, ID_BITS, digit, shared_prefix_len
 
 UNKNOWN_RTT = float("inf")
-_UNKNOWN_ROW = [UNKNOWN_RTT] * BASE
+_ROW_BITS = (1 << BASE) - 1
+
+
+def _index(owner: int, node: int) -> int:
+    """Where the cell of `node` (not `owner`) sits in `owner`'s table: row * BASE + column.
+    `cell_of` in one step, for the table's own lookups: they run for every peer heard."""
+    row = (ID_BITS - (node ^ owner).bit_length()) >> 2
+    return row * BASE + ((node >> (ID_BITS - DIGIT_BITS * (row + 1))) & (BASE - 1))
 
 
 class RoutingTable:
-    __slots__ = ("owner", "rows", "rtts", "size")
+    __slots__ = ("owner", "nodes", "rtts", "filled_cells", "rows")
 
     def __init__(self, owner: int) -> None:
         self.owner = owner
-        self.rows: list[list[int | None]] = []
-        self.rtts: list[array[float]] = []  # packed doubles: no float object per cell
-        self.size = 0
+        self.nodes: list[int] = []  # the entries, in cell order
+        self.rtts = array("d")  # their round trips, packed: no float object per entry
+        self.filled_cells = 0  # bit r * BASE + c set: cell (r, c) holds an entry
+        # Rows in use: one past the deepest row that ever held an entry (a node's estimate of
+        # the rows worth searching, and its lazy repair, look no deeper).
+        self.rows = 0
 
     def cell_of(self, node: int) -> tuple[int, int]:
         row = shared_prefix_len(self.owner, node)
         return row, digit(node, row)
 
     def get(self, row: int, col: int) -> int | None:
-        if row < len(self.rows):
-            return self.rows[row][col]
+        i = row * BASE + col
+        filled = self.filled_cells
+        if filled >> i & 1:
+            return self.nodes[(filled & ((1 << i) - 1)).bit_count()]
         return None
 
     def __contains__(self, node: object) -> bool:
         if not isinstance(node, int) or node == self.owner:
             return False
-        row, col = self.cell_of(node)
-        return row < len(self.rows) and self.rows[row][col] == node
+        i = _index(self.owner, node)
+        filled = self.filled_cells
+        return bool(filled >> i & 1) and self.nodes[(filled & ((1 << i) - 1)).bit_count()] == node
 
     def __len__(self) -> int:
-        return self.size
+        return len(self.nodes)
 
     def rtt_of(self, node: int) -> float:
-        row, col = self.cell_of(node)
-        if row < len(self.rows) and self.rows[row][col] == node:
-            return self.rtts[row][col]
-        return UNKNOWN_RTT
+        entry, rtt = self.incumbent(node)
+        return rtt if entry == node else UNKNOWN_RTT
+
+    def incumbent(self, node: int) -> tuple[int | None, float]:
+        """The entry of the cell `node` (not the owner) would occupy, or None, and its round
+        trip (`UNKNOWN_RTT` for an empty cell)."""
+        i = _index(self.owner, node)
+        filled = self.filled_cells
+        if filled >> i & 1:
+            k = (filled & ((1 << i) - 1)).bit_count()
+            return self.nodes[k], self.rtts[k]
+        return None, UNKNOWN_RTT
 
     def consider(self, node: int, rtt: float | None = None) -> bool:
         """Offer `node` for its cell; keep it if the cell is empty or it is nearer.
@@ -60,28 +86,25 @@ class RoutingTable:
         and jitter only ever add to the path's delay, so the minimum is the estimate that noise
         does not flip back and forth). Returns True when the cell changed.
         """
-        diff = node ^ self.owner
-        if not diff:
+        if node == self.owner:
             return False
-        row = (ID_BITS - diff.bit_length()) >> 2  # cell_of, inlined: this is a hot path
-        col = (node >> (ID_BITS - DIGIT_BITS * (row + 1))) & (BASE - 1)
-        while len(self.rows) <= row:
-            self.rows.append([None] * BASE)
-            self.rtts.append(array("d", _UNKNOWN_ROW))
-        cells = self.rows[row]
-        current = cells[col]
-        if current == node:
-            if rtt is not None and rtt < self.rtts[row][col]:
-                self.rtts[row][col] = rtt  # the least round trip seen: jitter only adds
-            return False
-        if current is None:
-            cells[col] = node
-            self.rtts[row][col] = UNKNOWN_RTT if rtt is None else rtt
-            self.size += 1
+        i = _index(self.owner, node)
+        filled = self.filled_cells
+        k = (filled & ((1 << i) - 1)).bit_count()
+        if not filled >> i & 1:
+            self.nodes.insert(k, node)
+            self.rtts.insert(k, UNKNOWN_RTT if rtt is None else rtt)
+            self.filled_cells = filled | 1 << i
+            if i >= self.rows * BASE:
+                self.rows = i // BASE + 1
             return True
-        if rtt is not None and rtt < self.rtts[row][col]:
-            cells[col] = node
-            self.rtts[row][col] = rtt
+        if self.nodes[k] == node:
+            if rtt is not None and rtt < self.rtts[k]:
+                self.rtts[k] = rtt  # the least round trip seen: jitter only adds
+            return False
+        if rtt is not None and rtt < self.rtts[k]:
+            self.nodes[k] = node
+            self.rtts[k] = rtt
             return True
         return False
 
@@ -89,35 +112,45 @@ class RoutingTable:
         """Is the cell `node` would occupy empty?"""
         if node == self.owner:
             return False
-        row, col = self.cell_of(node)
-        return row >= len(self.rows) or self.rows[row][col] is None
+        return not self.filled_cells >> _index(self.owner, node) & 1
 
     def remove(self, node: int) -> tuple[int, int] | None:
         """Drop `node`; return the cell it held, or None if it held none."""
         if node == self.owner:
             return None
-        row, col = self.cell_of(node)
-        if row < len(self.rows) and self.rows[row][col] == node:
-            self.rows[row][col] = None
-            self.rtts[row][col] = UNKNOWN_RTT
-            self.size -= 1
-            return row, col
+        i = _index(self.owner, node)
+        filled = self.filled_cells
+        if filled >> i & 1:
+            k = (filled & ((1 << i) - 1)).bit_count()
+            if self.nodes[k] == node:
+                del self.nodes[k]
+                del self.rtts[k]
+                self.filled_cells = filled & ~(1 << i)
+                return divmod(i, BASE)
         return None
 
+    def _row_span(self, row: int) -> tuple[int, int]:
+        """Where the entries of `row` sit in `nodes`: [start, end)."""
+        filled, first = self.filled_cells, row * BASE
+        start = (filled & ((1 << first) - 1)).bit_count()
+        return start, start + (filled >> first & _ROW_BITS).bit_count()
+
     def row(self, row: int) -> tuple[int, ...]:
-        if row >= len(self.rows):
-            return ()
-        return tuple(n for n in self.rows[row] if n is not None)
+        start, end = self._row_span(row)
+        return tuple(self.nodes[start:end])
+
+    def row_rtts(self, row: int) -> Iterator[tuple[int, float]]:
+        """(node, round trip) for every filled cell of `row`, by column."""
+        start, end = self._row_span(row)
+        return zip(self.nodes[start:end], self.rtts[start:end], strict=True)
 
     def entries(self) -> Iterator[int]:
-        for cells in self.rows:
-            for node in cells:
-                if node is not None:
-                    yield node
+        return iter(self.nodes)
 
-    def cells(self) -> Iterator[tuple[int, int, int]]:
+    def filled(self) -> Iterator[tuple[int, int, int]]:
         """(row, column, node) for every filled cell."""
-        for r, cells in enumerate(self.rows):
-            for c, node in enumerate(cells):
-                if node is not None:
-                    yield r, c, node
+        filled = self.filled_cells
+        for node in self.nodes:
+            i = (filled & -filled).bit_length() - 1  # the lowest filled cell left
+            filled &= filled - 1
+            yield i // BASE, i % BASE, node

@@ -97,7 +97,7 @@ def check_routing_tables(sim: World) -> TableCheck:
     entries = dead = misplaced = filled = possible = 0
     for node_id in ids:
         table = sim.nodes[node_id].table
-        for r, c, peer in table.cells():
+        for r, c, peer in table.filled():
             entries += 1
             if peer not in live:
                 dead += 1

@@ -274,10 +274,18 @@ class Simulation:
         `pending` is the wake-up queued for it before this input: its `next_deadline` then, or
         INF if none is. (`_advance` has this inlined: it runs after every event.)
 
-        The engine keeps no record of the wake-ups it queued: a node's queued wake-up is its
+        The engine keeps no table of the wake-ups it queued: a node's queued wake-up is its
         `next_deadline` after its last input, since every input goes through the engine and
         the engine queues one whenever an input moves the deadline. A wake-up popped at any
-        other time than the node's `next_deadline` is a superseded one."""
+        other time than the node's `next_deadline` is a superseded one.
+
+        An input that moves the deadline sooner leaves the wake-up at the old one queued, and
+        the node notes its time (`OverlayNode.later_wake`). When the sooner wake-up has run and
+        the deadline is back at that time (a probe's timeout came before the next heartbeat,
+        say), no second wake-up is queued for it: that one runs it. Such duplicates were about
+        17,000 of the 27,000 wake-ups queued at 10,000 nodes. (Sound because a wake-up leaves
+        the queue only at its time: a noted time still ahead is still queued; one behind can
+        never equal a deadline again.)"""
         if self.after_call is not None:
             self.after_call(node)
         out = self._outbox
@@ -288,6 +296,8 @@ class Simulation:
             self._close_links(node)
         deadline = node.next_deadline
         if deadline != pending and deadline < INF:
+            if pending < INF:
+                node.later_wake = pending
             self._push(deadline, _WAKE, node.id)
 
     def _close_links(self, node: OverlayNode) -> None:
@@ -430,7 +440,7 @@ class Simulation:
                         continue  # the node is gone, the wake-up superseded, or paused (woken
                         # on resume)
                     events += 1
-                    pending = INF
+                    pending = node.later_wake  # queued, if still ahead (see `_flush`)
                     node.handle_timer(when)
                 else:
                     events += 1
@@ -472,6 +482,8 @@ class Simulation:
                     close_links(node)
                 deadline = node.next_deadline
                 if deadline != pending and deadline < INF:
+                    if pending < INF:
+                        node.later_wake = pending
                     self._seq += 1
                     bucket = int(deadline * per_s)
                     if bucket > current_bucket:

@@ -28,7 +28,6 @@ from simulations.messaging_workload import (
 from simulations.network import NetworkConfig
 from simulations.report import Check, judge
 from simulations.scenarios import ScenarioOptions, build_ring, link_figures
-from simulations.workload import delay_stretch
 
 CLUSTER_SIZES = (1, 3, 5, 10, 20, 35, 50, 65, 80, 100)
 TOPIC_COUNT = 20
@@ -285,7 +284,7 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(work.flood_summary(topic=False))
     result.update(work.flood_summary(topic=True))
     result.update(order_figures(sim, work))
-    result.update(delay_stretch("publish", work.stretch, sim))
+    result.update(work.stretch.figures("publish"))
     result.update(work.stretch_breakdown())
     result.update(tree_quality(sim))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, opts.tunnel_big_mib))

@@ -33,6 +33,7 @@ from overlay.messages import Lookup
 from overlay.node import OverlayNode
 from overlay.wire import Message
 from simulations.engine import Simulation
+from simulations.workload import DelayStretch
 from simulations.world import World
 
 _T = TypeVar("_T")
@@ -128,10 +129,10 @@ class MessagingWorkload:
         self.floods: dict[int, tuple[str, bool, set[int], float, int]] = {}
         self.received: dict[int, dict[int, int]] = defaultdict(dict)  # tag -> node -> count
         self.latency: list[float] = []
-        # (delivery delay, direct delay without jitter) per first arrival away from the origin,
-        # and the flood's tag for each
-        self.stretch: list[tuple[float, float]] = []
-        self.stretch_tags: list[int] = []
+        # Delivery delay against the direct delay, per first arrival away from the origin; and
+        # (flood tag, delay, direct delay) of each, split at the tree's entry once the run is over
+        self.stretch = DelayStretch(sim.net.config.jitter_s)
+        self.stretch_records: list[tuple[int, float, float]] = []
         self.order_violations = 0
         self.last_seq: dict[tuple[int, int, str], int] = {}
         self.tunnel_log: dict[TunnelKey, list[bytes]] = defaultdict(list)
@@ -230,8 +231,9 @@ class MessagingWorkload:
             if latency > LATE_S:
                 self.late_floods += 1
             if origin != me and origin in self.sim.net.positions:
-                self.stretch.append((latency, self.sim.net.base_delay(origin, me)))
-                self.stretch_tags.append(tag)
+                direct = self.sim.net.base_delay(origin, me)
+                self.stretch.add(latency, direct)
+                self.stretch_records.append((tag, latency, direct))
 
     def _on_joined(self, me: int, core: MessagingCore, event: ev.Joined) -> None:
         self.joined.add((me, event.name, event.topic))
@@ -300,7 +302,7 @@ class MessagingWorkload:
 
     # -- scoring --------------------------------------------------------------------------------
     def stretch_breakdown(self) -> dict[str, float | None]:
-        """The delay stretch (`simulations.workload.delay_stretch`, the original definition)
+        """The delay stretch (`simulations.workload.DelayStretch`, the original definition)
         split in two that add up to it: the mean over first arrivals of the way from the origin
         to the node where the flood entered its tree, and of the way from there through the
         tree, each over the direct delay. Floods whose entry node died are left out."""
@@ -310,7 +312,7 @@ class MessagingWorkload:
                 entered[tag] = min(when, entered.get(tag, when))
         to_tree: list[float] = []
         in_tree: list[float] = []
-        for tag, (latency, direct) in zip(self.stretch_tags, self.stretch, strict=True):
+        for tag, latency, direct in self.stretch_records:
             entry = entered.get(tag)
             if entry is not None:
                 way_to_tree = entry - self.floods[tag][3]

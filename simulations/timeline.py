@@ -368,14 +368,11 @@ def _table_state(sim: Simulation, ids: list[int]) -> tuple[float, int]:
             shift = ID_BITS - DIGIT_BITS * (r + 1)
             possible += len(digits[r][node_id >> (shift + DIGIT_BITS)]) - 1
         side = groups.get(node_id, 0) if groups is not None else 0
-        for r, cells in enumerate(live[node_id].table.rows):
-            for peer in cells:
-                if peer is None:
-                    continue
-                if peer not in live or (groups is not None and groups.get(peer, 0) != side):
-                    unreachable += 1
-                elif r < rows:
-                    filled += 1
+        for r, _, peer in live[node_id].table.filled():
+            if peer not in live or (groups is not None and groups.get(peer, 0) != side):
+                unreachable += 1
+            elif r < rows:
+                filled += 1
     return (filled / possible if possible else 1.0), unreachable
 
 

@@ -46,7 +46,7 @@ def test_a_reply_whose_lists_differ_in_length_is_taken_without_round_trips():
     me.table.consider(peer, rtt=0.010)
     candidate = int("b" + "2" * 31, 16)  # competes with `peer` for its cell
     empty = int("c" + "3" * 31, 16)  # a cell we have not filled
-    me._prox_asked[peer] = ((0, 1, 0, 16), 1.0)
+    me._prox_asked = {peer: ((0, 1, 0, 16), 1.0)}
     me.receive(peer, RowReply(0, (candidate, empty), (MAX_RTT_US,)), 1.0)
     probed = {dest for dest, msg in me.out if isinstance(msg, Ping)}
     assert probed == {empty}  # no round trips to go by: only the empty cell is worth a probe
@@ -62,8 +62,8 @@ def _row0_excess(sim) -> float:
         for other in ids:
             if other != n and shared_prefix_len(n, other) == 0:
                 optimal.consider(other, net.base_delay(n, other))
-        for col, entry in enumerate(table.rows[0] if table.rows else ()):
-            if entry is not None and optimal.get(0, col) is not None:
+        for row, col, entry in table.filled():
+            if row == 0 and optimal.get(0, col) is not None:
                 total += net.base_delay(n, entry)
                 best += net.base_delay(n, optimal.get(0, col))  # type: ignore[arg-type]
     return total / best

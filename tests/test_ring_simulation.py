@@ -42,9 +42,9 @@ def test_checkers_catch_a_broken_leaf_set_and_a_dead_table_entry(ring300):
     assert not checkers.check_leaf_sets(sim).ok
     node.leaf.add(dropped)
     assert checkers.check_leaf_sets(sim).ok
-    ghost = next(iter(node.table.entries())) ^ 1  # same cell, an id nobody has
-    cell = node.table.cell_of(ghost)
-    node.table.rows[cell[0]][cell[1]] = ghost
+    entry = next(iter(node.table.entries()))
+    node.table.remove(entry)
+    node.table.consider(entry ^ 1)  # same cell, an id nobody has
     assert checkers.check_routing_tables(sim).dead == 1
 
 

@@ -1,3 +1,5 @@
+import random
+
 from overlay.ids import digit, shared_prefix_len
 from overlay.routing_table import UNKNOWN_RTT, RoutingTable
 
@@ -58,3 +60,44 @@ def test_an_entry_keeps_the_least_round_trip_seen():
     assert not t.consider(b, rtt=0.025)
     t.consider(a, rtt=0.012)
     assert t.rtt_of(a) == 0.012
+
+
+def test_packed_cells_behave_as_a_grid_of_cells():
+    # The table keeps only filled cells, found by counting bits: compare it, operation by
+    # operation, with a plain grid of (node, rtt) cells that does what the docstring says.
+    rng = random.Random(7)
+    t = RoutingTable(OWNER)
+    grid: dict[tuple[int, int], tuple[int, float]] = {}
+    deepest = -1
+    pool = [OWNER ^ rng.getrandbits(4 * rng.randrange(1, 33)) for _ in range(300)]
+    for _ in range(5000):
+        n = rng.choice(pool)
+        if n == OWNER:
+            continue
+        cell = t.cell_of(n)
+        held = grid.get(cell)
+        if rng.random() < 0.2:
+            assert t.remove(n) == (cell if held and held[0] == n else None)
+            if held and held[0] == n:
+                del grid[cell]
+            continue
+        rtt = rng.choice([None, rng.random()])
+        changed = t.consider(n, rtt)
+        measured = UNKNOWN_RTT if rtt is None else rtt
+        if held is None:
+            grid[cell] = (n, measured)
+            deepest = max(deepest, cell[0])
+            assert changed
+        elif held[0] == n:
+            grid[cell] = (n, min(held[1], measured))
+            assert not changed
+        else:
+            assert changed == (measured < held[1])
+            if changed:
+                grid[cell] = (n, measured)
+        assert t.rows == deepest + 1 and len(t) == len(grid)
+        assert list(t.filled()) == [(r, c, grid[r, c][0]) for r, c in sorted(grid)]
+        assert all(t.rtt_of(node) == rtt for node, rtt in grid.values())
+        r = cell[0]
+        assert list(t.row_rtts(r)) == [grid[r, c] for c in range(16) if (r, c) in grid]
+        assert t.get(*cell) == (grid[cell][0] if cell in grid else None)
