@@ -23,10 +23,15 @@ def test_only_rows_with_several_candidates_per_cell_are_searched():
     assert rows_with_choice(1000, 1) == 1  # never beyond the rows the table has
 
 
-def test_a_table_probe_answer_carries_the_row_and_its_round_trips():
-    rng = random.Random(3)
-    me = OverlayNode(int("a" * 32, 16), rng)
+def started_node(seed: int) -> OverlayNode:
+    """A node with id aaaa..., started alone at time 0."""
+    me = OverlayNode(int("a" * 32, 16), random.Random(seed))
     me.start(0.0)
+    return me
+
+
+def test_a_table_probe_answer_carries_the_row_and_its_round_trips():
+    me = started_node(seed=3)
     entry = int("b" + "1" * 31, 16)
     me.table.consider(entry, rtt=0.0123)
     me.receive(entry, Ping(9, False, True, want_row=1), 1.0)
@@ -39,9 +44,7 @@ def test_a_table_probe_answer_carries_the_row_and_its_round_trips():
 
 
 def test_a_reply_whose_lists_differ_in_length_is_taken_without_round_trips():
-    rng = random.Random(4)
-    me = OverlayNode(int("a" * 32, 16), rng)
-    me.start(0.0)
+    me = started_node(seed=4)
     peer = int("b" + "1" * 31, 16)
     me.table.consider(peer, rtt=0.010)
     candidate = int("b" + "2" * 31, 16)  # competes with `peer` for its cell

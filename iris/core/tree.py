@@ -172,6 +172,7 @@ class GroupTree:
         return out
 
     def set_parent(self, parent: int, ancestors: tuple[int, ...], now: float) -> None:
+        """`parent` adopted us; its count of the rest of the tree follows (`outside_is`)."""
         if parent != self.parent:
             self.tried = 1
         self.parent = parent
@@ -179,4 +180,3 @@ class GroupTree:
         self.parent_heard = now
         self.grafting = False
         self.lost_above = None
-        self.gained = 0.0
