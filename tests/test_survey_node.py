@@ -94,12 +94,13 @@ async def test_a_failing_member_counts_as_not_answered_and_no_handler_falls_back
 
             await nodes[3].register("svc", RequestsOnly())
             started = time.monotonic()
-            result = await nodes[4].survey("svc", b"q", timeout=5.0)
+            result = await nodes[4].survey("svc", b"q", timeout=20.0)
             assert set(result.answers) == {nodes[0].id, nodes[1].id}
             assert result.members_known == 4 and result.missing == 2
-            # Ended as soon as the failures were known: not at the deadline, nor whenever the
-            # member without handle_survey next hears from the network.
-            assert time.monotonic() - started < 0.5
+            # Ended as soon as the failures were known: not at the deadline (20 s), nor
+            # whenever the member without handle_survey next hears from the network (a
+            # heartbeat, every 5 s). The bound leaves room for a loaded machine.
+            assert time.monotonic() - started < 2.0
 
 
 async def test_a_survey_outlives_the_death_of_the_clusters_root():
