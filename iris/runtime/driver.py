@@ -671,13 +671,18 @@ class Runtime:
         try:
             with trio.CancelScope() as link.reading:
                 self._deliver_all(link, leftover)
+                full = False
                 while not link.closed:
-                    data = await link.stream.receive_some(READ_BYTES)
+                    if link.socket is None:
+                        data = await link.stream.receive_some(READ_BYTES)
+                    else:
+                        data = await _read(link.socket, full)
                     if not data:
                         break
                     self.busy_poll.poke()
                     link.burst = False  # the peer answered: our next frame may go at once
-                    self._deliver_all(link, reader.feed(bytes(data)), len(data) == READ_BYTES)
+                    full = len(data) == READ_BYTES
+                    self._deliver_all(link, reader.feed(bytes(data)), full)
         except (LinkError, DecodeError) as exc:
             log.warning("closing link to %x: %s", link.peer, exc)
             self.count("links_closed_for_bad_input")
@@ -750,6 +755,26 @@ class Runtime:
         link.emptied()
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
+
+
+async def _read(socket: Any, full: bool) -> bytes:
+    """The next bytes of a link's socket, with one pass of trio's loop and one read: wait until
+    it is readable, then read (`receive_some` reads first, and so makes a read that finds
+    nothing and then a checkpoint after the one that finds the bytes: a second read and a
+    second pass per input). After a `full` read more is waiting already: a checkpoint gives
+    the other tasks their turn instead of the wait."""
+    if full:
+        await trio.lowlevel.checkpoint()
+    else:
+        await trio.lowlevel.wait_readable(socket)
+    while True:
+        fd = socket.fileno()  # (never a kept number: see Link.socket)
+        if fd < 0:
+            raise trio.ClosedResourceError("the stream was closed")
+        try:
+            return os.read(fd, READ_BYTES)
+        except BlockingIOError:  # (woken without data, or nothing came after a full read)
+            await trio.lowlevel.wait_readable(socket)
 
 
 def _refusal(exc: LinkError | trio.TooSlowError, received: bytes, hello: bool) -> LinkError:
