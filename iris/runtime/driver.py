@@ -258,6 +258,10 @@ class Runtime:
         # acknowledgements leave with the reply and the writer task is not woken for them.
         self.hold_acks = False
         self._held: list[Link] = []
+        # Set while a worker runs handlers that answer without waiting (`hold_output`): what
+        # they queue leaves when the worker is done with them, one write per link for the
+        # replies of one read instead of a write (or a writer task's pass) per reply.
+        self.holding = False
 
     # ------------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -371,16 +375,16 @@ class Runtime:
             self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------- the one loop step
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run an application call on the cores (with the clock set) and act on its output.
-        A paused node's tasks make none; one from outside (a test's) is refused, as the
-        application of a stopped process calls nothing."""
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run an application call, `fn(*args)`, on the cores (with the clock set) and act on
+        its output. A paused node's tasks make none; one from outside (a test's) is refused,
+        as the application of a stopped process calls nothing."""
         self._check_running()
         self.node.set_time(self.now())
         try:
             if self.publishes.payloads:
                 self._take_publishes()  # the earlier publishes leave first
-            return fn()
+            return fn(*args)
         finally:
             self._after()
 
@@ -430,7 +434,7 @@ class Runtime:
         if node.active and not self.joined.is_set():
             self.joined.set()
         hold, self.hold_acks = self.hold_acks, False
-        if self._dirty:
+        if self._dirty and not self.holding:
             dirty, self._dirty = self._dirty, []
             for link in dirty:
                 if hold and not link.urgent and not link.pending:
@@ -453,10 +457,31 @@ class Runtime:
 
     def release_acks(self) -> None:
         """The handler replied or waits: the held links go (if its reply was written with
-        their acknowledgements, nothing is left to write)."""
+        their acknowledgements, nothing is left to write), unless a worker holds the output
+        (`hold_output`: they go when it releases it)."""
+        if self.holding:
+            return
         held, self._held = self._held, []
         for link in held:
             link.flush()
+
+    def hold_output(self) -> None:
+        """A worker starts running handlers one after another: the links written to meanwhile
+        are flushed by `release_output`, which the worker calls when it is done with them or
+        one of them waits (nothing may wait while the output is held: other tasks' output
+        would wait with it)."""
+        self.holding = True
+
+    def release_output(self) -> None:
+        """Write what was queued while the output was held, and the held acknowledgements."""
+        if not self.holding:
+            return
+        self.holding = False
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for link in dirty:
+                link.flush()
+        self.release_acks()
 
     async def _timer_loop(self) -> None:
         while True:
