@@ -110,7 +110,9 @@ class Link:
       the writer task has run, frames wait for the writer, which runs once the task making
       them yields (one write for a burst of publishes, or for 16 callers' next requests),
       unless BURST_BYTES have piled up (the peer gets a long burst in pieces, and works on
-      it meanwhile).
+      it meanwhile); a burst also starts while callers of `Node.request` woken by one read
+      of replies have yet to run (`Runtime.woken`).
+    The writer task writes with `os.write` too, and waits in `send_all` only for the rest.
     Streams without a socket (the memory network) are written by the writer task only."""
 
     def __init__(self, peer: int, pressure: Backpressure) -> None:
@@ -165,13 +167,7 @@ class Link:
         data = self.session.seal_batch(taken) if taken else b""
         if self.pending:
             data = self.pending + data
-        written = 0
-        fd = self.socket.fileno()
-        if fd >= 0:
-            try:
-                written = os.write(fd, data)
-            except OSError:  # would block, or broken: the writer's send_all finds out which
-                written = 0
+        written = _write(self.socket, data)
         self.burst = True
         if written < len(data):
             self.pending = data[written:]
@@ -262,6 +258,11 @@ class Runtime:
         # they queue leaves when the worker is done with them, one write per link for the
         # replies of one read instead of a write (or a writer task's pass) per reply.
         self.holding = False
+        # Callers of `Node.request` whose outcome woke them and that have not run yet. Each
+        # is likely to send its next request when it runs: while any is left, a link's
+        # frames wait for the link's writer task (as in a burst), which runs after them all
+        # and writes their requests together (one write per read of replies, not two).
+        self.woken = 0
 
     # ------------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -381,12 +382,13 @@ class Runtime:
         as the application of a stopped process calls nothing."""
         self._check_running()
         self.node.set_time(self.now())
+        burst = self.woken > 0  # other callers run next: see `woken`
         try:
             if self.publishes.payloads:
                 self._take_publishes()  # the earlier publishes leave first
             return fn(*args)
         finally:
-            self._after()
+            self._after(burst)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Queue one event: it leaves in a batch (`iris.runtime.publish_batch`)."""
@@ -401,7 +403,9 @@ class Runtime:
         if self.publishes.payloads:
             self.core.publish_batch(*self.publishes.take())
 
-    def _after(self) -> None:
+    def _after(self, burst: bool = False) -> None:
+        """Act on the cores' output: send it, hand their events over, re-arm the timer. With
+        `burst`, the links written to leave what they got to their writer tasks."""
         node = self.node
         while node.out:
             out, node.out = node.out, []
@@ -441,6 +445,8 @@ class Runtime:
                     link.dirty = False  # (what is queued next is flushed as ever)
                     self._held.append(link)  # see hold_acks
                 else:
+                    if burst:
+                        link.burst = True  # see `woken`
                     link.flush()
         scope = self._timer_scope
         if scope is not None and node.next_deadline != self._armed:
@@ -477,6 +483,11 @@ class Runtime:
         if not self.holding:
             return
         self.holding = False
+        # Callers of `Node.request` whose outcome woke them and that have not run yet. Each
+        # is likely to send its next request when it runs: while any is left, a link's
+        # frames wait for the link's writer task (as in a burst), which runs after them all
+        # and writes their requests together (one write per read of replies, not two).
+        self.woken = 0
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             for link in dirty:
@@ -557,7 +568,11 @@ class Runtime:
                         link.urgent = False
                         data = seal_batch(queue.take(BATCH_BYTES))
                         link.writing_since = trio.current_time()
-                    await stream.send_all(data)
+                    # Eagerly too: `send_all` alone passes the loop once more after the
+                    # kernel took the bytes. It only writes what the kernel did not take.
+                    written = _write(link.socket, data) if link.socket is not None else 0
+                    if written < len(data):
+                        await stream.send_all(data[written:] if written else data)
                     link.writing_since = None
                     queue.written()
             finally:
@@ -780,6 +795,18 @@ class Runtime:
         link.emptied()
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
+
+
+def _write(socket: Any, data: bytes) -> int:
+    """Hand `data` to a link's socket without waiting: how much the kernel took (0 when it
+    would block or the connection broke: the writer's `send_all` finds out which)."""
+    fd = socket.fileno()  # (never a kept number: see Link.socket)
+    if fd < 0:
+        return 0
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return 0
 
 
 async def _read(socket: Any, full: bool) -> bytes:

@@ -287,7 +287,7 @@ class Node:
         LimitExceededError or TimeoutError. `timeout` travels with the request into the core,
         whose one deadline heap turns silence into TimeoutError."""
         await self._runtime.backpressure.room()
-        waiter = _Waiter()
+        waiter = _Waiter(self._runtime)
         self._start_request(cluster, payload, timeout, waiter)
         await waiter.wait()
         error = waiter.error
@@ -773,20 +773,22 @@ class _Subscription(NamedTuple):
 class _Waiter:
     """The outcome of one `Node.request`, and the task waiting for it: the outcome wakes that
     task directly (what a `trio.Event` and a closure per request did, with a parking lot,
-    in several calls more)."""
+    in several calls more), counted in `Runtime.woken` until it runs."""
 
-    __slots__ = ("reply", "error", "done", "_task")
+    __slots__ = ("reply", "error", "done", "_task", "_runtime")
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.reply: bytes | None = None
         self.error: IrisError | None = None
         self.done = False
         self._task: trio.lowlevel.Task | None = None
+        self._runtime = runtime
 
     def __call__(self, reply: bytes | None, error: IrisError | None) -> None:
         self.reply, self.error, self.done = reply, error, True
         task, self._task = self._task, None
         if task is not None:
+            self._runtime.woken += 1
             trio.lowlevel.reschedule(task)
 
     async def wait(self) -> None:
@@ -796,6 +798,7 @@ class _Waiter:
             return
         self._task = trio.lowlevel.current_task()
         await trio.lowlevel.wait_task_rescheduled(self._abort)
+        self._runtime.woken -= 1  # (rescheduled by __call__: a cancelled wait raised)
 
     def _abort(self, _: Any) -> trio.lowlevel.Abort:
         self._task = None  # a cancelled wait: the outcome, when it comes, wakes nobody
