@@ -178,6 +178,7 @@ async def test_concurrent_callers_and_a_cancelled_one(ring):
 
     await nodes[2].register("gated", Gated())
     caller = nodes[0]
+    await caller.register("gated", Gated())  # it serves while it calls
     replies = []
 
     async def ask(k):

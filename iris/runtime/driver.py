@@ -483,11 +483,6 @@ class Runtime:
         if not self.holding:
             return
         self.holding = False
-        # Callers of `Node.request` whose outcome woke them and that have not run yet. Each
-        # is likely to send its next request when it runs: while any is left, a link's
-        # frames wait for the link's writer task (as in a burst), which runs after them all
-        # and writes their requests together (one write per read of replies, not two).
-        self.woken = 0
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             for link in dirty:
