@@ -8,7 +8,7 @@ feeds it what its neighbours answer, at the times given."""
 import random
 
 from iris.core import MessagingCore, topic_group
-from iris.core.messages import Flood, Prune, Subscribe, TreeAck, TreeUp
+from iris.core.messages import Flood, Prune, Subscribe, SurveyAsk, TreeAck, TreeUp
 from overlay.node import OverlayNode
 from simulations.messaging import MessagingOptions, make_messaging_sim, scenario_messaging
 from simulations.messaging_workload import core_of
@@ -71,6 +71,18 @@ def test_a_member_an_event_passed_while_it_weighed_the_move_stays():
     core.trees_protocol.reshaping.start(tree)
     core.node.receive(GRANDPARENT, TreeAck(GROUP, 7, (ROOT,)), 10.02)
     core.node.receive(GRANDPARENT, Flood(GROUP, 99, 1, (b"event",)), 10.03)
+    core.node.receive(PARENT, TreeAck(GROUP, 7, (GRANDPARENT, ROOT)), 10.05)
+    assert tree.parent == PARENT
+    assert (GRANDPARENT, Prune(GROUP)) in core.node.out
+
+
+def test_a_member_a_survey_passed_while_it_weighed_the_move_stays():
+    """A question spread over a tree that changes under it would cross an edge both ways."""
+    core, tree = member_with_parent()
+    core.node.set_time(10.0)
+    core.trees_protocol.reshaping.start(tree)
+    core.node.receive(GRANDPARENT, TreeAck(GROUP, 7, (ROOT,)), 10.02)
+    core.node.receive(PARENT, SurveyAsk(GROUP, 99, 1, 1000, 1024, b"question"), 10.03)
     core.node.receive(PARENT, TreeAck(GROUP, 7, (GRANDPARENT, ROOT)), 10.05)
     assert tree.parent == PARENT
     assert (GRANDPARENT, Prune(GROUP)) in core.node.out
