@@ -4,7 +4,7 @@ Budget: in a stable ring a node sends 2 heartbeats per `heartbeat_s` (one to eac
 neighbour), 2/7.5 = 0.27 messages per node per second, plus at most one table probe and its
 answer, and one candidate probe and its answer, per `table_probe_s` (0.27 more); but a node that
 sees no failures probes its table less and less often (`table_probe_max_s`), so a ring of 1,000
-sent 0.46-0.49 in the minute after it formed and 0.32 a few minutes later, under the 1/s
+sent 0.46-0.49 in the minute after it formed and 0.30 two minutes later, under the 1/s
 ceiling we hold ourselves to (MSPastry stayed under 0.5).
 A crashed node is noticed by both neighbours after `missed_heartbeats` silent periods plus
 `probe_attempts` unanswered probes (10.5 + 2 x 1.0 = 12.5 s), and the rest of its leaf-set
