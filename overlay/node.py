@@ -144,7 +144,7 @@ class OverlayNode:
         "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
         "_last_sweep", "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
         "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss",
-        "_beats", "_prox_asked", "_prox_rounds", "_prox_size",
+        "_beats", "_prox_asked", "_prox_rounds", "_prox_size", "_calm_since",
     )
 
     def __init__(
@@ -215,6 +215,9 @@ class OverlayNode:
         self._prox_asked: dict[int, tuple[_Search, float]] | None = None
         self._prox_rounds: tuple[_Search, ...] = ()
         self._prox_size = 0.0  # the ring's estimated size when the table was last searched
+        # Since when this node's ring has looked calm (`_table_period`): its activation, or
+        # `table_probe_hold_s` after the last failure it saw (later than now meanwhile).
+        self._calm_since = _LONG_AGO
 
     # ===================================================================== driver interface
     @property
@@ -421,6 +424,7 @@ class OverlayNode:
     def _activate(self) -> None:
         self.state = ACTIVE
         cfg, now, rng = self.config, self.now, self.rng
+        self._calm_since = now
         self._at(now + rng.uniform(0, cfg.heartbeat_s), T_HEARTBEAT)
         self._at(now + cfg.silence_s, T_WATCH)
         self._at(now + rng.uniform(0, cfg.table_probe_s), T_TABLE)
@@ -762,13 +766,23 @@ class OverlayNode:
         nearer than our entries (`_probe_nearer`), in the probe's two messages."""
         if self.state != ACTIVE:
             return
-        self._at(self.now + self.config.table_probe_s, T_TABLE)
+        self._at(self.now + self._table_period(), T_TABLE)
         self._table_cursor += 1
         table = self.table
         entries = [n for n in table.entries() if n not in self.leaf]
         if entries:
             peer = entries[self._table_cursor % len(entries)]
             self._ping(peer, P_TABLE, want_row=shared_prefix_len(self.id, peer) + 1)
+
+    def _table_period(self) -> float:
+        """The wait before the next table probe: `table_probe_s` while failures were seen
+        lately (for `table_probe_hold_s` after each), else the time the ring has looked calm
+        (so the period doubles with each probe of a calm table) up to `table_probe_max_s`.
+        Probing finds dead entries, and where nobody fails there are none to find (MSPastry
+        tunes the period to the failure rate seen); but after a spell of failures, entries
+        that died unannounced are found only by probing, so the base period holds a while."""
+        cfg = self.config
+        return min(cfg.table_probe_max_s, max(cfg.table_probe_s, self.now - self._calm_since))
 
     # ---------------------------------------------------------------- proximity search
     def _ring_size(self) -> float:
@@ -850,6 +864,8 @@ class OverlayNode:
         cell). Tell it our round trip, so it may take us too (nearness is mutual); and if a
         search of its row has rounds left, ask it for its row next."""
         row = shared_prefix_len(self.id, peer)
+        # The table is still improving: halve the calm, and so the probe period.
+        self._calm_since = max(self._calm_since, (self.now + self._calm_since) / 2)
         self._send(peer, Hello(rtt), C_MAINTENANCE)
         for search in self._prox_rounds:
             if search[0] == row:
@@ -862,6 +878,9 @@ class OverlayNode:
                 and self.now - self._last_sweep >= self.config.sweep_min_interval_s)
 
     def _start_sweep(self) -> None:
+        """A failure was seen: check the whole table soon (failures come in bunches), unless
+        a sweep ran lately; either way the table probes go back to their base period."""
+        self._calm_since = self.now + self.config.table_probe_hold_s
         if not self._sweep_due():
             return
         self._last_sweep = self.now

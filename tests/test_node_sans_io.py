@@ -1,7 +1,11 @@
 """The overlay core driven by hand: no clock, no network, no simulator."""
 
+import itertools
 import random
 
+import pytest
+
+from overlay.config import OverlayConfig
 from overlay.messages import Heartbeat, JoinRequest, Lookup, Ping
 from overlay.node import ACTIVE, OverlayApp, OverlayNode
 
@@ -121,3 +125,46 @@ def test_one_acknowledgement_may_carry_many_hops():
     # probed for it (and the two acknowledged ones are never mentioned again).
     a.handle_timer(1.0 + 10 * a.config.route_ack_timeout_s)
     assert a.app.given_up == [Lookup(a.id, 2)]
+
+
+def test_a_calm_table_is_probed_less_and_less_often_until_a_failure_is_seen():
+    """No failure, nothing to find: the table probe period grows with the calm (up to its
+    cap); a failure seen puts it back to the base period."""
+    cfg = OverlayConfig(leaf_size=4)
+    rng = random.Random(4)
+    ids = sorted(rng.getrandbits(128) for _ in range(12))
+    nodes = {i: OverlayNode(i, rng, cfg) for i in ids}
+    nodes[ids[0]].start(0.0)
+    for i in ids[1:]:
+        nodes[i].start(0.0, seeds=[ids[0]])
+        shuttle(nodes, 0.0)
+    assert all(n.active for n in nodes.values())
+    watched = nodes[ids[5]]
+    probes_at: list[float] = []
+
+    def run_until(end):
+        while (now := min(n.next_deadline for n in nodes.values())) <= end:
+            for node in list(nodes.values()):
+                if node.next_deadline <= now:
+                    node.handle_timer(now)
+            probes_at.extend(now for _, msg in watched.out
+                             if isinstance(msg, Ping) and msg.want_row)
+            shuttle(nodes, now)
+
+    run_until(1500.0)
+    gaps = [b - a for a, b in itertools.pairwise(probes_at)]
+    assert gaps[0] < 2 * cfg.table_probe_s  # at first, about the base period
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(gaps))  # then ever longer
+    assert gaps[-1] == pytest.approx(cfg.table_probe_max_s)  # up to the cap
+    assert cfg.table_probe_max_s > 4 * cfg.table_probe_s
+
+    # The watched node's neighbour crashes; once the watched node has declared it failed,
+    # its table probes come every `table_probe_s` again.
+    del nodes[ids[6]]
+    failed_by = 1500.0 + cfg.silence_s + cfg.heartbeat_s + 3 * cfg.probe_timeout_s
+    run_until(failed_by)
+    assert ids[6] not in watched.leaf
+    probes_at.clear()
+    run_until(failed_by + cfg.table_probe_max_s + 4 * cfg.table_probe_s)
+    gaps = [b - a for a, b in itertools.pairwise(probes_at)]
+    assert gaps[-3:] == pytest.approx([cfg.table_probe_s] * 3)

@@ -10,7 +10,7 @@ false verdicts); and a joiner whose confirmation probes were all lost founded a 
 
 import random
 
-from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Route
+from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Pong, Route
 from overlay.node import ACTIVE, JOINING, OverlayApp, OverlayNode
 from overlay.probe_loss import ProbeLoss
 
@@ -192,13 +192,29 @@ def test_a_node_that_sees_heartbeats_lost_probes_a_silent_neighbour_longer():
     b.start(0.0, seeds=[a.id])
     shuttle(nodes, 0.0)
     period = a.config.heartbeat_s
+
+    def answer_probes(now):
+        """b is alive: it answers a's probes (a lost heartbeat is followed by one)."""
+        for dest, msg in a.out:
+            if dest == b.id and isinstance(msg, Ping):
+                b.receive(a.id, msg, now)
+        a.out.clear()
+        for dest, msg in b.out:
+            if dest == a.id and isinstance(msg, Pong):
+                a.receive(b.id, msg, now)
+        b.out.clear()
+
     # b's heartbeats reach a, one in ten lost, for a while; a keeps its timers going.
     t = 0.0
     for beat in range(1, 200):
         t = beat * period
-        run_timers(a, t)
+        while a.next_deadline <= t:
+            now = a.next_deadline
+            a.handle_timer(now)
+            answer_probes(now)
         if beat % 10:
             a.receive(b.id, Heartbeat(b.leaf.members()), t)
+    assert b.id in a.leaf  # (b alive all along)
     # Then b dies: a probes it more often than the floor before it gives it up.
     probes = 0
     while b.id in a.leaf and t < 400 * period:

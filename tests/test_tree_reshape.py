@@ -8,7 +8,15 @@ feeds it what its neighbours answer, at the times given."""
 import random
 
 from iris.core import MessagingCore, topic_group
-from iris.core.messages import Flood, Prune, Subscribe, TreeAck, TreeUp
+from iris.core.messages import (
+    Flood,
+    Prune,
+    Subscribe,
+    SurveyAnswers,
+    SurveyAsk,
+    TreeAck,
+    TreeUp,
+)
 from overlay.node import OverlayNode
 from simulations.messaging import MessagingOptions, make_messaging_sim, scenario_messaging
 from simulations.messaging_workload import core_of
@@ -74,6 +82,41 @@ def test_a_member_an_event_passed_while_it_weighed_the_move_stays():
     core.node.receive(PARENT, TreeAck(GROUP, 7, (GRANDPARENT, ROOT)), 10.05)
     assert tree.parent == PARENT
     assert (GRANDPARENT, Prune(GROUP)) in core.node.out
+
+
+def test_a_member_a_survey_passed_while_it_weighed_the_move_stays():
+    """A question spread over a tree that changes under it would cross an edge both ways."""
+    core, tree = member_with_parent()
+    core.node.set_time(10.0)
+    core.trees_protocol.reshaping.start(tree)
+    core.node.receive(GRANDPARENT, TreeAck(GROUP, 7, (ROOT,)), 10.02)
+    core.node.receive(PARENT, SurveyAsk(GROUP, 99, 1, 1000, 1024, b"question"), 10.03)
+    core.node.receive(PARENT, TreeAck(GROUP, 7, (GRANDPARENT, ROOT)), 10.05)
+    assert tree.parent == PARENT
+    assert (GRANDPARENT, Prune(GROUP)) in core.node.out
+
+
+def test_a_forwarder_whose_last_child_died_stays_while_its_members_may_graft_back():
+    """Leaving at once would take the count of the dead child's members with it: a survey
+    would then not count them as not answering."""
+    core, tree = member_with_parent()
+    core.node.receive(ASKER, Subscribe(GROUP, ASKER, 5, 0), 1.0)
+    core.node.receive(ASKER, TreeUp(((GROUP, 5),)), 1.1)
+    core.unsubscribe("news")  # a pure forwarder now, for its one child of capacity 5
+    assert tree.weight == 5 and ASKER in tree.children
+    core.node.out.clear()
+    core.node.set_time(2.0)
+    core.peer_failed(ASKER)
+    assert core.trees.get(GROUP) is tree and not sent(core, Prune)
+    core.node.out.clear()
+    core.node.receive(PARENT, SurveyAsk(GROUP, 99, 1, 1000, 1024, b"question"), 3.0)
+    assert [msg.known for _, msg in sent(core, SurveyAnswers)] == [5]
+    # Once the dead child's members have had their time to graft back, it leaves.
+    t = 3.0
+    while GROUP in core.trees and t < 120.0:
+        t = core.node.next_deadline
+        core.node.handle_timer(t)
+    assert GROUP not in core.trees and (PARENT, Prune(GROUP)) in core.node.out
 
 
 def test_no_move_is_weighed_for_a_while_after_a_peer_failed():

@@ -30,7 +30,9 @@ a lost event. An event on the old way would have passed the ancestor (from above
 ancestor forwards to its new child before the move makes the node busy, so it does not move:
 every event then either arrived the old way before the move, or is sent after it along ways
 that carry it in order. Events entering between the ancestor and the node take a longer way
-after the move, so they do not overtake either. A tree under steady traffic is not reshaped.
+after the move, so they do not overtake either. A survey makes a node busy too: its question,
+spread over a tree that changed under it, went both ways over an edge (`iris.core.survey`).
+A tree under steady traffic is not reshaped.
 Nor is one at a node that met trouble lately (`reshape_calm_s`: a peer declared failed, a tree
 neighbour lost, a root moved): a partition holds events on stalled connections for as long as
 it lasts, far beyond the quiet period (measured: `messaging-partition` at 1,000 nodes, seed 1,

@@ -47,8 +47,8 @@ class MessagingConfig:
 
     reshape_quiet_s: float = 2.0
     """A tree node moves to a nearer ancestor, and a node adopts such a mover, only when no
-    broadcast or event passed it for this long (`iris.core.reshape`): longer than an event
-    takes down the few hops the move cuts out."""
+    broadcast, event or survey passed it for this long (`iris.core.reshape`): longer than an
+    event takes down the few hops the move cuts out."""
 
     reshape_reach: float = 1.5
     """A tree node moves to an ancestor whose round trip is at most this many times its

@@ -164,6 +164,7 @@ class Surveys:
             self._report_batch(up, final, SurveyAnswers(ask.origin, ask.sid, final, known,
                                                         False, ()))
             return
+        tree.busy_at = state.now  # no reshaping under it (`iris.core.reshape`)
         vid = state.new_id()
         visit = Visit(key, vid, ask, up, final, state.now + time_left)
         self.visits[key] = visit

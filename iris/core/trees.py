@@ -202,8 +202,11 @@ class Trees:
             tree.set_ancestors((src, *ancestors)[:MAX_ANCESTORS])
 
     def after_weight_change(self, tree: GroupTree) -> None:
-        """Tell the parent the subtree's new capacity, or leave the tree once it is empty."""
-        if tree.empty():
+        """Tell the parent the subtree's new capacity, or leave the tree once it is empty. A
+        node whose last child died stays (at capacity 0) while that child's members may still
+        graft back: it is what counts them as not answering a survey (`GroupTree.lost`), and
+        leaving would hide them from the count."""
+        if tree.empty() and not tree.lost_weight(self.state.now):
             del self.state.trees[tree.group]
             if tree.parent is not None:
                 self.state.node.send(tree.parent, Prune(tree.group))
