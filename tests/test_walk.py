@@ -11,7 +11,7 @@ from collections import Counter
 
 from iris.core import NO_MEMBERS, OK, cluster_group, tunnel_of
 from iris.core import events as ev
-from iris.core.messages import Reply, TunnelClose, other_end
+from iris.core.messages import Reply, Request, TunnelClose, other_end
 from simulations.checkers import true_root
 from simulations.engine import Simulation
 from simulations.messaging_workload import MessagingWorkload, SimMessaging
@@ -165,3 +165,27 @@ def test_a_tunnel_between_two_ends_on_one_node_carries_data_both_ways_in_order()
     sim.run_for(1.0)
     closes = {e.key: e.code for _, e in work.tunnel_events if isinstance(e, ev.TunnelClosed)}
     assert closes == {key: OK, member_end: OK}
+
+
+def test_a_member_runs_a_request_once_whatever_way_its_copies_came():
+    """A walk re-routed after a step whose acknowledgement was lost enters the tree again
+    with more hops (so that it is not taken for a copy there); if the first copy did arrive,
+    both may reach the same member, which must run it only once."""
+    sim, work = world()
+    member = sorted(sim.active)[7]
+    register(sim, work, "svc", {member: 1})
+    group = cluster_group("svc")
+    origin = sorted(sim.active)[3]
+    payload = (origin.to_bytes(16, "big") + (10**6).to_bytes(8, "big"))
+
+    def arrive(hops):
+        def call(core):
+            core.requests.arrive(Request(group, 99, origin, hops, payload, 5000),
+                                 core.state.services[group], 0.0)
+        work.act(member, call)
+
+    arrive(2)
+    arrive(5)  # the same request, by a longer way
+    sim.run_for(1.0)
+    assert work.handled[10**6] == 1
+    assert work.core(member).state.counters["request_duplicate_dropped"] == 1

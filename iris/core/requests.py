@@ -8,7 +8,8 @@ are ignored.
 The deadline travels with the request (`Request.time_left_ms`), so the member knows when its
 caller gives up: a request that arrives past it, or waits past it in the service's queue, is
 dropped unstarted (counted as `requests_expired`; no reply, nobody waits for one), and the
-application is told each request's deadline.
+application is told each request's deadline. A member runs a request once, however many
+copies of it the walk brought (`ARRIVED`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from iris.core import events as ev
 from iris.core.messages import MAX_ERROR, OK, REFUSED, REMOTE_ERROR, TIMEOUT, Reply, Request
 from iris.core.state import TK_REQUEST, CoreState, Service, cluster_group
 from overlay.deadlines import Deadlines
+
+ARRIVED = -1
+"""The hop count under which a member records a request it was chosen for (`CoreState.
+first_sight`; a walk's own records count hops from 0), so that no copy runs twice here."""
 
 
 class Requests:
@@ -66,6 +71,11 @@ class Requests:
         """The walk chose this node (after holding the request `held` seconds): admit the
         request under the service's limits, unless its caller has given up already."""
         state = self.state
+        if not state.first_sight(msg.origin, msg.req_id, ARRIVED):
+            # A copy that came by another way (a walk re-routed after a step whose
+            # acknowledgement was lost, which counts its hops anew): run once per member.
+            state.count("request_duplicate_dropped")
+            return
         deadline = state.now + msg.time_left_ms / 1000 - held
         if deadline <= state.now:
             state.count("requests_expired")
