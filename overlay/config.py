@@ -84,8 +84,11 @@ class OverlayConfig:
     route_ack_timeout_s: float = 0.6
     """A routed message not acknowledged by the next hop within this is sent another way."""
 
-    route_attempts: int = 4
-    """Next hops tried for one routed message before it is dropped."""
+    route_attempts: int = 5
+    """Next hops tried for one routed message before it is dropped. A lookup is lost when
+    every try's `Route` is lost: at 5% loss, 0.05^4 per hop with 4 tries, which lost one lookup
+    in 10,000 on some seeds (`iris sim join --nodes 1000 --loss 0.05 --duplicate 0.01 --wire`,
+    seed 4); 0.05^5 with 5."""
 
     max_pending_routes: int = 4096
     """Routed messages awaiting a hop acknowledgement; beyond it, new ones go unacknowledged."""

@@ -30,7 +30,8 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   on a lossy network: `overlay.probe_loss`). The detector tells its leaf set (`Departed`); each
   receiver verifies with a probe and drops it (and sweeps its table once it is confirmed).
 - Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
-  of nodes it should have (probing them first); a node that recently dropped a dead peer tells a
+  of nodes it should have (probing them first) and probes a member of its own beyond the
+  sender that the sender does not list; a node that recently dropped a dead peer tells a
   neighbour that still lists it.
 - Routing table: filled from join replies and from every active node heard; kept nearest by
   measured round trips; probed one entry at a time (the probe also fetches that entry's row,
@@ -83,6 +84,7 @@ from overlay.messages import (
 from overlay.probe_loss import ProbeLoss
 from overlay.probes import (
     FATAL,
+    ONE_MORE,
     P_CANDIDATE,
     P_CONFIRM,
     P_HEAL,
@@ -577,6 +579,8 @@ class OverlayNode:
             return
         peer, purpose = probe.peer, probe.purpose
         floor = 1 if purpose in VERIFIED_ONCE else self.config.probe_attempts
+        if purpose in ONE_MORE:
+            floor += 1
         if purpose in RETRIED and probe.attempt < self._probe_loss.attempts(floor):
             self._ping(peer, purpose, probe.want_leaf, probe.attempt + 1)
         elif purpose in FATAL:
@@ -745,6 +749,23 @@ class OverlayNode:
                 if lost.lost_within(node, now, hint):
                     self._send(src, Departed(node), C_MAINTENANCE)
         self._learn(msg.leaf)
+        self._check_beyond(src, msg.leaf)
+
+    def _check_beyond(self, nb: int, listed: tuple[int, ...]) -> None:
+        """Our members beyond an immediate neighbour are among its own nearest, so its
+        heartbeat lists them; one it leaves out is probed. Only the immediate neighbours
+        watch a member by heartbeats: one whose death notice we missed (it came while we
+        did not hold it yet, or its detector died too) was otherwise kept for good, and hid
+        the live node that belongs in its place."""
+        leaf = self.leaf
+        side = leaf.right if leaf.right and leaf.right[0] == nb else (
+            leaf.left if leaf.left and leaf.left[0] == nb else None)
+        if side is None or len(side) < 2:
+            return
+        named = set(listed)
+        for member in side[1:]:
+            if member not in named:
+                self._ping(member, P_TABLE)
 
     def _on_watch_timer(self, _: int) -> None:
         if self.state != ACTIVE:

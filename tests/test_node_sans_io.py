@@ -6,7 +6,7 @@ import random
 import pytest
 
 from overlay.config import OverlayConfig
-from overlay.messages import Heartbeat, JoinRequest, Lookup, Ping
+from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping
 from overlay.node import ACTIVE, OverlayApp, OverlayNode
 
 
@@ -18,15 +18,16 @@ class Recorder(OverlayApp):
         self.delivered.append((key, payload, origin, hops))
 
 
-def shuttle(nodes, now, rounds=50):
-    """Deliver every queued message instantly, `rounds` times or until quiet."""
+def shuttle(nodes, now, rounds=50, drop=lambda src, dest, msg: False):
+    """Deliver every queued message instantly (unless `drop` says it is lost), `rounds`
+    times or until quiet."""
     for _ in range(rounds):
         moved = False
         for node in list(nodes.values()):
             out, node.out = node.out, []
             for dest, msg in out:
                 moved = True
-                if dest in nodes:
+                if dest in nodes and not drop(node.id, dest, msg):
                     nodes[dest].receive(node.id, msg, now)
         if not moved:
             return
@@ -168,3 +169,34 @@ def test_a_calm_table_is_probed_less_and_less_often_until_a_failure_is_seen():
     run_until(failed_by + cfg.table_probe_max_s + 4 * cfg.table_probe_s)
     gaps = [b - a for a, b in itertools.pairwise(probes_at)]
     assert gaps[-3:] == pytest.approx([cfg.table_probe_s] * 3)
+
+
+
+def test_a_dead_member_whose_notice_was_lost_is_found_by_a_neighbours_heartbeat():
+    """Only the immediate neighbours watch a member by heartbeats: a dead member beyond them,
+    whose death notice never came, is found by its absence from the neighbour's list."""
+    cfg = OverlayConfig(leaf_size=4)
+    rng = random.Random(7)
+    ids = sorted(rng.getrandbits(128) for _ in range(10))
+    nodes = {i: OverlayNode(i, rng, cfg) for i in ids}
+    nodes[ids[0]].start(0.0)
+    for i in ids[1:]:
+        nodes[i].start(0.0, seeds=[ids[0]])
+        shuttle(nodes, 0.0)
+    a = nodes[ids[4]]
+    near, far = a.leaf.right
+    assert (near, far) == (ids[5], ids[6])
+    del nodes[far]  # it crashes; a never hears so (every notice to a is lost)
+
+    def lose_notices(src, dest, msg):
+        return dest == a.id and isinstance(msg, Departed)
+
+    now = 0.0
+    while far in a.leaf and now < 120.0:
+        now = min(n.next_deadline for n in nodes.values())
+        for node in list(nodes.values()):
+            if node.next_deadline <= now:
+                node.handle_timer(now)
+        shuttle(nodes, now, drop=lose_notices)
+    assert far not in a.leaf and far not in nodes[near].leaf
+    assert a.leaf.right == [near, ids[7]]
