@@ -162,42 +162,6 @@ async def test_timeout_when_the_handler_never_answers(ring):
         await nodes[0].request("stuck", b"x", timeout=0.3)
 
 
-async def test_concurrent_callers_and_a_cancelled_one(ring):
-    """Callers woken together by one read of replies each get their own reply; a caller
-    cancelled while waiting is not woken when its reply comes later, and the count of woken
-    callers (`Runtime.woken`, which makes their next requests leave together) comes back to
-    zero."""
-    _, nodes = ring
-    go = trio.Event()
-
-    class Gated:
-        async def handle_request(self, data):
-            if data == b"gated":
-                await go.wait()
-            return b"re:" + data
-
-    await nodes[2].register("gated", Gated())
-    caller = nodes[0]
-    await caller.register("gated", Gated())  # it serves while it calls
-    replies = []
-
-    async def ask(k):
-        for i in range(5):
-            replies.append(await caller.request("gated", b"%d-%d" % (k, i), timeout=5))
-
-    async with trio.open_nursery() as nursery:
-        for k in range(16):
-            nursery.start_soon(ask, k)
-    assert sorted(replies) == sorted(b"re:%d-%d" % (k, i) for k in range(16) for i in range(5))
-    with trio.move_on_after(0.2) as scope:
-        await caller.request("gated", b"gated", timeout=5)
-    assert scope.cancelled_caught
-    go.set()  # its reply comes now, to nobody
-    assert await caller.request("gated", b"after", timeout=5) == b"re:after"
-    await wait_until(lambda: not caller._waiting)
-    assert caller._runtime.woken == 0
-
-
 async def test_broadcast_reaches_every_member_once(ring):
     _, nodes = ring
     handlers = [Echo() for _ in range(3)]

@@ -110,9 +110,7 @@ class Link:
       the writer task has run, frames wait for the writer, which runs once the task making
       them yields (one write for a burst of publishes, or for 16 callers' next requests),
       unless BURST_BYTES have piled up (the peer gets a long burst in pieces, and works on
-      it meanwhile); a burst also starts while callers of `Node.request` woken by one read
-      of replies have yet to run (`Runtime.woken`).
-    The writer task writes with `os.write` too, and waits in `send_all` only for the rest.
+      it meanwhile).
     Streams without a socket (the memory network) are written by the writer task only."""
 
     def __init__(self, peer: int, pressure: Backpressure) -> None:
@@ -167,7 +165,13 @@ class Link:
         data = self.session.seal_batch(taken) if taken else b""
         if self.pending:
             data = self.pending + data
-        written = _write(self.socket, data)
+        written = 0
+        fd = self.socket.fileno()
+        if fd >= 0:
+            try:
+                written = os.write(fd, data)
+            except OSError:  # would block, or broken: the writer's send_all finds out which
+                written = 0
         self.burst = True
         if written < len(data):
             self.pending = data[written:]
@@ -254,15 +258,6 @@ class Runtime:
         # acknowledgements leave with the reply and the writer task is not woken for them.
         self.hold_acks = False
         self._held: list[Link] = []
-        # Set while a worker runs handlers that answer without waiting (`hold_output`): what
-        # they queue leaves when the worker is done with them, one write per link for the
-        # replies of one read instead of a write (or a writer task's pass) per reply.
-        self.holding = False
-        # Callers of `Node.request` whose outcome woke them and that have not run yet. Each
-        # is likely to send its next request when it runs: while any is left, a link's
-        # frames wait for the link's writer task (as in a burst), which runs after them all
-        # and writes their requests together (one write per read of replies, not two).
-        self.woken = 0
 
     # ------------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -376,19 +371,18 @@ class Runtime:
             self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------- the one loop step
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run an application call, `fn(*args)`, on the cores (with the clock set) and act on
-        its output. A paused node's tasks make none; one from outside (a test's) is refused,
-        as the application of a stopped process calls nothing."""
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run an application call on the cores (with the clock set) and act on its output.
+        A paused node's tasks make none; one from outside (a test's) is refused, as the
+        application of a stopped process calls nothing."""
         self._check_running()
         self.node.set_time(self.now())
-        burst = self.woken > 0  # other callers run next: see `woken`
         try:
             if self.publishes.payloads:
                 self._take_publishes()  # the earlier publishes leave first
-            return fn(*args)
+            return fn()
         finally:
-            self._after(burst)
+            self._after()
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Queue one event: it leaves in a batch (`iris.runtime.publish_batch`)."""
@@ -403,9 +397,7 @@ class Runtime:
         if self.publishes.payloads:
             self.core.publish_batch(*self.publishes.take())
 
-    def _after(self, burst: bool = False) -> None:
-        """Act on the cores' output: send it, hand their events over, re-arm the timer. With
-        `burst`, the links written to leave what they got to their writer tasks."""
+    def _after(self) -> None:
         node = self.node
         while node.out:
             out, node.out = node.out, []
@@ -438,15 +430,13 @@ class Runtime:
         if node.active and not self.joined.is_set():
             self.joined.set()
         hold, self.hold_acks = self.hold_acks, False
-        if self._dirty and not self.holding:
+        if self._dirty:
             dirty, self._dirty = self._dirty, []
             for link in dirty:
                 if hold and not link.urgent and not link.pending:
                     link.dirty = False  # (what is queued next is flushed as ever)
                     self._held.append(link)  # see hold_acks
                 else:
-                    if burst:
-                        link.burst = True  # see `woken`
                     link.flush()
         scope = self._timer_scope
         if scope is not None and node.next_deadline != self._armed:
@@ -463,31 +453,10 @@ class Runtime:
 
     def release_acks(self) -> None:
         """The handler replied or waits: the held links go (if its reply was written with
-        their acknowledgements, nothing is left to write), unless a worker holds the output
-        (`hold_output`: they go when it releases it)."""
-        if self.holding:
-            return
+        their acknowledgements, nothing is left to write)."""
         held, self._held = self._held, []
         for link in held:
             link.flush()
-
-    def hold_output(self) -> None:
-        """A worker starts running handlers one after another: the links written to meanwhile
-        are flushed by `release_output`, which the worker calls when it is done with them or
-        one of them waits (nothing may wait while the output is held: other tasks' output
-        would wait with it)."""
-        self.holding = True
-
-    def release_output(self) -> None:
-        """Write what was queued while the output was held, and the held acknowledgements."""
-        if not self.holding:
-            return
-        self.holding = False
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for link in dirty:
-                link.flush()
-        self.release_acks()
 
     async def _timer_loop(self) -> None:
         while True:
@@ -563,11 +532,7 @@ class Runtime:
                         link.urgent = False
                         data = seal_batch(queue.take(BATCH_BYTES))
                         link.writing_since = trio.current_time()
-                    # Eagerly too: `send_all` alone passes the loop once more after the
-                    # kernel took the bytes. It only writes what the kernel did not take.
-                    written = _write(link.socket, data) if link.socket is not None else 0
-                    if written < len(data):
-                        await stream.send_all(data[written:] if written else data)
+                    await stream.send_all(data)
                     link.writing_since = None
                     queue.written()
             finally:
@@ -706,18 +671,13 @@ class Runtime:
         try:
             with trio.CancelScope() as link.reading:
                 self._deliver_all(link, leftover)
-                full = False
                 while not link.closed:
-                    if link.socket is None:
-                        data = await link.stream.receive_some(READ_BYTES)
-                    else:
-                        data = await _read(link.socket, full)
+                    data = await link.stream.receive_some(READ_BYTES)
                     if not data:
                         break
                     self.busy_poll.poke()
                     link.burst = False  # the peer answered: our next frame may go at once
-                    full = len(data) == READ_BYTES
-                    self._deliver_all(link, reader.feed(bytes(data)), full)
+                    self._deliver_all(link, reader.feed(bytes(data)), len(data) == READ_BYTES)
         except (LinkError, DecodeError) as exc:
             log.warning("closing link to %x: %s", link.peer, exc)
             self.count("links_closed_for_bad_input")
@@ -790,38 +750,6 @@ class Runtime:
         link.emptied()
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
-
-
-def _write(socket: Any, data: bytes) -> int:
-    """Hand `data` to a link's socket without waiting: how much the kernel took (0 when it
-    would block or the connection broke: the writer's `send_all` finds out which)."""
-    fd = socket.fileno()  # (never a kept number: see Link.socket)
-    if fd < 0:
-        return 0
-    try:
-        return os.write(fd, data)
-    except OSError:
-        return 0
-
-
-async def _read(socket: Any, full: bool) -> bytes:
-    """The next bytes of a link's socket, with one pass of trio's loop and one read: wait until
-    it is readable, then read (`receive_some` reads first, and so makes a read that finds
-    nothing and then a checkpoint after the one that finds the bytes: a second read and a
-    second pass per input). After a `full` read more is waiting already: a checkpoint gives
-    the other tasks their turn instead of the wait."""
-    if full:
-        await trio.lowlevel.checkpoint()
-    else:
-        await trio.lowlevel.wait_readable(socket)
-    while True:
-        fd = socket.fileno()  # (never a kept number: see Link.socket)
-        if fd < 0:
-            raise trio.ClosedResourceError("the stream was closed")
-        try:
-            return os.read(fd, READ_BYTES)
-        except BlockingIOError:  # (woken without data, or nothing came after a full read)
-            await trio.lowlevel.wait_readable(socket)
 
 
 def _refusal(exc: LinkError | trio.TooSlowError, received: bytes, hello: bool) -> LinkError:

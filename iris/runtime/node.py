@@ -186,8 +186,7 @@ class Node:
     def __init__(self, runtime: Runtime, nursery: Spawner) -> None:
         self._runtime = runtime
         self._nursery = nursery
-        self._workers = WorkerPool(nursery, hold=runtime.hold_output,
-                                   release=runtime.release_output)
+        self._workers = WorkerPool(nursery)
         runtime.on_events = self._on_events
         self._waiting: dict[int, RequestCallback] = {}  # req_id -> what to call with the outcome
         self._early: dict[int, ev.RequestDone] = {}  # outcomes within `core.request` calls
@@ -287,34 +286,38 @@ class Node:
         LimitExceededError or TimeoutError. `timeout` travels with the request into the core,
         whose one deadline heap turns silence into TimeoutError."""
         await self._runtime.backpressure.room()
-        waiter = _Waiter(self._runtime)
-        self._start_request(cluster, payload, timeout, waiter)
-        await waiter.wait()
-        error = waiter.error
+        done = trio.Event()
+        outcome: tuple[bytes | None, IrisError | None] = (None, None)
+
+        def finished(reply: bytes | None, error: IrisError | None) -> None:
+            nonlocal outcome
+            outcome = (reply, error)
+            done.set()
+
+        self.start_request(cluster, payload, timeout, finished)
+        await done.wait()
+        reply, error = outcome
         if error is not None:
-            raise _named(error, cluster)
-        assert waiter.reply is not None  # a request succeeds with a reply
-        return waiter.reply
+            raise error
+        assert reply is not None  # a request succeeds with a reply
+        return reply
 
     def start_request(self, cluster: str, payload: bytes, timeout: float,
                       on_done: RequestCallback) -> None:
         """Send a request without waiting: `on_done(reply, None)` or `on_done(None, error)` is
         called once, from the node's event processing (it must not block). Unlike `request`,
         this does not wait while the links are congested; callers pace themselves."""
-        self._start_request(cluster, payload, timeout, _naming(on_done, cluster))
-
-    def _start_request(self, cluster: str, payload: bytes, timeout: float,
-                       on_done: RequestCallback) -> None:
-        """`start_request`, with "no members" errors not yet named after the cluster."""
         self._check_open()
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         check_payload(payload)
+        on_done = _naming(on_done, cluster)
         if self.observer is not None:
             on_done = _observed(on_done, self.observer, trio.current_time())
         self._starting += 1  # an outcome can come before `core.request` returns its id
         try:
-            req_id = self._runtime.call(self._runtime.core.request, cluster, payload, timeout)
+            req_id = self._runtime.call(
+                lambda: self._runtime.core.request(cluster, payload, timeout))
         finally:
             self._starting -= 1
         early = self._early.pop(req_id, None)
@@ -676,9 +679,10 @@ class Node:
                 raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
             data = bytes(reply)
             check_payload(data)
-            self._runtime.call(core.reply, event.token, data)
+            self._runtime.call(lambda: core.reply(event.token, data))
         except Exception as exc:  # the caller gets the text as RemoteError
-            self._runtime.call(core.reply, event.token, b"", str(exc) or type(exc).__name__)
+            message = str(exc) or type(exc).__name__
+            self._runtime.call(lambda: core.reply(event.token, error=message))
         finally:  # (the reply took them along if it was written at once)
             self._runtime.release_acks()
 
@@ -768,41 +772,6 @@ class _Subscription(NamedTuple):
     queue: HandlerQueue  # an async handler's events, drained by its task; stopped when replaced
     take: Callable[[bytes], None] | None  # a plain handler's `hold_event` or `accept_event`
     holds: bool  # `hold_event`: the handler reports what it consumed (`event_consumed`)
-
-
-class _Waiter:
-    """The outcome of one `Node.request`, and the task waiting for it: the outcome wakes that
-    task directly (what a `trio.Event` and a closure per request did, with a parking lot,
-    in several calls more), counted in `Runtime.woken` until it runs."""
-
-    __slots__ = ("reply", "error", "done", "_task", "_runtime")
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.reply: bytes | None = None
-        self.error: IrisError | None = None
-        self.done = False
-        self._task: trio.lowlevel.Task | None = None
-        self._runtime = runtime
-
-    def __call__(self, reply: bytes | None, error: IrisError | None) -> None:
-        self.reply, self.error, self.done = reply, error, True
-        task, self._task = self._task, None
-        if task is not None:
-            self._runtime.woken += 1
-            trio.lowlevel.reschedule(task)
-
-    async def wait(self) -> None:
-        """Return once the outcome is in (a checkpoint if it is in already, as ever)."""
-        if self.done:
-            await trio.lowlevel.checkpoint()
-            return
-        self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
-        self._runtime.woken -= 1  # (rescheduled by __call__: a cancelled wait raised)
-
-    def _abort(self, _: Any) -> trio.lowlevel.Abort:
-        self._task = None  # a cancelled wait: the outcome, when it comes, wakes nobody
-        return trio.lowlevel.Abort.SUCCEEDED
 
 
 def _observed(on_done: RequestCallback, observer: NodeObserver,

@@ -10,10 +10,6 @@ Jobs queued together (the requests of one read) go to one worker while their han
 without waiting: a worker takes the next job as soon as one returns, so a batch costs one task
 switch, not one per job (a woken worker per job, each taking one, was a switch per request).
 Only when a job waits (`spread`) are more workers woken, one per job queued behind it.
-
-While a worker runs jobs that have not waited, the output they make is held (`hold`) and
-leaves when the worker is done with them or one of them waits (`release`): the replies to the
-requests of one read leave in one write.
 """
 
 from __future__ import annotations
@@ -30,12 +26,9 @@ Job = Callable[[Any], Awaitable[None]]
 
 
 class WorkerPool:
-    def __init__(self, nursery: Spawner, max_idle: int = 64,
-                 hold: Callable[[], None] = lambda: None,
-                 release: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, nursery: Spawner, max_idle: int = 64) -> None:
         self._nursery = nursery
         self._max_idle = max_idle
-        self._hold, self._release = hold, release
         self._jobs: deque[tuple[Job, Any]] = deque()
         self._idle: list[trio.lowlevel.Task] = []
         self._woken = 0  # workers woken or started that have not run yet
@@ -49,9 +42,7 @@ class WorkerPool:
             self._wake()
 
     def spread(self) -> None:
-        """The job under way waits: its output and that of the jobs before it is released,
-        and a worker woken for each job queued behind it."""
-        self._release()
+        """The job under way waits: wake a worker for each job queued behind it."""
         while len(self._jobs) > self._woken:
             self._wake()
 
@@ -68,14 +59,9 @@ class WorkerPool:
         try:
             while True:
                 self._woken -= 1
-                if jobs:
-                    self._hold()
-                    try:
-                        while jobs:
-                            job, arg = jobs.popleft()
-                            await job(arg)
-                    finally:
-                        self._release()
+                while jobs:
+                    job, arg = jobs.popleft()
+                    await job(arg)
                 if len(idle) >= self._max_idle:
                     return
                 await self._park()
