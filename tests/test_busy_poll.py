@@ -9,9 +9,25 @@ import pytest
 import trio
 import trio.testing
 
+from iris.runtime import busy_poll
 from iris.runtime.busy_poll import BusyPoll
 
 PASSES = 200  # scheduler passes: far more than any hand-over below needs
+
+
+class ThreadClocks:
+    """A wall clock and a CPU clock for the poller, moved by the test: as they are, the
+    thread never waits for its CPU; `wait_for_cpu` makes the next pass one that did."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def clocks(self):
+        return (lambda: self.wall, lambda: self.cpu)
+
+    def wait_for_cpu(self, seconds: float) -> None:
+        self.wall += seconds
 
 
 async def passes_until(predicate) -> int:
@@ -33,7 +49,7 @@ async def test_a_window_of_zero_never_polls():
 
 
 async def test_polling_lasts_one_window_after_the_last_traffic(nursery, mock_clock):
-    poll = BusyPoll(0.005)
+    poll = BusyPoll(0.005, clocks=ThreadClocks().clocks())
     nursery.start_soon(poll.run)
     await trio.testing.wait_all_tasks_blocked()  # no traffic, no polling: every task waits
     assert not poll._spinning
@@ -53,5 +69,27 @@ async def test_polling_lasts_one_window_after_the_last_traffic(nursery, mock_clo
     mock_clock.jump(0.002)  # the second window ends
     await passes_until(lambda: not poll._spinning)
     await trio.testing.wait_all_tasks_blocked()  # asleep again until the next traffic
+    poll.poke()
+    await passes_until(lambda: poll._spinning)
+
+
+async def test_a_thread_that_waited_for_its_cpu_stops_polling_for_a_while(nursery, mock_clock):
+    threads = ThreadClocks()
+    poll = BusyPoll(0.005, clocks=threads.clocks())
+    nursery.start_soon(poll.run)
+    poll.poke()
+    await passes_until(lambda: poll._spinning)
+    for _ in range(50):  # passes that took no longer than their CPU time: polling goes on
+        await trio.lowlevel.checkpoint()
+        assert poll._spinning
+    threads.wait_for_cpu(busy_poll.DESCHEDULED_S * 2)  # another thread had the CPU meanwhile
+    await passes_until(lambda: not poll._spinning)
+    assert poll.contended == 1
+    # Traffic within CALM_S finds the thread sleeping in epoll, as with no polling at all...
+    poll.poke()
+    await trio.testing.wait_all_tasks_blocked()
+    assert not poll._spinning
+    # ... and after it, the window is polled again.
+    mock_clock.jump(busy_poll.CALM_S)
     poll.poke()
     await passes_until(lambda: poll._spinning)

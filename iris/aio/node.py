@@ -394,6 +394,9 @@ async def open_node(**options: Any) -> AsyncIterator[Node]:
     """Start a node, join the ring (or found one without seeds) and yield it; leaving the
     block leaves the ring. The options are `iris.open_node`'s (network_key, listen, seeds,
     join_timeout, ...), with the same errors."""
+    # No busy polling by default: in guest mode trio's loop does not sleep in epoll itself,
+    # and polling would keep asyncio's loop turning instead.
+    options.setdefault("busy_poll_s", 0.0)
     guest = await Guest.acquire()
     try:
         node, leave = await guest.hold(trio_node.open_node(**options))

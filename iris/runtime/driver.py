@@ -675,7 +675,8 @@ class Runtime:
                     data = await link.stream.receive_some(READ_BYTES)
                     if not data:
                         break
-                    self.busy_poll.poke()
+                    if link.socket is not None:  # (in-process links wake no halted CPU)
+                        self.busy_poll.poke()
                     link.burst = False  # the peer answered: our next frame may go at once
                     self._deliver_all(link, reader.feed(bytes(data)), len(data) == READ_BYTES)
         except (LinkError, DecodeError) as exc:

@@ -839,11 +839,12 @@ async def open_node(
     overlay_config: OverlayConfig | None = None,
     messaging_config: MessagingConfig | None = None,
     transport: TcpTransport | MemoryTransport | None = None,
-    busy_poll_s: float = 0.0,
+    busy_poll_s: float = 250e-6,
 ) -> AsyncIterator[Node]:
     """Start a node, join the ring (or found one when there are no seeds), and yield it.
-    Leaving the block leaves the ring gracefully. `busy_poll_s` > 0 trades CPU for latency
-    (see iris.runtime.busy_poll)."""
+    Leaving the block leaves the ring gracefully. `busy_poll_s` trades CPU for latency: after
+    traffic the node polls this long before its thread sleeps, unless other threads want the
+    CPU (iris.runtime.busy_poll); 0 turns it off."""
     host, port = parse_address(listen)
     runtime = Runtime(network_key, host, port, overlay_config, messaging_config,
                       transport=transport, busy_poll=BusyPoll(busy_poll_s))
