@@ -33,6 +33,29 @@ def shuttle(nodes, now, rounds=50, drop=lambda src, dest, msg: False):
             return
 
 
+def ring_by_hand(count, rng, cfg=None, app=lambda node_id: None):
+    """`count` nodes of random ids (ascending; each with `app(id)` on top), joined one after
+    another through the first."""
+    ids = sorted(rng.getrandbits(128) for _ in range(count))
+    nodes = {i: OverlayNode(i, rng, cfg, app(i)) for i in ids}
+    nodes[ids[0]].start(0.0)
+    for i in ids[1:]:
+        nodes[i].start(0.0, seeds=[ids[0]])
+        shuttle(nodes, 0.0)
+    return ids, nodes
+
+
+def timeline(nodes, until, drop=lambda src, dest, msg: False):
+    """Fire the nodes' timers in time order up to `until`: at each instant, yield it once the
+    timers due have fired (what they sent still queued), then deliver it (`shuttle`)."""
+    while (now := min(n.next_deadline for n in nodes.values())) <= until:
+        for node in list(nodes.values()):
+            if node.next_deadline <= now:
+                node.handle_timer(now)
+        yield now
+        shuttle(nodes, now, drop=drop)
+
+
 def test_two_nodes_join_by_hand():
     rng = random.Random(1)
     a = OverlayNode(10, rng)
@@ -49,13 +72,8 @@ def test_two_nodes_join_by_hand():
 
 def test_routing_delivers_at_the_closest_node_by_hand():
     rng = random.Random(2)
-    ids = sorted(rng.getrandbits(128) for _ in range(6))
-    apps = {i: Recorder() for i in ids}
-    nodes = {i: OverlayNode(i, rng, app=apps[i]) for i in ids}
-    nodes[ids[0]].start(0.0)
-    for i in ids[1:]:
-        nodes[i].start(0.0, seeds=[ids[0]])
-        shuttle(nodes, 0.0)
+    apps = {}
+    ids, nodes = ring_by_hand(6, rng, app=lambda i: apps.setdefault(i, Recorder()))
     assert all(n.active for n in nodes.values())
     key = ids[3] + 5
     nodes[ids[0]].route(key, Lookup(ids[0], 7), now=0.0)
@@ -133,24 +151,15 @@ def test_a_calm_table_is_probed_less_and_less_often_until_a_failure_is_seen():
     cap); a failure seen puts it back to the base period."""
     cfg = OverlayConfig(leaf_size=4)
     rng = random.Random(4)
-    ids = sorted(rng.getrandbits(128) for _ in range(12))
-    nodes = {i: OverlayNode(i, rng, cfg) for i in ids}
-    nodes[ids[0]].start(0.0)
-    for i in ids[1:]:
-        nodes[i].start(0.0, seeds=[ids[0]])
-        shuttle(nodes, 0.0)
+    ids, nodes = ring_by_hand(12, rng, cfg)
     assert all(n.active for n in nodes.values())
     watched = nodes[ids[5]]
     probes_at: list[float] = []
 
     def run_until(end):
-        while (now := min(n.next_deadline for n in nodes.values())) <= end:
-            for node in list(nodes.values()):
-                if node.next_deadline <= now:
-                    node.handle_timer(now)
+        for now in timeline(nodes, end):
             probes_at.extend(now for _, msg in watched.out
                              if isinstance(msg, Ping) and msg.want_row)
-            shuttle(nodes, now)
 
     run_until(1500.0)
     gaps = [b - a for a, b in itertools.pairwise(probes_at)]
@@ -171,18 +180,12 @@ def test_a_calm_table_is_probed_less_and_less_often_until_a_failure_is_seen():
     assert gaps[-3:] == pytest.approx([cfg.table_probe_s] * 3)
 
 
-
 def test_a_dead_member_whose_notice_was_lost_is_found_by_a_neighbours_heartbeat():
     """Only the immediate neighbours watch a member by heartbeats: a dead member beyond them,
     whose death notice never came, is found by its absence from the neighbour's list."""
     cfg = OverlayConfig(leaf_size=4)
     rng = random.Random(7)
-    ids = sorted(rng.getrandbits(128) for _ in range(10))
-    nodes = {i: OverlayNode(i, rng, cfg) for i in ids}
-    nodes[ids[0]].start(0.0)
-    for i in ids[1:]:
-        nodes[i].start(0.0, seeds=[ids[0]])
-        shuttle(nodes, 0.0)
+    ids, nodes = ring_by_hand(10, rng, cfg)
     a = nodes[ids[4]]
     near, far = a.leaf.right
     assert (near, far) == (ids[5], ids[6])
@@ -191,12 +194,7 @@ def test_a_dead_member_whose_notice_was_lost_is_found_by_a_neighbours_heartbeat(
     def lose_notices(src, dest, msg):
         return dest == a.id and isinstance(msg, Departed)
 
-    now = 0.0
-    while far in a.leaf and now < 120.0:
-        now = min(n.next_deadline for n in nodes.values())
-        for node in list(nodes.values()):
-            if node.next_deadline <= now:
-                node.handle_timer(now)
-        shuttle(nodes, now, drop=lose_notices)
+    for _ in timeline(nodes, 120.0, drop=lose_notices):
+        pass  # two minutes: long after a heartbeat of near's has left far out
     assert far not in a.leaf and far not in nodes[near].leaf
     assert a.leaf.right == [near, ids[7]]
