@@ -25,8 +25,9 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   answers reveal, and becomes *active* only when no such probe is outstanding (MSPastry's
   consistent join); if not one tentative member answered, it joins again. Then it says `Hello`
   to everyone it knows, and they add it.
-- Failure detection: each active node heartbeats both immediate neighbours; a neighbour silent
-  for `silence_s` is probed, and declared failed after `probe_attempts` unanswered probes (more
+- Failure detection: each active node heartbeats its left neighbour every period and its right
+  one every few (MSPastry's leaf-set heartbeats); a neighbour silent for `missed_heartbeats` of
+  its periods is probed, and declared failed after `probe_attempts` unanswered probes (more
   on a lossy network: `overlay.probe_loss`). The detector tells its leaf set (`Departed`); each
   receiver verifies with a probe and drops it (and sweeps its table once it is confirmed).
 - Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
@@ -146,7 +147,7 @@ class OverlayNode:
         "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
         "_last_sweep", "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
         "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss",
-        "_beats", "_prox_asked", "_prox_rounds", "_prox_size", "_calm_since",
+        "_beats", "_beat_count", "_prox_asked", "_prox_rounds", "_prox_size", "_calm_since",
     )
 
     def __init__(
@@ -196,6 +197,7 @@ class OverlayNode:
         self._nbs: tuple[int, ...] = ()
         self._heard: list[float] = []
         self._beats: list[float | None] = []
+        self._beat_count = 0  # heartbeat periods so far: every `right_beat_periods`-th goes right
         self._seeds: tuple[int, ...] = ()
         self._join_tries = 0
         self._table_cursor = 0
@@ -597,8 +599,13 @@ class OverlayNode:
           and the table entries are told too, as an alarm that makes them sweep their tables;
         - a table entry found by a probe: the leaf set is told, so the alarm reaches the
           nodes nearby, whose tables likely hold the same dead node;
-        - a peer verified after a notice: nobody (the detector told everyone already).
+        - our immediate neighbour verified after a notice: the leaf set too. The detector is
+          the dead node's left neighbour, whose leaf set lacks the holder farthest right of
+          it; we, its right neighbour, have that one (without this it found out only from the
+          slow heartbeat of its left neighbour, 16.7 s after the crash);
+        - any other peer verified after a notice: nobody (the detector told everyone already).
         """
+        neighbour = peer in self._nbs
         in_leaf, cell = self._forget(peer)
         if not in_leaf and cell is None:
             if purpose == P_VERIFY:
@@ -609,7 +616,7 @@ class OverlayNode:
         told: tuple[int, ...] | set[int] = ()
         if in_leaf and purpose in (P_NEIGHBOUR, P_SUSPECT):
             told = set(chain(self.leaf.members(), self.table.entries()))
-        elif purpose == P_TABLE:
+        elif purpose == P_TABLE or (purpose == P_VERIFY and neighbour):
             told = self.leaf.members()
         for member in told:
             self._send(member, Departed(peer), C_MAINTENANCE)
@@ -722,23 +729,40 @@ class OverlayNode:
 
     # -------------------------------------------------------------------- heartbeats
     def _on_heartbeat_timer(self, _: int) -> None:
+        """Beat to the left neighbour every period, and to the right one every
+        `right_beat_periods` (see `OverlayConfig.right_beat_periods`)."""
         if self.state != ACTIVE:
             return
-        members = self.leaf.members()
-        for nb in self.leaf.neighbours():
-            self._send(nb, Heartbeat(members), C_MAINTENANCE)
+        leaf = self.leaf
+        members = leaf.members()
+        self._beat_count += 1
+        left = leaf.left[0] if leaf.left else None
+        if left is not None:
+            self._send(left, Heartbeat(members), C_MAINTENANCE)
+        if leaf.right and leaf.right[0] != left and (
+                left is None or self._beat_count % self.config.right_beat_periods == 0):
+            self._send(leaf.right[0], Heartbeat(members), C_MAINTENANCE)
         self._at(self.now + self.config.heartbeat_s, T_HEARTBEAT)
+
+    def _beat_period(self, nb: int) -> float:
+        """How often immediate neighbour `nb` heartbeats us: every period if it is our right
+        neighbour (we are its left), else every `right_beat_periods`."""
+        right = self.leaf.right
+        cfg = self.config
+        if right and right[0] == nb:
+            return cfg.heartbeat_s
+        return cfg.heartbeat_s * cfg.right_beat_periods
 
     def _on_heartbeat(self, src: int, msg: Heartbeat) -> None:
         self._heard_active(src)
         nbs = self._nbs
         if src in nbs:
-            # An immediate neighbour heartbeats us every `heartbeat_s`: a longer gap is a
+            # An immediate neighbour heartbeats us at a fixed pace: a longer gap is a
             # heartbeat lost (`overlay.probe_loss`; a gap of many periods is some other story).
             i = nbs.index(src)
             last = self._beats[i]
             if last is not None:
-                periods = round((self.now - last) / self.config.heartbeat_s)
+                periods = round((self.now - last) / self._beat_period(src))
                 if 1 <= periods <= 3:
                     self._probe_loss.messages(periods - 1)
             self._beats[i] = self.now
@@ -770,9 +794,10 @@ class OverlayNode:
     def _on_watch_timer(self, _: int) -> None:
         if self.state != ACTIVE:
             return
-        now, silence = self.now, self.config.silence_s
-        next_check = now + silence
+        now, missed = self.now, self.config.missed_heartbeats
+        next_check = now + self.config.silence_s
         for nb, heard in zip(self._nbs, self._heard, strict=True):
+            silence = missed * self._beat_period(nb)
             if now - heard >= silence:
                 self._ping(nb, P_NEIGHBOUR)
             else:
@@ -1094,10 +1119,17 @@ class OverlayNode:
             self._arm_heal(soonest)
 
     def _merge_via(self, peer: int) -> None:
-        """`peer` came back from the dead: ask its side of the ring where we belong."""
+        """`peer` came back from the dead: ask its side of the ring where we belong, and say
+        `Hello` to our leaf set, whose members across the cut dropped us. They would find us
+        again by their own retries (up to a minute apart) or by heartbeat gossip, which
+        travels right only every `right_beat_periods` (one node cut off from 200 was missing
+        from leaf sets to its right for 22 s after the heal)."""
         if self.now - self._last_merge >= self.config.merge_lookup_gap_s:
             self._last_merge = self.now
             self._send(peer, JoinRequest(self.id), C_MAINTENANCE)
+            for member in self.leaf.members():
+                if member != peer:
+                    self._send(member, Hello(HELLO_NO_RTT), C_MAINTENANCE)
 
 
 _M = TypeVar("_M", bound=Message)

@@ -198,3 +198,43 @@ def test_a_dead_member_whose_notice_was_lost_is_found_by_a_neighbours_heartbeat(
         pass  # two minutes: long after a heartbeat of near's has left far out
     assert far not in a.leaf and far not in nodes[near].leaf
     assert a.leaf.right == [near, ids[7]]
+
+
+def test_heartbeats_go_left_every_period_and_right_every_fourth():
+    """MSPastry's leaf-set heartbeats: each node watches its right neighbour closely; the
+    beat to the right, which lets the left neighbour be watched at all, is rarer."""
+    cfg = OverlayConfig(leaf_size=4)
+    ids, nodes = ring_by_hand(6, random.Random(11), cfg)
+    a = nodes[ids[2]]
+    left, right = a.leaf.left[0], a.leaf.right[0]
+    beats = {left: 0, right: 0}
+    for _ in timeline(nodes, 200.0):
+        for dest, msg in a.out:
+            if isinstance(msg, Heartbeat):
+                beats[dest] += 1
+    periods = 200.0 / cfg.heartbeat_s
+    assert abs(beats[left] - periods) <= 1
+    assert abs(beats[right] - periods / cfg.right_beat_periods) <= 1
+
+
+def test_a_crash_is_dropped_by_every_holder_within_15_s():
+    """The dead node's left neighbour finds it and tells its leaf set, which lacks the holder
+    farthest right; the right neighbour, confirming the notice, tells that one (else it
+    waited for a heartbeat's hint: up to 17.6 s over these rings)."""
+    cfg = OverlayConfig(leaf_size=4)
+    slowest = 0.0
+    for seed in range(20):
+        ids, nodes = ring_by_hand(10, random.Random(seed), cfg)
+        for _ in timeline(nodes, 30.0):
+            pass
+        dead = ids[5]
+        holders = [n for n in nodes.values() if dead in n.leaf.members()]
+        assert len(holders) == 4
+        del nodes[dead]
+        for now in timeline(nodes, 60.0):
+            if not any(dead in n.leaf.members() for n in holders):
+                slowest = max(slowest, now - 30.0)
+                break
+        else:
+            pytest.fail(f"ring {seed}: a holder kept the dead node for 30 s")
+    assert slowest <= 15.0

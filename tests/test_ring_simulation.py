@@ -123,6 +123,16 @@ def test_partition_heals_within_30_seconds(groups, isolate):
     assert result["checks_passed"]
 
 
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_a_node_cut_off_alone_is_taken_back_soon_after_the_heal(seed):
+    """Its merge lookup goes with a `Hello` to its own leaf set, whose members dropped it
+    (by their retries or the rare heartbeats to the right: 10-23 s on these seeds)."""
+    opts = ScenarioOptions(nodes=200, seed=seed, lookups=200, isolate=True)
+    result = scenario_partition(opts)
+    assert result["checks_passed"]
+    assert result["repair_s"] is not None and result["repair_s"] <= 8.0
+
+
 @pytest.mark.slow
 def test_churn_keeps_lookups_correct():
     opts = ScenarioOptions(nodes=500, seed=4, churn_s=200.0, session_s=600.0)
