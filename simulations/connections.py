@@ -26,6 +26,9 @@ learn it only later):
   unanswered across a cut. Its backlog is dropped. If the path is open the other side sees
   the end at once (FIN); across a cut it learns when its next transmission reaches the closed
   end (RST: that data is lost, and the end closed). The next message dials a new connection.
+  A side also resets its end when the overlay gave up a hop to the peer while its direction
+  has a backlog, stalled or waiting for a dial (`LinkPolicy.reset_when_given_up`): that hop
+  went another way, and the backlog would deliver it a second time at the heal.
 - **Loss** of a segment on an open path delays it (and what follows it on the connection) by
   a retransmission timeout: TCP repairs loss, the application sees latency. TCP never
   duplicates, so the network's duplication does not apply on connections.
@@ -73,12 +76,16 @@ class Engine(Protocol):
 
 class Unguarded(LinkPolicy):
     """Connections as the runtime kept them before link liveness: never closed when the
-    overlay gives up a peer, no user timeout, no keep-alive. For showing what that did."""
+    overlay gives up a peer or a hop, no user timeout, no keep-alive. For showing what that
+    did."""
 
     user_timeout_s = math.inf
     keepalive_idle_s = math.inf
 
     def close_when_gone(self, peer: int) -> bool:
+        return False
+
+    def reset_when_given_up(self, stalled: bool) -> bool:
         return False
 
 
@@ -201,6 +208,12 @@ class Connections:
         self._schedule_retry(conn, src)
 
     # ------------------------------------------------------------------------------ closing
+    def stalled(self, side: int, peer: int) -> bool:
+        """Whether `side`'s connection to `peer` holds messages the peer has not taken (written
+        across the cut, or waiting for the dial)."""
+        conn = self.ends.get((side, peer))
+        return conn is not None and bool(conn.directions[side].backlog)
+
     def close(self, side: int, peer: int, why: str) -> None:
         """`side` closes its connection to `peer` (the link policy said so)."""
         conn = self.ends.get((side, peer))
