@@ -16,7 +16,9 @@ learn it only later):
 - **Stalls.** A message written while the path is cut waits in the direction's backlog, and so
   does everything written after it. Retransmissions start `RTO_MIN_S` after the first stalled
   write and double up to `RTO_MAX_S` (Linux's bounds); the first one after the heal delivers
-  the whole backlog, in order.
+  the whole backlog, in order, unless it falls due as the user timeout runs out: then the
+  connection is given up (a close, below), as Linux's clamped timer does. (A dial's last SYN,
+  at its timeout, still connects if the path is back: the runtime cancels the connect then.)
 - **Dials.** The first message to a peer without a connection dials one. Across a cut the SYN
   is retransmitted at 1 s, doubling, and the dial fails after the policy's `dial_timeout_s`,
   dropping what waited for it.
@@ -189,6 +191,13 @@ class Connections:
         if src in conn.closed or not way.backlog:
             return
         sim = self.sim
+        limit = self.policy.user_timeout_s if conn.established else self.policy.dial_timeout_s
+        expired = sim.now >= way.since + limit  # (the same sum as the schedule: no rounding gap)
+        if expired and conn.established:
+            # Given up, not retransmitted, even if the path is back: Linux's retransmission
+            # timer is clamped to the user timeout and aborts the connection when it fires.
+            self._close(conn, src, "user_timeouts")
+            return
         dest = conn.ends[1] if conn.ends[0] == src else conn.ends[0]
         if sim.reachable(src, dest):
             if dest in conn.closed:
@@ -200,9 +209,8 @@ class Connections:
             for msg in backlog:
                 self._deliver(conn, src, dest, msg)
             return
-        limit = self.policy.user_timeout_s if conn.established else self.policy.dial_timeout_s
-        if sim.now >= way.since + limit:  # (the same sum as the schedule: no rounding gap)
-            self._close(conn, src, "user_timeouts" if conn.established else "dials_failed")
+        if expired:
+            self._close(conn, src, "dials_failed")
             return
         way.rto = min(way.rto * 2, RTO_MAX_S)
         self._schedule_retry(conn, src)
