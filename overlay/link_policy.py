@@ -20,7 +20,7 @@ A hop given up is never delivered later: when a routed message's acknowledgement
 in time, the message goes another way, and a link to the old next hop that still holds data
 the peer has not taken is reset, its backlog discarded. Otherwise a partition shorter than the
 timeouts above leaves the hop in that backlog, delivered at the heal: the message is served
-twice (measured in the simulator: up to 15 requests run twice after a 12 s split of 20 nodes).
+twice (in the simulator, up to 15 requests ran twice after a 12 s split of 20 nodes).
 
 Priority of each outgoing frame: overlay maintenance (probes, heartbeats, joins, hop
 acknowledgements, table repair) is CONTROL and goes ahead of BULK (everything
@@ -106,12 +106,12 @@ class LinkPolicy:
         acknowledgement did not come, the message went another way) is reset: when it is
         `stalled`, still holding data the peer has not taken (frames queued or waiting for a
         dial, bytes the kernel has retransmitted in vain), since that data may hold the hop,
-        delivered at the heal after its copy went another way. Reset means its backlog is discarded (an abortive
-        close, RST, never the orderly one that delivers it first), with the frames queued
-        behind the hop: lost hops, re-sent another way when their own acknowledgements do not
-        come; the next frame dials a fresh connection. A link that took everything is kept:
-        the hop reached the peer, and only its acknowledgement is late (a slow or paused peer,
-        whose messages are told their age on arrival)."""
+        delivered at the heal after its copy went another way. Reset means its backlog is
+        discarded (an abortive close, RST, never the orderly one that delivers it first), with
+        the frames queued behind the hop: lost hops, re-sent another way when their own
+        acknowledgements do not come; the next frame dials a fresh connection. A link that
+        took everything is kept: the hop reached the peer, and only its acknowledgement is
+        late (a slow or paused peer, whose messages are told their age on arrival)."""
         return stalled
 
     def priority(self, msg: Message) -> Priority:
