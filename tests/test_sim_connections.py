@@ -83,9 +83,11 @@ def test_the_policy_closes_a_stalled_connection_and_the_next_message_dials_anew(
     assert counters.get("user_timeouts", 0) + counters.get("closed_peer_gone", 0) >= 1
 
 
-@pytest.mark.parametrize("policy, delivered", [(LinkPolicy(), [2]), (Unguarded(), [1, 2])],
+@pytest.mark.parametrize("policy, delivered, resets",
+                         [(LinkPolicy(), [2], 1), (Unguarded(), [1, 2], 0)],
                          ids=["policy", "unguarded"])
-def test_a_hop_given_up_on_a_stalled_connection_is_never_delivered_later(policy, delivered):
+def test_a_hop_given_up_on_a_stalled_connection_is_never_delivered_later(policy, delivered,
+                                                                         resets):
     """A hop written across the cut is not acknowledged: the sender gives it up (and would send
     it another way). Its connection still holds it, so the policy resets that connection;
     kept, it delivers the hop at the heal, a second copy."""
@@ -98,7 +100,7 @@ def test_a_hop_given_up_on_a_stalled_connection_is_never_delivered_later(policy,
     send(sim, a, b, 2)
     sim.run_for(30.0)
     assert [tag for tag, _ in arrivals(sim, b)] == delivered
-    assert sim.connections.counters.get("reset_stalled_hop", 0) == (len(delivered) == 1)
+    assert sim.connections.counters.get("reset_stalled_hop", 0) == resets
 
 
 def test_writing_to_a_connection_the_other_side_closed_loses_the_data():
