@@ -16,6 +16,12 @@ unacknowledged for `user_timeout_s` (TCP_USER_TIMEOUT) or an idle connection sto
 keep-alive probes. The overlay's own heartbeats and probes are the portable keep-alive: they
 declare a silent peer failed, which closes its connection.
 
+A hop given up is never delivered later: when a routed message's acknowledgement does not come
+in time, the message goes another way, and a link to the old next hop that still holds data
+the peer has not taken is reset, its backlog discarded. Otherwise a partition shorter than the
+timeouts above leaves the hop in that backlog, delivered at the heal: the message is served
+twice (in the simulator, up to 15 requests ran twice after a 12 s split of 20 nodes).
+
 Priority of each outgoing frame: overlay maintenance (probes, heartbeats, joins, hop
 acknowledgements, table repair) is CONTROL and goes ahead of BULK (everything
 routed or sent for the layers above) on the same link. A heartbeat or an acknowledgement stuck
@@ -94,6 +100,19 @@ class LinkPolicy:
         """Whether the connection to a peer the overlay declared failed or gone is closed: always
         (its queued frames are lost as a lost hop's are, and re-sent another way)."""
         return True
+
+    def reset_when_given_up(self, stalled: bool) -> bool:
+        """Whether the link to a peer a hop was given up on (`OverlayNode.given_up`: its
+        acknowledgement did not come, the message went another way) is reset: when it is
+        `stalled`, still holding data the peer has not taken (frames queued or waiting for a
+        dial, bytes the kernel has retransmitted in vain), since that data may hold the hop,
+        delivered at the heal after its copy went another way. Reset means its backlog is
+        discarded (an abortive close, RST, never the orderly one that delivers it first), with
+        the frames queued behind the hop: lost hops, re-sent another way when their own
+        acknowledgements do not come; the next frame dials a fresh connection. A link that
+        took everything is kept: the hop reached the peer, and only its acknowledgement is
+        late (a slow or paused peer, whose messages are told their age on arrival)."""
+        return stalled
 
     def priority(self, msg: Message) -> Priority:
         """Whether `msg` goes ahead of bulk frames on its link (CONTROL) or in turn (BULK)."""

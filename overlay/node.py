@@ -143,6 +143,7 @@ def _heal_sweep(cfg: OverlayConfig) -> Sweep:
 class OverlayNode:
     __slots__ = (
         "id", "config", "rng", "app", "out", "failed", "now", "state", "leaf", "table", "sent",
+        "given_up",
         "next_deadline", "later_wake", "dropped", "_timers", "_seq", "_probes", "_routes",
         "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
         "_last_sweep", "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
@@ -165,6 +166,11 @@ class OverlayNode:
         # Peers declared failed or gone since the driver last looked, for a driver that keeps
         # connections (it closes theirs: see `overlay.link_policy`); None: not collected.
         self.failed: list[int] | None = None
+        # Peers a hop was given up on (no acknowledgement in time) since the driver last
+        # looked, for the same drivers: the link policy may reset a link still holding that
+        # hop, so it is never delivered after the message went another way; None: not
+        # collected.
+        self.given_up: list[int] | None = None
         self.now = 0.0
         self.state = JOINING
         self.leaf = LeafSet(node_id, self.config.leaf_size)
@@ -1069,6 +1075,8 @@ class OverlayNode:
         if pending is None:
             return
         msg, nh, attempt, avoid, sent_at = pending
+        if self.given_up is not None:
+            self.given_up.append(nh)
         suspects = self._suspects
         if isinstance(suspects, set):
             suspects.add(nh)

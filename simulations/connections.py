@@ -16,7 +16,9 @@ learn it only later):
 - **Stalls.** A message written while the path is cut waits in the direction's backlog, and so
   does everything written after it. Retransmissions start `RTO_MIN_S` after the first stalled
   write and double up to `RTO_MAX_S` (Linux's bounds); the first one after the heal delivers
-  the whole backlog, in order.
+  the whole backlog, in order, unless it falls due as the user timeout runs out: then the
+  connection is given up (a close, below), as Linux's clamped timer does. (A dial's last SYN,
+  at its timeout, still connects if the path is back: the runtime cancels the connect then.)
 - **Dials.** The first message to a peer without a connection dials one. Across a cut the SYN
   is retransmitted at 1 s, doubling, and the dial fails after the policy's `dial_timeout_s`,
   dropping what waited for it.
@@ -26,6 +28,9 @@ learn it only later):
   unanswered across a cut. Its backlog is dropped. If the path is open the other side sees
   the end at once (FIN); across a cut it learns when its next transmission reaches the closed
   end (RST: that data is lost, and the end closed). The next message dials a new connection.
+  A side also resets its end when the overlay gave up a hop to the peer while its direction
+  has a backlog, stalled or waiting for a dial (`LinkPolicy.reset_when_given_up`): that hop
+  went another way, and the backlog would deliver it a second time at the heal.
 - **Loss** of a segment on an open path delays it (and what follows it on the connection) by
   a retransmission timeout: TCP repairs loss, the application sees latency. TCP never
   duplicates, so the network's duplication does not apply on connections.
@@ -73,12 +78,16 @@ class Engine(Protocol):
 
 class Unguarded(LinkPolicy):
     """Connections as the runtime kept them before link liveness: never closed when the
-    overlay gives up a peer, no user timeout, no keep-alive. For showing what that did."""
+    overlay gives up a peer or a hop, no user timeout, no keep-alive. For showing what that
+    did."""
 
     user_timeout_s = math.inf
     keepalive_idle_s = math.inf
 
     def close_when_gone(self, peer: int) -> bool:
+        return False
+
+    def reset_when_given_up(self, stalled: bool) -> bool:
         return False
 
 
@@ -182,6 +191,13 @@ class Connections:
         if src in conn.closed or not way.backlog:
             return
         sim = self.sim
+        limit = self.policy.user_timeout_s if conn.established else self.policy.dial_timeout_s
+        expired = sim.now >= way.since + limit  # (the same sum as the schedule: no rounding gap)
+        if expired and conn.established:
+            # Given up, not retransmitted, even if the path is back: Linux's retransmission
+            # timer is clamped to the user timeout and aborts the connection when it fires.
+            self._close(conn, src, "user_timeouts")
+            return
         dest = conn.ends[1] if conn.ends[0] == src else conn.ends[0]
         if sim.reachable(src, dest):
             if dest in conn.closed:
@@ -193,14 +209,19 @@ class Connections:
             for msg in backlog:
                 self._deliver(conn, src, dest, msg)
             return
-        limit = self.policy.user_timeout_s if conn.established else self.policy.dial_timeout_s
-        if sim.now >= way.since + limit:  # (the same sum as the schedule: no rounding gap)
-            self._close(conn, src, "user_timeouts" if conn.established else "dials_failed")
+        if expired:
+            self._close(conn, src, "dials_failed")
             return
         way.rto = min(way.rto * 2, RTO_MAX_S)
         self._schedule_retry(conn, src)
 
     # ------------------------------------------------------------------------------ closing
+    def stalled(self, side: int, peer: int) -> bool:
+        """Whether `side`'s connection to `peer` holds messages the peer has not taken (written
+        across the cut, or waiting for the dial)."""
+        conn = self.ends.get((side, peer))
+        return conn is not None and bool(conn.directions[side].backlog)
+
     def close(self, side: int, peer: int, why: str) -> None:
         """`side` closes its connection to `peer` (the link policy said so)."""
         conn = self.ends.get((side, peer))

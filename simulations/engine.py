@@ -11,7 +11,8 @@ Messages are passed as objects (the cores never mutate a received message); with
 
 With a link policy (`links=`), messages travel over modelled TCP connections
 (`simulations.connections`) and the engine executes the policy as the runtime does: the
-connections to peers a node declares failed are closed. A node can also be paused (SIGSTOP):
+connections to peers a node declares failed are closed, and those holding a hop it gave up
+are reset. A node can also be paused (SIGSTOP):
 it runs nothing, what arrives for it waits, and on resume it reads that backlog first, told how
 old it is (as the runtime's freeze watch tells the cores), then handles its overdue timers.
 """
@@ -133,6 +134,7 @@ class Simulation:
         node.out = self._outbox
         if self.connections is not None:
             node.failed = []  # peers whose connections the link policy closes
+            node.given_up = []  # ... and peers whose connections it may reset
         self.nodes[node_id] = node
         self.net.place(node_id)
         if seeds is None:
@@ -288,6 +290,8 @@ class Simulation:
         never equal a deadline again.)"""
         if self.after_call is not None:
             self.after_call(node)
+        if node.given_up:
+            self._reset_links(node)
         out = self._outbox
         if out:
             self._transmit(node.id, out)
@@ -308,6 +312,17 @@ class Simulation:
         for peer in failed:
             if connections.policy.close_when_gone(peer):
                 connections.close(node.id, peer, "closed_peer_gone")
+
+    def _reset_links(self, node: OverlayNode) -> None:
+        """Execute the link policy for the hops `node` gave up, as the runtime does: before
+        its output is sent, so that a frame it now writes to such a peer (a probe) goes on a
+        fresh connection, not into the backlog that is discarded."""
+        assert node.given_up is not None and self.connections is not None
+        given_up, node.given_up = node.given_up, []
+        connections = self.connections
+        for peer in given_up:
+            if connections.policy.reset_when_given_up(connections.stalled(node.id, peer)):
+                connections.close(node.id, peer, "reset_stalled_hop")
 
     def deliver(self, arrival: float, link: Any, dest: int, src: int, msg: Message) -> None:
         """Put `msg` on the event queue, arriving at `dest` no earlier than what went before it
@@ -399,7 +414,7 @@ class Simulation:
         per_s = _PER_S
         paused = self.paused
         transmit = self._transmit
-        close_links = self._close_links
+        close_links, reset_links = self._close_links, self._reset_links
         links = self.connections is not None
         after_call = self.after_call
         net = self.net
@@ -450,6 +465,8 @@ class Simulation:
                 # `_flush(node, pending)`, inlined.
                 if after_call is not None:
                     after_call(node)
+                if links and node.given_up:
+                    reset_links(node)
                 if out:
                     if plain and net.groups is None:
                         # `_transmit` and `_enqueue`, inlined for the plain network.

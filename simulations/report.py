@@ -86,6 +86,7 @@ UNITS: dict[str, str] = {
     "links_user_timeouts": "connections",
     "links_keepalives_failed": "connections",
     "links_closed_peer_gone": "connections",
+    "links_reset_stalled_hop": "connections",
     "links_resets": "connections",
     "links_lost_to_resets": "messages",
     "links_stalled_delivered": "messages",

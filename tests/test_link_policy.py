@@ -1,11 +1,15 @@
 """The link policy (overlay.link_policy): which frames go ahead on a link."""
 
+import contextlib
 import inspect
+import sys
+import time
 
 import pytest
 
 import iris.core.messages
 import overlay.messages
+from iris.runtime.transport import abort_on_close, stalled, unacknowledged
 from overlay.link_policy import BULK, CONTROL, PRIORITY_OF, LinkPolicy
 from overlay.wire import Message
 
@@ -104,6 +108,100 @@ async def test_tcp_links_get_keep_alive_and_a_user_timeout():
         await stream.aclose()
         for listener in listeners:
             await listener.aclose()
+
+
+def filled_tcp_pair():
+    """A TCP connection whose receiving end does not read, written to until the sender's
+    kernel takes no more: what it holds then is unacknowledged (the receiver's window is
+    shut), as across a cut."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(listener.getsockname(), timeout=5)
+    receiver, _ = listener.accept()
+    listener.close()
+    assert unacknowledged(sender) == 0  # nothing written yet
+    sender.setblocking(False)
+    written = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            written += sender.send(b"x" * 65536)
+    time.sleep(0.1)  # the receiver's last acknowledgements arrive
+    return sender, receiver, written
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIOCOUTQ is Linux's")
+def test_an_aborted_connection_never_delivers_what_its_peer_had_not_acknowledged():
+    """The kernel tells what the peer has not acknowledged; an abortive close discards it
+    (RST), where an orderly one would deliver it once the peer reads again."""
+    sender, receiver, written = filled_tcp_pair()
+    try:
+        held = unacknowledged(sender)
+        assert 0 < held <= written
+        abort_on_close(sender)
+        sender.close()
+        receiver.settimeout(5)
+        got = 0
+        with pytest.raises(ConnectionResetError):
+            while chunk := receiver.recv(1 << 20):
+                got += len(chunk)
+        assert got <= written - held  # only what its kernel had acknowledged
+    finally:
+        receiver.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIOCOUTQ is Linux's")
+async def test_a_link_is_stalled_once_the_kernel_waited_a_timeout_for_the_peer():
+    """Bytes the peer has not acknowledged past a retransmission timeout (here, its receive
+    window shut) make a stall; bytes in flight on a live connection do not."""
+    import trio
+
+    from iris.runtime.backpressure import Backpressure
+    from iris.runtime.driver import Link, Runtime
+    from iris.testing import wait_until
+
+    sender, receiver, _ = filled_tcp_pair()
+    try:
+        link = Link(1, Backpressure())
+        assert not Runtime._stalled(link)  # no socket (dialing, or a memory stream), no frames
+        link.socket = sender
+        with trio.fail_after(5):  # the first probe of the shut window goes after ~0.2-1 s
+            await wait_until(lambda: Runtime._stalled(link))
+        receiver.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while receiver.recv(1 << 20):  # the peer reads again: everything is acknowledged
+                pass
+        with trio.fail_after(5):
+            await wait_until(lambda: not stalled(sender))
+    finally:
+        sender.close()
+        receiver.close()
+    assert unacknowledged(None) == 0 and not stalled(None)
+
+
+@pytest.mark.parametrize("transport", ["memory", "tcp"])
+async def test_a_link_still_holding_a_hop_given_up_is_reset_and_the_next_frame_dials_anew(
+        transport):
+    """A hop to the peer was given up (and sent another way): a link that delivered
+    everything is kept, one that still holds frames is reset, so they are never delivered
+    after their copies that went another way."""
+    from iris.testing import local_nodes, wait_until
+    from overlay.messages import Ping
+    from overlay.wire import encode
+
+    async with local_nodes(2, transport=transport) as nodes:
+        a, b = nodes[0]._runtime, nodes[1]._runtime
+        await nodes[1].register("svc", Echo())
+        await wait_until(lambda: b.node_id in a.links and a.links[b.node_id].reading is not None)
+        link = a.links[b.node_id]
+        await link.flushed()
+        a.call(lambda: a.node.given_up.append(b.node_id))
+        assert a.links.get(b.node_id) is link and "links_reset_stalled_hop" not in a.counters
+        link.queue.push(encode(Ping(1, False, True)), False)  # not taken yet, as when stalled
+        a.call(lambda: a.node.given_up.append(b.node_id))
+        assert link.closed and a.links.get(b.node_id) is not link
+        assert a.counters["links_reset_stalled_hop"] == 1
+        assert await nodes[0].request("svc", b"again", timeout=10) == b"again"
 
 
 async def test_a_peer_resetting_the_connection_during_the_handshake_fails_only_that_link():

@@ -83,6 +83,26 @@ def test_the_policy_closes_a_stalled_connection_and_the_next_message_dials_anew(
     assert counters.get("user_timeouts", 0) + counters.get("closed_peer_gone", 0) >= 1
 
 
+@pytest.mark.parametrize("policy, delivered, resets",
+                         [(LinkPolicy(), [2], 1), (Unguarded(), [1, 2], 0)],
+                         ids=["policy", "unguarded"])
+def test_a_hop_given_up_on_a_stalled_connection_is_never_delivered_later(policy, delivered,
+                                                                         resets):
+    """A hop written across the cut is not acknowledged: the sender gives it up (and would send
+    it another way). Its connection still holds it, so the policy resets that connection;
+    kept, it delivers the hop at the heal, a second copy."""
+    sim, a, b = pair(policy)
+    sim.partition([[a], [b]])
+    sim.call(a, lambda node: node.send_acked(b, Lookup(a, 1), sim.now))
+    sim.run_for(3.0)  # past the hop timeout, short of declaring b failed
+    assert sim.nodes[a].given_up == []  # the engine took it
+    sim.heal()
+    send(sim, a, b, 2)
+    sim.run_for(30.0)
+    assert [tag for tag, _ in arrivals(sim, b)] == delivered
+    assert sim.connections.counters.get("reset_stalled_hop", 0) == resets
+
+
 def test_writing_to_a_connection_the_other_side_closed_loses_the_data():
     sim, a, b = pair(Unguarded())
     sim.partition([[a], [b]])
@@ -145,6 +165,26 @@ def test_messaging_partition_with_connections_the_policy_never_closes_heals_slow
     r = scenario_messaging_partition(opts)
     assert r["recovery_s"] is None or r["recovery_s"] > 10.0
     assert r["floods_late"] > 0
+    assert not r["checks_passed"]
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_after_a_short_partition_no_request_runs_twice(seed):
+    """A partition shorter than the connections' own timeouts: the hops written across it are
+    given up and sent another way, and must not also arrive at the heal. (Without the reset of
+    their connections, seeds 1 and 5 run 2 and 3 requests twice.)"""
+    r = scenario_messaging_partition(MessagingOptions(nodes=20, seed=seed, partition_s=12))
+    assert r["links_reset_stalled_hop"] > 0
+    assert r["request_duplicates"] == 0
+    assert r["checks_passed"], r["failed_checks"]
+
+
+def test_with_given_up_hops_left_in_their_connections_requests_run_twice(monkeypatch):
+    """The check above has teeth: connections kept with their given-up hops deliver them at
+    the heal, and another member runs them again."""
+    monkeypatch.setattr(LinkPolicy, "reset_when_given_up", lambda self, stalled: False)
+    r = scenario_messaging_partition(MessagingOptions(nodes=20, seed=5, partition_s=12))
+    assert r["request_duplicates"] > 0
     assert not r["checks_passed"]
 
 

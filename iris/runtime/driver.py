@@ -34,7 +34,14 @@ from iris.runtime.log_limit import LogLimit
 from iris.runtime.out_queue import OutQueue
 from iris.runtime.pause import Pause, Spawner
 from iris.runtime.publish_batch import PublishBatch
-from iris.runtime.transport import Address, MemoryTransport, TcpTransport, tune
+from iris.runtime.transport import (
+    Address,
+    MemoryTransport,
+    TcpTransport,
+    abort_on_close,
+    stalled,
+    tune,
+)
 from overlay.config import OverlayConfig
 from overlay.link import MAX_RECORD, FrameReader, Handshake, LinkError, LinkHello, Session, frame
 from overlay.link_policy import CONTROL, LinkPolicy
@@ -230,6 +237,7 @@ class Runtime:
         self.rng = random.Random(secrets.randbits(64))
         self.node = OverlayNode(self.node_id, self.rng, overlay_config)
         self.node.failed = []  # peers whose connections the link policy closes
+        self.node.given_up = []  # ... and peers whose connections it may reset
         self.core = MessagingCore(self.node, messaging_config)
         self.directory: dict[int, Address] = {}
         self.links: dict[int, Link] = {}
@@ -399,6 +407,8 @@ class Runtime:
 
     def _after(self) -> None:
         node = self.node
+        if node.given_up:
+            self._reset_given_up()
         while node.out:
             out, node.out = node.out, []
             acks: dict[int, list[int]] | None = None
@@ -450,6 +460,24 @@ class Runtime:
                 # A call from the host loop of trio's guest mode (`iris.aio`) runs while trio
                 # waits for I/O in its thread, with a timeout from the old deadline: wake it.
                 trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
+
+    def _reset_given_up(self) -> None:
+        """Reset the links that may still hold a hop the overlay gave up (`LinkPolicy.
+        reset_when_given_up`): before the output of the same input is queued, so that a frame
+        it writes to such a peer (a probe) goes on a fresh connection, not into the backlog
+        the reset discards."""
+        given_up, self.node.given_up = self.node.given_up or [], []
+        for peer in given_up:
+            link = self.links.get(peer)
+            if link is not None and self.link_policy.reset_when_given_up(self._stalled(link)):
+                abort_on_close(link.socket)
+                self._close_link(link, "links_reset_stalled_hop")
+
+    @staticmethod
+    def _stalled(link: Link) -> bool:
+        """Whether `link` holds frames its peer has not taken: queued here (or waiting for the
+        dial), or written and left unacknowledged in the kernel (`transport.stalled`)."""
+        return bool(link.queue or link.pending) or stalled(link.socket)
 
     def release_acks(self) -> None:
         """The handler replied or waits: the held links go (if its reply was written with

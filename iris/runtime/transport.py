@@ -8,10 +8,13 @@ running out.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import random
 import socket
+import struct
+import termios
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
@@ -61,6 +64,46 @@ def tune(stream: trio.abc.Stream, policy: LinkPolicy) -> None:
     for level, option, value in options:
         with contextlib.suppress(OSError):
             sock.setsockopt(level, option, value)
+
+
+def unacknowledged(sock: Any) -> int:
+    """Bytes written to a TCP socket that its peer has not acknowledged (SIOCOUTQ, which is
+    TIOCOUTQ on Linux); 0 for no socket, or where the OS does not tell (another system's
+    TIOCOUTQ is for terminals only)."""
+    request = getattr(termios, "TIOCOUTQ", None)
+    if sock is None or request is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0" * 4))[0])
+    except OSError:
+        return 0
+
+
+def stalled(sock: Any) -> bool:
+    """Whether a TCP socket holds bytes (`unacknowledged`) its peer has not acknowledged for
+    longer than a retransmission timeout: TCP_INFO's backoff counts the timeouts since the peer
+    last acknowledged new data (retransmissions across a cut, probes of a shut window). Bytes
+    merely in flight are no stall: on a live link a delayed acknowledgement leaves some there
+    for up to 40 ms after each write. Where the OS has no TCP_INFO, any bytes held count."""
+    if unacknowledged(sock) == 0:
+        return False
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return True
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, 8)
+    except OSError:
+        return True
+    return bool(info[4])  # tcpi_backoff: after tcpi_state, _ca_state, _retransmits, _probes
+
+
+def abort_on_close(sock: Any) -> None:
+    """Make closing a TCP socket an abort (SO_LINGER on, 0 s): it sends RST and discards what
+    its send buffer holds, where an orderly close would still deliver it. No socket, or an
+    option the OS refuses: left as it is."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 RTO_MIN_S = 0.2  # Linux's floor on TCP's retransmission timeout
