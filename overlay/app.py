@@ -45,6 +45,10 @@ class OverlayApp:
     def peer_failed(self, peer: int) -> None:
         """`peer` was declared failed (or left)."""
 
+    def suspect_cleared(self, peer: int) -> None:
+        """`peer`, suspected, answered: where `consistent_roots` is False, the roots routed
+        around it move back to it, with no change of the leaf set to say so."""
+
     def timer(self, token: int) -> None:
         """A timer set with `OverlayNode.schedule(when, token)` is due."""
 

@@ -137,6 +137,12 @@ class OverlayConfig:
     merge_lookup_gap_s: float = 5.0
     """At most one ring-merge lookup per this many seconds."""
 
+    greeting_gap_s: float = 60.0
+    """At most one `Hello` to the whole leaf set per this many seconds, when a lost peer is
+    back (`OverlayNode._merge_via`). Once per merge lookup, halves of 1,000 nodes sent 1.06
+    maintenance messages per node per second in the minute after the heal, 0.36 of them
+    `Hello`s."""
+
     def __post_init__(self) -> None:
         if self.leaf_size < 2 or self.leaf_size % 2 or self.leaf_size > 32:
             raise ValueError("leaf_size must be even, between 2 and 32")

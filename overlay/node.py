@@ -146,8 +146,9 @@ class OverlayNode:
         "given_up",
         "next_deadline", "later_wake", "dropped", "_timers", "_seq", "_probes", "_routes",
         "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
-        "_last_sweep", "_last_merge", "_heal_at", "_ping_timeouts", "_route_timeouts",
-        "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count", "_probe_loss",
+        "_last_sweep", "_last_merge", "_last_greeting", "_heal_at", "_ping_timeouts",
+        "_route_timeouts", "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count",
+        "_probe_loss",
         "_beats", "_beat_count", "_prox_asked", "_prox_rounds", "_prox_size", "_calm_since",
     )
 
@@ -210,6 +211,7 @@ class OverlayNode:
         self._sweep: list[int] | None = None
         self._last_sweep = _LONG_AGO
         self._last_merge = _LONG_AGO
+        self._last_greeting = _LONG_AGO  # when our leaf set was last told we are back
         self._heal_at = INF
         self._ping_timeouts = Deadlines()  # probes in flight, by sequence number
         self._route_timeouts = Deadlines()  # hops awaiting their acknowledgement
@@ -464,9 +466,14 @@ class OverlayNode:
             self._leaf_changed()
         took = self.table.consider(peer, rtt)
         if revived and self.state == ACTIVE:
+            # It may have lost our side too: our leaf set tells it whom to probe, without
+            # waiting for its own retries or for gossip, which reaches a right neighbour
+            # only every `right_beat_periods`.
+            self._send(peer, Heartbeat(self.leaf.members()), C_MAINTENANCE)
             self._merge_via(peer)
         if suspected:
             self._release(peer)
+            self.app.suspect_cleared(peer)
         return took
 
     def _learn(self, nodes: tuple[int, ...] | list[int], measure: bool = False,
@@ -485,7 +492,7 @@ class OverlayNode:
             record = lost.get(node) if lost else None
             if record is not None:
                 # A peer we lost is named alive by someone: retry it early (partition heal).
-                if record.retry_early(self.now, self.config.merge_lookup_gap_s):
+                if record.retry_early(self.now, self.config.probe_timeout_s):
                     self._ping(node, P_HEAL)
                 continue
             if leaf.fits(node):
@@ -547,6 +554,11 @@ class OverlayNode:
     def _on_pong(self, src: int, msg: Pong) -> None:
         probe = self._probes.answer(msg.seq, src, carries_leaf=msg.leaf is not None)
         if probe is None:
+            lost = self._lost
+            if msg.active and lost and src in lost:
+                # The late answer of a peer we gave up (it waited in a connection across a
+                # cut, delivered at the heal): it is back, as if it had answered a retry.
+                self._heard_active(src)
             return
         if not self._probes:
             self._ping_timeouts.clear()
@@ -1127,14 +1139,18 @@ class OverlayNode:
             self._arm_heal(soonest)
 
     def _merge_via(self, peer: int) -> None:
-        """`peer` came back from the dead: ask its side of the ring where we belong, and say
-        `Hello` to our leaf set, whose members across the cut dropped us. They would find us
-        again by their own retries (up to a minute apart) or by heartbeat gossip, which
-        travels right only every `right_beat_periods` (one node cut off from 200 was missing
-        from leaf sets to its right for 22 s after the heal)."""
-        if self.now - self._last_merge >= self.config.merge_lookup_gap_s:
-            self._last_merge = self.now
+        """`peer` came back from the dead: ask its side of the ring where we belong; and say
+        `Hello` to our leaf set, whose members across the cut dropped us (once per
+        `greeting_gap_s`: a heal revives many peers). They would find us again by their own
+        retries (up to a minute apart) or by heartbeat gossip, which travels right only
+        every `right_beat_periods` (one node cut off from 200 was missing from leaf sets to
+        its right for 10-23 s after the heal, against 1-6 s)."""
+        now, cfg = self.now, self.config
+        if now - self._last_merge >= cfg.merge_lookup_gap_s:
+            self._last_merge = now
             self._send(peer, JoinRequest(self.id), C_MAINTENANCE)
+        if now - self._last_greeting >= cfg.greeting_gap_s:
+            self._last_greeting = now
             for member in self.leaf.members():
                 if member != peer:
                     self._send(member, Hello(HELLO_NO_RTT), C_MAINTENANCE)

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from overlay.config import OverlayConfig
-from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping
+from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Pong
 from overlay.node import ACTIVE, OverlayApp, OverlayNode
 
 
@@ -238,3 +238,20 @@ def test_a_crash_is_dropped_by_every_holder_within_15_s():
         else:
             pytest.fail(f"ring {seed}: a holder kept the dead node for 30 s")
     assert slowest <= 15.0
+
+
+def test_a_late_answer_of_a_peer_given_up_takes_it_back():
+    """Across a cut, a probe and its answer wait in connections; the answer, delivered at the
+    heal after its probe expired, still shows the peer is back: it is taken back at once (and
+    told our leaf set, and asked where we belong), not at the next retry, seconds later."""
+    a, b = joined_pair(5)
+    t = 0.0
+    while b.id in a.leaf and t < 60:  # b is cut off: a gives it up
+        t = a.next_deadline
+        a.handle_timer(t)
+        a.out.clear()
+    assert b.id not in a.leaf
+    a.receive(b.id, Pong(seq=10**6, active=True, leaf=None), t + 1.0)  # answers no probe
+    assert b.id in a.leaf
+    sent = {type(msg) for dest, msg in a.out if dest == b.id}
+    assert Heartbeat in sent and JoinRequest in sent

@@ -279,6 +279,9 @@ class MessagingCore(OverlayApp):
         self.state.settle(self.config.root_settle_s)
         self.trees_protocol.root_moved()
 
+    def suspect_cleared(self, peer: int) -> None:
+        self.trees_protocol.root_moved()  # a root we took over while it was suspected
+
     def peer_failed(self, peer: int) -> None:
         self.state.settle(self.config.root_settle_after_failure_s)
         self.state.trouble_at = self.state.now

@@ -109,11 +109,20 @@ class Trees:
         return Subscribe(msg.group, state.node.id, tree.weight, tree.orphans_above(state.now))
 
     def subscribe_at_root(self, msg: Subscribe) -> None:
-        """A graft reached the group's root, which is us."""
+        """A graft reached the group's root, which is us; or it was delivered here because
+        the way to the root failed, and the root is known again since (after a heal: peers
+        given up and dropped come back). Then we are not the root: a graft of ours in flight
+        stays in flight (it returned: it goes again now, not at the next beat, 5 s later,
+        with every event of the tree lost meanwhile), and a child is adopted as by any tree
+        node on the way."""
         state = self.state
         tree = state.trees.get(msg.group)
+        root_here = state.node.is_root(msg.group)
         if msg.subscriber == state.node.id:
             if tree is not None and tree.grafting:
+                if not root_here and tree.graft_sent < state.now:
+                    self.graft(tree)
+                    return
                 tree.parent = None
                 tree.ancestors = ()
                 tree.grafting = False
@@ -125,7 +134,7 @@ class Trees:
                 return
             tree = state.trees[msg.group] = GroupTree(msg.group, None, False, state.now)
             state.ensure_tick()
-        elif tree.grafting:
+        elif tree.grafting and root_here:
             # We are the closest node after all: stop grafting, we are the root.
             tree.parent = None
             tree.ancestors = ()
@@ -219,8 +228,9 @@ class Trees:
 
     # ------------------------------------------------------------------- overlay changes
     def root_moved(self) -> None:
-        """The leaf set changed: a root that is no longer the closest node to its group grafts
-        into the new root's tree (after joins, and after a partition heals: the trees merge)."""
+        """The leaf set changed, or a suspect answered: a root that is no longer the closest
+        node to its group grafts into the new root's tree (after joins, and after a partition
+        heals: the trees merge)."""
         node = self.state.node
         for tree in self.state.trees.values():
             if tree.is_root() and not node.is_root(tree.group):
