@@ -491,7 +491,9 @@ class OverlayNode:
                 continue
             record = lost.get(node) if lost else None
             if record is not None:
-                # A peer we lost is named alive by someone: retry it early (partition heal).
+                # A peer we lost is named alive by someone: retry it early (partition heal),
+                # at most once per probe timeout (a probe in flight is in `probes.by_peer`;
+                # 5 s between retries here left a small ring's trees broken 4-7 s after a heal).
                 if record.retry_early(self.now, self.config.probe_timeout_s):
                     self._ping(node, P_HEAL)
                 continue
@@ -1144,7 +1146,7 @@ class OverlayNode:
         `greeting_gap_s`: a heal revives many peers). They would find us again by their own
         retries (up to a minute apart) or by heartbeat gossip, which travels right only
         every `right_beat_periods` (one node cut off from 200 was missing from leaf sets to
-        its right for 10-23 s after the heal, against 1-6 s)."""
+        its right for 10-23 s after the heal, against 1-2 s)."""
         now, cfg = self.now, self.config
         if now - self._last_merge >= cfg.merge_lookup_gap_s:
             self._last_merge = now
