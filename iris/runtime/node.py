@@ -38,7 +38,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import trio
 
@@ -160,6 +160,7 @@ class Responder:
 
 RequestCallback = Callable[[bytes | None, IrisError | None], None]
 SurveyCallback = Callable[[SurveyResult | None, IrisError | None], None]
+_T = TypeVar("_T")
 
 
 class NodeObserver(Protocol):
@@ -286,21 +287,9 @@ class Node:
         LimitExceededError or TimeoutError. `timeout` travels with the request into the core,
         whose one deadline heap turns silence into TimeoutError."""
         await self._runtime.backpressure.room()
-        done = trio.Event()
-        outcome: tuple[bytes | None, IrisError | None] = (None, None)
-
-        def finished(reply: bytes | None, error: IrisError | None) -> None:
-            nonlocal outcome
-            outcome = (reply, error)
-            done.set()
-
-        self.start_request(cluster, payload, timeout, finished)
-        await done.wait()
-        reply, error = outcome
-        if error is not None:
-            raise error
-        assert reply is not None  # a request succeeds with a reply
-        return reply
+        outcome: _Outcome[bytes] = _Outcome()
+        self.start_request(cluster, payload, timeout, outcome)
+        return await outcome.value()
 
     def start_request(self, cluster: str, payload: bytes, timeout: float,
                       on_done: RequestCallback) -> None:
@@ -339,21 +328,9 @@ class Node:
         the answers exceed `max_bytes` (at most 8 MiB) or 65,536 members; TimeoutError when
         no answers came back at all (the root failed)."""
         await self._runtime.backpressure.room()
-        done = trio.Event()
-        outcome: tuple[SurveyResult | None, IrisError | None] = (None, None)
-
-        def finished(result: SurveyResult | None, error: IrisError | None) -> None:
-            nonlocal outcome
-            outcome = (result, error)
-            done.set()
-
-        self.start_survey(cluster, payload, timeout, finished, max_bytes)
-        await done.wait()
-        result, error = outcome
-        if error is not None:
-            raise error
-        assert result is not None
-        return result
+        outcome: _Outcome[SurveyResult] = _Outcome()
+        self.start_survey(cluster, payload, timeout, outcome, max_bytes)
+        return await outcome.value()
 
     def start_survey(self, cluster: str, payload: bytes, timeout: float,
                      on_done: SurveyCallback, max_bytes: int = MAX_SURVEY_BYTES) -> None:
@@ -784,6 +761,30 @@ def _observed(on_done: RequestCallback, observer: NodeObserver,
         observer.request_done(error, seconds)
 
     return done
+
+
+class _Outcome(Generic[_T]):
+    """The callback a waiting `request` or `survey` hands to its `start_*`: what it is called
+    with, and the wait for that call."""
+
+    __slots__ = ("_result", "_error", "_done")
+
+    def __init__(self) -> None:
+        self._result: _T | None = None
+        self._error: IrisError | None = None
+        self._done = trio.Event()
+
+    def __call__(self, result: _T | None, error: IrisError | None) -> None:
+        self._result, self._error = result, error
+        self._done.set()
+
+    async def value(self) -> _T:
+        """The result once the call came, or its error raised."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None  # success always carries a result
+        return self._result
 
 
 def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
