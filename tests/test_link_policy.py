@@ -126,7 +126,10 @@ def filled_tcp_pair():
     with contextlib.suppress(BlockingIOError):
         while True:
             written += sender.send(b"x" * 65536)
-    time.sleep(0.1)  # the receiver's last acknowledgements arrive
+    held, deadline = -1, time.monotonic() + 5.0
+    while unacknowledged(sender) != held and time.monotonic() < deadline:
+        held = unacknowledged(sender)  # the receiver's last acknowledgements still arrive
+        time.sleep(0.1)
     return sender, receiver, written
 
 
