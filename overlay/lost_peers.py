@@ -9,9 +9,10 @@ peer that answers, or that a neighbour names alive, triggers the node's merge lo
 
 A minute was too slow where it matters most: nine real processes, a group cut off for 45 s,
 took 8-12 s after the heal to merge (their few records all lost at once had backed off to
-~30 s together). Losing several peers at once (`burst` within `burst_window_s`) is what a
-partition looks like from inside, so it starts a sweep: one lost peer more, the one tried
-longest ago, is probed every `sweep_s` for `sweep_for_s`. The heal is then noticed within
+~30 s together). Losing several peers at once (`burst` within `burst_window_s`, or in a
+small ring at least as many as the leaf set still holds) is what a partition looks like from
+inside, so it starts a sweep: one lost peer more, the one tried longest ago, is probed every
+`sweep_s` for `sweep_for_s`. The heal is then noticed within
 about `sweep_s` of its end, by whichever node of either side sweeps first, for one probe per
 `sweep_s` per node while it lasts (a crash of several peers at once pays it too).
 """
@@ -76,9 +77,15 @@ class LostPeers(dict[int, LostPeer]):
         self.sweep_until = _LONG_AGO
         self.next_sweep = INF
 
-    def remember(self, peer: int, now: float, jitter: Callable[[float], float]) -> float:
+    def remember(self, peer: int, now: float, jitter: Callable[[float], float],
+                 left: int) -> float:
         """Record `peer` as lost now (a full record forgets the peer lost longest ago);
-        return when it is first retried (or swept)."""
+        return when it is first retried (or swept). `left`: the peers the leaf set still holds.
+
+        A sweep needs `sweep.burst` losses within the window, or fewer when that many are not
+        left to lose: two nodes of four, cut off from the other two for 12 s, each lost two
+        peers, never swept, and their doubling retries (2, 4, 8 s apart) found the heal up to
+        6 s late on real processes."""
         if peer not in self and len(self) >= self.size:
             del self[min(self, key=lambda p: self[p].lost_at)]
         first_try = now + jitter(self.first_retry_s)
@@ -89,8 +96,8 @@ class LostPeers(dict[int, LostPeer]):
         losses.append(now)
         if len(losses) > (sweep.burst if sweep else 1):
             del losses[0]
-        if (sweep is not None and len(losses) == sweep.burst
-                and now - losses[0] <= sweep.burst_window_s):
+        if sweep is not None and sum(
+                now - t <= sweep.burst_window_s for t in losses) >= min(sweep.burst, left + 1):
             self.sweep_until = now + sweep.for_s
             if self.next_sweep == INF:
                 self.next_sweep = now + jitter(sweep.every_s)

@@ -1119,7 +1119,7 @@ class OverlayNode:
             lost = self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s,
                                           cfg.heal_first_retry_s, cfg.heal_max_retry_s,
                                           _heal_sweep(cfg))
-        self._arm_heal(lost.remember(peer, self.now, self._jitter))
+        self._arm_heal(lost.remember(peer, self.now, self._jitter, len(self.leaf)))
 
     def _arm_heal(self, when: float) -> None:
         if when < self._heal_at:

@@ -9,7 +9,7 @@ def no_jitter(period):
 
 def test_retries_double_up_to_the_cap():
     lost = LostPeers(size=4, forget_s=3600.0, first_retry_s=2.0, max_retry_s=10.0)
-    assert lost.remember(7, now=0.0, jitter=no_jitter) == 2.0
+    assert lost.remember(7, now=0.0, jitter=no_jitter, left=16) == 2.0
     waits = []
     now = 0.0
     for _ in range(5):
@@ -22,24 +22,24 @@ def test_retries_double_up_to_the_cap():
 
 def test_a_full_record_forgets_the_peer_lost_longest_ago():
     lost = LostPeers(size=2, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0)
-    lost.remember(1, 0.0, no_jitter)
-    lost.remember(2, 1.0, no_jitter)
-    lost.remember(3, 2.0, no_jitter)
+    lost.remember(1, 0.0, no_jitter, left=16)
+    lost.remember(2, 1.0, no_jitter, left=16)
+    lost.remember(3, 2.0, no_jitter, left=16)
     assert list(lost) == [2, 3]
-    lost.remember(2, 3.0, no_jitter)  # lost again: refreshed in place, nobody evicted
+    lost.remember(2, 3.0, no_jitter, left=16)  # lost again: refreshed in place, nobody evicted
     assert list(lost) == [2, 3] and lost[2].lost_at == 3.0
 
 
 def test_silent_peers_are_forgotten_and_an_empty_record_has_no_retry():
     lost = LostPeers(size=4, forget_s=100.0, first_retry_s=2.0, max_retry_s=60.0)
-    lost.remember(5, 0.0, no_jitter)
+    lost.remember(5, 0.0, no_jitter, left=16)
     assert lost.due(101.0, no_jitter) == []
     assert not lost and lost.soonest() == INF
 
 
 def test_gossip_window_and_early_retry_gap():
     lost = LostPeers(size=4, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0)
-    lost.remember(9, 10.0, no_jitter)
+    lost.remember(9, 10.0, no_jitter, left=16)
     assert lost.lost_within(9, 69.0, 60.0) and not lost.lost_within(9, 70.0, 60.0)
     assert not lost.lost_within(8, 11.0, 60.0)
     record = lost[9]
@@ -57,11 +57,11 @@ def test_several_losses_at_once_start_a_sweep_of_the_record_and_it_ends():
     def probes(sweep):
         lost = LostPeers(size=8, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0,
                          sweep=sweep)
-        lost.remember(1, 0.0, no_jitter)
-        lost.remember(2, 20.0, no_jitter)
-        lost.remember(3, 21.0, no_jitter)
+        lost.remember(1, 0.0, no_jitter, left=16)
+        lost.remember(2, 20.0, no_jitter, left=16)
+        lost.remember(3, 21.0, no_jitter, left=16)
         assert lost.next_sweep == INF  # three losses, but not within 10 s
-        lost.remember(4, 22.0, no_jitter)
+        lost.remember(4, 22.0, no_jitter, left=16)
         sent, now = Counter(), 22.0
         while (now := lost.soonest()) < 300.0:
             sent.update(now for _ in lost.due(now, no_jitter))
@@ -72,3 +72,20 @@ def test_several_losses_at_once_start_a_sweep_of_the_record_and_it_ends():
     assert extra[0] == 27.0 and extra[-1] <= 22.0 + 60.0 + 5.0
     assert all(b - a == 5.0 for a, b in zip(extra, extra[1:], strict=False))
     assert len(extra) >= 11
+
+
+def test_in_a_small_ring_losing_as_many_peers_as_are_left_starts_a_sweep():
+    """Two nodes of four cut off from the other two lose two peers each, one fewer than the
+    burst: with one peer left in the leaf set that is a partition too. Losing one of three
+    (two left) is not."""
+    sweep = Sweep(burst=3, burst_window_s=10.0, every_s=5.0, for_s=60.0)
+    lost = LostPeers(size=8, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0,
+                     sweep=sweep)
+    lost.remember(1, 0.0, no_jitter, left=2)
+    assert lost.next_sweep == INF
+    lost.remember(2, 1.0, no_jitter, left=1)
+    assert lost.next_sweep == 6.0
+    lone = LostPeers(size=8, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0,
+                     sweep=sweep)
+    lone.remember(1, 0.0, no_jitter, left=0)  # a lone ring's seed, unreachable at the start
+    assert lone.next_sweep == 5.0
