@@ -21,7 +21,8 @@ learn it only later):
   at its timeout, still connects if the path is back: the runtime cancels the connect then.)
 - **Dials.** The first message to a peer without a connection dials one. Across a cut the SYN
   is retransmitted at 1 s, doubling, and the dial fails after the policy's `dial_timeout_s`,
-  dropping what waited for it.
+  dropping what waited for it. A dial that connects late is reported to the dialler's node
+  (`OverlayNode.link_up`), as the runtime reports it.
 - **Closes.** A side closes its end when the link policy says so: the overlay declared the
   peer failed or gone (`LinkPolicy.close_when_gone`), data stayed unacknowledged for
   `user_timeout_s` (TCP_USER_TIMEOUT), or the idle connection's keep-alive probes went
@@ -49,6 +50,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from overlay.link_policy import LinkPolicy
+from overlay.node import OverlayNode
 from overlay.wire import Message
 from simulations.network import Network
 
@@ -74,6 +76,8 @@ class Engine(Protocol):
     def deliver(self, arrival: float, link: Any, dest: int, src: int, msg: Message) -> None: ...
 
     def at(self, when: float, fn: Callable[[], object]) -> None: ...
+
+    def call(self, node_id: int, fn: Callable[[OverlayNode], object]) -> None: ...
 
 
 class Unguarded(LinkPolicy):
@@ -203,11 +207,15 @@ class Connections:
             if dest in conn.closed:
                 self._reset(conn, src)
                 return
+            dialled = not conn.established
             self._opened(conn, dest)
             backlog, way.backlog = way.backlog, []
             self.count("stalled_delivered", len(backlog))
             for msg in backlog:
                 self._deliver(conn, src, dest, msg)
+            if dialled:  # the runtime reports the dial connected (`OverlayNode.link_up`)
+                now = sim.now
+                sim.call(src, lambda node: node.link_up(dest, now))
             return
         if expired:
             self._close(conn, src, "dials_failed")

@@ -146,6 +146,38 @@ def test_one_acknowledgement_may_carry_many_hops():
     assert a.app.given_up == [Lookup(a.id, 2)]
 
 
+def test_a_hop_written_into_a_late_dial_waits_for_its_acknowledgement_from_the_connect():
+    """The driver reports a dial that connected only now: the hops queued for it had none of
+    their time yet, so they are given up one timeout after the connect, not after the write
+    (a hop delivered just before its timeout was sent another way too); a hop written on the
+    open link later keeps its own timeout."""
+    class Undeliverable(OverlayApp):
+        def __init__(self):
+            self.given_up = []
+
+        def undeliverable(self, peer, payload):
+            self.given_up.append(payload)
+
+    a, b = joined_pair(5, app=Undeliverable())
+    a.given_up = []
+    timeout = a.config.route_ack_timeout_s
+    a.send_acked(b.id, Lookup(a.id, 1), now=1.0)
+    a.link_up(b.id, 1.0 + 0.9 * timeout)
+    a.send_acked(b.id, Lookup(a.id, 2), now=1.0 + 0.95 * timeout)
+    a.handle_timer(1.0 + timeout)
+    assert a.app.given_up == [] and a.given_up == []
+    a.handle_timer(1.0 + 1.92 * timeout)  # past the first's timeout from the connect
+    assert a.app.given_up == [Lookup(a.id, 1)] and a.given_up == [b.id]
+    a.handle_timer(1.0 + 1.96 * timeout)  # the second's own timeout
+    assert a.app.given_up == [Lookup(a.id, 1), Lookup(a.id, 2)]
+
+
+def test_a_link_up_for_a_peer_with_no_hop_waiting_is_not_remembered():
+    a, b = joined_pair(5)
+    a.link_up(b.id, 1.0)
+    assert a._opened is None
+
+
 def test_a_calm_table_is_probed_less_and_less_often_until_a_failure_is_seen():
     """No failure, nothing to find: the table probe period grows with the calm (up to its
     cap); a failure seen puts it back to the base period."""

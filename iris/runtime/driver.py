@@ -625,6 +625,7 @@ class Runtime:
             self._drop_link(link)
             link = self._link_for_new_stream(peer_id)
         self._adopt(link, opened, address)
+        self.node.link_up(peer_id, self.now())  # the hops queued for it leave now
         await self._run_link(link, opened.reader, opened.leftover)
 
     async def _accepted(self, stream: trio.abc.Stream) -> None:
