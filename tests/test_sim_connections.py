@@ -168,11 +168,11 @@ def test_messaging_partition_with_connections_the_policy_never_closes_heals_slow
     assert not r["checks_passed"]
 
 
-@pytest.mark.parametrize("seed", [1, 5])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_after_a_short_partition_no_request_runs_twice(seed):
     """A partition shorter than the connections' own timeouts: the hops written across it are
     given up and sent another way, and must not also arrive at the heal. (Without the reset of
-    their connections, seeds 1 and 5 run 2 and 3 requests twice.)"""
+    their connections, seeds 1 and 2 run 4 and 1 requests twice.)"""
     r = scenario_messaging_partition(MessagingOptions(nodes=20, seed=seed, partition_s=12))
     assert r["links_reset_stalled_hop"] > 0
     assert r["request_duplicates"] == 0
@@ -183,7 +183,7 @@ def test_with_given_up_hops_left_in_their_connections_requests_run_twice(monkeyp
     """The check above has teeth: connections kept with their given-up hops deliver them at
     the heal, and another member runs them again."""
     monkeypatch.setattr(LinkPolicy, "reset_when_given_up", lambda self, stalled: False)
-    r = scenario_messaging_partition(MessagingOptions(nodes=20, seed=5, partition_s=12))
+    r = scenario_messaging_partition(MessagingOptions(nodes=20, seed=1, partition_s=12))
     assert r["request_duplicates"] > 0
     assert not r["checks_passed"]
 
