@@ -1,10 +1,13 @@
 """Delay through the pub/sub trees: published from random nodes, and from each tree's root.
 
-`iris sim messaging` reports `publish_delay_stretch` for events and broadcasts sent by random
-nodes: the way to the tree, then through it, over the direct delay from the sender to each
-receiver. Scribe's figure of about 1.7 (its "delay penalty", `../shared/REFERENCES.md`) has the
-root as the source, and is a ratio of average delays per group (its RAD) rather than a mean of
-per-delivery ratios, in which nearby pairs weigh most. This script builds the same ring and
+`iris sim messaging` reports `publish_delay_stretch` for events (and `broadcast_delay_stretch`
+for broadcasts): the way to the tree, then through it, over the direct delay from the sender to
+each receiver. Events also go straight to the subscribers that asked their publisher
+(`iris.core.direct`), from a publisher's second event to a topic on: here a random publisher's
+figures are mostly the tree's, the root's mostly the direct copies'. Scribe's figure of about
+1.7 (its "delay penalty", `../shared/REFERENCES.md`) has the root as the source, and is a ratio
+of average delays per group (its RAD) rather than a mean of per-delivery ratios, in which
+nearby pairs weigh most. This script builds the same ring and
 groups as `iris sim messaging`, then publishes to every topic from random publishers and from
 the topic's root, and prints both kinds of figure for both, so the two can be compared:
 
@@ -45,7 +48,7 @@ def figures(work: MessagingWorkload, first: int) -> dict[str, Any]:
     jitter = work.sim.net.config.jitter_s
     ratios, expected = [], []
     by_topic: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for tag, latency, direct in work.stretch_records[first:]:
+    for tag, latency, direct, _ in work.stretch_records[first:]:
         ratios.append(latency / direct)
         expected.append(latency / (direct + jitter))
         sums = by_topic[work.floods[tag][0]]

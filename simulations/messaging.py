@@ -286,6 +286,7 @@ def scenario_messaging(opts: ScenarioOptions) -> dict[str, Any]:
     result.update(order_figures(sim, work))
     result.update(work.stretch.figures("publish"))
     result.update(work.stretch_breakdown())
+    result.update(work.broadcast_stretch.figures("broadcast"))
     result.update(tree_quality(sim))
     result.update(run_tunnel(sim, work, largest, opts.tunnel_messages, opts.tunnel_big_mib))
     result.pop("tunnel_key", None)

@@ -9,7 +9,10 @@ a scenario can score delivery against what should have happened:
   matched to the wrong request;
 - a broadcast or publish is delivered when every member (subscriber) that was grafted when it
   was sent, and is still alive, got it exactly once; publishes from one publisher must arrive
-  in order.
+  in order;
+- the delay of each first arrival over the direct delay (the stretch), apart for events and
+  broadcasts: a topic's publishers send their events straight to subscribers too
+  (`iris.core.direct`), a cluster's broadcasts come from anywhere through its tree only.
 
 A request's payload names the requester and a tag of the workload's own, so the member that
 handles it and the requester that gets the reply can both be checked without knowing how the
@@ -129,10 +132,12 @@ class MessagingWorkload:
         self.floods: dict[int, tuple[str, bool, set[int], float, int]] = {}
         self.received: dict[int, dict[int, int]] = defaultdict(dict)  # tag -> node -> count
         self.latency: list[float] = []
-        # Delivery delay against the direct delay, per first arrival away from the origin; and
-        # (flood tag, delay, direct delay) of each, split at the tree's entry once the run is over
+        # Delivery delay against the direct delay, per first arrival away from the origin, of
+        # events and of broadcasts; and (flood tag, delay, direct delay, whether its direct copy
+        # brought it) of each event, split at the tree's entry once the run is over
         self.stretch = DelayStretch(sim.net.config.jitter_s)
-        self.stretch_records: list[tuple[int, float, float]] = []
+        self.broadcast_stretch = DelayStretch(sim.net.config.jitter_s)
+        self.stretch_records: list[tuple[int, float, float, bool]] = []
         self.order_violations = 0
         self.last_seq: dict[tuple[int, int, str], int] = {}
         self.tunnel_log: dict[TunnelKey, list[bytes]] = defaultdict(list)
@@ -210,7 +215,9 @@ class MessagingWorkload:
         if event.topic in self.held:
             self.held[event.topic].append((me, event.seq))  # an application that never reads
             return
-        self._flood_arrived(me, event.payload)
+        # (The workload publishes one event per flood: an event's seq is its flood's.)
+        self._flood_arrived(me, event.payload,
+                            core.flood.direct.delivered_directly(event.origin, event.seq))
         core.event_done(event.topic, len(event.payload))
         pub_seq = int.from_bytes(event.payload[8:16], "big")
         key = (me, event.origin, event.topic)
@@ -218,22 +225,26 @@ class MessagingWorkload:
             self.order_violations += 1
         self.last_seq[key] = pub_seq
 
-    def _flood_arrived(self, me: int, payload: bytes) -> None:
-        """A broadcast or an event reached `me`: count it, and time its first arrival."""
+    def _flood_arrived(self, me: int, payload: bytes, directly: bool = False) -> None:
+        """A broadcast or an event reached `me` (`directly`: from the event's direct copy):
+        count it, and time its first arrival."""
         tag = flood_tag(payload)
         got = self.received[tag]
         got[me] = got.get(me, 0) + 1
         info = self.floods.get(tag)
         if info is not None and got[me] == 1:
-            sent_at, origin = info[3], info[4]
+            topic, sent_at, origin = info[1], info[3], info[4]
             latency = self.sim.now - sent_at
             self.latency.append(latency)
             if latency > LATE_S:
                 self.late_floods += 1
             if origin != me and origin in self.sim.net.positions:
                 direct = self.sim.net.base_delay(origin, me)
-                self.stretch.add(latency, direct)
-                self.stretch_records.append((tag, latency, direct))
+                if topic:
+                    self.stretch.add(latency, direct)
+                    self.stretch_records.append((tag, latency, direct, directly))
+                else:
+                    self.broadcast_stretch.add(latency, direct)
 
     def _on_joined(self, me: int, core: MessagingCore, event: ev.Joined) -> None:
         self.joined.add((me, event.name, event.topic))
@@ -302,25 +313,39 @@ class MessagingWorkload:
 
     # -- scoring --------------------------------------------------------------------------------
     def stretch_breakdown(self) -> dict[str, float | None]:
-        """The delay stretch (`simulations.workload.DelayStretch`, the original definition)
-        split in two that add up to it: the mean over first arrivals of the way from the origin
-        to the node where the flood entered its tree, and of the way from there through the
-        tree, each over the direct delay. Floods whose entry node died are left out."""
+        """The events' delay stretch (`simulations.workload.DelayStretch`, the original
+        definition) split in three that add up to it, each a sum over first arrivals over their
+        count: of the arrivals through the tree, the way from the publisher to the node where
+        the event entered its tree and the way from there through the tree; of the arrivals
+        from the direct copy, the way straight from the publisher; each over the direct delay.
+        And the share of arrivals that came straight. Events whose entry node died are left
+        out."""
         entered: dict[int, float] = {}
         for node in self.sim.nodes.values():
             for tag, when in core_of(node).tree_entries.items():
                 entered[tag] = min(when, entered.get(tag, when))
-        to_tree: list[float] = []
-        in_tree: list[float] = []
-        for tag, latency, direct in self.stretch_records:
+        to_tree = in_tree = straight = 0.0
+        count = directly_count = 0
+        for tag, latency, direct, directly in self.stretch_records:
             entry = entered.get(tag)
-            if entry is not None:
+            if entry is None:
+                continue
+            count += 1
+            if directly:
+                directly_count += 1
+                straight += latency / direct
+            else:
                 way_to_tree = entry - self.floods[tag][3]
-                to_tree.append(way_to_tree / direct)
-                in_tree.append((latency - way_to_tree) / direct)
+                to_tree += way_to_tree / direct
+                in_tree += (latency - way_to_tree) / direct
+        if not count:
+            return dict.fromkeys(("publish_delay_stretch_to_tree", "publish_delay_stretch_in_tree",
+                                  "publish_delay_stretch_direct", "publish_direct_share"))
         return {
-            "publish_delay_stretch_to_tree": round(fmean(to_tree), 3) if to_tree else None,
-            "publish_delay_stretch_in_tree": round(fmean(in_tree), 3) if in_tree else None,
+            "publish_delay_stretch_to_tree": round(to_tree / count, 3),
+            "publish_delay_stretch_in_tree": round(in_tree / count, 3),
+            "publish_delay_stretch_direct": round(straight / count, 3),
+            "publish_direct_share": round(directly_count / count, 3),
         }
 
     def request_summary(self, cluster_for_balance: str | None = None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_publishes_from_asyncio_leave_in_batches_in_order_with_a_later_request(m
 
     def counted(self, group, payloads):
         floods.append(len(payloads))
-        start(self, group, payloads)
+        return start(self, group, payloads)
 
     def counted_flush(self):
         asked.append(len(self.payloads))

@@ -7,6 +7,7 @@ from conftest import wait_until
 import iris
 import iris.testing
 from iris.core.flood import Flooding
+from iris.core.messages import Flood
 
 
 class Counter:
@@ -27,9 +28,9 @@ async def test_a_burst_leaves_in_few_floods_all_delivered_in_order(monkeypatch):
     floods: list[int] = []  # events per Flood started
     start = Flooding.start
 
-    def counted(self: Flooding, group: int, payloads: tuple[bytes, ...]) -> None:
+    def counted(self: Flooding, group: int, payloads: tuple[bytes, ...]) -> Flood:
         floods.append(len(payloads))
-        start(self, group, payloads)
+        return start(self, group, payloads)
 
     monkeypatch.setattr(Flooding, "start", counted)
     async with iris.testing.local_nodes(2) as nodes:

@@ -10,12 +10,15 @@ held up on a stalled connection arriving after newer ones that took another way,
 partition), a member delivers none older than the latest it delivered from that origin in that
 group: a late one is dropped (counted as `floods_out_of_order`), never delivered out of order.
 Delivery is bounded by the service's broadcast limits and the topic's limits; beyond, messages
-are dropped and counted.
+are dropped and counted. A publisher also sends each event straight to the subscribers that
+asked for it (`iris.core.direct`); the tree's copy of one delivered that way is dropped
+silently.
 """
 
 from __future__ import annotations
 
 from iris.core import events as ev
+from iris.core.direct import DirectPublish
 from iris.core.limits import ENTRY_COST
 from iris.core.messages import Flood
 from iris.core.state import CoreState
@@ -23,18 +26,24 @@ from iris.core.tree import GroupTree
 
 
 class Flooding:
-    __slots__ = ("state",)
+    __slots__ = ("state", "direct")
 
     def __init__(self, state: CoreState) -> None:
         self.state = state
+        self.direct = DirectPublish(state, self._deliver_events)
 
-    def start(self, group: int, payloads: tuple[bytes, ...]) -> None:
+    def start(self, group: int, payloads: tuple[bytes, ...]) -> Flood:
         state = self.state
         msg = Flood(group, state.node.id, state.new_ids(len(payloads)), payloads)
         if group in state.trees:
             self.spread(msg, None)
         else:
             state.node.route(group, msg)
+        return msg
+
+    def publish(self, group: int, payloads: tuple[bytes, ...]) -> None:
+        """A topic's events: into the tree, and straight to the subscribers that asked."""
+        self.direct.published(self.start(group, payloads))
 
     def on_flood(self, src: int, msg: Flood) -> None:
         self.spread(msg, src)
@@ -59,21 +68,15 @@ class Flooding:
         state = self.state
         payloads = msg.payloads
         if not state.in_order(msg.group, msg.origin, msg.seq, len(payloads)):
-            state.count("floods_out_of_order", len(payloads))
+            if self.direct.delivered_directly(msg.origin, msg.seq):
+                state.count("floods_delivered_directly")
+            else:
+                state.count("floods_out_of_order", len(payloads))
             return
         if tree.topic:
-            topic = state.topics.get(msg.group)
-            if topic is None:
-                return
-            events, limit, seq = state.events, topic.limits.max_queued_bytes, msg.seq
-            for payload in payloads:
-                cost = len(payload) + ENTRY_COST
-                if topic.queued_bytes + cost > limit:
-                    state.count("events_dropped")
-                else:
-                    topic.queued_bytes += cost
-                    events.append(ev.EventReceived(topic.name, payload, msg.origin, seq))
-                seq += 1
+            if msg.group in state.topics:
+                self._deliver_events(msg.group, msg.origin, msg.seq, payloads)
+                self.direct.tree_delivered(msg.group, msg.origin)
         else:
             service = state.services.get(msg.group)
             if service is not None:
@@ -85,3 +88,18 @@ class Flooding:
                             state.events.append(ev.BroadcastReceived(service.name, payload))
                         elif admitted is None:
                             state.count("broadcasts_dropped")
+
+    def _deliver_events(self, group: int, origin: int, seq: int,
+                        payloads: tuple[bytes, ...]) -> None:
+        """Hand a subscribed topic's events to the application, under the topic's limits."""
+        state = self.state
+        topic = state.topics[group]
+        events, limit = state.events, topic.limits.max_queued_bytes
+        for payload in payloads:
+            cost = len(payload) + ENTRY_COST
+            if topic.queued_bytes + cost > limit:
+                state.count("events_dropped")
+            else:
+                topic.queued_bytes += cost
+                events.append(ev.EventReceived(topic.name, payload, origin, seq))
+            seq += 1

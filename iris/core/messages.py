@@ -1,4 +1,4 @@
-"""The messaging layer's wire messages (type codes 32-63; surveys 45-46).
+"""The messaging layer's wire messages (type codes 32-63; surveys 45-46; direct publish 47-48).
 
 Trees (one per cluster or topic, rooted at the node closest to the group id) are built by
 routed `Subscribe`s and kept alive by aggregated `TreeUp` / `TreeDown` beats between tree
@@ -129,6 +129,30 @@ class Flood(Message):
     origin: int
     seq: int
     payloads: tuple[bytes, ...]
+
+
+@wire_message(47, ID, ID, U64, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD))
+class DirectFlood(Message):
+    """Publisher to subscriber, direct: a copy of a `Flood` it also sent into the topic's tree
+    (`iris.core.direct`). `prev` is the last seq of the publisher's previous `Flood` to the
+    topic: the subscriber delivers the copy only if that is the latest it delivered from the
+    publisher there, so the copy can never overtake an older event; otherwise it waits for the
+    tree's."""
+
+    group: int
+    origin: int
+    seq: int
+    prev: int
+    payloads: tuple[bytes, ...]
+
+
+@wire_message(48, ID, BOOL)
+class DirectSubscribe(Message):
+    """Subscriber to publisher, direct: send me (`on`), or stop sending me (not `on`), copies
+    of your events to `group`."""
+
+    group: int
+    on: bool
 
 
 TUNNEL_ACCEPTOR = 1 << 63

@@ -26,6 +26,8 @@ from iris.core.flood import Flooding
 from iris.core.limits import ENTRY_COST, ServiceLimits, TopicLimits
 from iris.core.messages import (
     MAX_SURVEY_BYTES,
+    DirectFlood,
+    DirectSubscribe,
     Flood,
     Prune,
     Reply,
@@ -104,6 +106,8 @@ class MessagingCore(OverlayApp):
             SurveyAsk: self._on_survey_ask,
             SurveyAnswers: self.surveys.on_answers,
             Subscribe: self.trees_protocol.reshaping.asked,
+            DirectFlood: self.flood.direct.on_copy,
+            DirectSubscribe: self.flood.direct.on_subscribe,
         }
 
     # The state the driver and the tests read.
@@ -189,12 +193,12 @@ class MessagingCore(OverlayApp):
         self.flood.start(cluster_group(cluster), (payload,))
 
     def publish(self, topic: str, payload: bytes) -> None:
-        self.flood.start(topic_group(topic), (payload,))
+        self.flood.publish(topic_group(topic), (payload,))
 
     def publish_batch(self, topic: str, payloads: tuple[bytes, ...]) -> None:
         """Publish `payloads` in order as one `Flood` (at most `MAX_FLOOD_BATCH` of them):
         routed, acknowledged and deduplicated once, delivered one by one."""
-        self.flood.start(topic_group(topic), payloads)
+        self.flood.publish(topic_group(topic), payloads)
 
     def event_done(self, topic: str, nbytes: int) -> None:
         """The application consumed an event of `nbytes` (frees room under TopicLimits)."""
@@ -288,6 +292,7 @@ class MessagingCore(OverlayApp):
         self.trees_protocol.neighbour_failed(peer)
         self.tunnels_protocol.peer_failed(peer)
         self.surveys.peer_failed(peer)
+        self.flood.direct.peer_failed(peer)
 
     def aged(self, payload: Message, seconds: float) -> Message | None:
         """A hop did not acknowledge `payload` and it goes on another way: a request's time

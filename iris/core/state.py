@@ -65,6 +65,24 @@ class MessagingConfig:
     seen_ids: int = 16384
     """Broadcast/publish ids remembered per node for de-duplication (oldest forgotten)."""
 
+    direct_audience: int = 256
+    """Subscribers of one topic a publisher sends its events straight to (`iris.core.direct`);
+    beyond, the others get them through the tree only."""
+
+    direct_topics: int = 256
+    """Topics a publisher keeps such an audience for (the least recently published forgotten)."""
+
+    direct_asked: int = 4096
+    """(topic, publisher) pairs a subscriber remembers having asked for direct copies."""
+
+    direct_held: int = 64
+    """Direct copies a subscriber holds until the tree brings the event before each (one per
+    publisher and topic, the least recently held dropped first)."""
+
+    direct_ttl_s: float = 60.0
+    """A publisher stops sending straight to a subscriber that has not asked again for this
+    long; a subscriber asks again after half of it while events come."""
+
     max_pending_requests: int = 65536
     """Outstanding requests of this node; beyond, `request` fails at once."""
 
@@ -190,6 +208,10 @@ class CoreState:
         if len(seen) > self.config.seen_ids:
             seen.popitem(last=False)
         return True
+
+    def has_seen(self, origin: int, seq: int, hops: int = 0) -> bool:
+        """Whether (origin, seq, hops) is in the bounded record, without adding it."""
+        return (origin, seq, hops) in self.seen
 
     def in_order(self, group: int, origin: int, seq: int, count: int = 1) -> bool:
         """True when floods `seq` .. `seq + count - 1` from `origin` in `group` are newer than
