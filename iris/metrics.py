@@ -7,11 +7,12 @@
 What is counted, and where: `NodeMetrics` is the node's observer (`Node.observer`, see
 `iris.runtime.node.NodeObserver`): it counts each request this node started by its outcome,
 with the time its caller waited (`iris_request_duration_seconds`), each tunnel it opened,
-and every event the core hands the node (requests served, broadcasts, topic events, tunnels
-accepted and closed, tunnel bytes), as plain ints on the node's own thread. The rest is read
-when scraped: links, leaf set, routing table, trees, queued bytes, the core's, runtime's and
-relay's counters. Nothing is labelled with a cluster or topic name (clients choose those:
-an unbounded number of series); labels take a few fixed values each.
+each tunnel message it queued, and every event the core hands the node (requests served,
+broadcasts, topic events, tunnels accepted and closed, tunnel messages received), as plain
+ints on the node's own thread. The rest is read when scraped: links, leaf set, routing
+table, trees, queued bytes, the core's, runtime's and relay's counters. Nothing is labelled
+with a cluster or topic name (clients choose those: an unbounded number of series); labels
+take a few fixed values each.
 
 Counters of the core and runtime (`Node.status()["counters"]`) are split in two: the ones that
 discard something (a message, a request, a graft, a relay client) are `iris_drops_total`,
@@ -143,6 +144,8 @@ class NodeMetrics:
         self.received: dict[type[ev.Event], int] = {}  # events handed to the node, by type
         self.tunnels_closed = dict.fromkeys(TUNNEL_CODES.values(), 0)
         self.tunnel_received_bytes = 0
+        self.tunnel_sent_messages = 0
+        self.tunnel_sent_bytes = 0
 
     def attach(self) -> NodeMetrics:
         self.node.observer = self
@@ -153,6 +156,10 @@ class NodeMetrics:
             self.node.observer = None
 
     # ------------------------------------------------------------ NodeObserver
+    def tunnel_sent(self, nbytes: int) -> None:
+        self.tunnel_sent_messages += 1
+        self.tunnel_sent_bytes += nbytes
+
     def request_done(self, error: IrisError | None, seconds: float) -> None:
         outcome = "ok" if error is None else _REQUEST_OUTCOME.get(type(error), "other")
         self.requests[outcome] = self.requests.get(outcome, 0) + 1
@@ -230,6 +237,10 @@ class NodeMetrics:
                        count(ev.TunnelMessage, 0))
         yield _counter("iris_tunnel_received_bytes", "Bytes of tunnel messages received.",
                        self.tunnel_received_bytes)
+        yield _counter("iris_tunnel_messages_sent", "Tunnel messages this node sent.",
+                       self.tunnel_sent_messages)
+        yield _counter("iris_tunnel_sent_bytes", "Bytes of tunnel messages sent.",
+                       self.tunnel_sent_bytes)
 
         # The ring and the groups.
         yield _gauge("iris_links", "Open connections to peers.", len(rt.links))

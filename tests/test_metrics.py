@@ -149,6 +149,8 @@ async def test_a_scrape_shows_what_the_nodes_did(nursery):
         assert value(at_caller, "iris_tunnel_open_duration_seconds_count", outcome="ok") == 1
         assert value(at_caller, "iris_tunnel_messages_received_total") == 2
         assert value(at_caller, "iris_tunnel_received_bytes_total") == len(b"back:oneback:three")
+        assert value(at_caller, "iris_tunnel_messages_sent_total") == 2
+        assert value(at_caller, "iris_tunnel_sent_bytes_total") == len(b"onethree")
         assert value(at_caller, "iris_tunnels_closed_total", code="ok") == 1
         assert value(at_caller, "iris_tunnels_open") == 0
 
@@ -159,6 +161,7 @@ async def test_a_scrape_shows_what_the_nodes_did(nursery):
         assert value(at_member, "iris_publishes_received_total") == 1
         assert value(at_member, "iris_tunnels_accepted_total") == 1
         assert value(at_member, "iris_tunnel_received_bytes_total") == len(b"onethree")
+        assert value(at_member, "iris_tunnel_sent_bytes_total") == len(b"back:oneback:three")
         assert value(at_member, "iris_tunnels_closed_total", code="ok") == 1
         assert value(at_member, "iris_clusters") == 1 and value(at_member, "iris_topics") == 1
         assert value(at_member, "iris_relay_clients") == 1

@@ -177,6 +177,9 @@ class NodeObserver(Protocol):
     def sent(self, what: str) -> None:
         """A "broadcast" or a "publish" left this node."""
 
+    def tunnel_sent(self, nbytes: int) -> None:
+        """A tunnel message of `nbytes` was queued on a tunnel of this node's."""
+
     def events(self, events: list[ev.Event]) -> None:
         """What the core hands the node, before the node acts on it."""
 
@@ -489,7 +492,7 @@ class Node:
             # be among them (refused here, no members with this node as the root, or opened
             # at once by a member on this very node).
             key = runtime.core.open_tunnel(cluster, timeout)
-            tunnel = self._tunnels[key] = Tunnel(runtime, key)
+            tunnel = self._tunnels[key] = Tunnel(runtime, key, self._tunnel_sent)
             opened = self._opening[key] = trio.Event()
             return tunnel, opened
 
@@ -586,9 +589,13 @@ class Node:
         if opened is not None:
             opened.set()
 
+    def _tunnel_sent(self, nbytes: int) -> None:
+        if self.observer is not None:
+            self.observer.tunnel_sent(nbytes)
+
     def _on_tunnel_incoming(self, event: ev.TunnelIncoming) -> None:
         key = event.key
-        tunnel = self._tunnels[key] = Tunnel(self._runtime, key)
+        tunnel = self._tunnels[key] = Tunnel(self._runtime, key, self._tunnel_sent)
         handler = self._handlers.get(event.cluster)
         if handler is not None and hasattr(handler, "handle_tunnel"):
             self._nursery.start_soon(self._serve_tunnel, handler, tunnel)

@@ -8,6 +8,7 @@ core's events for it: a whole message, credit that lets a waiting sender go on, 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -21,9 +22,11 @@ from iris.runtime.driver import Runtime
 class Tunnel:
     """An ordered, reliable, flow-controlled stream of messages to one cluster member."""
 
-    def __init__(self, runtime: Runtime, key: tuple[int, int]) -> None:
+    def __init__(self, runtime: Runtime, key: tuple[int, int],
+                 sent: Callable[[int], None] = lambda nbytes: None) -> None:
         self._runtime = runtime
         self.key = key
+        self._sent = sent  # told the size of each message queued (the node's metrics)
         self._inbox: deque[bytes] = deque()
         self._readable = trio.Event()
         self._drained = trio.Event()
@@ -52,6 +55,7 @@ class Tunnel:
                 runtime.call(lambda: runtime.core.tunnel_send(self.key, data))
             except TunnelError as exc:
                 raise ClosedError(str(exc)) from None
+            self._sent(len(data))
             return True
         if self._drained.is_set():
             self._drained = trio.Event()
