@@ -772,22 +772,38 @@ def _observed(on_done: RequestCallback, observer: NodeObserver,
 
 class _Outcome(Generic[_T]):
     """The callback a waiting `request` or `survey` hands to its `start_*`: what it is called
-    with, and the wait for that call."""
+    with, and the wait for that call.
 
-    __slots__ = ("_result", "_error", "_done")
+    The one waiting task is parked and rescheduled directly (`trio.lowlevel`), not through a
+    `trio.Event` and its parking lot: every request pays for this wait."""
+
+    __slots__ = ("_result", "_error", "_done", "_waiter")
 
     def __init__(self) -> None:
         self._result: _T | None = None
         self._error: IrisError | None = None
-        self._done = trio.Event()
+        self._done = False
+        self._waiter: trio.lowlevel.Task | None = None
 
     def __call__(self, result: _T | None, error: IrisError | None) -> None:
         self._result, self._error = result, error
-        self._done.set()
+        self._done = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
     async def value(self) -> _T:
         """The result once the call came, or its error raised."""
-        await self._done.wait()
+        if self._done:
+            await trio.lowlevel.checkpoint()
+        else:
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._waiter = None  # cancelled: the call, if it comes, wakes nobody
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
         if self._error is not None:
             raise self._error
         assert self._result is not None  # success always carries a result
