@@ -219,10 +219,14 @@ def scenario_churn(opts: ScenarioOptions) -> dict[str, Any]:
     replaced = 0
 
     def replace() -> None:
+        """One node crashes and a new one joins, given two seeds as an operator gives several:
+        with one, a seed that crashed right after the joiner started left it a ring of its own
+        for good (no seed ever answers, and it knows no other node)."""
         nonlocal replaced
         if len(sim.active) > 1:
             sim.crash(sim.random_active())
-            sim.add_node()
+            seeds = {sim.random_active(), sim.random_active()}
+            sim.add_node(seeds=tuple(sorted(seeds)))
             replaced += 1
 
     t = start + rng.expovariate(rate)
