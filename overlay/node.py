@@ -133,6 +133,10 @@ _Pending = tuple[Route | Direct, int, int, tuple[int, ...], float]
 _Search = tuple[int, int, int, int]
 # A routed message held for a suspected root: (message, avoided hops, attempt, held since).
 _Held = tuple[Route, tuple[int, ...], int, float]
+# The hops awaiting an acknowledgement of every node that awaits none: one shared empty dict,
+# never written (`_await_ack` gives a node its own first). An empty dict costs 64 bytes, and
+# the simulator holds thousands of nodes, nearly all of them awaiting nothing at any moment.
+_NO_ROUTES: dict[int, _Pending] = {}
 
 
 @cache
@@ -191,7 +195,8 @@ class OverlayNode:
         self._seq = 0
         cfg = self.config
         self._probes = Probes(cfg.max_pending_pings)
-        self._routes: dict[int, _Pending] = {}  # by the sequence number the ack will carry
+        # By the sequence number the ack will carry; `_NO_ROUTES` while empty.
+        self._routes: dict[int, _Pending] = _NO_ROUTES
         # A set while anyone is suspected; the one shared empty frozenset otherwise (an empty
         # set costs 216 bytes, and the simulator holds thousands of nodes suspecting nobody).
         self._suspects: set[int] | frozenset[int] = _NOBODY
@@ -300,7 +305,7 @@ class OverlayNode:
         self.next_deadline = INF
         self._ping_timeouts.reset()
         self._route_timeouts.reset()
-        self._routes = {}
+        self._routes = _NO_ROUTES
         self._probes.clear()
         self._held = None
         self._held_count = 0
@@ -1070,8 +1075,11 @@ class OverlayNode:
     def _await_ack(self, seq: int, pending: _Pending) -> None:
         """Keep a sent hop (or `Direct`) until its acknowledgement, to re-send it another way
         (or tell the app) if none comes; beyond the bound it goes unacknowledged."""
-        if len(self._routes) < self.config.max_pending_routes:
-            self._routes[seq] = pending
+        routes = self._routes
+        if routes is _NO_ROUTES:
+            routes = self._routes = {}
+        if len(routes) < self.config.max_pending_routes:
+            routes[seq] = pending
             self._expect(self._route_timeouts, self._route_timeout, T_ROUTE, seq)
 
     def _on_route(self, src: int, msg: Route) -> None:
@@ -1095,8 +1103,8 @@ class OverlayNode:
                     self._ack_sample(self.now - pending[4])
         if not routes:
             self._route_timeouts.clear()  # its timer, when it fires, finds nothing due
-            # A dict keeps the room of its largest burst when emptied; start afresh.
-            self._routes = {}
+            # A dict keeps the room of its largest burst when emptied: back to the shared one.
+            self._routes = _NO_ROUTES
 
     def _ack_sample(self, delay: float) -> None:
         """Adapt the hop and probe timeouts to how long acknowledgements take

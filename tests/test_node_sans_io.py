@@ -287,3 +287,18 @@ def test_a_late_answer_of_a_peer_given_up_takes_it_back():
     assert b.id in a.leaf
     sent = {type(msg) for dest, msg in a.out if dest == b.id}
     assert Heartbeat in sent and JoinRequest in sent
+
+
+def test_the_shared_empty_record_of_hops_is_never_written():
+    """Nodes awaiting no acknowledgement share one empty dict (memory, at simulator scale): a
+    node's first hop gets a dict of its own, and an emptied one goes back to the shared."""
+    from overlay import node as node_module
+    from overlay.messages import Direct, RouteAck
+
+    a, b = joined_pair(7)
+    assert a._routes is node_module._NO_ROUTES
+    a.send_acked(b.id, Lookup(a.id, 1), now=1.0)
+    assert a._routes is not node_module._NO_ROUTES and len(a._routes) == 1
+    (seq,) = [msg.seq for _, msg in a.out if isinstance(msg, Direct)]
+    a.receive(b.id, RouteAck((seq,)), 1.01)
+    assert a._routes is node_module._NO_ROUTES and node_module._NO_ROUTES == {}
