@@ -119,8 +119,8 @@ C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
 
 JOIN_ATTEMPTS = 4  # join requests before a node with seeds starts a ring of its own
 MAX_SEARCHES = 64  # proximity row exchanges awaiting an answer
-MAX_OPENED = 16  # links remembered as just opened (`link_up`), the oldest forgotten first
 SEARCH_WAIT_S = 10.0  # ... each for this long at most
+MAX_OPENED = 16  # links remembered as just opened (`link_up`), the oldest forgotten first
 HELLO_NO_RTT = 0.0
 
 _NULL_APP = OverlayApp()
