@@ -120,17 +120,20 @@ def test_silent_neighbour_is_probed_then_dropped():
     assert t <= a.config.silence_s + a.config.probe_attempts * a.config.probe_timeout_s + 0.01
 
 
+class Undeliverable(OverlayApp):
+    """Keeps what the node gave up delivering (`OverlayApp.undeliverable`)."""
+
+    def __init__(self):
+        self.given_up = []
+
+    def undeliverable(self, peer, payload):
+        self.given_up.append(payload)
+
+
 def test_one_acknowledgement_may_carry_many_hops():
     """A driver may merge the acknowledgements of a batch; the sender settles every hop it
     names (and none of another peer's)."""
     from overlay.messages import Direct, RouteAck
-
-    class Undeliverable(OverlayApp):
-        def __init__(self):
-            self.given_up = []
-
-        def undeliverable(self, peer, payload):
-            self.given_up.append(payload)
 
     a, b = joined_pair(5, app=Undeliverable())
     for k in range(3):
@@ -151,13 +154,6 @@ def test_a_hop_written_into_a_late_dial_waits_for_its_acknowledgement_from_the_c
     their time yet, so they are given up one timeout after the connect, not after the write
     (a hop delivered just before its timeout was sent another way too); a hop written on the
     open link later keeps its own timeout."""
-    class Undeliverable(OverlayApp):
-        def __init__(self):
-            self.given_up = []
-
-        def undeliverable(self, peer, payload):
-            self.given_up.append(payload)
-
     a, b = joined_pair(5, app=Undeliverable())
     a.given_up = []
     timeout = a.config.route_ack_timeout_s
