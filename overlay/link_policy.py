@@ -16,6 +16,13 @@ unacknowledged for `user_timeout_s` (TCP_USER_TIMEOUT) or an idle connection sto
 keep-alive probes. The overlay's own heartbeats and probes are the portable keep-alive: they
 declare a silent peer failed, which closes its connection.
 
+Idle links close by agreement: one side writes `LinkClose` as its last frame and keeps reading;
+the other answers with its own after everything it had queued, and each side closes once it has
+read the other's. Neither side writes on the connection after its `LinkClose`, so nothing is in
+flight when it ends: no frame is lost the way one written into a connection the peer is
+closing at that moment would be. Frames a side sends meanwhile go over a fresh connection, which
+the receiver reads only after the old one ended (their order holds).
+
 A hop given up is never delivered later: when a routed message's acknowledgement does not come
 in time, the message goes another way, and a link to the old next hop that still holds data
 the peer has not taken is reset, its backlog discarded. Otherwise a partition shorter than the
@@ -66,6 +73,8 @@ PRIORITY_OF: Mapping[type[Message], Priority] = {
     m.RouteAck: CONTROL,
     # Where the nodes named in the next frames listen: it must not trail those frames.
     m.Addresses: CONTROL,
+    # The last frame a side writes on a connection: after everything queued before it.
+    m.LinkClose: BULK,
     # Carriers of the layers above, and the simulator's stand-in for their traffic.
     m.Route: BULK,
     m.Direct: BULK,
@@ -95,6 +104,22 @@ class LinkPolicy:
     keepalive_count: int = 3
     """TCP keep-alive on an idle connection: probed after 5 s of silence, every 2 s, given up
     after 3 unanswered (an idle connection to a vanished peer ends within ~11 s)."""
+
+    idle_close_s: float = 60.0
+    """A connection that carried no frame either way for this long is closed, by agreement
+    (`LinkClose`): a node talks to many peers once (the callers it answers, the subscribers
+    it copies events to, the nodes it probes), and each connection kept holds a descriptor,
+    buffers and two tasks. The next frame for the peer dials anew. Neighbours never go idle
+    (heartbeats, probes)."""
+
+    max_links: int = 512
+    """At most this many connections are kept beyond a moment: the ones idle longest close
+    first (by agreement, as above), whatever `idle_close_s` says. Half the usual limit of
+    1,024 open descriptors a process gets, so the application keeps its own."""
+
+    close_wait_s: float = 10.0
+    """A peer that does not answer our `LinkClose` within this long (a paused process) has
+    the connection closed anyway, as a stalled write does (`stall_s`)."""
 
     def close_when_gone(self, peer: int) -> bool:
         """Whether the connection to a peer the overlay declared failed or gone is closed: always

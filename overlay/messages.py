@@ -159,3 +159,10 @@ class Addresses(Message):
     listen, so the receiver can reach every node id it is told about."""
 
     entries: tuple[tuple[int, str, int], ...]
+
+
+@wire_message(17)
+class LinkClose(Message):
+    """Link layer only: the sender writes nothing more on this connection. Sent first by the
+    side that closes an idle link, then by the other side, after everything it had queued: a
+    connection ends only once both have said it, so no frame is in flight when it does."""

@@ -24,6 +24,7 @@ INTENDED = {
     "RowRequest": CONTROL, "RowReply": CONTROL, "JoinRequest": CONTROL, "JoinReply": CONTROL,
     "Hello": CONTROL, "Leave": CONTROL, "RouteAck": CONTROL, "Addresses": CONTROL,
     "Route": BULK, "Direct": BULK, "Lookup": BULK,
+    "LinkClose": BULK,  # the last frame on its link: behind every other one
 }
 
 

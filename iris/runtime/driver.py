@@ -15,6 +15,7 @@ sender tells the receiver where those nodes listen (once per link).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ from iris.errors import JoinError
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.freezes import FreezeWatch
+from iris.runtime.idle_links import SWEEP_S, idle_links
 from iris.runtime.log_limit import LogLimit
 from iris.runtime.out_queue import OutQueue
 from iris.runtime.pause import Pause, Spawner
@@ -45,7 +47,7 @@ from iris.runtime.transport import (
 from overlay.config import OverlayConfig
 from overlay.link import MAX_RECORD, FrameReader, Handshake, LinkError, LinkHello, Session, frame
 from overlay.link_policy import CONTROL, LinkPolicy
-from overlay.messages import MAX_ACKS, Addresses, RouteAck
+from overlay.messages import MAX_ACKS, Addresses, LinkClose, RouteAck
 from overlay.node import OverlayNode
 from overlay.wire import DecodeError, Message, decode, encode, ids_in
 
@@ -138,10 +140,24 @@ class Link:
         self.writing_since: float | None = None  # a write under way since then
         self.told: set[int] = set()  # ids whose addresses this peer has been given
         self._emptied: trio.Event | None = None  # set when the queue empties, if waited for
+        # Closing when idle (iris.runtime.idle_links, overlay.link_policy):
+        self.used = False  # a frame was queued since the last look
+        self.active_at = self.read_at  # when one was last seen queued
+        self.closing = False  # our LinkClose is queued: nothing more is written here
+        self.peer_closed = False  # the peer's LinkClose was read: nothing more comes
+        self.close_by = INF  # ... or the connection is closed anyway then
+        self.eof_sent = False  # ... and then ours was written, and the write side shut
+        self.ended = trio.Event()  # the reader has ended (the stream is closed)
 
     @property
     def closed(self) -> bool:
         return self.queue.closed
+
+    @property
+    def closable(self) -> bool:
+        """Open, with nothing queued or being written, and not closing already."""
+        return not (self.closing or self.peer_closed or self.queue or self.pending
+                    or self.writing or self.closed)
 
     def flush(self) -> None:
         """Write what is queued now if the kernel takes it (see the class); or leave it to
@@ -195,7 +211,7 @@ class Link:
 
     async def flushed(self) -> None:
         """Return once the writer has written everything queued, or the link closed."""
-        if (self.queue or self.pending) and not self.closed:
+        if (self.queue or self.pending or self.writing) and not self.closed:
             self._emptied = trio.Event()
             await self._emptied.wait()
 
@@ -260,6 +276,7 @@ class Runtime:
         self._armed = INF  # the node deadline the timer scope was last set to
         self._closing = False
         self._dirty: list[Link] = []  # links with frames queued since the last flush
+        self._running: set[Link] = set()  # links whose reader runs (sent on or only read)
         # Set while an input's output is made when that input handed a request to a handler:
         # links holding only hop acknowledgements then wait for the handler (`release_acks`,
         # from the reply, or as the handler starts waiting: `iris.runtime.first_step`), so the
@@ -299,7 +316,7 @@ class Runtime:
             tasks.start_soon(self._timer_loop)
             tasks.start_soon(self.busy_poll.run)
             tasks.start_soon(self.freezes.run)
-            tasks.start_soon(self._watch_stalls)
+            tasks.start_soon(self._watch_links)
             tasks.start_soon(self.publishes.run)
             with trio.fail_after(join_timeout):
                 seed_ids = await self._reach_seeds(seeds) if seeds else []
@@ -533,6 +550,7 @@ class Runtime:
         if not link.queue.push(encode(msg), policy.priority(msg) is CONTROL):
             self.count("send_queue_full")
             return
+        link.used = True
         if urgent:
             link.urgent = True
         if not link.dirty:
@@ -568,17 +586,44 @@ class Runtime:
             link.burst = False
             link.emptied()
 
-    async def _watch_stalls(self) -> None:
+    async def _watch_links(self) -> None:
         """Close the links whose write the connection has not taken for the policy's
         `stall_s` (one check a second for all links: a timer around each write cost ~10% of
-        the sequential request rate, measured)."""
+        the sequential request rate, measured), the ones whose peer did not answer our
+        `LinkClose` in time, and (every `SWEEP_S`) begin closing the idle ones."""
+        next_sweep = trio.current_time() + SWEEP_S
         while True:
             await trio.sleep(STALL_CHECK_S)
             now, stall_s = trio.current_time(), self.link_policy.stall_s
-            for link in list(self.links.values()):
+            for link in list(self._running):
                 since = link.writing_since
                 if since is not None and now - since > stall_s:
                     self._close_link(link, "links_closed_stalled")
+                elif link.close_by < now and not link.ended.is_set():
+                    self._close_link(link, "links_closed_unanswered")
+            if now >= next_sweep:
+                next_sweep = now + SWEEP_S
+                self.close_idle(now)
+
+    def close_idle(self, now: float) -> None:
+        """Begin closing the links `idle_links` picks: our `LinkClose` is their last frame."""
+        open_links = [link for link in self._running if not (link.closing or link.peer_closed)]
+        for link in idle_links(open_links, now, self.link_policy, len(open_links)):
+            self.count("links_closed_idle")
+            self._say_close(link)
+
+    def _say_close(self, link: Link) -> None:
+        """Queue our `LinkClose` as the link's last frame and stop sending on it: the next
+        frame for the peer goes over a connection dialled once this one has ended."""
+        link.closing = True
+        link.close_by = trio.current_time() + self.link_policy.close_wait_s
+        if self.links.get(link.peer) is link:
+            del self.links[link.peer]
+        if link.queue.push(encode(LinkClose()), False):
+            link.urgent = True
+            link.flush()
+        else:  # no room for it: the connection simply ends
+            self._close_link(link, "links_closed_unanswered")
 
     # --------------------------------------------------------------------------- links
     async def _connect(self, address: Address) -> OpenedStream:
@@ -607,11 +652,17 @@ class Runtime:
         a second stream (both sides dialed at once) is only read from."""
         link = Link(peer, self.backpressure)
         current = self.links.get(peer)
-        if current is None or current.closed:
+        if (current is None or current.closed) and not any(
+                other.peer == peer and other.closing for other in self._running):
             self.links[peer] = link
         return link
 
     async def _dial(self, link: Link, address: Address) -> None:
+        """Connect `link`'s stream, once every link to the peer that is closing has ended:
+        the peer has then read all we wrote there, so what we write here comes after it."""
+        for old in [other for other in self._running if other.peer == link.peer
+                    and other.closing]:
+            await old.ended.wait()  # (bounded: see `close_by`)
         try:
             opened = await self._connect(address)
         except SETUP_ERRORS as exc:
@@ -694,13 +745,18 @@ class Runtime:
         link.wakeup.set()
 
     async def _run_link(self, link: Link, reader: FrameReader, leftover: list[bytes]) -> None:
-        """Read frames until the peer closes or breaks the protocol; then drop the link."""
+        """Read frames until the peer closes or breaks the protocol; then drop the link.
+        Once both sides have said `LinkClose` and ours is written, the write side is shut;
+        the peer does the same, and its end of the stream ends the link."""
         assert self._tasks is not None and link.stream is not None
         self._tasks.start_soon(self._write_loop, link)
+        self._running.add(link)
         try:
             with trio.CancelScope() as link.reading:
                 self._deliver_all(link, leftover)
                 while not link.closed:
+                    if link.peer_closed and not link.eof_sent:
+                        await self._shut_writing(link)
                     data = await link.stream.receive_some(READ_BYTES)
                     if not data:
                         break
@@ -718,7 +774,19 @@ class Runtime:
             self.count("links_closed_for_internal_error")
         finally:
             self._drop_link(link)
+            self._running.discard(link)
+            link.ended.set()
             await trio.aclose_forcefully(link.stream)
+
+    async def _shut_writing(self, link: Link) -> None:
+        """Both sides said `LinkClose`: once ours is written, shut our side of the stream.
+        The peer, which shuts its side only once it has read our `LinkClose`, has then read
+        every frame we wrote here (see `_dial`)."""
+        assert link.stream is not None
+        await link.flushed()
+        link.eof_sent = True
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await link.stream.send_eof()  # type: ignore[attr-defined]
 
     async def _write_loop(self, link: Link) -> None:
         try:
@@ -752,6 +820,13 @@ class Runtime:
             self._deliver_one(link, decode(payload), now)
 
     def _deliver_one(self, link: Link, msg: Message, now: float) -> None:
+        if link.peer_closed:
+            return  # nothing comes after the peer's LinkClose
+        if type(msg) is LinkClose:
+            link.peer_closed = True
+            if not link.closing:  # the peer began: we answer after what we had queued
+                self._say_close(link)
+            return
         if type(msg) is Addresses:
             directory = self.directory
             for node_id, host, port in msg.entries:
