@@ -114,8 +114,9 @@ class LinkPolicy:
 
     max_links: int = 512
     """At most this many connections are kept beyond a moment: the ones idle longest close
-    first (by agreement, as above), whatever `idle_close_s` says. Half the usual limit of
-    1,024 open descriptors a process gets, so the application keeps its own."""
+    first (by agreement, as above), whatever `idle_close_s` says. The trio runtime lowers it
+    to a quarter of the descriptors the process may open (`iris.runtime.accept.link_share`),
+    so the application and a relay's clients keep theirs."""
 
     close_wait_s: float = 10.0
     """A peer that does not answer our `LinkClose` within this long (a paused process) has

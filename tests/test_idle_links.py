@@ -43,6 +43,16 @@ def test_over_the_cap_the_links_idle_longest_close_first():
     assert [link.read_at for link in chosen] == [10.0, 50.0]
 
 
+def test_the_cap_leaves_three_quarters_of_the_descriptors_to_the_rest(monkeypatch):
+    from iris.runtime import accept
+    monkeypatch.setattr(accept, "open_file_limit", lambda: 256)
+    assert accept.link_share(512) == 64
+    monkeypatch.setattr(accept, "open_file_limit", lambda: 1 << 20)
+    assert accept.link_share(512) == 512
+    monkeypatch.setattr(accept, "open_file_limit", lambda: None)
+    assert accept.link_share(512) == 512
+
+
 @pytest.mark.parametrize("transport", ["memory", "tcp"])
 async def test_an_idle_link_closes_on_both_sides_and_the_next_frame_dials_anew(transport):
     async with local_nodes(2, transport=transport) as nodes:

@@ -102,6 +102,14 @@ def raise_open_file_limit() -> int | None:
     return open_file_limit()
 
 
+def link_share(cap: int) -> int:
+    """How many links to other nodes a node of this process keeps open: `cap`, but at most a
+    quarter of the descriptors the process may open (a soft limit of 256 is common), so the
+    application and a relay's clients keep theirs."""
+    limit = open_file_limit()
+    return cap if limit is None else max(1, min(cap, limit // 4))
+
+
 def client_share() -> int:
     """How many client connections a server of this process may take: half the descriptors
     the process may open (the other half for links, listeners and files)."""

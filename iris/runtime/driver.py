@@ -28,6 +28,7 @@ import trio
 from iris.core import MessagingConfig, MessagingCore
 from iris.core.events import Event
 from iris.errors import JoinError
+from iris.runtime.accept import link_share
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
 from iris.runtime.freezes import FreezeWatch
@@ -258,6 +259,7 @@ class Runtime:
         self.directory: dict[int, Address] = {}
         self.links: dict[int, Link] = {}
         self.link_policy = LinkPolicy()
+        self.link_policy.max_links = link_share(self.link_policy.max_links)
         self.backpressure = Backpressure()
         self.publishes = PublishBatch(lambda: self.call(_nothing))
         self.freezes = FreezeWatch(self._frozen)
