@@ -665,6 +665,8 @@ class Runtime:
         for old in [other for other in self._running if other.peer == link.peer
                     and other.closing]:
             await old.ended.wait()  # (bounded: see `close_by`)
+        if link.closed:  # dropped meanwhile (its peer declared failed): nothing to dial for
+            return
         try:
             opened = await self._connect(address)
         except SETUP_ERRORS as exc:
