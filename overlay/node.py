@@ -282,8 +282,13 @@ class OverlayNode:
         acknowledgement starts now (`_route_expired`). Counted from when they were written, a
         hop whose dial connected just before its timeout was delivered, and sent another way
         too when its acknowledgement came just after: after a 12 s partition of 20 nodes, one
-        request in 24 runs ran twice."""
+        request in 24 runs ran twice. A probe of the peer in flight was written into the
+        dial too: its round trip counts from now, not from before the connection and its
+        handshake (a probe after an idle link closed would make the peer look far)."""
         self.now = now
+        probe = self._probes.by_peer.get(peer)
+        if probe is not None and probe.sent_at < now:
+            probe.sent_at = now
         if not any(pending[1] == peer for pending in self._routes.values()):
             return
         opened = self._opened

@@ -168,6 +168,21 @@ def test_a_hop_written_into_a_late_dial_waits_for_its_acknowledgement_from_the_c
     assert a.app.given_up == [Lookup(a.id, 1), Lookup(a.id, 2)]
 
 
+def test_a_probe_written_into_a_late_dial_measures_its_round_trip_from_the_connect():
+    """A table probe whose dial connected late (a link closed for idleness, a slow handshake)
+    measures the peer's round trip, not the dial's."""
+    from overlay.messages import Ping, Pong
+    from overlay.probes import P_TABLE
+
+    a, b = joined_pair(5)
+    a.now = 10.0
+    a._ping(b.id, P_TABLE)
+    (seq,) = [msg.seq for dest, msg in a.out if dest == b.id and isinstance(msg, Ping)]
+    a.link_up(b.id, 10.004)  # 4 ms of dial and handshake
+    a.receive(b.id, Pong(seq, True, None), 10.0042)
+    assert a.table.rtt_of(b.id) == pytest.approx(0.0002)
+
+
 def test_a_link_up_for_a_peer_with_no_hop_waiting_is_not_remembered():
     a, b = joined_pair(5)
     a.link_up(b.id, 1.0)
