@@ -26,6 +26,7 @@ from iris.handlers import (
     TunnelHandler,
 )
 from iris.runtime import Node, Registration, SurveyResult, Tunnel, open_node, time_left
+from overlay.link_policy import LinkPolicy
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,7 @@ def generate_network_key() -> bytes:
 
 __all__ = [
     "BroadcastHandler", "ClosedError", "EventHandler", "IrisError", "JoinError",
-    "LimitExceededError", "NoSuchClusterError", "Node", "Registration", "RemoteError",
+    "LimitExceededError", "LinkPolicy", "NoSuchClusterError", "Node", "Registration", "RemoteError",
     "RequestHandler", "ServiceLimits", "SurveyHandler", "SurveyResult", "TimeoutError",
     "TopicLimits", "Tunnel", "TunnelHandler",
     "generate_network_key", "open_node", "time_left",

@@ -337,7 +337,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         nonlocal joined
         async with iris.open_node(network_key=key, listen=args.listen, seeds=seeds,
                                   join_timeout=args.join_timeout,
-                                  busy_poll_s=args.busy_poll_us / 1e6) as node:
+                                  busy_poll_s=args.busy_poll_us / 1e6,
+                                  link_policy=iris.LinkPolicy(
+                                      idle_close_s=args.idle_close_s,
+                                      max_links=args.max_links)) as node:
             joined = True
             log.info("node %032x listening on %s:%d", node.id, *node.address)
             for cluster in args.echo:
@@ -636,6 +639,8 @@ environment variables (an option given on the command line wins):
   IRIS_RELAY_PORT         --relay-port PORT (the client commands read it too)
   IRIS_NO_RELAY           --no-relay when 1, true, yes or on
   IRIS_BUSY_POLL_US       --busy-poll-us MICROSECONDS
+  IRIS_IDLE_CLOSE_S       --idle-close-s SECONDS
+  IRIS_MAX_LINKS          --max-links COUNT
   IRIS_METRICS_PORT       --metrics-port PORT
   IRIS_LOG_LEVEL          --log-level debug|info|warning|error
   IRIS_LOG_FORMAT         --log-format text|json
@@ -744,6 +749,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="after traffic, poll this long before sleeping: lower latency on "
                            "virtual machines for some CPU (0: off; default: %(default)s; env "
                            "IRIS_BUSY_POLL_US)")
+    node.add_argument("--idle-close-s", type=_typed(_number("a number of seconds"), "number"),
+                      metavar="SECONDS", default=_env_default("IRIS_IDLE_CLOSE_S", 60.0),
+                      help="close a connection to another node that carried nothing either "
+                           "way this long (default: %(default)s; env IRIS_IDLE_CLOSE_S)")
+    node.add_argument("--max-links", type=_typed(_count(1), "count"), metavar="COUNT",
+                      default=_env_default("IRIS_MAX_LINKS", 512),
+                      help="keep at most this many connections to other nodes open, the ones "
+                           "idle longest closing first; never more than a quarter of the "
+                           "process's file descriptors (default: %(default)s; env "
+                           "IRIS_MAX_LINKS)")
     node.add_argument("--echo", action="append", default=[], metavar="CLUSTER",
                       type=_typed(_name("cluster", "echo"), "cluster"),
                       help="also serve CLUSTER with an echo handler (repeatable; default: "

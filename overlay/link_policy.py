@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from overlay import messages as m
 from overlay.wire import Message
@@ -83,8 +84,10 @@ PRIORITY_OF: Mapping[type[Message], Priority] = {
 """The priority of every overlay message; any other class (the messaging layer's) is BULK."""
 
 
+@dataclass
 class LinkPolicy:
-    """The rules a driver follows for its links; see the module docstring."""
+    """The rules a driver follows for its links; see the module docstring. Each number can be
+    given as a keyword: `LinkPolicy(max_links=128)`."""
 
     stall_s: float = 10.0
     """A write the connection does not take for this long (the peer stopped acknowledging and

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from overlay.link_policy import LinkPolicy
@@ -80,13 +81,14 @@ class Engine(Protocol):
     def call(self, node_id: int, fn: Callable[[OverlayNode], object]) -> None: ...
 
 
+@dataclass
 class Unguarded(LinkPolicy):
     """Connections as the runtime kept them before link liveness: never closed when the
     overlay gives up a peer or a hop, no user timeout, no keep-alive. For showing what that
     did."""
 
-    user_timeout_s = math.inf
-    keepalive_idle_s = math.inf
+    user_timeout_s: float = math.inf
+    keepalive_idle_s: float = math.inf
 
     def close_when_gone(self, peer: int) -> bool:
         return False

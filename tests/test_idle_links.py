@@ -53,6 +53,18 @@ def test_the_cap_leaves_three_quarters_of_the_descriptors_to_the_rest(monkeypatc
     assert accept.link_share(512) == 512
 
 
+async def test_a_node_takes_the_link_policy_it_is_given():
+    """`open_node(link_policy=...)` (as `iris node --idle-close-s --max-links` does); the cap
+    still leaves three quarters of the descriptors to the rest."""
+    from iris.runtime.accept import link_share
+
+    policy = iris.LinkPolicy(idle_close_s=5.0, max_links=100)
+    async with iris.open_node(network_key=iris.generate_network_key(),
+                              link_policy=policy) as node:
+        assert node._runtime.link_policy.idle_close_s == 5.0
+        assert node._runtime.link_policy.max_links == link_share(100)
+
+
 @pytest.mark.parametrize("transport", ["memory", "tcp"])
 async def test_an_idle_link_closes_on_both_sides_and_the_next_frame_dials_anew(transport):
     async with local_nodes(2, transport=transport) as nodes:

@@ -244,6 +244,7 @@ class Runtime:
         node_id: int | None = None,
         transport: TcpTransport | MemoryTransport | None = None,
         busy_poll: BusyPoll | None = None,
+        link_policy: LinkPolicy | None = None,
     ) -> None:
         self.network_key = network_key
         self.transport = transport or TcpTransport()
@@ -258,7 +259,7 @@ class Runtime:
         self.core = MessagingCore(self.node, messaging_config)
         self.directory: dict[int, Address] = {}
         self.links: dict[int, Link] = {}
-        self.link_policy = LinkPolicy()
+        self.link_policy = link_policy or LinkPolicy()
         self.link_policy.max_links = link_share(self.link_policy.max_links)
         self.backpressure = Backpressure()
         self.publishes = PublishBatch(lambda: self.call(_nothing))

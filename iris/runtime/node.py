@@ -74,6 +74,7 @@ from iris.runtime.transport import Address, MemoryTransport, TcpTransport
 from iris.runtime.tunnel import Tunnel
 from iris.runtime.workers import WorkerPool
 from overlay.config import OverlayConfig
+from overlay.link_policy import LinkPolicy
 
 __all__ = ["Node", "NodeObserver", "Registration", "Responder", "SurveyResult", "open_node",
            "time_left"]
@@ -864,14 +865,18 @@ async def open_node(
     messaging_config: MessagingConfig | None = None,
     transport: TcpTransport | MemoryTransport | None = None,
     busy_poll_s: float = 250e-6,
+    link_policy: LinkPolicy | None = None,
 ) -> AsyncIterator[Node]:
     """Start a node, join the ring (or found one when there are no seeds), and yield it.
     Leaving the block leaves the ring gracefully. `busy_poll_s` trades CPU for latency: after
     traffic the node polls this long before its thread sleeps, unless other threads want the
-    CPU (iris.runtime.busy_poll); 0 turns it off."""
+    CPU (iris.runtime.busy_poll); 0 turns it off. `link_policy` changes how the node treats its
+    connections to other nodes (`overlay.link_policy.LinkPolicy`: when idle ones close, how
+    many stay open, when a stalled one is given up)."""
     host, port = parse_address(listen)
     runtime = Runtime(network_key, host, port, overlay_config, messaging_config,
-                      transport=transport, busy_poll=BusyPoll(busy_poll_s))
+                      transport=transport, busy_poll=BusyPoll(busy_poll_s),
+                      link_policy=link_policy)
     join_failed = False
     join_error: BaseException | None = None  # the seeds refused us: see Runtime._reach_seeds
     body_error: BaseException | None = None
