@@ -17,11 +17,13 @@ keep-alive probes. The overlay's own heartbeats and probes are the portable keep
 declare a silent peer failed, which closes its connection.
 
 Idle links close by agreement: one side writes `LinkClose` as its last frame and keeps reading;
-the other answers with its own after everything it had queued, and each side closes once it has
-read the other's. Neither side writes on the connection after its `LinkClose`, so nothing is in
-flight when it ends: no frame is lost the way one written into a connection the peer is
-closing at that moment would be. Frames a side sends meanwhile go over a fresh connection, which
-the receiver reads only after the old one ended (their order holds).
+the other answers with its own after everything it had queued. Each side shuts its write side
+once it has read the other's `LinkClose` and written its own, and the connection ends at the
+other side's end of stream. Neither side writes on the connection after its `LinkClose`, so
+nothing is in flight when it ends: no frame is lost the way one written into a connection the
+peer is closing at that moment would be. Frames a side sends meanwhile wait for a fresh
+connection, dialled only once the old one has ended, when the peer has read all that was
+written on it (their order holds).
 
 A hop given up is never delivered later: when a routed message's acknowledgement does not come
 in time, the message goes another way, and a link to the old next hop that still holds data
