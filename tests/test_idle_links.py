@@ -9,7 +9,7 @@ import trio
 
 import iris
 from iris.runtime.idle_links import idle_links
-from iris.testing import local_nodes, wait_until
+from iris.testing import local_nodes, retry, wait_until
 from overlay.link_policy import LinkPolicy
 
 
@@ -180,13 +180,10 @@ async def test_a_peer_that_does_not_answer_has_the_link_closed_after_the_wait():
             await old.ended.wait()
         assert a.counters["links_closed_unanswered"] == 1
         nodes.resume(nodes[1])
-        with trio.fail_after(20):
-            while True:  # (a request sent while the overlay still doubted the peer may fail)
-                try:
-                    assert await nodes[0].request("svc", b"after", timeout=2) == b"after"
-                    break
-                except iris.IrisError:
-                    await trio.sleep(0.1)
+        with trio.fail_after(20):  # (a request sent while the overlay still doubts b may fail)
+            reply = await retry(lambda: nodes[0].request("svc", b"after", timeout=2),
+                                errors=(iris.IrisError,), pause=0.1)
+        assert reply == b"after"
 
 
 class Echo:

@@ -625,8 +625,8 @@ class Runtime:
         if link.queue.push(encode(LinkClose()), False):
             link.urgent = True
             link.flush()
-        else:  # no room for it: the connection simply ends
-            self._close_link(link, "links_closed_unanswered")
+        else:  # no room for it behind the frames queued: the connection simply ends
+            self._close_link(link, "links_closed_queue_full")
 
     # --------------------------------------------------------------------------- links
     async def _connect(self, address: Address) -> OpenedStream:
