@@ -284,11 +284,13 @@ class OverlayNode:
         too when its acknowledgement came just after: after a 12 s partition of 20 nodes, one
         request in 24 runs ran twice. A probe of the peer in flight was written into the
         dial too: its round trip counts from now, not from before the connection and its
-        handshake (a probe after an idle link closed would make the peer look far)."""
+        handshake (a probe after an idle link closed would make the peer look far), and its
+        timeout too (`_ping_expired`)."""
         self.now = now
         probe = self._probes.by_peer.get(peer)
         if probe is not None and probe.sent_at < now:
             probe.sent_at = now
+            probe.dialled = True
         if not any(pending[1] == peer for pending in self._routes.values()):
             return
         opened = self._opened
@@ -631,9 +633,19 @@ class OverlayNode:
             expired(seq)
 
     def _ping_expired(self, seq: int) -> None:
-        probe = self._probes.expire(seq)
+        probe = self._probes.by_seq.get(seq)
         if probe is None:
             return
+        if probe.dialled and self.now < probe.sent_at + self._ping_timeout:
+            # Written into a dial that connected late (`link_up`): the peer has had the probe
+            # only since the connect. Counted from the write, a probe queued behind a closing
+            # link (up to `LinkPolicy.close_wait_s`) or a SYN retransmitted across a cut ran
+            # out before its peer could answer, and a live peer was probed again, or declared
+            # failed, for the time the dial took.
+            self._expect(self._ping_timeouts, self._ping_timeout, T_PING, seq,
+                         since=probe.sent_at)
+            return
+        self._probes.expire(seq)
         peer, purpose = probe.peer, probe.purpose
         floor = 1 if purpose in VERIFIED_ONCE else self.config.probe_attempts
         if purpose in ONE_MORE:

@@ -46,7 +46,7 @@ FATAL = frozenset((P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
 class Probe:
     """One probe in flight."""
 
-    __slots__ = ("seq", "peer", "sent_at", "purpose", "attempt", "want_leaf")
+    __slots__ = ("seq", "peer", "sent_at", "purpose", "attempt", "want_leaf", "dialled")
 
     def __init__(
         self, seq: int, peer: int, sent_at: float, purpose: int, attempt: int, want_leaf: bool
@@ -57,6 +57,9 @@ class Probe:
         self.purpose = purpose
         self.attempt = attempt
         self.want_leaf = want_leaf  # the answer that counts is the one carrying a leaf set
+        # Written into a dial that connected after it (`OverlayNode.link_up`): `sent_at` was
+        # moved to the connect, and its timeout counts from there too.
+        self.dialled = False
 
 
 _NONE: Mapping[int, Probe] = MappingProxyType({})

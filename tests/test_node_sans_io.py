@@ -183,6 +183,31 @@ def test_a_probe_written_into_a_late_dial_measures_its_round_trip_from_the_conne
     assert a.table.rtt_of(b.id) == pytest.approx(0.0002)
 
 
+def test_a_probe_written_into_a_late_dial_times_out_from_the_connect():
+    """A probe queued while its dial took most of the probe timeout (behind a link closing
+    for idleness, or a SYN retransmitted across a cut) is not retried, nor its peer declared
+    failed, until the peer has had the full timeout to answer; then it is, as any probe."""
+    from overlay.messages import Ping, Pong
+    from overlay.probes import P_TABLE
+
+    a, b = joined_pair(5)
+    timeout = a._ping_timeout
+    a.now = 10.0
+    a.out.clear()
+    a._ping(b.id, P_TABLE)
+    (seq,) = [msg.seq for dest, msg in a.out if dest == b.id and isinstance(msg, Ping)]
+    a.out.clear()
+    a.link_up(b.id, 10.0 + 0.9 * timeout)
+    a.handle_timer(10.0 + timeout)  # its timeout from the write: nothing happens
+    assert a._probes.by_peer[b.id].seq == seq
+    assert not [msg for _, msg in a.out if isinstance(msg, Ping)]
+    a.handle_timer(10.0 + 1.95 * timeout)  # from the connect: probed again
+    (retry,) = [msg for dest, msg in a.out if dest == b.id and isinstance(msg, Ping)]
+    assert retry.seq != seq and a._probes.by_peer[b.id].attempt == 2
+    a.receive(b.id, Pong(retry.seq, True, None), 10.0 + 1.95 * timeout + 0.001)
+    assert b.id in a.table and not a._probes.by_peer
+
+
 def test_a_link_up_for_a_peer_with_no_hop_waiting_is_not_remembered():
     a, b = joined_pair(5)
     a.link_up(b.id, 1.0)
