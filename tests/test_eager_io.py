@@ -2,7 +2,7 @@
 
 import pytest
 import trio
-from conftest import wait_until
+from conftest import LoopPasses, wait_until
 
 from iris.runtime.eager_io import EagerReader, Flusher, Outbox
 
@@ -83,25 +83,18 @@ async def test_finish_writes_the_last_packet_and_ends_the_writer(pair):
 
 async def test_the_reader_sees_the_end_of_the_stream_and_lets_others_run(pair, nursery):
     client, server = pair
-    ticks = 0
-
-    async def other_task():  # counts the scheduler passes it gets
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
-
+    passes = LoopPasses()
     async def send_and_close():
         await client.send_all(b"x" * 300_000)
         await client.aclose()
 
-    nursery.start_soon(other_task)
+    nursery.start_soon(passes.run)
     nursery.start_soon(send_and_close)
     reader = EagerReader(server, max_bytes=1000)
-    before = ticks
+    before = passes.count
     with trio.fail_after(5):
         await read_exactly(reader, 300_000)
-    assert ticks - before >= 100  # a busy stream yields on every read: the other task ran
+    assert passes.count - before >= 100  # a busy stream yields on every read: the other task ran
     with trio.fail_after(5):
         assert await reader.receive() == b""
 
@@ -110,22 +103,15 @@ async def test_a_new_readers_first_receive_takes_no_loop_pass(pair, nursery):
     """A connection's task reads what its client sent first (a relay client's Init) in the pass
     that started it (later reads with data there still yield: see the test above)."""
     client, server = pair
-    ticks = 0
-
-    async def other_task():  # counts the scheduler passes it gets
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
-
-    nursery.start_soon(other_task)
+    passes = LoopPasses()
+    nursery.start_soon(passes.run)
     await client.send_all(b"init")
     with trio.fail_after(5):
         await trio.lowlevel.wait_readable(server.socket)
     reader = EagerReader(server)
-    before = ticks
+    before = passes.count
     assert await reader.receive() == b"init"
-    assert ticks == before  # no pass
+    assert passes.count == before  # no pass
 
 
 async def test_a_batch_inside_a_batch_writes_once_at_the_outer_end(pair):

@@ -9,7 +9,7 @@ import time
 import pytest
 import trio
 import trio.testing
-from conftest import retry, wait_until
+from conftest import LoopPasses, retry, wait_until
 
 import iris
 import iris.testing
@@ -83,21 +83,14 @@ async def test_a_join_made_within_the_call_returns_without_a_loop_pass(monkeypat
     no membership."""
     async with iris.testing.local_nodes(1) as nodes, trio.open_nursery() as nursery:
         node = nodes[0]
-        ticks = 0
-
-        async def other_task():  # counts the scheduler passes it gets
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await trio.lowlevel.checkpoint()
-
-        nursery.start_soon(other_task)
+        passes = LoopPasses()
+        nursery.start_soon(passes.run)
         await trio.lowlevel.checkpoint()
-        before = ticks
+        before = passes.count
         await node.register("solo", Echo())
         await node.register("solo", Echo())  # a second member, into the same tree
         await node.subscribe("solo-news", lambda event: None)
-        assert ticks == before and not node._joined
+        assert passes.count == before and not node._joined
         with trio.CancelScope() as scope:
             scope.cancel()
             await node.register("never", Echo())

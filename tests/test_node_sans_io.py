@@ -8,6 +8,7 @@ import pytest
 from overlay.config import OverlayConfig
 from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Pong
 from overlay.node import ACTIVE, OverlayApp, OverlayNode
+from tests.conftest import shuttle
 
 
 class Recorder(OverlayApp):
@@ -16,21 +17,6 @@ class Recorder(OverlayApp):
 
     def deliver(self, key, payload, origin, hops):
         self.delivered.append((key, payload, origin, hops))
-
-
-def shuttle(nodes, now, rounds=50, drop=lambda src, dest, msg: False):
-    """Deliver every queued message instantly (unless `drop` says it is lost), `rounds`
-    times or until quiet."""
-    for _ in range(rounds):
-        moved = False
-        for node in list(nodes.values()):
-            out, node.out = node.out, []
-            for dest, msg in out:
-                moved = True
-                if dest in nodes and not drop(node.id, dest, msg):
-                    nodes[dest].receive(node.id, msg, now)
-        if not moved:
-            return
 
 
 def ring_by_hand(count, rng, cfg=None, app=lambda node_id: None):

@@ -13,6 +13,7 @@ import random
 from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Pong, Route
 from overlay.node import ACTIVE, JOINING, OverlayApp, OverlayNode
 from overlay.probe_loss import ProbeLoss
+from tests.conftest import shuttle
 
 
 class Recorder(OverlayApp):
@@ -21,20 +22,6 @@ class Recorder(OverlayApp):
 
     def deliver(self, key, payload, origin, hops):
         self.delivered.append((key, payload))
-
-
-def shuttle(nodes, now, drop=lambda src, dest, msg: False, rounds=100):
-    """Deliver every queued message instantly (unless `drop` says it is lost)."""
-    for _ in range(rounds):
-        moved = False
-        for node in list(nodes.values()):
-            out, node.out = node.out, []
-            for dest, msg in out:
-                moved = True
-                if dest in nodes and not drop(node.id, dest, msg):
-                    nodes[dest].receive(node.id, msg, now)
-        if not moved:
-            return
 
 
 def ring(count, seed):
