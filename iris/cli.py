@@ -405,10 +405,24 @@ def _join_advice(message: str) -> str:
 
 
 class _Echo:
-    """`--echo CLUSTER`: answer every request with its own bytes (checks, demos)."""
+    """`--echo CLUSTER`: answer every request and every survey with its own bytes, and send
+    every tunnel message back on its tunnel (checks of a deployment, demos): each pattern that
+    expects an answer gets one from such a member."""
 
     async def handle_request(self, data: bytes) -> bytes:
         return data
+
+    async def handle_survey(self, data: bytes) -> bytes:
+        return data
+
+    async def handle_tunnel(self, tunnel: Any) -> None:
+        from iris.errors import ClosedError
+
+        try:
+            while True:
+                await tunnel.send(await tunnel.receive())
+        except ClosedError:
+            return  # the opener closed it (or its node went away)
 
 
 async def _watch(node: Any, status_interval: float) -> None:
@@ -761,7 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "IRIS_MAX_LINKS)")
     node.add_argument("--echo", action="append", default=[], metavar="CLUSTER",
                       type=_typed(_name("cluster", "echo"), "cluster"),
-                      help="also serve CLUSTER with an echo handler (repeatable; default: "
+                      help="also serve CLUSTER with an echo handler: requests, surveys and "
+                           "tunnel messages come back as they were sent (repeatable; default: "
                            "none)")
     node.set_defaults(func=cmd_node)
 

@@ -338,6 +338,22 @@ async def test_no_members_names_the_cluster():
 
 
 # ------------------------------------------------------------------ a node and its clients
+async def test_the_echo_handler_answers_requests_surveys_and_tunnels():
+    """`iris node --echo CLUSTER` checks a deployment: every pattern that expects an answer
+    gets one from such a member (a survey once went unanswered, a tunnel unserved)."""
+    from iris.cli import _Echo
+
+    async with iris.testing.local_nodes(2) as (server, client):
+        await server.register("echo", _Echo())
+        assert await client.request("echo", b"ping", timeout=5) == b"ping"
+        survey = await client.survey("echo", b"who?", timeout=5)
+        assert survey.complete and list(survey.answers.values()) == [b"who?"]
+        async with await client.tunnel("echo", timeout=5) as tunnel:
+            for data in (b"one", b"", b"x" * 200_000):
+                await tunnel.send(data)
+            assert [await tunnel.receive() for _ in range(3)] == [b"one", b"", b"x" * 200_000]
+
+
 def test_messages_from_stdin_and_files_serve_and_json_logs(tmp_path, key_file):
     """Settings from the environment, JSON logs; binary messages from stdin, a file and a
     non-UTF-8 argument; `iris serve` tells its command which kind of message it got; Ctrl-C
@@ -362,6 +378,9 @@ def test_messages_from_stdin_and_files_serve_and_json_logs(tmp_path, key_file):
             result = run([b"request", b"echo", message, b"--raw"], env=client, input=stdin)
             assert result.returncode == 0, result.stderr
             assert result.stdout == expected
+        asked = run(["survey", "echo", "who is there?"], env=client)
+        assert asked.returncode == 0 and asked.stdout.endswith(b" who is there?\n"), asked
+        assert asked.stderr == b"1 of 1 members answered\n"
         missing = run(["request", "nobody", "x", "--timeout", "2"], env=client)
         one_line(missing, 1, "iris request: no members in cluster 'nobody'")
 
