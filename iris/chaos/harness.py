@@ -232,7 +232,7 @@ class ChaosRun:
         if isinstance(self.topology, NamespaceTopology):
             self.topology.create()
             if o.fault in ("loss", "delay"):  # find out now, not at the fault
-                self.topology.degrade(0, ["delay", "1ms"])
+                self.topology.degrade(0, ["loss", "0%"] if o.fault == "loss" else ["delay", "1ms"])
                 self.topology.heal()
             self.network = f"{o.groups} network namespaces and a router, on a private subnet"
         else:

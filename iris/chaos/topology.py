@@ -5,7 +5,9 @@ a veth pair, on a /24 of a private subnet that exists only inside these namespac
 routed to or from the machine's own network. A cut is what a real partition looks like to TCP:
 two `ip rule ... blackhole` in the router drop every packet from or to the group silently (no
 RST, no ICMP, no link change at either end); the heal deletes them. `loss` and `delay` put a
-netem qdisc on both ends of the group's link, where the kernel has netem.
+netem qdisc on both ends of the group's link, where the kernel has netem. Where it has not,
+loss is still possible (`_random_drop`): a classic BPF filter sends that share of the packets,
+at random, to a class whose queue takes none (delay has no such stand-in).
 
 `LoopbackTopology` is for runs without root or `ip`: every node on 127.0.0.1, groups are only
 labels, and only process faults (pause, kill) are possible.
@@ -38,6 +40,27 @@ def _run(argv: list[str]) -> None:
         raise SetupError(f"`{' '.join(argv)}` failed: {exc.stderr.strip()}") from None
     except subprocess.TimeoutExpired:
         raise SetupError(f"`{' '.join(argv)}` did not finish in 15 s") from None
+
+
+def _random_drop(namespace: str, device: str, share: float) -> None:
+    """Drop `share` of the IP packets leaving `device`, at random, without netem: an HTB root
+    whose class 1:2 queues nothing (pfifo, limit 0), and a classic BPF classifier that sends a
+    packet there when a random number falls below the share (other packets, and ARP, go to
+    the default class 1:1, at a rate no test reaches). Only the classifier and HTB are needed,
+    which kernels without netem's module (nor the gact action's) still have."""
+    tc = ["tc", "-n", namespace]
+    threshold = min(int(share * 2**32), 2**32 - 1)
+    # ld rand (SKF_AD_OFF + SKF_AD_RANDOM); if A >= threshold skip one; ret 1:2; ret 0 (no
+    # match: the default class).
+    program = f"4,32 0 0 {2**32 - 0x1000 + 56},53 1 0 {threshold},6 0 0 {0x10002},6 0 0 0"
+    _run([*tc, "qdisc", "add", "dev", device, "root", "handle", "1:", "htb", "default", "1",
+          "r2q", "100000"])
+    for leaf in ("1:1", "1:2"):
+        _run([*tc, "class", "add", "dev", device, "parent", "1:", "classid", leaf, "htb",
+              "rate", "10gbit"])
+    _run([*tc, "qdisc", "add", "dev", device, "parent", "1:2", "pfifo", "limit", "0"])
+    _run([*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "bpf",
+          "bytecode", program, "classid", "1:2"])
 
 
 def namespaces_possible() -> bool:
@@ -109,13 +132,16 @@ class NamespaceTopology:
             self._rules.append(rule)
 
     def degrade(self, group: int, netem: list[str]) -> None:
-        """`netem` (e.g. ["loss", "30%"]) on both ends of the group's link."""
+        """`netem` (e.g. ["loss", "30%"]) on both ends of the group's link; a loss without
+        netem by `_random_drop`."""
         for namespace, device in ((self.router, f"g{group}"), (self.names[group], "eth0")):
             try:
                 _run(["tc", "-n", namespace, "qdisc", "add", "dev", device, "root", "netem",
                       *netem])
             except SetupError as exc:
-                raise SetupError(f"the kernel has no usable netem qdisc ({exc})") from None
+                if netem[0] != "loss":
+                    raise SetupError(f"the kernel has no usable netem qdisc ({exc})") from None
+                _random_drop(namespace, device, float(netem[1].rstrip("%")) / 100)
             self._qdiscs.append((namespace, device))
 
     def heal(self) -> None:
