@@ -23,7 +23,10 @@ plaintext is a batch of frames (each a 4-byte length and a message): whatever a 
 from its queue for one write is sealed with one AEAD call (`Session.seal_batch`), and the
 receiver opens the record and checks every inner frame's length (`Session.open_batch`) before
 any message is decoded. A record is at most MAX_RECORD bytes, so one message of MAX_FRAME
-bytes still fits.
+bytes still fits. Since wire version 11 the plaintext starts with the sender's clock (4 bytes,
+milliseconds modulo 2**32), from which the receiver learns how late the record is
+(`overlay.transit`); it is inside the AEAD, so nobody on the path can make a record look
+older or younger.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ from overlay.wire import (
 
 HEADER = 4
 TAG = 16  # the AEAD's authentication tag
-MAX_BATCH = MAX_FRAME + HEADER  # the plaintext of one record: at least one whole frame
-MAX_RECORD = MAX_BATCH + TAG  # a record on the wire (the frame limit once the session is up)
+CLOCK = 4  # the sender's clock at the start of a record's plaintext (`overlay.transit`)
+MAX_BATCH = MAX_FRAME + HEADER  # the frames of one record: at least one whole frame
+MAX_RECORD = CLOCK + MAX_BATCH + TAG  # a record on the wire (the frame limit once up)
 NETWORK_KEY_BYTES = 32
 _INFO = b"iris link v1"
 
@@ -130,23 +134,25 @@ class Session:
         self._recv_counter += 1
         return plaintext
 
-    def seal_batch(self, payloads: list[bytes]) -> bytes:
+    def seal_batch(self, payloads: list[bytes], clock: int) -> bytes:
         """`payloads`, in order, as framed records ready to write: one sealed record for all
-        of them (several only when they exceed MAX_BATCH together)."""
+        of them (several only when they exceed MAX_BATCH together), each stamped with
+        `clock`, the sender's clock field (`overlay.transit.clock_field`)."""
+        stamp = clock.to_bytes(CLOCK, "big")
         records = []
-        parts: list[bytes] = []
+        parts: list[bytes] = [stamp]
         size = 0
         for payload in payloads:
             n = len(payload)
             if n > MAX_FRAME:
                 raise LinkError(f"frame of {n} bytes exceeds {MAX_FRAME}")
-            if size + HEADER + n > MAX_BATCH and parts:
+            if size + HEADER + n > MAX_BATCH and size:
                 records.append(self._record(parts))
-                parts, size = [], 0
+                parts, size = [stamp], 0
             parts.append(n.to_bytes(HEADER, "big"))
             parts.append(payload)
             size += HEADER + n
-        if parts:
+        if size:
             records.append(self._record(parts))
         return records[0] if len(records) == 1 else b"".join(records)
 
@@ -154,14 +160,16 @@ class Session:
         sealed = self.seal(b"".join(parts))
         return len(sealed).to_bytes(HEADER, "big") + sealed
 
-    def open_batch(self, sealed: bytes) -> list[bytes]:
-        """The frames of one record, each checked against MAX_FRAME and the record's end."""
+    def open_batch(self, sealed: bytes) -> tuple[int, list[bytes]]:
+        """The sender's clock field and the frames of one record, each frame checked against
+        MAX_FRAME and the record's end."""
         plain = self.open(sealed)
         end = len(plain)
-        if not end:
+        if end <= CLOCK:
             raise LinkError("empty record")
+        clock = int.from_bytes(plain[:CLOCK], "big")
         frames = []
-        at = 0
+        at = CLOCK
         while at < end:
             if end - at < HEADER:
                 raise LinkError("record ends inside a frame header")
@@ -171,7 +179,7 @@ class Session:
                 raise LinkError(f"frame of {size} bytes does not fit its record")
             frames.append(plain[at:at + size])
             at += size
-        return frames
+        return clock, frames
 
 
 class Handshake:

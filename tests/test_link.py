@@ -106,16 +106,17 @@ def records_of(data):
 def test_a_batch_of_frames_travels_in_one_sealed_record_in_order():
     a, b = sessions()
     batch = [b"one", b"", b"three" * 100]
-    data = a.seal_batch(batch)
+    data = a.seal_batch(batch, 7)
     (record,) = records_of(data)
-    assert len(record) == 4 * len(batch) + sum(map(len, batch)) + 16  # one tag for all
-    assert b.open_batch(record) == batch
+    # the sender's clock, then each frame: one tag for all
+    assert len(record) == 4 + 4 * len(batch) + sum(map(len, batch)) + 16
+    assert b.open_batch(record) == (7, batch)
     # the next record continues the counter: a replayed or reordered record fails as a frame does
-    second = records_of(a.seal_batch([b"four"]))[0]
-    third = records_of(a.seal_batch([b"five"]))[0]
+    second = records_of(a.seal_batch([b"four"], 8))[0]
+    third = records_of(a.seal_batch([b"five"], 9))[0]
     with pytest.raises(LinkError):
         b.open_batch(third)
-    assert b.open_batch(second) == [b"four"]
+    assert b.open_batch(second) == (8, [b"four"])
     with pytest.raises(LinkError):
         b.open_batch(second)
 
@@ -123,18 +124,25 @@ def test_a_batch_of_frames_travels_in_one_sealed_record_in_order():
 def test_frames_beyond_one_record_go_in_several_and_oversized_ones_are_refused():
     a, b = sessions()
     big = b"x" * (MAX_FRAME - 10)
-    records = records_of(a.seal_batch([b"small", big, b"after"]))
+    records = records_of(a.seal_batch([b"small", big, b"after"], 2**32 - 1))
     assert len(records) == 2
-    assert [f for r in records for f in b.open_batch(r)] == [b"small", big, b"after"]
+    opened = [b.open_batch(r) for r in records]
+    assert [clock for clock, _ in opened] == [2**32 - 1] * 2  # each record carries the clock
+    assert [f for _, frames in opened for f in frames] == [b"small", big, b"after"]
     with pytest.raises(LinkError):
-        a.seal_batch([b"x" * (MAX_FRAME + 1)])
+        a.seal_batch([b"x" * (MAX_FRAME + 1)], 0)
+
+
+CLOCK = (5).to_bytes(4, "big")
 
 
 @pytest.mark.parametrize("plaintext", [
-    b"",                                   # an empty record
-    b"\x00\x00",                           # a record ending inside a frame header
-    (10).to_bytes(4, "big") + b"short",    # a frame running past the record's end
-    (MAX_FRAME + 1).to_bytes(4, "big"),    # a frame over the limit
+    b"",                                           # an empty record
+    b"\x00\x00",                                   # a record ending inside its clock
+    CLOCK,                                         # a clock and no frame
+    CLOCK + b"\x00\x00",                           # a record ending inside a frame header
+    CLOCK + (10).to_bytes(4, "big") + b"short",    # a frame running past the record's end
+    CLOCK + (MAX_FRAME + 1).to_bytes(4, "big"),    # a frame over the limit
 ])
 def test_records_whose_frames_do_not_fit_close_the_link(plaintext):
     a, b = sessions()

@@ -106,6 +106,31 @@ def test_a_hop_that_was_not_acknowledged_costs_the_request_its_wait():
     assert core.counters["requests_expired"] == 1
 
 
+def test_a_request_that_arrived_late_is_forwarded_with_less_time_left():
+    """A node on the route that is not in the cluster's tree passes the request on less the
+    age it arrived with (a frozen process's backlog, a late record of a link); one whose time
+    ran out goes no further."""
+    from simulations.messaging import MessagingOptions, make_messaging_sim, setup_groups
+    from simulations.messaging_workload import core_of
+    from simulations.scenarios import build_ring
+
+    opts = MessagingOptions(nodes=30, seed=7)
+    sim, work = make_messaging_sim(opts)
+    assert build_ring(sim, opts)["converged"]
+    setup_groups(sim, work, opts)
+    group = cluster_group("c0")
+    core = next(core for core in map(core_of, sim.nodes.values())
+                if group not in core.state.trees)
+    request = Request(group, 1, core.node.id, 2, b"q", 1500)
+    assert core.forward(group, request, 1) is request  # on time: passed on as it is
+    core.state.arrival_age = 0.6
+    forwarded = core.forward(group, request, 1)
+    assert forwarded.time_left_ms == 900 and forwarded.hops == 2
+    core.state.arrival_age = 1.5
+    assert core.forward(group, request, 1) is None
+    assert core.counters["requests_expired"] == 1
+
+
 def test_the_overlay_tells_the_app_how_long_an_unacknowledged_hop_waited():
     from overlay.app import OverlayApp
     from overlay.messages import Lookup

@@ -257,6 +257,10 @@ class MessagingCore(OverlayApp):
             if payload.group in self.state.trees:
                 self.walk.enter(payload)
                 return None
+            if isinstance(payload, Request) and self.state.arrival_age:
+                # It arrived late (a frozen process's backlog, a link's retransmission): its
+                # caller's time left goes on less that wait, as at a walk's step.
+                return self.walk.aged(payload, self.state.arrival_age)
         elif isinstance(payload, Flood) and payload.group in self.state.trees:
             self.flood.spread(payload, None)
             return None

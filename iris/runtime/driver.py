@@ -50,6 +50,7 @@ from overlay.link import MAX_RECORD, FrameReader, Handshake, LinkError, LinkHell
 from overlay.link_policy import CONTROL, LinkPolicy
 from overlay.messages import MAX_ACKS, Addresses, LinkClose, RouteAck
 from overlay.node import OverlayNode
+from overlay.transit import TransitDelay, clock_field
 from overlay.wire import DecodeError, Message, decode, encode, ids_in
 
 log = logging.getLogger("iris.runtime.driver")
@@ -149,6 +150,7 @@ class Link:
         self.close_by = INF  # ... or the connection is closed anyway then
         self.eof_sent = False  # ... and then ours was written, and the write side shut
         self.ended = trio.Event()  # the reader has ended (the stream is closed)
+        self.transit = TransitDelay()  # how late the peer's records arrive (overlay.transit)
 
     @property
     def closed(self) -> bool:
@@ -186,7 +188,7 @@ class Link:
         queue = self.queue
         self.urgent = False
         taken = queue.take(EAGER_BYTES)
-        data = self.session.seal_batch(taken) if taken else b""
+        data = self.session.seal_batch(taken, clock_field(trio.current_time())) if taken else b""
         if self.pending:
             data = self.pending + data
         written = 0
@@ -579,8 +581,8 @@ class Runtime:
                         data, link.pending = link.pending, b""
                     else:
                         link.urgent = False
-                        data = seal_batch(queue.take(BATCH_BYTES))
-                        link.writing_since = trio.current_time()
+                        now = link.writing_since = trio.current_time()
+                        data = seal_batch(queue.take(BATCH_BYTES), clock_field(now))
                     await stream.send_all(data)
                     link.writing_since = None
                     queue.written()
@@ -818,11 +820,23 @@ class Runtime:
             self._after()
 
     def _deliver(self, link: Link, sealed: bytes) -> None:
-        """One record: its frames, in order (read at once: one time for all of them)."""
+        """One record: its frames, in order (read at once: one time for all of them). A
+        record that took longer than the link's best (`overlay.transit`: a retransmitted
+        segment, a queue in either kernel) has its frames told their age, as a frozen
+        process's backlog is (the longer of the two counts)."""
         assert link.session is not None
         now = self.now()
-        for payload in link.session.open_batch(sealed):
-            self._deliver_one(link, decode(payload), now)
+        clock, payloads = link.session.open_batch(sealed)
+        state = self.core.state
+        age = state.arrival_age
+        late = link.transit.extra(clock, trio.current_time())
+        if late > age:
+            state.arrival_age = late
+        try:
+            for payload in payloads:
+                self._deliver_one(link, decode(payload), now)
+        finally:
+            state.arrival_age = age
 
     def _deliver_one(self, link: Link, msg: Message, now: float) -> None:
         if link.peer_closed:
