@@ -237,7 +237,10 @@ class TunnelRun:
                       timeout=600.0, check_every=0.5)
         stream_max_buffered = work.tunnel_max_buffered
         big = bytes(range(256)) * (self.big_mib * 4096)
-        if self.big_mib:
+        # The tunnel may have closed meanwhile (its opener or member failed, a keep-alive went
+        # unacknowledged on a lossy network): then there is no big message to send.
+        still_open = self.opener in sim.nodes and key in work.core(self.opener).tunnels
+        if self.big_mib and still_open:
             work.tunnel_send(self.opener, key, big)
             sim.run_until(lambda: len(log) > messages, timeout=120.0, check_every=0.2)
         numbered = log[:messages]
@@ -249,6 +252,7 @@ class TunnelRun:
             "tunnel_big_intact": (
                 (len(log) > messages and log[messages] == big) if self.big_mib else None),
             "tunnel_max_buffered": stream_max_buffered,
+            "tunnel_closed_early": not still_open,
             "tunnel_window": work.core(self.opener).config.tunnel_window,
             "tunnel_wall_s": round(time.perf_counter() - self.wall, 2),
             "tunnel_key": key,

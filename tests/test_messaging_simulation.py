@@ -147,6 +147,16 @@ def test_churn_keeps_requests_answered_and_nothing_duplicated():
     assert r["broadcast_delivery_ratio"] > 0.9 and r["publish_delivery_ratio"] > 0.9
 
 
+def test_a_tunnel_closed_under_loss_is_reported_not_written_to():
+    """On a lossy network the scenario's tunnel can close before its last message (a
+    keep-alive left unacknowledged): the report says so instead of the run failing with
+    TunnelError on the closed tunnel. (Messaging under loss falls short of its checks today:
+    docs/BENCHMARKS.md, "Real processes under packet loss".)"""
+    r = scenario_messaging(MessagingOptions(nodes=8, seed=1, loss=0.05, links="datagrams"))
+    assert r["tunnel_closed_early"] and not r["tunnel_big_intact"]
+    assert r["tunnel_messages"] < MessagingOptions().tunnel_messages
+
+
 def test_messaging_runs_through_the_wire_codec():
     opts = MessagingOptions(nodes=60, seed=9, requests=500, broadcasts=20, publishes=60,
                             tunnel_messages=200, tunnel_big_mib=1, wire=True)
