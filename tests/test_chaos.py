@@ -245,13 +245,18 @@ def test_the_loss_fault_drops_that_share_of_the_packets_until_the_heal():
     """`degrade` with a loss: netem where the kernel has it, else the random-drop filter (this
     is what runs `--fault loss` on kernels without netem). 30% of 2,000 datagrams: 600 lost
     on average, 20 the standard deviation; the bounds are five of them away."""
-    from iris.chaos.topology import NamespaceTopology
+    from iris.chaos.topology import NO_LOSS, NamespaceTopology, SetupError
 
     before = set(_leftovers())
     topology = NamespaceTopology(2)
     try:
         topology.create()
-        topology.degrade(0, ["loss", "30%"])
+        try:
+            topology.degrade(0, ["loss", "30%"])
+        except SetupError as exc:
+            if NO_LOSS in str(exc):
+                pytest.skip(str(exc))  # neither netem nor HTB with cls_bpf in this kernel
+            raise
         lost = _UDP_COUNT - _udp_received(topology, 0, 1)
         assert 500 <= lost <= 700, lost
         topology.heal()

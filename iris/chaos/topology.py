@@ -33,9 +33,12 @@ class SetupError(Exception):
     """Something the run needs is missing or failed to set up; the message is one line."""
 
 
-def _run(argv: list[str]) -> None:
+NO_LOSS = "the kernel cannot drop packets at random"
+
+
+def _run(argv: list[str], check: bool = True) -> None:
     try:
-        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=15)
+        subprocess.run(argv, check=check, capture_output=True, text=True, timeout=15)
     except subprocess.CalledProcessError as exc:
         raise SetupError(f"`{' '.join(argv)}` failed: {exc.stderr.strip()}") from None
     except subprocess.TimeoutExpired:
@@ -141,7 +144,13 @@ class NamespaceTopology:
             except SetupError as exc:
                 if netem[0] != "loss":
                     raise SetupError(f"the kernel has no usable netem qdisc ({exc})") from None
-                _random_drop(namespace, device, float(netem[1].rstrip("%")) / 100)
+                try:
+                    _random_drop(namespace, device, float(netem[1].rstrip("%")) / 100)
+                except SetupError as why:
+                    _run(["tc", "-n", namespace, "qdisc", "del", "dev", device, "root"],
+                         check=False)
+                    raise SetupError(f"{NO_LOSS}: no netem qdisc ({exc}), and no HTB with a "
+                                     f"BPF classifier ({why})") from None
             self._qdiscs.append((namespace, device))
 
     def heal(self) -> None:
