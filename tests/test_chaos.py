@@ -169,16 +169,22 @@ def test_tail_reads_only_whole_lines(tmp_path):
 
 
 # ------------------------------------------------------------------------ whole runs
-def _chaos(*args: str, timeout: float) -> tuple[int, dict, str]:
-    result = subprocess.run([sys.executable, "-m", "iris.cli", "chaos", "--json", *args],
-                            capture_output=True, text=True, timeout=timeout)
-    report = json.loads(result.stdout) if result.stdout.strip() else {}
-    return result.returncode, report, result.stderr
+def _chaos(*args: str, timeout: float) -> tuple[int, dict, str, str]:
+    """Run `iris chaos --json ARGS`: its exit status, report, stderr, and the prefix of the
+    namespaces it made (its process id: other runs on the machine have theirs)."""
+    proc = subprocess.Popen([sys.executable, "-m", "iris.cli", "chaos", "--json", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    report = json.loads(stdout) if stdout.strip() else {}
+    return proc.returncode, report, stderr, f"iris-chaos-{proc.pid}-"
 
 
-def _leftovers() -> list[str]:
+def _leftovers(prefix: str = "iris-chaos-") -> list[str]:
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line for line in names.splitlines() if line.startswith("iris-chaos-")]
+    return [line.split()[0] for line in names.splitlines() if line.startswith(prefix)]
 
 
 needs_namespaces = pytest.mark.skipif(
@@ -193,14 +199,13 @@ needs_namespaces = pytest.mark.skipif(
     ("--fault", "pause", "--groups", "2", "--nodes", "3", "--duration", "8"),
 ], ids=["partition", "pause"])
 def test_chaos_run_passes_its_checks(args):
-    before = set(_leftovers())
-    status, report, stderr = _chaos(*args, timeout=240)
+    status, report, stderr, prefix = _chaos(*args, timeout=240)
     assert status in (0, 1), stderr
     failed = [c for c in report["checks"] if not c["passed"]]
     assert not failed and status == 0, json.dumps(
         {"failed": failed, "requests": report["figures"]["requests"]}, indent=1)
     assert report["namespaces"]
-    assert set(_leftovers()) <= before  # its namespaces are gone
+    assert _leftovers(prefix) == []  # its namespaces are gone
 
 
 _UDP_COUNT = 2000
@@ -247,7 +252,6 @@ def test_the_loss_fault_drops_that_share_of_the_packets_until_the_heal():
     on average, 20 the standard deviation; the bounds are five of them away."""
     from iris.chaos.topology import NO_LOSS, NamespaceTopology, SetupError
 
-    before = set(_leftovers())
     topology = NamespaceTopology(2)
     try:
         topology.create()
@@ -264,7 +268,7 @@ def test_the_loss_fault_drops_that_share_of_the_packets_until_the_heal():
     finally:
         topology.heal()
         assert topology.close() == []
-    assert set(_leftovers()) <= before
+    assert not set(_leftovers()) & {topology.router, *topology.names}
 
 
 def test_partition_without_namespaces_is_a_setup_error(monkeypatch):
