@@ -173,6 +173,7 @@ class TunnelRun:
         key = work.act(opener, lambda core: core.open_tunnel(cluster, timeout=10.0))
         assert key is not None  # the opener is a live node
         self.key: TunnelKey = key
+        self.window = work.core(opener).config.tunnel_window  # (the opener may die later)
         sim.run_until(lambda: self.member is not None and self.opened, timeout=15.0,
                       check_every=0.1)
         self.filler = b"m" * max(0, size - 8)
@@ -220,8 +221,7 @@ class TunnelRun:
         if tunnel is None:
             return
         # Keep about one window queued: the application waits for credit like a real one.
-        window = core.config.tunnel_window
-        while self.sent < self.messages and tunnel.queued_bytes < window:
+        while self.sent < self.messages and tunnel.queued_bytes < self.window:
             work.tunnel_send(self.opener, key, self.sent.to_bytes(8, "big") + self.filler)
             self.sent += 1
         if self.sent < self.messages:
@@ -253,7 +253,7 @@ class TunnelRun:
                 (len(log) > messages and log[messages] == big) if self.big_mib else None),
             "tunnel_max_buffered": stream_max_buffered,
             "tunnel_closed_early": not still_open,
-            "tunnel_window": work.core(self.opener).config.tunnel_window,
+            "tunnel_window": self.window,
             "tunnel_wall_s": round(time.perf_counter() - self.wall, 2),
             "tunnel_key": key,
         }

@@ -11,27 +11,23 @@ from overlay.link import Session
 from overlay.transit import BUCKET_MS, BUCKETS, WRAP, TransitDelay, clock_field
 
 
-def sent_at(sender_s: float) -> int:
-    return clock_field(sender_s)
-
-
 def test_the_base_is_the_links_best_and_a_record_is_late_by_what_it_exceeds_it():
     """The sender's clock runs 1,000 s ahead of ours; records take 2-5 ms, one 3.2 s (a
     retransmitted segment)."""
     transit = TransitDelay()
     offset = 1000.0
-    assert transit.extra(sent_at(10.0 + offset), 10.005) == 0.0  # the first sets the base
-    assert transit.extra(sent_at(11.0 + offset), 11.002) == 0.0  # a better one lowers it
-    assert transit.extra(sent_at(12.0 + offset), 12.004) == pytest.approx(0.002)
-    assert transit.extra(sent_at(13.0 + offset), 16.202) == pytest.approx(3.2)
+    assert transit.extra(clock_field(10.0 + offset), 10.005) == 0.0  # the first sets the base
+    assert transit.extra(clock_field(11.0 + offset), 11.002) == 0.0  # a better one lowers it
+    assert transit.extra(clock_field(12.0 + offset), 12.004) == pytest.approx(0.002)
+    assert transit.extra(clock_field(13.0 + offset), 16.202) == pytest.approx(3.2)
 
 
 def test_the_clock_field_wraps_and_the_difference_does_not_care():
     wrap_s = WRAP / 1000
     transit = TransitDelay()
-    assert transit.extra(sent_at(wrap_s - 0.5), 7.0) == 0.0  # the sender's field is near 2**32
-    assert transit.extra(sent_at(wrap_s + 0.5), 8.0) == 0.0  # ... and wrapped to near 0
-    assert transit.extra(sent_at(wrap_s + 1.5), 10.0) == pytest.approx(1.0)
+    assert transit.extra(clock_field(wrap_s - 0.5), 7.0) == 0.0  # the sender's field is near 2**32
+    assert transit.extra(clock_field(wrap_s + 0.5), 8.0) == 0.0  # ... and wrapped to near 0
+    assert transit.extra(clock_field(wrap_s + 1.5), 10.0) == pytest.approx(1.0)
 
 
 def test_the_base_follows_clocks_that_drift_apart():
@@ -43,7 +39,7 @@ def test_the_base_follows_clocks_that_drift_apart():
     lateness = []
     for second in range(0, minutes * BUCKET_MS // 1000, 5):
         drift = second / 60 * 0.001
-        lateness.append(transit.extra(sent_at(float(second)), second + 0.002 + drift))
+        lateness.append(transit.extra(clock_field(float(second)), second + 0.002 + drift))
     assert max(lateness) <= (BUCKETS + 1) * 0.001 + 1e-9
     assert lateness[-1] >= 0.0
 

@@ -825,11 +825,12 @@ class Runtime:
         segment, a queue in either kernel) has its frames told their age, as a frozen
         process's backlog is (the longer of the two counts)."""
         assert link.session is not None
-        now = self.now()
+        clock_now = trio.current_time()
+        now = clock_now - self._epoch  # (`now()`, from the one reading)
         clock, payloads = link.session.open_batch(sealed)
         state = self.core.state
         age = state.arrival_age
-        late = link.transit.extra(clock, trio.current_time())
+        late = link.transit.extra(clock, clock_now)
         if late > age:
             state.arrival_age = late
         try:
