@@ -10,11 +10,13 @@ import random
 from iris.core import MessagingCore, topic_group
 from iris.core.messages import (
     Flood,
+    Moved,
     Prune,
     Subscribe,
     SurveyAnswers,
     SurveyAsk,
     TreeAck,
+    TreeDown,
     TreeUp,
 )
 from overlay.node import OverlayNode
@@ -55,14 +57,35 @@ def weigh_a_move(core, parent_rtt, grandparent_rtt, at=10.0):
         core.node.receive(src, TreeAck(GROUP, 7, ancestors), at + rtt)
 
 
-def test_a_member_moves_to_a_nearer_grandparent_and_prunes_its_parent():
+def test_a_member_moves_to_a_nearer_grandparent_and_leaves_its_parent():
     core, tree = member_with_parent()
     weigh_a_move(core, parent_rtt=0.050, grandparent_rtt=0.020)
     assert tree.parent == GRANDPARENT
     assert tree.ancestors == (GRANDPARENT, ROOT)
-    assert (PARENT, Prune(GROUP)) in core.node.out
+    assert (PARENT, Moved(GROUP)) in core.node.out and not sent(core, Prune)
     assert (GRANDPARENT, TreeUp(((GROUP, 1),))) in core.node.out
     assert core.counters["tree_moves"] == 1
+
+
+def test_a_parent_counts_a_child_that_moved_up_outside_its_subtree():
+    """The mover's members are still in the tree: were the parent's own parent to die before
+    its next beat, a survey reaching the parent would count them with the rest beyond it (as
+    not answering), not leave them out of its count."""
+    core, tree = member_with_parent()
+    core.node.receive(PARENT, TreeDown(((GROUP, 10, (GRANDPARENT, ROOT)),)), 1.0)
+    core.node.receive(ASKER, Subscribe(GROUP, ASKER, 3, 0), 1.0)
+    core.node.receive(ASKER, TreeUp(((GROUP, 3),)), 1.1)
+    assert tree.weight == 4 and tree.up_weight == 10
+    core.node.out.clear()
+    core.node.receive(ASKER, Moved(GROUP), 2.0)
+    assert ASKER not in tree.children
+    assert tree.weight == 1 and tree.up_weight == 13  # the tree still holds 14
+    assert (PARENT, TreeUp(((GROUP, 1),))) in core.node.out
+    # A child that leaves the tree (`Prune`) takes its members out of every count.
+    core.node.receive(ASKER + 1, Subscribe(GROUP, ASKER + 1, 2, 0), 3.0)
+    core.node.receive(ASKER + 1, TreeUp(((GROUP, 2),)), 3.1)
+    core.node.receive(ASKER + 1, Prune(GROUP), 4.0)
+    assert tree.weight == 1 and tree.up_weight == 13
 
 
 def test_a_member_stays_when_its_grandparent_is_farther():

@@ -77,6 +77,14 @@ class Prune(Message):
     group: int
 
 
+@wire_message(49, ID)
+class Moved(Message):
+    """Child to parent: drop me, I moved up to one of your ancestors (`iris.core.reshape`).
+    Unlike `Prune`, my subtree is still in the tree, outside yours now."""
+
+    group: int
+
+
 @wire_message(35, records(MAX_TREE_ENTRIES, ID, U32))
 class TreeUp(Message):
     """Child to parent, every tree beat: (group, capacity of my subtree) for each shared tree."""

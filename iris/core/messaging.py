@@ -29,6 +29,7 @@ from iris.core.messages import (
     DirectFlood,
     DirectSubscribe,
     Flood,
+    Moved,
     Prune,
     Reply,
     Request,
@@ -93,6 +94,7 @@ class MessagingCore(OverlayApp):
         self._direct: dict[type[Message], Callable[[int, Any], None]] = {
             TreeAck: self.trees_protocol.on_tree_ack,
             Prune: self.trees_protocol.on_prune,
+            Moved: self.trees_protocol.on_moved,
             TreeUp: self.trees_protocol.on_tree_up,
             TreeDown: self.trees_protocol.on_tree_down,
             Request: self._on_walk,

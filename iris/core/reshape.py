@@ -18,8 +18,11 @@ it answers with `TreeAck` too, adopting it at capacity 0 (so no walk and no surv
 twice), if it is in the tree, the asker is not one of its own ancestors (no loop), and no
 broadcast or event passed it for `reshape_quiet_s`; otherwise `Prune`: refused. With both
 answers in, the node moves if the ancestor is near enough: it takes the ancestor as parent,
-prunes the old one and reports its capacity to the new one (`TreeUp`); else it prunes the
-ancestor. A pure forwarder whose only child moved away prunes itself, as always.
+leaves the old one with `Moved`, not `Prune` (its subtree stays in the tree: the old parent
+counts it outside its own subtree from then on, not only after its own parent's next beat; a
+survey that reached the old parent while that parent's parent was dead counted the members
+that had moved up as if they had left), and reports its capacity to the new one (`TreeUp`);
+else it prunes the ancestor. A pure forwarder whose only child moved away prunes itself, as always.
 
 Why the quiet period: a move shortens the way between the ancestor and the node, so an event
 sent down the new edge could overtake an older one still on the old way through the parent;
@@ -41,7 +44,7 @@ dropped 108 events as out of order without this, 4 with it).
 
 from __future__ import annotations
 
-from iris.core.messages import MAX_ANCESTORS, Prune, Subscribe, TreeAck, TreeUp
+from iris.core.messages import MAX_ANCESTORS, Moved, Prune, Subscribe, TreeAck, TreeUp
 from iris.core.state import CoreState
 from iris.core.tree import Attempt, GroupTree
 
@@ -128,7 +131,7 @@ class Reshaping:
             old = attempt.parent
             tree.set_parent(attempt.candidate, attempt.ancestors, state.now)
             tree.outside_is(attempt.outside)
-            state.node.send(old, Prune(tree.group))
+            state.node.send(old, Moved(tree.group))
             state.node.send(attempt.candidate, TreeUp(((tree.group, tree.weight),)))
             state.count("tree_moves")
         else:

@@ -18,6 +18,7 @@ from iris.core import events as ev
 from iris.core.messages import (
     MAX_ANCESTORS,
     MAX_TREE_ENTRIES,
+    Moved,
     Prune,
     Subscribe,
     TreeAck,
@@ -176,6 +177,19 @@ class Trees:
         elif tree.parent == src:
             tree.parent = None  # our parent disowns us: graft again
             self.graft(tree)
+
+    def on_moved(self, src: int, msg: Moved) -> None:
+        """A child moved up to one of our ancestors (`iris.core.reshape`): its subtree left
+        ours but not the tree, so it counts outside ours now."""
+        tree = self.state.trees.get(msg.group)
+        if tree is None:
+            return
+        entry = tree.children.pop(src, None)
+        if entry is None:
+            return
+        if tree.parent is not None:
+            tree.up_weight += int(entry[0])
+        self.after_weight_change(tree)
 
     def on_tree_up(self, src: int, msg: TreeUp) -> None:
         state = self.state
