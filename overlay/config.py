@@ -87,7 +87,7 @@ class OverlayConfig:
     `proximity_join_rounds` exchanges at most, probing up to `proximity_join_probes` likely
     nearer nodes from each answer (Castro et al.'s second join phase)."""
 
-    proximity_research_s: float = 1.0
+    proximity_second_search_s: float = 1.0
     """A joiner searches row 0 of its table once more this long after the first search (0:
     never). By then the nodes its activation greeted have answered, those that took it into
     their tables with their round trip (nearness is mutual), so the second search starts from

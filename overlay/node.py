@@ -484,8 +484,8 @@ class OverlayNode:
             self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
         if self._seeds:  # the second phase of a join: search the rows with a choice
             self._search_table(C_JOIN)
-            if cfg.proximity_research_s > 0:
-                self._at(now + cfg.proximity_research_s, T_SEARCH)
+            if cfg.proximity_second_search_s > 0:
+                self._at(now + cfg.proximity_second_search_s, T_SEARCH)
             self._seeds = ()  # an active node never joins again
         self._leaf_changed()
         self.app.activated()
@@ -935,7 +935,7 @@ class OverlayNode:
                                   self.config.proximity_join_probes), filled[0][1])
 
     def _on_search_timer(self, _: int) -> None:
-        """The join's second search (`OverlayConfig.proximity_research_s`), of row 0 only:
+        """The join's second search (`OverlayConfig.proximity_second_search_s`), of row 0 only:
         where a late joiner's entries fall short (its row-1 entries were within 5% of the
         nearest possible at 1,000 nodes, its row-0 entries 4 times as far)."""
         if self.state == ACTIVE:
