@@ -24,8 +24,7 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   probes those nodes (`Ping` with `want_leaf`), takes the live ones, probes any closer node their
   answers reveal, and becomes *active* only when no such probe is outstanding (MSPastry's
   consistent join); if not one tentative member answered, it joins again. Then it says `Hello`
-  to everyone it knows, and they add it. A node the joiner probed holds the messages it would
-  deliver for keys nearer the joiner until that `Hello` (`_wait_for_joiner`).
+  to everyone it knows, and they add it.
 - Failure detection: each active node heartbeats its left neighbour every period and its right
   one every few (MSPastry's leaf-set heartbeats); a neighbour silent for `missed_heartbeats` of
   its periods is probed, and declared failed after `probe_attempts` unanswered probes (more
@@ -64,7 +63,7 @@ from overlay.ack_delay import AckDelay
 from overlay.app import OverlayApp
 from overlay.config import OverlayConfig
 from overlay.deadlines import Deadlines
-from overlay.ids import DIGITS, MASK, ring_distance, shared_prefix_len
+from overlay.ids import DIGITS, MASK, shared_prefix_len
 from overlay.leafset import LeafSet
 from overlay.lost_peers import LostPeers, Sweep
 from overlay.messages import (
@@ -108,14 +107,13 @@ __all__ = ["ACTIVE", "CONFIRMING", "JOINING", "LEFT", "OverlayApp", "OverlayNode
 INF = float("inf")
 _LONG_AGO = -INF  # one float object for every node's "never yet", not one each
 _NOBODY: frozenset[int] = frozenset()  # the suspects of a node that suspects nobody
-MAX_JOINERS = 16  # joiners a node waits for at once (`OverlayNode._joining`)
 
 # Node states.
 JOINING, CONFIRMING, ACTIVE, LEFT = "joining", "confirming", "active", "left"
 
 # Timer kinds.
 (T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN, T_APP,
- T_SEARCH, T_JOINERS) = range(11)
+ T_SEARCH) = range(10)
 
 # What a sent message is counted as.
 C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
@@ -158,7 +156,7 @@ class OverlayNode:
         "_route_timeouts", "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count",
         "_probe_loss",
         "_beats", "_beat_count", "_prox_asked", "_prox_rounds", "_prox_size", "_calm_since",
-        "_opened", "_joiners",
+        "_opened",
     )
 
     def __init__(
@@ -243,9 +241,6 @@ class OverlayNode:
         # Peers whose link the driver reported just opened, and when (`link_up`); None while
         # none was (the simulator holds thousands of nodes that never dial across a cut).
         self._opened: dict[int, float] | None = None
-        # Joiners confirming us as a leaf-set member, and since when (`_wait_for_joiner`);
-        # None while there are none.
-        self._joiners: dict[int, float] | None = None
 
     # ===================================================================== driver interface
     @property
@@ -509,12 +504,6 @@ class OverlayNode:
         suspected = self._unsuspect(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
-        joiners = self._joiners
-        if joiners is not None and peer in joiners:
-            del joiners[peer]
-            if not joiners:
-                self._joiners = None
-            self._release(peer)  # what waited for it goes to it now
         took = self.table.consider(peer, rtt)
         if revived and self.state == ACTIVE:
             # It may have lost our side too: our leaf set tells it whom to probe, without
@@ -596,8 +585,6 @@ class OverlayNode:
     def _on_ping(self, src: int, msg: Ping) -> None:
         if msg.active:
             self._heard_active(src)
-        elif msg.want_leaf and self.state == ACTIVE:
-            self._joining(src)
         leaf = self.leaf.members() if msg.want_leaf else None
         category = C_MAINTENANCE if msg.active else C_JOIN
         if msg.want_row:
@@ -1078,9 +1065,6 @@ class OverlayNode:
                         return
                     nh = root
             if nh is None:
-                if self._joiners is not None and self.app.consistent_roots and (
-                        self._wait_for_joiner(msg, avoid, attempt)):
-                    return
                 self.app.deliver(msg.key, payload, msg.origin, msg.hops)
                 return
             if attempt == 1:
@@ -1094,54 +1078,6 @@ class OverlayNode:
         seq = self._seq
         self._send(nh, Route(msg.key, seq, msg.origin, msg.hops + 1, msg.payload), category)
         self._await_ack(seq, (msg, nh, attempt, avoid, self.now))
-
-    def _joining(self, joiner: int) -> None:
-        """`joiner` probes us as a member of its leaf set: it is about to become active, and
-        the root of the keys nearer it than us (`_wait_for_joiner`)."""
-        joiners = self._joiners
-        if joiners is None:
-            joiners = self._joiners = {}
-        elif joiner not in joiners and len(joiners) >= MAX_JOINERS:
-            oldest = min(joiners, key=joiners.__getitem__)
-            del joiners[oldest]
-            self._release(oldest)
-        joiners[joiner] = self.now
-        self._at(self.now + self.config.join_timeout_s, T_JOINERS)
-
-    def _wait_for_joiner(self, msg: Route, avoid: tuple[int, ...], attempt: int) -> bool:
-        """We are the root of `msg.key` by our state, but a joiner that probed us is nearer
-        the key. It becomes the root once active, and its greeting reaches us one network
-        delay after that: a message delivered here meanwhile is at the wrong root (seven of
-        twenty-five `churn` runs of 1,000 nodes had such a lookup). So the message waits for the
-        greeting, then goes to the joiner (`_heard_active`), or for as long as a join may
-        take, then is delivered here (`_on_joiners_timer`)."""
-        joiners = self._joiners
-        assert joiners is not None
-        key, cfg = msg.key, self.config
-        best, nearest = None, ring_distance(self.id, key)
-        for joiner in joiners:
-            distance = ring_distance(joiner, key)
-            if distance < nearest and joiner not in avoid:
-                best, nearest = joiner, distance
-        if best is None or self._held_count >= cfg.max_pending_routes:
-            return False
-        if self._held is None:
-            self._held = {}
-        self._held.setdefault(best, []).append((msg, avoid, attempt, self.now))
-        self._held_count += 1
-        return True
-
-    def _on_joiners_timer(self, _: int) -> None:
-        """Joiners that did not greet us within a join's time are no longer waited for."""
-        joiners = self._joiners
-        if joiners is None:
-            return
-        late = self.now - self.config.join_timeout_s
-        for joiner in [j for j, since in joiners.items() if since <= late]:
-            del joiners[joiner]
-            self._release(joiner)
-        if not joiners:
-            self._joiners = None
 
     def _hold(self, root: int, msg: Route, avoid: tuple[int, ...], attempt: int) -> bool:
         """Keep `msg` until the probe of `root` (a suspect, the root by our state) settles:
@@ -1340,5 +1276,4 @@ _TIMERS: dict[int, Callable[[OverlayNode, int], None]] = {
     T_JOIN: OverlayNode._on_join_timer,
     T_APP: lambda node, token: node.app.timer(token),
     T_SEARCH: OverlayNode._on_search_timer,
-    T_JOINERS: OverlayNode._on_joiners_timer,
 }
