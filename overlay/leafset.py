@@ -77,6 +77,16 @@ class LeafSet:
             return True
         return RING - cw < self._lmax and node not in self.left
 
+    def next_to(self, node: int, within: int = 1) -> bool:
+        """Would `node` be one of the `within` members nearest the owner on a side?"""
+        cw = (node - self.owner) & MASK
+        if cw == 0:
+            return False
+        right, left = self.right, self.left
+        if len(right) < within or cw < self._cw(right[within - 1]):
+            return True
+        return len(left) < within or RING - cw < self._ccw(left[within - 1])
+
     def in_range(self, key: int) -> bool:
         """Does `key` fall between the farthest left and the farthest right member?
 

@@ -10,7 +10,7 @@ false verdicts); and a joiner whose confirmation probes were all lost founded a 
 
 import random
 
-from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Pong, Route
+from overlay.messages import Departed, Heartbeat, Hello, JoinRequest, Lookup, Ping, Pong, Route
 from overlay.node import ACTIVE, JOINING, OverlayApp, OverlayNode
 from overlay.probe_loss import ProbeLoss
 from tests.conftest import shuttle
@@ -211,3 +211,47 @@ def test_a_node_that_sees_heartbeats_lost_probes_a_silent_neighbour_longer():
         a.out.clear()
     assert b.id not in a.leaf
     assert probes > a.config.probe_attempts
+
+
+def test_a_message_for_a_joiner_s_keys_waits_for_its_greeting_not_delivered_at_the_old_root():
+    """A joiner that probed us as a leaf-set member becomes the root of the keys nearer it as
+    soon as it is active, one network delay before its greeting reaches us: a message for such
+    a key waits here for the greeting, then goes to the joiner; if no greeting comes within a
+    join's time, it is delivered here after all."""
+    ids, nodes, apps = ring(8, seed=5)
+    node = nodes[ids[3]]
+    gap = ids[4] - ids[3]
+    joiner = ids[3] + gap // 2
+    near_joiner, near_other = joiner - gap // 8, ids[3] + gap // 8
+    node.receive(joiner, Ping(1, True, False), 1.0)  # the joiner confirms us
+    node.out.clear()
+    node.route(near_joiner, Lookup(node.id, 1), now=1.0)
+    node.route(near_other, Lookup(node.id, 2), now=1.0)
+    assert apps[node.id].delivered == [(near_other, Lookup(node.id, 2))]  # ours, as before
+    assert not [m for _, m in node.out if isinstance(m, Route)]  # the other one waits
+
+    node.receive(joiner, Hello(0.01), 1.05)  # active now, it says so
+    assert [(d, m.key) for d, m in node.out if isinstance(m, Route)] == [(joiner, near_joiner)]
+    assert node._joiners is None  # greeted: nothing kept
+
+    # A joiner that never comes: the message is delivered here once a join's time is up,
+    # not before.
+    other = ids[3] + gap // 3
+    node.receive(other, Ping(2, True, False), 10.0)
+    node.route(other + 1, Lookup(node.id, 3), now=10.0)
+    run_timers(node, 10.0 + node.config.join_timeout_s - 0.1)
+    assert len(apps[node.id].delivered) == 1
+    run_timers(node, 10.0 + node.config.join_timeout_s + 0.1)
+    assert apps[node.id].delivered[-1] == (other + 1, Lookup(node.id, 3))
+    assert node._joiners is None
+
+
+def test_a_joiner_beyond_the_leaf_set_is_not_waited_for():
+    """Only a joiner that would enter our leaf set can be the root of keys we deliver; one
+    farther away costs no record (every node of a large ring is probed by joiners)."""
+    ids, nodes, apps = ring(40, seed=6)
+    node = nodes[ids[0]]
+    far = ids[20] + 1
+    assert not node.leaf.fits(far)
+    node.receive(far, Ping(1, True, False), 1.0)
+    assert node._joiners is None

@@ -138,9 +138,11 @@ def test_churn_keeps_lookups_correct():
     opts = ScenarioOptions(nodes=500, seed=4, churn_s=200.0, session_s=600.0)
     result = scenario_churn(opts)
     assert result["replaced"] > 100
+    assert result["wrong_root"] == 0  # (a lookup lost with a crashed node is counted apart)
     assert result["correct_ratio"] >= 0.99
     assert result["duplicates"] == 0
     assert result["repair_s"] is not None
+    assert result["checks_passed"]
 
 
 def test_rings_started_apart_merge_when_they_can_reach_each_other():
