@@ -77,6 +77,16 @@ class LeafSet:
             return True
         return RING - cw < self._lmax and node not in self.left
 
+    def fitting(self, nodes: list[int]) -> set[int]:
+        """Those of `nodes` (each of which `fits`) that would be members were all of them
+        added: a side with room takes any node, but of several offered at once only the
+        nearest stay."""
+        half = self.half
+        right = sorted({*self.right, *nodes}, key=self._cw)[:half]
+        left = sorted({*self.left, *nodes}, key=self._ccw)[:half]
+        keep = {*right, *left}
+        return {n for n in nodes if n in keep}
+
     def next_to(self, node: int, within: int = 1) -> bool:
         """Would `node` be one of the `within` members nearest the owner on a side?"""
         cw = (node - self.owner) & MASK

@@ -57,6 +57,7 @@ UNITS: dict[str, str] = {
     "split_unreachable": "requests",
     "split_unreachable_failed": "requests",
     "balance_max_over_mean": "most requests one member handled / mean",
+    "balance_dispersion": "variance / mean of the requests members handled",
     "broadcasts": "broadcasts",
     "broadcast_duplicates": "deliveries",
     "publishes": "events",

@@ -58,6 +58,30 @@ def test_fits_means_add_changes(owner, nodes, candidate):
     assert ((list(leaf.left), list(leaf.right)) != before) == predicted
 
 
+@given(ids, st.lists(ids, max_size=40), st.lists(ids, min_size=1, max_size=20))
+def test_fitting_is_what_adding_them_all_would_keep(owner, nodes, offered):
+    leaf = LeafSet(owner, 8)
+    for n in nodes:
+        leaf.add(n)
+    fit = [n for n in offered if leaf.fits(n)]
+    kept = leaf.fitting(fit)
+    for n in fit:
+        leaf.add(n)
+    assert kept == {n for n in fit if n in leaf}
+
+
+@given(ids, st.lists(ids, max_size=40), ids, st.sampled_from([1, 2, 3]))
+def test_next_to_means_among_the_nearest_on_a_side(owner, nodes, candidate, within):
+    leaf = LeafSet(owner, 8)
+    for n in nodes:
+        leaf.add(n)
+    predicted = leaf.next_to(candidate, within)
+    if candidate == owner or candidate in leaf:
+        return
+    leaf.add(candidate)
+    assert predicted == (candidate in leaf.right[:within] or candidate in leaf.left[:within])
+
+
 def test_small_ring_members_sit_on_both_sides():
     leaf = LeafSet(50, 16)
     for n in (10, 20, 90):

@@ -32,7 +32,7 @@ def test_stable_ring_every_pattern_exactly_once():
     r = scenario_messaging(opts)
     assert r["request_success_ratio"] == 1.0
     assert r["request_duplicates"] == 0 and r["request_misdelivered"] == 0
-    assert r["balance_max_over_mean"] <= 1.5
+    assert r["balance_dispersion"] <= 1.6  # as even as picking members at random
     assert r["broadcast_delivery_ratio"] == 1.0 and r["broadcast_duplicates"] == 0
     assert r["publish_delivery_ratio"] == 1.0 and r["publish_duplicates"] == 0
     assert r["publish_order_violations"] == 0

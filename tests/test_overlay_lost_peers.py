@@ -89,3 +89,24 @@ def test_in_a_small_ring_losing_as_many_peers_as_are_left_starts_a_sweep():
                      sweep=sweep)
     lone.remember(1, 0.0, no_jitter, left=0)  # a lone ring's seed, unreachable at the start
     assert lone.next_sweep == 5.0
+
+
+def test_a_death_others_told_of_is_retried_once_and_makes_no_burst():
+    """A peer dropped after others said it died (a crash several nodes agree on) is retried
+    once, for a verifying probe lost to a partition, then left to the peers that found it
+    themselves; three such losses at once are no partition and start no sweep."""
+    sweep = Sweep(burst=3, burst_window_s=10.0, every_s=5.0, for_s=60.0)
+    lost = LostPeers(size=8, forget_s=3600.0, first_retry_s=2.0, max_retry_s=60.0,
+                     sweep=sweep)
+    for peer in (1, 2, 3):
+        assert lost.remember(peer, float(peer), no_jitter, left=16, told=True) == peer + 2.0
+    assert lost.next_sweep == INF
+    assert lost.due(5.0, no_jitter) == [1, 2, 3]
+    assert lost.soonest() == INF  # no second retry
+    assert 1 in lost  # still recorded: named alive, it is retried at once
+    assert lost[1].retry_early(6.0, gap=1.0)
+
+    lost.remember(4, 10.0, no_jitter, left=16)  # one of our own is retried for good
+    for now in (12.0, 16.0, 24.0):
+        assert lost.due(now, no_jitter) == [4]
+    assert lost.soonest() == 40.0
