@@ -24,9 +24,9 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   probes those nodes (`Ping` with `want_leaf`), takes the live ones, probes any closer node their
   answers reveal, and becomes *active* only when no such probe is outstanding (MSPastry's
   consistent join); if not one tentative member answered, it joins again. Then it says `Hello`
-  to everyone it knows, and they add it. A node the joiner probed, and whose leaf set it would
-  enter, holds the messages it would deliver for keys nearer the joiner until that `Hello`
-  (`_wait_for_joiner`).
+  to everyone it knows, and they add it. A node the joiner probed, to which it would be one of
+  the two nearest on a side, holds the messages it would deliver for keys nearer the joiner
+  until that `Hello` (`_wait_for_joiner`).
 - Failure detection: each active node heartbeats its left neighbour every period and its right
   one every few (MSPastry's leaf-set heartbeats); a neighbour silent for `missed_heartbeats` of
   its periods is probed, and declared failed after `probe_attempts` unanswered probes (more
@@ -110,7 +110,9 @@ INF = float("inf")
 _LONG_AGO = -INF  # one float object for every node's "never yet", not one each
 _NOBODY: frozenset[int] = frozenset()  # the suspects of a node that suspects nobody
 MAX_JOINERS = 16  # joiners a node waits for at once (`OverlayNode._joiners`)
-JOINER_REACH = 2  # ... that would be among this many nearest on a side (`_wait_for_joiner`)
+# ... that would be among this many nearest on a side (`_wait_for_joiner`): two, because the
+# nearer one may be a crashed node not yet dropped (one let a wrong root through under churn)
+JOINER_REACH = 2
 
 # Node states.
 JOINING, CONFIRMING, ACTIVE, LEFT = "joining", "confirming", "active", "left"
@@ -245,9 +247,10 @@ class OverlayNode:
         # Peers whose link the driver reported just opened, and when (`link_up`); None while
         # none was (the simulator holds thousands of nodes that never dial across a cut).
         self._opened: dict[int, float] | None = None
-        # Joiners that probed us as a member of their leaf set and would enter ours, and when
-        # they last did (`_wait_for_joiner`); None while there are none. No timer keeps it:
-        # an entry goes at the joiner's `Hello`, or as stale when the next joiner comes.
+        # Joiners that probed us as a member of their leaf set and would be among our
+        # `JOINER_REACH` nearest on a side, and when they last did (`_wait_for_joiner`); None
+        # while there are none. No timer keeps it: an entry goes at the joiner's `Hello`, or
+        # as stale when the next joiner comes.
         self._joiners: dict[int, float] | None = None
 
     # ===================================================================== driver interface
@@ -1114,8 +1117,9 @@ class OverlayNode:
         self._await_ack(seq, (msg, nh, attempt, avoid, self.now))
 
     def _joining(self, joiner: int) -> None:
-        """`joiner` probes us as a member of its leaf set, and would enter ours: it is about
-        to become active, and maybe the root of keys we would deliver (`_wait_for_joiner`).
+        """`joiner` probes us as a member of its leaf set, and would be among our nearest: it
+        is about to become active, and maybe the root of keys we would deliver
+        (`_wait_for_joiner`).
         Joiners that did not greet us within a join's time are forgotten here, and only here
         unless a message waits for them: the record costs no timer."""
         joiners = self._joiners
