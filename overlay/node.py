@@ -515,12 +515,8 @@ class OverlayNode:
         suspected = self._unsuspect(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
-        joiners = self._joiners
-        if joiners is not None and peer in joiners:
-            del joiners[peer]
-            if not joiners:
-                self._joiners = None
-            self._release(peer)  # what waited for it goes to it now
+        if self._joiners is not None:
+            self._forget_joiner(peer)  # greeted: what waited for it goes to it now
         took = self.table.consider(peer, rtt)
         if revived and self.state == ACTIVE:
             # It may have lost our side too: our leaf set tells it whom to probe, without
@@ -1136,7 +1132,8 @@ class OverlayNode:
         joiners[joiner] = self.now  # (kept oldest first)
 
     def _forget_joiner(self, joiner: int) -> None:
-        """Wait for `joiner` no more: what waited for it is routed again, delivered here."""
+        """Wait for `joiner` no more: what waited for it is routed again (to the joiner once it
+        is in our leaf set, else delivered here)."""
         joiners = self._joiners
         if joiners is not None and joiners.pop(joiner, None) is not None:
             if not joiners:
