@@ -16,6 +16,7 @@ import os
 import pathlib
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -203,14 +204,14 @@ def test_a_relay_port_taken_after_the_check_leaves_the_ring_and_says_so(key_file
 # --------------------------------------------------------------------------- joining
 class FakeSeed:
     """A TCP server that is no iris node: `answer` (bytes, or None for nothing) is sent on
-    every connection, which is then closed unless `hold`."""
+    every connection, which is then closed unless `hold` (reset, not closed, if `reset`)."""
 
-    def __init__(self, answer, hold=False):
+    def __init__(self, answer, hold=False, reset=False):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        self.answer, self.hold, self.held = answer, hold, []
+        self.answer, self.hold, self.reset, self.held = answer, hold, reset, []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -225,6 +226,8 @@ class FakeSeed:
             if self.hold:
                 self.held.append(conn)
             else:
+                if self.reset:  # linger on, for no time: the close sends a reset
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
 
     def close(self):
@@ -261,6 +264,7 @@ def test_a_seed_that_is_no_node_of_this_network_fails_the_join_at_once(tmp_path,
     other_key.write_bytes(iris.generate_network_key())
     http = FakeSeed(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     closes = FakeSeed(None)
+    resets = FakeSeed(None, reset=True)
 
     def join(key, port):
         began = time.monotonic()
@@ -276,12 +280,15 @@ def test_a_seed_that_is_no_node_of_this_network_fails_the_join_at_once(tmp_path,
         # Three times, to be sure, with the growing pause between rounds: about 6.6 s on a
         # quiet machine, 11.7 s once under load; either is far from the 60 s join timeout.
         (key_file, closes.port, 25, ["closed the connection"]),
+        # A close without reading what the node sent may reset the connection instead: the
+        # same refusal, not an unreachable seed dialled again until the join times out.
+        (key_file, resets.port, 25, ["closed the connection"]),
     ]
     try:
         with ThreadPoolExecutor(max_workers=len(cases)) as pool:
             results = list(pool.map(lambda case: join(case[0], case[1]), cases))
     finally:
-        for fake in (http, closes):
+        for fake in (http, closes, resets):
             fake.close()
         log = stop_node(seed, lines)
     for (_, _, limit, words), (result, took) in zip(cases, results, strict=True):
