@@ -14,9 +14,9 @@ import argparse
 import json
 import os
 import pathlib
+import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -204,7 +204,8 @@ def test_a_relay_port_taken_after_the_check_leaves_the_ring_and_says_so(key_file
 # --------------------------------------------------------------------------- joining
 class FakeSeed:
     """A TCP server that is no iris node: `answer` (bytes, or None for nothing) is sent on
-    every connection, which is then closed unless `hold` (reset, not closed, if `reset`)."""
+    every connection, which is then closed unless `hold` (once the node has sent its first
+    bytes, left unread, if `reset`: the close then resets the connection)."""
 
     def __init__(self, answer, hold=False, reset=False):
         self.sock = socket.socket()
@@ -226,8 +227,8 @@ class FakeSeed:
             if self.hold:
                 self.held.append(conn)
             else:
-                if self.reset:  # linger on, for no time: the close sends a reset
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if self.reset:  # closed with what the node sent unread, it is reset
+                    select.select([conn], [], [], 5.0)
                 conn.close()
 
     def close(self):
