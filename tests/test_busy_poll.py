@@ -16,18 +16,18 @@ PASSES = 200  # scheduler passes: far more than any hand-over below needs
 
 
 class ThreadClocks:
-    """A wall clock and a CPU clock for the poller, moved by the test: as they are, the
-    thread never waits for its CPU; `wait_for_cpu` makes the next pass one that did."""
+    """A wall clock and a CPU clock for the poller, both trio's (mock) clock: as they are, the
+    thread never waits for its CPU; `wait_for_cpu` moves the wall clock alone, so the next
+    pass is one that did."""
 
     def __init__(self) -> None:
-        self.wall = 0.0
-        self.cpu = 0.0
+        self.waited = 0.0
 
     def clocks(self):
-        return (lambda: self.wall, lambda: self.cpu)
+        return (lambda: trio.current_time() + self.waited, trio.current_time)
 
     def wait_for_cpu(self, seconds: float) -> None:
-        self.wall += seconds
+        self.waited += seconds
 
 
 async def passes_until(predicate) -> int:

@@ -587,11 +587,11 @@ async def test_a_fault_handling_one_peers_input_closes_that_link_not_the_node(ri
     deliver = runtime._deliver
     faults = []
 
-    def faulty(link, sealed):
+    def faulty(link, sealed, clock_now):
         if not faults:
             faults.append(link.peer)
             raise RuntimeError("a fault in the protocol code")
-        deliver(link, sealed)
+        deliver(link, sealed, clock_now)
 
     runtime._deliver = faulty
     # The link that carried the fault closes; requests go on over a new one.

@@ -59,37 +59,45 @@ class BusyPoll:
         """Traffic arrived: poll for another window."""
         if self.window_s:
             self._poked = True
-            if not self._spinning and trio.current_time() >= self._calm_until:
+            if not self._spinning and self._clocks[0]() >= self._calm_until:
                 self._wakeup.set()
 
     async def run(self) -> None:
+        """Each pass of the loop costs this task one checkpoint and one reading of the wall
+        clock: under load the loop is busy anyway, and the pass must stay cheap. The CPU
+        clock (a system call) is read only once the wall clock has moved DESCHEDULED_S since
+        its last reading, as only then can the thread have waited that long for its CPU; and
+        the CPU is given way only by a pass in which no traffic arrived."""
         if not self.window_s:
             return
-        clock = trio.current_time
         wall, cpu = self._clocks
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             self._spinning = True
             try:
-                until = clock() + self.window_s
-                before, before_cpu = wall(), cpu()
+                now = before = wall()
+                until = now + self.window_s
+                before_cpu = cpu()
                 while True:
                     await trio.lowlevel.checkpoint()
-                    if not trio.lowlevel.current_statistics().tasks_runnable:
-                        os.sched_yield()  # another thread that wants this CPU runs first
-                    now, now_cpu = wall(), cpu()
-                    if (now - before) - (now_cpu - before_cpu) > DESCHEDULED_S:
-                        # This thread waited for the CPU: others want it, and spinning would
-                        # only delay them (and, through them, our own traffic).
-                        self._calm_until = clock() + CALM_S
-                        self.contended += 1
-                        break
-                    before, before_cpu = now, now_cpu
                     if self._poked:
                         self._poked = False
-                        until = clock() + self.window_s
-                    elif clock() >= until:
-                        break
+                        now = wall()
+                        until = now + self.window_s
+                    else:
+                        os.sched_yield()  # another thread that wants this CPU runs first
+                        now = wall()
+                        if now >= until:
+                            break
+                    if now - before > DESCHEDULED_S:
+                        now_cpu = cpu()
+                        if (now - before) - (now_cpu - before_cpu) > DESCHEDULED_S:
+                            # This thread waited for the CPU: others want it, and spinning
+                            # would only delay them (and, through them, our own traffic).
+                            self._calm_until = now + CALM_S
+                            self.contended += 1
+                            break
+                        before, before_cpu = now, now_cpu
             finally:
                 self._spinning = False

@@ -31,6 +31,7 @@ from iris.errors import JoinError
 from iris.runtime.accept import link_share
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
+from iris.runtime.eager_io import EagerReader
 from iris.runtime.freezes import FreezeWatch
 from iris.runtime.idle_links import SWEEP_S, idle_links
 from iris.runtime.log_limit import LogLimit
@@ -124,8 +125,10 @@ class Link:
       it meanwhile).
     Streams without a socket (the memory network) are written by the writer task only."""
 
-    def __init__(self, peer: int, pressure: Backpressure) -> None:
+    def __init__(self, peer: int, pressure: Backpressure,
+                 clock: Callable[[], float] = trio.current_time) -> None:
         self.peer = peer
+        self.clock = clock  # trio's time (`Runtime.clock`)
         self.stream: trio.abc.Stream | None = None
         self.session: Session | None = None
         self.socket: Any = None  # the stream's socket object (never a kept fd number)
@@ -188,22 +191,16 @@ class Link:
         queue = self.queue
         self.urgent = False
         taken = queue.take(EAGER_BYTES)
-        data = self.session.seal_batch(taken, clock_field(trio.current_time())) if taken else b""
+        data = self.session.seal_batch(taken, clock_field(self.clock())) if taken else b""
         if self.pending:
             data = self.pending + data
-        written = 0
-        fd = self.socket.fileno()
-        if fd >= 0:
-            try:
-                written = os.write(fd, data)
-            except OSError:  # would block, or broken: the writer's send_all finds out which
-                written = 0
+        written = _write_some(self.socket, data)
         self.burst = True
         if written < len(data):
             self.pending = data[written:]
             self.retry_at = queue.queued_bytes + BURST_BYTES
             if written or self.writing_since is None:
-                self.writing_since = trio.current_time()
+                self.writing_since = self.clock()
             self.wakeup.set()
         else:
             self.pending = b""
@@ -271,8 +268,12 @@ class Runtime:
         # is a process of its own, which SIGSTOP pauses for real.
         self.pause = Pause() if isinstance(self.transport, MemoryTransport) else None
         self.on_events: Callable[[list[Event]], None] = lambda events: None
+        # trio's time: the run's clock read directly (serve), without the two calls of
+        # `trio.current_time` in front of it; inputs read it several times each.
+        self.clock: Callable[[], float] = trio.current_time
         self.counters: dict[str, int] = {}
         self.joined = trio.Event()
+        self._activated = False  # joined is set
         self.seed_problems: dict[Address, str] = {}  # why each seed failed last (join errors)
         self._nursery: trio.Nursery | None = None
         self._tasks: Spawner | None = None  # where the node's tasks start: see tasks_in
@@ -291,7 +292,7 @@ class Runtime:
 
     # ------------------------------------------------------------------------ lifecycle
     def now(self) -> float:
-        return trio.current_time() - self._epoch
+        return self.clock() - self._epoch
 
     def trio_time(self, core_time: float) -> float:
         """A time of the cores' clock on trio's."""
@@ -313,7 +314,8 @@ class Runtime:
     async def serve(self, seeds: list[Address], join_timeout: float,
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, join through `seeds` (or found a ring), then run until cancelled."""
-        self._epoch = trio.current_time()
+        self.clock = trio.lowlevel.current_clock().current_time
+        self._epoch = self.clock()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             tasks = self._tasks = self.tasks_in(nursery)
@@ -401,8 +403,9 @@ class Runtime:
             self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------- the one loop step
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run an application call on the cores (with the clock set) and act on its output.
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run an application call, `fn(*args)`, on the cores (with the clock set) and act on
+        its output (the arguments spare the hot paths a lambda per call).
         A paused node's tasks make none; one from outside (a test's) is refused, as the
         application of a stopped process calls nothing."""
         self._check_running()
@@ -410,7 +413,7 @@ class Runtime:
         try:
             if self.publishes.payloads:
                 self._take_publishes()  # the earlier publishes leave first
-            return fn()
+            return fn(*args)
         finally:
             self._after()
 
@@ -459,7 +462,8 @@ class Runtime:
         while self.core.events:  # handling events may cause more (a drained queue)
             events, self.core.events = self.core.events, []
             self.on_events(events)
-        if node.active and not self.joined.is_set():
+        if not self._activated and node.active:
+            self._activated = True  # (a flag: this runs after every input)
             self.joined.set()
         hold, self.hold_acks = self.hold_acks, False
         if self._dirty:
@@ -534,7 +538,7 @@ class Runtime:
             if address is None or self._tasks is None:
                 self.count("sent_to_unknown_address")
                 return
-            link = self.links[dest] = Link(dest, self.backpressure)
+            link = self.links[dest] = Link(dest, self.backpressure, self.clock)
             self._tasks.start_soon(self._dial, link, address)
         told, directory = link.told, self.directory
         entries = None
@@ -583,7 +587,9 @@ class Runtime:
                         link.urgent = False
                         now = link.writing_since = trio.current_time()
                         data = seal_batch(queue.take(BATCH_BYTES), clock_field(now))
-                    await stream.send_all(data)
+                    written = _write_some(link.socket, data)
+                    if written < len(data):
+                        await stream.send_all(data[written:] if written else data)
                     link.writing_since = None
                     queue.written()
             finally:
@@ -655,7 +661,7 @@ class Runtime:
         """Every stream gets its own Link and reader. The one registered for sending stays
         until it closes, so a peer's frames never switch streams mid-flow (order holds);
         a second stream (both sides dialed at once) is only read from."""
-        link = Link(peer, self.backpressure)
+        link = Link(peer, self.backpressure, self.clock)
         current = self.links.get(peer)
         if (current is None or current.closed) and not any(
                 other.peer == peer and other.closing for other in self._running):
@@ -762,12 +768,13 @@ class Runtime:
         self._tasks.start_soon(self._write_loop, link)
         self._running.add(link)
         try:
+            incoming = EagerReader(link.stream, READ_BYTES)
             with trio.CancelScope() as link.reading:
                 self._deliver_all(link, leftover)
                 while not link.closed:
                     if link.peer_closed and not link.eof_sent:
                         await self._shut_writing(link)
-                    data = await link.stream.receive_some(READ_BYTES)
+                    data = await incoming.receive()
                     if not data:
                         break
                     if link.socket is not None:  # (in-process links wake no halted CPU)
@@ -811,24 +818,24 @@ class Runtime:
         backlog lasts until a read comes back short of `READ_BYTES` (a `full` one leaves more
         waiting in the kernel: measured, a backlog of events and requests several reads long
         had its later requests run as fresh, twice and after their deadline)."""
-        state, now = self.core.state, trio.current_time()
+        state, now = self.core.state, self.clock()
         state.arrival_age = age = self.freezes.backlog_age(link.read_at, now)
         if not (age and full):
             link.read_at = now
         try:
             for sealed in frames:
-                self._deliver(link, sealed)
+                self._deliver(link, sealed, now)
         finally:
             state.arrival_age = 0.0
             self._after()
 
-    def _deliver(self, link: Link, sealed: bytes) -> None:
-        """One record: its frames, in order (read at once: one time for all of them). A
+    def _deliver(self, link: Link, sealed: bytes, clock_now: float) -> None:
+        """One record: its frames, in order, at `clock_now` (trio's time of the read that
+        brought it: one time for all the frames of a read). A
         record that took longer than the link's best (`overlay.transit`: a retransmitted
         segment, a queue in either kernel) has its frames told their age, as a frozen
         process's backlog is (the longer of the two counts)."""
         assert link.session is not None
-        clock_now = trio.current_time()
         now = clock_now - self._epoch  # (`now()`, from the one reading)
         clock, payloads = link.session.open_batch(sealed)
         state = self.core.state
@@ -878,6 +885,22 @@ class Runtime:
         link.emptied()
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
+
+
+def _write_some(sock: Any, data: bytes) -> int:
+    """Hand `data` to the kernel at once, as much as it takes (0 for a stream without a
+    socket, one that would block, or one that broke: `send_all` then finds out which). The
+    writer task's write then costs no pass of trio's loop when the kernel takes it all, as
+    it almost always does."""
+    if sock is None:
+        return 0
+    fd = sock.fileno()
+    if fd < 0:
+        return 0
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return 0
 
 
 def _refusal(exc: LinkError | trio.BrokenResourceError | trio.TooSlowError, received: bytes,

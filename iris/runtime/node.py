@@ -193,7 +193,8 @@ class Node:
         self._nursery = nursery
         self._workers = WorkerPool(nursery)
         runtime.on_events = self._on_events
-        self._waiting: dict[int, RequestCallback] = {}  # req_id -> what to call with the outcome
+        # req_id -> what to call with the outcome, and the cluster asked (for its errors)
+        self._waiting: dict[int, tuple[RequestCallback, str]] = {}
         self._early: dict[int, ev.RequestDone] = {}  # outcomes within `core.request` calls
         self._surveying: dict[int, SurveyCallback] = {}  # sid -> what to call with the outcome
         self._early_surveys: dict[int, ev.SurveyDone] = {}  # outcomes within `core.survey`
@@ -304,20 +305,18 @@ class Node:
         if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         check_payload(payload)
-        on_done = _naming(on_done, cluster)
         if self.observer is not None:
             on_done = _observed(on_done, self.observer, trio.current_time())
         self._starting += 1  # an outcome can come before `core.request` returns its id
         try:
-            req_id = self._runtime.call(
-                lambda: self._runtime.core.request(cluster, payload, timeout))
+            req_id = self._runtime.call(self._runtime.core.request, cluster, payload, timeout)
         finally:
             self._starting -= 1
         early = self._early.pop(req_id, None)
         if early is None:
-            self._waiting[req_id] = on_done
+            self._waiting[req_id] = (on_done, cluster)
         else:
-            _finish(on_done, early)
+            _finish(on_done, cluster, early)
 
     async def survey(
         self, cluster: str, payload: bytes,
@@ -524,9 +523,9 @@ class Node:
             handlers[type(event)](event)
 
     def _on_request_done(self, event: ev.RequestDone) -> None:
-        on_done = self._waiting.pop(event.req_id, None)
-        if on_done is not None:
-            _finish(on_done, event)
+        waiting = self._waiting.pop(event.req_id, None)
+        if waiting is not None:
+            _finish(*waiting, event)
         elif self._starting:  # within `core.request`: see start_request
             self._early[event.req_id] = event
 
@@ -649,7 +648,7 @@ class Node:
         handler = self._handlers.get(event.cluster)
         core = self._runtime.core
         deadline = self._runtime.trio_time(event.deadline)
-        if trio.current_time() >= deadline:  # waited for a worker past its caller's patience
+        if self._runtime.clock() >= deadline:  # waited for a worker past its caller's patience
             self._runtime.release_acks()
             self._runtime.count("requests_expired_in_queue")  # the core counts its own
             self._runtime.call(lambda: core.expired(event.token))
@@ -664,7 +663,7 @@ class Node:
                 raise TypeError(f"handle_request returned {type(reply).__name__}, not bytes")
             data = bytes(reply)
             check_payload(data)
-            self._runtime.call(lambda: core.reply(event.token, data))
+            self._runtime.call(core.reply, event.token, data)
         except Exception as exc:  # the caller gets the text as RemoteError
             message = str(exc) or type(exc).__name__
             self._runtime.call(lambda: core.reply(event.token, error=message))
@@ -739,7 +738,7 @@ class Node:
         (a `receive` or `send` waiting on one raises ClosedError, an opening too)."""
         self._closed = True
         waiting, self._waiting = self._waiting, {}
-        for on_done in waiting.values():
+        for on_done, _ in waiting.values():
             on_done(None, ClosedError("node closed"))
         surveying, self._surveying = self._surveying, {}
         for on_survey in surveying.values():
@@ -811,11 +810,11 @@ class _Outcome(Generic[_T]):
         return self._result
 
 
-def _finish(on_done: RequestCallback, outcome: ev.RequestDone) -> None:
+def _finish(on_done: RequestCallback, cluster: str, outcome: ev.RequestDone) -> None:
     if outcome.status == OK:
         on_done(outcome.payload, None)
     else:
-        on_done(None, _error(outcome.status, outcome.error))
+        on_done(None, _named(_error(outcome.status, outcome.error), cluster))
 
 
 def _finish_survey(on_done: SurveyCallback, outcome: ev.SurveyDone) -> None:
@@ -849,10 +848,6 @@ def _named(error: IrisError, cluster: str) -> IrisError:
     if type(error) is NoSuchClusterError:
         return NoSuchClusterError(f"no members in cluster {cluster!r}")
     return error
-
-
-def _naming(on_done: RequestCallback, cluster: str) -> RequestCallback:
-    return lambda reply, error: on_done(reply, error and _named(error, cluster))
 
 
 @asynccontextmanager
