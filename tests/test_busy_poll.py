@@ -93,3 +93,28 @@ async def test_a_thread_that_waited_for_its_cpu_stops_polling_for_a_while(nurser
     mock_clock.jump(busy_poll.CALM_S)
     poll.poke()
     await passes_until(lambda: poll._spinning)
+
+
+async def test_only_a_pass_in_which_the_node_did_nothing_gives_the_cpu_away(
+        nursery, mock_clock, monkeypatch):
+    yields = []
+    monkeypatch.setattr(busy_poll.os, "sched_yield", lambda: yields.append(1))
+    clocks = ThreadClocks()
+    wall, cpu = clocks.clocks()
+    busy = True
+
+    def working_wall():  # read once a pass: the node handles an input in every pass
+        poll.worked = busy
+        return wall()
+
+    poll = BusyPoll(0.005, clocks=(working_wall, cpu))
+    nursery.start_soon(poll.run)
+    poll.poke()
+    await passes_until(lambda: poll._spinning)
+    for _ in range(20):
+        await trio.lowlevel.checkpoint()
+    assert poll._spinning and not yields
+    busy = False  # idle passes: each gives way to other threads first
+    for _ in range(20):
+        await trio.lowlevel.checkpoint()
+    assert poll._spinning and len(yields) >= 18

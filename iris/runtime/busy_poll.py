@@ -13,7 +13,7 @@ The price is CPU: at most one window of polling after each burst of traffic, non
 node is idle, and under load one cheap task switch per loop pass (the loop is busy anyway).
 A machine whose CPUs other threads want pays nothing more: a polling pass that took longer on
 the clock than in the thread's CPU time (`DESCHEDULED_S`) means the thread waited for its CPU,
-and then nobody polls for `CALM_S`; and a pass with nothing else to run gives way to any other
+and then nobody polls for `CALM_S`; and a pass in which the node did nothing gives way to any other
 thread (`sched_yield`) first. Measured beside the peers on 2 cores (`peers_bench.py`, 16
 callers and sequential requests, 2026-11-30): sequential round trips 245-265 us -> 150-160 us
 with 250 us of polling on an idle machine, requests/s unchanged (~26k); with two other
@@ -50,6 +50,7 @@ class BusyPoll:
         self.window_s = window_s
         self._clocks = clocks
         self._poked = False
+        self.worked = False  # the node handled an input since the last pass (Runtime sets it)
         self._spinning = False
         self._wakeup = trio.Event()
         self._calm_until = 0.0
@@ -67,7 +68,8 @@ class BusyPoll:
         clock: under load the loop is busy anyway, and the pass must stay cheap. The CPU
         clock (a system call) is read only once the wall clock has moved DESCHEDULED_S since
         its last reading, as only then can the thread have waited that long for its CPU; and
-        the CPU is given way only by a pass in which no traffic arrived."""
+        the CPU is given way only by a pass in which the node did nothing (no traffic read,
+        no input handled: `worked`)."""
         if not self.window_s:
             return
         wall, cpu = self._clocks
@@ -82,11 +84,14 @@ class BusyPoll:
                 while True:
                     await trio.lowlevel.checkpoint()
                     if self._poked:
-                        self._poked = False
+                        self._poked = self.worked = False
                         now = wall()
                         until = now + self.window_s
                     else:
-                        os.sched_yield()  # another thread that wants this CPU runs first
+                        if self.worked:
+                            self.worked = False
+                        else:
+                            os.sched_yield()  # another thread that wants this CPU runs first
                         now = wall()
                         if now >= until:
                             break

@@ -432,6 +432,7 @@ class Runtime:
 
     def _after(self) -> None:
         node = self.node
+        self.busy_poll.worked = True
         if node.given_up:
             self._reset_given_up()
         while node.out:
