@@ -5,6 +5,7 @@ These tests play the writer: `take` or `take_all`, then `written` once the bytes
 kernel (with what a short write left over, if any).
 """
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,9 +213,11 @@ def test_one_lane_with_short_writes_loses_and_repeats_nothing(steps):
     assert written == pushed
 
 
-async def test_a_producer_that_always_finds_room_still_gives_other_tasks_a_turn():
+@pytest.mark.parametrize("asks", ["room", "free first"])
+async def test_a_producer_that_always_finds_room_still_gives_other_tasks_a_turn(asks):
     """Links write eagerly, so a fast producer may never be congested: `room()` yields once
-    every TURN_EVERY calls, and the node's readers and timers are not held up by a burst."""
+    every TURN_EVERY calls, and the node's readers and timers are not held up by a burst.
+    `free()` (which `Node.request` asks first, sparing itself the coroutine) keeps the count."""
     import trio
 
     from iris.runtime.backpressure import TURN_EVERY
@@ -231,7 +234,8 @@ async def test_a_producer_that_always_finds_room_still_gives_other_tasks_a_turn(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(other)
         for _ in range(3 * TURN_EVERY):
-            await pressure.room()
+            if asks == "room" or not pressure.free():
+                await pressure.room()
             calls += 1
         nursery.cancel_scope.cancel()
     # `other` ran only when the producer had made a multiple of TURN_EVERY calls, and it did

@@ -37,6 +37,14 @@ class Backpressure:
         if self.queued <= self._low:
             self._room.set()
 
+    def free(self) -> bool:
+        """Whether `room()` would return at once without yielding; if so, this counts as one
+        of its calls. A caller that gets True spares itself `room()`'s coroutine."""
+        if self.queued <= self._high and self._calls < TURN_EVERY - 1:
+            self._calls += 1
+            return True
+        return False
+
     async def room(self) -> None:
         """Return at once unless congested; then once the queues drained to the low-water mark.
         Every TURN_EVERY calls that find room, it yields once (a trio checkpoint): links

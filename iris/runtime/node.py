@@ -291,7 +291,9 @@ class Node:
         """Ask one member of `cluster`: its reply, or RemoteError, NoSuchClusterError,
         LimitExceededError or TimeoutError. `timeout` travels with the request into the core,
         whose one deadline heap turns silence into TimeoutError."""
-        await self._runtime.backpressure.room()
+        pressure = self._runtime.backpressure
+        if not pressure.free():
+            await pressure.room()
         outcome: _Outcome[bytes] = _Outcome()
         self.start_request(cluster, payload, timeout, outcome)
         return await outcome.value()
