@@ -13,8 +13,8 @@ The price is CPU: at most one window of polling after each burst of traffic, non
 node is idle, and under load one cheap task switch per loop pass (the loop is busy anyway).
 A machine whose CPUs other threads want pays nothing more: a polling pass that took longer on
 the clock than in the thread's CPU time (`DESCHEDULED_S`) means the thread waited for its CPU,
-and then nobody polls for `CALM_S`; and a pass in which the node did nothing gives way to any other
-thread (`sched_yield`) first. Measured beside the peers on 2 cores (`peers_bench.py`, 16
+and then nobody polls for `CALM_S`; and a pass in which the node did nothing gives way to any
+other thread (`sched_yield`) first. Measured beside the peers on 2 cores (`peers_bench.py`, 16
 callers and sequential requests, 2026-11-30): sequential round trips 245-265 us -> 150-160 us
 with 250 us of polling on an idle machine, requests/s unchanged (~26k); with two other
 processes spinning on both cores, 243-248 us -> 252 us and ~15k requests/s both (polling

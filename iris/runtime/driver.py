@@ -586,7 +586,7 @@ class Runtime:
                         data, link.pending = link.pending, b""
                     else:
                         link.urgent = False
-                        now = link.writing_since = trio.current_time()
+                        now = link.writing_since = link.clock()
                         data = seal_batch(queue.take(BATCH_BYTES), clock_field(now))
                     written = _write_some(link.socket, data)
                     if written < len(data):
