@@ -17,6 +17,7 @@ import pathlib
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -207,12 +208,13 @@ class FakeSeed:
     every connection, which is then closed unless `hold` (once the node has sent its first
     bytes, left unread, if `reset`: the close then resets the connection)."""
 
-    def __init__(self, answer, hold=False, reset=False):
+    def __init__(self, answer, hold=False, reset=False, reset_at_once=False):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.answer, self.hold, self.reset, self.held = answer, hold, reset, []
+        self.reset_at_once, self.accepted = reset_at_once, 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -221,6 +223,11 @@ class FakeSeed:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.accepted += 1
+            if self.reset_at_once:  # as soon as it is accepted: a reset, not a close
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
             if self.answer is not None:
                 conn.recv(65536)
                 conn.sendall(self.answer)
@@ -317,6 +324,24 @@ async def test_a_silent_seed_fails_the_join_after_two_handshake_timeouts(monkeyp
         assert len(silent.held) == 2
     finally:
         silent.close()
+
+
+async def test_a_seed_that_resets_each_connection_it_accepts_fails_the_join_soon():
+    """A service that accepts and resets at once: the reset may reach the node while it still
+    connects (trio's connect then fails) or during the handshake. Either way the seed is
+    refused like one that closes, not dialled again as unreachable until the join times out."""
+    resets = FakeSeed(None, reset_at_once=True)
+    try:
+        began = trio.current_time()
+        with pytest.raises(iris.JoinError, match=rf"the seed at 127.0.0.1:{resets.port} "
+                                                 r"(reset|closed) the connection"):
+            async with iris.open_node(network_key=iris.generate_network_key(),
+                                      seeds=[f"127.0.0.1:{resets.port}"], join_timeout=60):
+                pass
+        assert trio.current_time() - began < 25  # three tries with the growing pause
+        assert resets.accepted == 3
+    finally:
+        resets.close()
 
 
 async def test_the_join_error_says_why():

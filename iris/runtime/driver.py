@@ -16,6 +16,7 @@ sender tells the receiver where those nodes listen (once per link).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
@@ -640,8 +641,17 @@ class Runtime:
     # --------------------------------------------------------------------------- links
     async def _connect(self, address: Address) -> OpenedStream:
         """Dial `address` and run the handshake; the stream is closed if that fails."""
-        with trio.fail_after(self.link_policy.dial_timeout_s):
-            stream = await self.transport.connect(*address)
+        try:
+            with trio.fail_after(self.link_policy.dial_timeout_s):
+                stream = await self.transport.connect(*address)
+        except OSError as exc:
+            if _reset_as_accepted(exc):
+                # A service that accepts and resets at once (its reset may come before the
+                # connect returns): refused like one that closes without a word, not dialled
+                # again as unreachable until a join times out.
+                raise PeerRefused("reset the connection as soon as it accepted it (is it an "
+                                  "iris node?)", give_up_after=3) from None
+            raise
         tune(stream, self.link_policy)
         try:
             return await self._handshake(stream, dialer=True)
@@ -902,6 +912,15 @@ def _write_some(sock: Any, data: bytes) -> int:
         return os.write(fd, data)
     except OSError:
         return 0
+
+
+def _reset_as_accepted(exc: OSError) -> bool:
+    """Whether a failed connect was reset by the peer (every address tried, for trio's
+    `open_tcp_stream`, which raises one OSError caused by a group of the attempts' errors):
+    the peer accepted the connection, then reset it, where a closed port refuses it."""
+    cause = exc.__cause__
+    errors = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [exc]
+    return all(getattr(error, "errno", None) == errno.ECONNRESET for error in errors)
 
 
 def _refusal(exc: LinkError | trio.BrokenResourceError | trio.TooSlowError, received: bytes,
