@@ -80,8 +80,7 @@ class Walk:
         parent = tree.parent
         if parent is not None and parent != came_from and tree.up_weight > 0:
             options.append((parent, float(tree.up_weight)))
-        total = sum(w for _, w in options)
-        if total <= 0:
+        if not options:
             if parent is not None and parent != came_from and msg.hops < MAX_WALK_HOPS:
                 self._forward(msg, parent, held)  # nothing known below: the root knows more
             elif came_back:
@@ -94,12 +93,13 @@ class Walk:
             else:
                 self._forward(msg, None, held)
             return
-        pick = state.node.rng.random() * total
-        target: int | None = None
-        for target, weight in options:  # noqa: B007 - the loop's last target is the pick
-            pick -= weight
-            if pick < 0:
-                break
+        target: int | None = options[0][0]
+        if len(options) > 1:  # (a single option, as at a leaf member, needs no draw)
+            pick = state.node.rng.random() * sum(w for _, w in options)
+            for target, weight in options:  # noqa: B007 - the loop's last target is the pick
+                pick -= weight
+                if pick < 0:
+                    break
         if target is not None:
             self._forward(msg, target, held)
         elif isinstance(msg, Request):
