@@ -1235,13 +1235,16 @@ class OverlayNode:
 
     def _on_route_ack(self, src: int, msg: RouteAck) -> None:
         routes = self._routes
+        acked = 0
         for seq in msg.seqs:
             pending = routes.get(seq)
             if pending is not None and pending[1] == src:
                 del routes[seq]
-                self._probe_loss.exchanges(0)
+                acked += 1
                 if not seq & 7:  # one acknowledgement in eight is plenty to follow the trend
                     self._ack_sample(self.now - pending[4])
+        if acked:  # (counted once for a driver's merged acknowledgements)
+            self._probe_loss.exchanges(0, acked)
         if not routes:
             self._route_timeouts.clear()  # its timer, when it fires, finds nothing due
             # A dict keeps the room of its largest burst when emptied: back to the shared one.
