@@ -1,4 +1,5 @@
 import random
+from array import array
 
 from overlay.ids import digit, shared_prefix_len
 from overlay.routing_table import UNKNOWN_RTT, RoutingTable
@@ -8,6 +9,11 @@ OWNER = int("a" * 32, 16)
 
 def node(prefix: str) -> int:
     return int(prefix + "0" * (32 - len(prefix)), 16)
+
+
+def single(rtt: float) -> float:
+    """`rtt` as the table keeps it: single precision (an RTT needs no more)."""
+    return array("f", [rtt])[0]
 
 
 def test_cells_follow_prefix_and_digit():
@@ -26,7 +32,7 @@ def test_nearer_node_replaces_incumbent():
     t.consider(far, rtt=0.080)
     assert not t.consider(near)  # unmeasured: does not displace a measured entry
     assert t.consider(near, rtt=0.010)
-    assert t.get(0, 0xB) == near and t.rtt_of(near) == 0.010
+    assert t.get(0, 0xB) == near and t.rtt_of(near) == single(0.010)
     assert not t.consider(far, rtt=0.050)
 
 
@@ -56,10 +62,10 @@ def test_an_entry_keeps_the_least_round_trip_seen():
     a, b = node("b1"), node("b2")
     t.consider(a, rtt=0.020)
     t.consider(a, rtt=0.030)
-    assert t.rtt_of(a) == 0.020
+    assert t.rtt_of(a) == single(0.020)
     assert not t.consider(b, rtt=0.025)
     t.consider(a, rtt=0.012)
-    assert t.rtt_of(a) == 0.012
+    assert t.rtt_of(a) == single(0.012)
 
 
 def test_packed_cells_behave_as_a_grid_of_cells():
@@ -85,16 +91,16 @@ def test_packed_cells_behave_as_a_grid_of_cells():
         changed = t.consider(n, rtt)
         measured = UNKNOWN_RTT if rtt is None else rtt
         if held is None:
-            grid[cell] = (n, measured)
+            grid[cell] = (n, single(measured))
             deepest = max(deepest, cell[0])
             assert changed
         elif held[0] == n:
-            grid[cell] = (n, min(held[1], measured))
+            grid[cell] = (n, single(measured) if measured < held[1] else held[1])
             assert not changed
         else:
             assert changed == (measured < held[1])
             if changed:
-                grid[cell] = (n, measured)
+                grid[cell] = (n, single(measured))
         assert t.rows == deepest + 1 and len(t) == len(grid)
         assert list(t.filled()) == [(r, c, grid[r, c][0]) for r, c in sorted(grid)]
         assert all(t.rtt_of(node) == rtt for node, rtt in grid.values())
