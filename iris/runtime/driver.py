@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import random
 import secrets
 from collections.abc import Callable, Iterable
@@ -32,7 +31,7 @@ from iris.errors import JoinError
 from iris.runtime.accept import link_share
 from iris.runtime.backpressure import Backpressure
 from iris.runtime.busy_poll import BusyPoll
-from iris.runtime.eager_io import EagerReader
+from iris.runtime.eager_io import EagerReader, write_now
 from iris.runtime.freezes import FreezeWatch
 from iris.runtime.idle_links import SWEEP_S, idle_links
 from iris.runtime.log_limit import LogLimit
@@ -195,7 +194,7 @@ class Link:
         data = self.session.seal_batch(taken, clock_field(self.clock())) if taken else b""
         if self.pending:
             data = self.pending + data
-        written = _write_some(self.socket, data)
+        written = write_now(self.socket, data)
         self.burst = True
         if written < len(data):
             self.pending = data[written:]
@@ -274,7 +273,6 @@ class Runtime:
         self.clock: Callable[[], float] = trio.current_time
         self.counters: dict[str, int] = {}
         self.joined = trio.Event()
-        self._activated = False  # joined is set
         self.seed_problems: dict[Address, str] = {}  # why each seed failed last (join errors)
         self._nursery: trio.Nursery | None = None
         self._tasks: Spawner | None = None  # where the node's tasks start: see tasks_in
@@ -464,8 +462,7 @@ class Runtime:
         while self.core.events:  # handling events may cause more (a drained queue)
             events, self.core.events = self.core.events, []
             self.on_events(events)
-        if not self._activated and node.active:
-            self._activated = True  # (a flag: this runs after every input)
+        if not self.joined.is_set() and node.active:
             self.joined.set()
         hold, self.hold_acks = self.hold_acks, False
         if self._dirty:
@@ -589,7 +586,9 @@ class Runtime:
                         link.urgent = False
                         now = link.writing_since = link.clock()
                         data = seal_batch(queue.take(BATCH_BYTES), clock_field(now))
-                    written = _write_some(link.socket, data)
+                    # (no pass of trio's loop when the kernel takes it all, as it almost always
+                    # does)
+                    written = write_now(link.socket, data)
                     if written < len(data):
                         await stream.send_all(data[written:] if written else data)
                     link.writing_since = None
@@ -842,10 +841,10 @@ class Runtime:
 
     def _deliver(self, link: Link, sealed: bytes, clock_now: float) -> None:
         """One record: its frames, in order, at `clock_now` (trio's time of the read that
-        brought it: one time for all the frames of a read). A
-        record that took longer than the link's best (`overlay.transit`: a retransmitted
-        segment, a queue in either kernel) has its frames told their age, as a frozen
-        process's backlog is (the longer of the two counts)."""
+        brought it: one time for all the frames of a read). A record that took longer than
+        the link's best (`overlay.transit`: a retransmitted segment, a queue in either kernel)
+        has its frames told their age, as a frozen process's backlog is (the longer of the
+        two counts)."""
         assert link.session is not None
         now = clock_now - self._epoch  # (`now()`, from the one reading)
         clock, payloads = link.session.open_batch(sealed)
@@ -896,22 +895,6 @@ class Runtime:
         link.emptied()
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
-
-
-def _write_some(sock: Any, data: bytes) -> int:
-    """Hand `data` to the kernel at once, as much as it takes (0 for a stream without a
-    socket, one that would block, or one that broke: `send_all` then finds out which). The
-    writer task's write then costs no pass of trio's loop when the kernel takes it all, as
-    it almost always does."""
-    if sock is None:
-        return 0
-    fd = sock.fileno()
-    if fd < 0:
-        return 0
-    try:
-        return os.write(fd, data)
-    except OSError:
-        return 0
 
 
 def _reset_as_accepted(exc: OSError) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import trio
 
@@ -79,13 +80,7 @@ class Outbox:
         data = queue.take_all()
         if not data:
             return
-        written = 0
-        fd = self._socket.fileno() if self._socket is not None else -1
-        if fd >= 0:
-            try:
-                written = os.write(fd, data)
-            except OSError:  # would block, or broken: the writer's send_all finds out which
-                written = 0
+        written = write_now(self._socket, data)
         if written < len(data):
             queue.written(data[written:])
             self._wakeup.set()
@@ -107,6 +102,21 @@ class Outbox:
                 queue.written()
             if queue.closed:
                 return
+
+
+def write_now(sock: Any, data: bytes) -> int:
+    """Hand `data` to the kernel at once, as much as it takes: the bytes written, 0 for a
+    stream without a socket (None), a closed one, one that would block or one that broke
+    (the writer's `send_all` then finds out which)."""
+    if sock is None:
+        return 0
+    fd = sock.fileno()
+    if fd < 0:
+        return 0
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return 0
 
 
 class EagerReader:
