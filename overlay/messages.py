@@ -50,15 +50,23 @@ class Ping(Message):
     want_row: int = 0
 
 
-@wire_message(3, U64, BOOL, optional(ids(MAX_LIST)), ids(16), uints(16, MAX_RTT_US))
+@wire_message(3, U64, BOOL, optional(ids(MAX_LIST)), ids(16), uints(16, MAX_RTT_US),
+              uint(MAX_RTT_US))
 class Pong(Message):
-    """The answer to `seq`; `row` and `rtts` as in `RowReply` when asked for a row."""
+    """The answer to `seq`; `row` and `rtts` as in `RowReply` when asked for a row.
+
+    `cell_us` is what the prober's `Hello` would have to beat: the round trip (microseconds,
+    plus 1) the answering node holds for the table cell the prober falls in, or 0 when it
+    would take the prober whatever the round trip (an empty cell, an entry not measured, a
+    place in its leaf set). A prober that takes the answering node into its table greets it
+    only when its own round trip is nearer (`OverlayNode._adopted`)."""
 
     seq: int
     active: bool
     leaf: tuple[int, ...] | None
     row: tuple[int, ...] = ()
     rtts: tuple[int, ...] = ()
+    cell_us: int = 0
 
 
 @wire_message(4, ID)

@@ -162,7 +162,7 @@ class OverlayNode:
         "_route_timeouts", "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count",
         "_probe_loss",
         "_beats", "_beat_count", "_prox_asked", "_prox_rounds", "_prox_size", "_calm_since",
-        "_opened", "_joiners",
+        "_opened", "_joiners", "_ungreeted",
     )
 
     def __init__(
@@ -252,6 +252,10 @@ class OverlayNode:
         # while there are none. No timer keeps it: an entry goes at the joiner's `Hello`, or
         # as stale when the next joiner comes.
         self._joiners: dict[int, float] | None = None
+        # While joining: the peers whose answers said our greeting would not win their table
+        # cell (`Pong.cell_us`), greeted at activation only if they are leaf-set members.
+        # None when there are none, and once active.
+        self._ungreeted: set[int] | None = None
 
     # ===================================================================== driver interface
     @property
@@ -489,8 +493,13 @@ class OverlayNode:
         self._at(now + rng.uniform(0, cfg.heartbeat_s), T_HEARTBEAT)
         self._at(now + cfg.silence_s, T_WATCH)
         self._at(now + rng.uniform(0, cfg.table_probe_s), T_TABLE)
-        table = self.table
-        for peer in set(chain(self.leaf.members(), table.entries())):
+        table, leaf = self.table, self.leaf
+        # Every leaf-set member must take us; a table entry whose answer said it holds a
+        # nearer node than us for our cell would not, and is not greeted.
+        ungreeted, self._ungreeted = self._ungreeted or (), None
+        for peer in set(chain(leaf.members(), table.entries())):
+            if peer in ungreeted and peer not in leaf:
+                continue
             rtt = table.rtt_of(peer)
             self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
         if self._seeds:  # the second phase of a join: search the rows with a choice
@@ -512,7 +521,7 @@ class OverlayNode:
         if lost and peer in lost:
             del lost[peer]
             revived = True
-        suspected = self._unsuspect(peer)
+        suspected = bool(self._suspects) and self._unsuspect(peer)
         if self.leaf.add(peer):
             self._leaf_changed()
         if self._joiners is not None:
@@ -612,11 +621,16 @@ class OverlayNode:
             self._joining(src)
         leaf = self.leaf.members() if msg.want_leaf else None
         category = C_MAINTENANCE if msg.active else C_JOIN
-        if msg.want_row:
-            nodes, rtts = self._row_with_rtts(msg.want_row - 1)
-            self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf, nodes, rtts), category)
-        else:
-            self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf), category)
+        nodes, rtts = self._row_with_rtts(msg.want_row - 1) if msg.want_row else ((), ())
+        self._send(src, Pong(msg.seq, self.state == ACTIVE, leaf, nodes, rtts,
+                             self._cell_us(src)), category)
+
+    def _cell_us(self, peer: int) -> int:
+        """`Pong.cell_us` for `peer`: the round trip its greeting would have to beat."""
+        if self.leaf.fits(peer):
+            return 0
+        _, rtt = self.table.incumbent(peer)
+        return 0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US)
 
     def _on_pong(self, src: int, msg: Pong) -> None:
         probe = self._probes.answer(msg.seq, src, carries_leaf=msg.leaf is not None)
@@ -635,7 +649,11 @@ class OverlayNode:
         if msg.active:
             rtt = self.now - probe.sent_at
             if self._heard_active(src, rtt) and self.state == ACTIVE:
-                self._adopted(src, rtt)
+                self._adopted(src, rtt, msg.cell_us)
+            elif self.state != ACTIVE and msg.cell_us and rtt * 1e6 + 1 >= msg.cell_us:
+                if self._ungreeted is None:
+                    self._ungreeted = set()
+                self._ungreeted.add(src)
         elif self._unsuspect(src):
             self._release(src)
         if msg.leaf:
@@ -1023,14 +1041,16 @@ class OverlayNode:
             self._ping(node, P_CANDIDATE, category=category)
         return min(len(likely), probes)
 
-    def _adopted(self, peer: int, rtt: float) -> None:
+    def _adopted(self, peer: int, rtt: float, cell_us: int) -> None:
         """A probe's round trip made `peer` a table entry (a nearer node, or one for an empty
-        cell). Tell it our round trip, so it may take us too (nearness is mutual); and if a
+        cell). Tell it our round trip if that would win us its cell (`Pong.cell_us`: nearness
+        is mutual, but a greeting that loses to its entry changes nothing there); and if a
         search of its row has rounds left, ask it for its row next."""
         row = shared_prefix_len(self.id, peer)
         # The table is still improving: halve the calm, and so the probe period.
         self._calm_since = max(self._calm_since, (self.now + self._calm_since) / 2)
-        self._send(peer, Hello(rtt), C_MAINTENANCE)
+        if not cell_us or rtt * 1e6 + 1 < cell_us:
+            self._send(peer, Hello(rtt), C_MAINTENANCE)
         for search in self._prox_rounds:
             if search[0] == row:
                 self._search_row(search, peer)

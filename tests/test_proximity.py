@@ -3,8 +3,9 @@ and its round trips, and that tables get nearer over time in a simulated ring.""
 
 import random
 
+from overlay.config import OverlayConfig
 from overlay.ids import RING, shared_prefix_len
-from overlay.messages import MAX_RTT_US, Ping, Pong, RowReply
+from overlay.messages import MAX_RTT_US, Hello, JoinReply, Ping, Pong, RowReply
 from overlay.node import OverlayNode
 from overlay.proximity import estimated_size, rows_with_choice
 from overlay.routing_table import RoutingTable
@@ -42,7 +43,38 @@ def test_a_table_probe_answer_carries_the_row_and_its_round_trips():
     assert pong.row == (entry,) and pong.rtts == (12300,)
     me.out.clear()
     me.receive(entry, Ping(10, False, True), 1.0)
-    assert me.out[-1][1] == Pong(10, True, None)  # not asked: no row
+    # not asked: no row; its cell holds itself at 12.3 ms, which its greeting must beat
+    assert me.out[-1][1] == Pong(10, True, None, cell_us=12300)
+
+
+def test_an_answer_says_what_a_greeting_would_have_to_beat():
+    me = started_node(seed=5)
+    near = int("b" + "1" * 31, 16)
+    me.table.consider(near, rtt=0.004)
+    rival = int("b" + "2" * 31, 16)  # same cell as `near`
+    me.receive(rival, Ping(1, False, True), 1.0)
+    assert me.out[-1][1].cell_us == 4001  # our entry for its cell is 4 ms away
+    stranger = int("c" + "3" * 31, 16)  # a cell we have not filled: we took it, unmeasured
+    me.receive(stranger, Ping(2, False, True), 1.0)
+    assert me.out[-1][1].cell_us == 0
+    neighbour = int("a" * 31 + "b", 16)  # belongs in our leaf set: always worth a greeting
+    me.receive(neighbour, Ping(3, False, True), 1.0)
+    assert me.out[-1][1].cell_us == 0
+
+
+def test_a_node_greets_a_new_entry_only_when_it_would_win_the_entrys_cell():
+    me = started_node(seed=6)
+    far, near = int("b" + "1" * 31, 16), int("c" + "1" * 31, 16)
+    for peer, cell_us in ((far, 2001), (near, 9001)):
+        me.set_time(1.0)
+        me._ping(peer, purpose=0)
+        seq = me.out[-1][1].seq
+        me.out.clear()
+        # 5 ms round trip: `far` holds a node 2 ms away for our cell, `near` one 9 ms away
+        me.receive(peer, Pong(seq, True, None, cell_us=cell_us), 1.005)
+        assert me.table.rtt_of(peer) < 0.0051  # taken either way
+        hellos = [dest for dest, msg in me.out if isinstance(msg, Hello)]
+        assert hellos == ([] if peer == far else [near])
 
 
 def test_a_reply_whose_lists_differ_in_length_is_taken_without_round_trips():
@@ -80,3 +112,25 @@ def test_periodic_maintenance_brings_nearer_nodes_into_the_tables():
     sim.run_for(300.0)
     after = _row0_excess(sim)
     assert after < before
+
+
+def test_a_joiner_greets_its_leaf_set_and_only_the_entries_that_would_take_it():
+    cfg = OverlayConfig(leaf_size=2)
+    me = OverlayNode(int("a" * 32, 16), random.Random(7), cfg)
+    right, left = int("a" * 31 + "b", 16), int("a" * 31 + "9", 16)
+    entry = int("b" + "1" * 31, 16)  # a row-0 candidate, outside our one-a-side leaf set
+    me.start(0.0, seeds=[right])
+    me.out.clear()
+    me.receive(right, JoinReply((entry, right), (left,)), 0.01)
+    pings = [(dest, msg) for dest, msg in me.out if isinstance(msg, Ping)]
+    assert {dest for dest, _ in pings} == {right, left, entry}
+    me.out.clear()
+    pings.sort(key=lambda p: p[0] != entry)  # the candidate answers before the leaf set
+    for dest, ping in pings:
+        # Every answer says its cell for us holds a node 0 us away: no greeting would win it.
+        leaf = (left,) if dest == right else (right,) if dest == left else None
+        me.receive(dest, Pong(ping.seq, True, leaf if ping.want_leaf else None, cell_us=1),
+                   0.02)
+    assert me.active and entry in me.table
+    greeted = {dest for dest, msg in me.out if isinstance(msg, Hello)}
+    assert greeted == {right, left}  # the leaf set must take us whatever the round trip
