@@ -503,7 +503,7 @@ class OverlayNode:
             rtt = table.rtt_of(peer)
             self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
         if self._seeds:  # the second phase of a join: search the rows with a choice
-            self._search_table(C_JOIN)
+            self._search_table(C_JOIN, cfg.proximity_join_rounds, cfg.proximity_join_probes)
             if cfg.proximity_second_search_s > 0:
                 self._at(now + cfg.proximity_second_search_s, T_SEARCH)
             self._seeds = ()  # an active node never joins again
@@ -585,7 +585,10 @@ class OverlayNode:
             self._nbs = nbs
         if self.state == ACTIVE:
             if self._ring_size() >= GROWTH * self._prox_size:
-                self._search_table(C_MAINTENANCE)  # the ring grew: more nodes to choose from
+                # The ring grew: more nodes to choose from.
+                cfg = self.config
+                self._search_table(C_MAINTENANCE, cfg.proximity_growth_rounds,
+                                   cfg.proximity_growth_probes)
             self.app.leafset_changed()
 
     # ------------------------------------------------------------------------------ probes
@@ -971,23 +974,25 @@ class OverlayNode:
         """How many of the first table rows have a choice of nodes (`overlay.proximity`)."""
         return rows_with_choice(self._ring_size(), self.table.rows)
 
-    def _search_table(self, category: int, rows: int = DIGITS) -> None:
-        """Search every row with a choice (at most the first `rows`), from its nearest entry:
-        after a join, and whenever the ring has grown `GROWTH` times since the last search."""
+    def _search_table(self, category: int, rounds: int, probes: int, rows: int = DIGITS) -> None:
+        """Search every row with a choice (at most the first `rows`), from its nearest entry,
+        in `rounds` row exchanges probing up to `probes` nodes of each answer: after a join,
+        and whenever the ring has grown `GROWTH` times since the last search."""
         self._prox_size = self._ring_size()
         table = self.table
         for row in range(min(self._proximity_rows(), rows)):
             filled = sorted((rtt, n) for n, rtt in table.row_rtts(row))
             if filled:
-                self._search_row((row, self.config.proximity_join_rounds, category,
-                                  self.config.proximity_join_probes), filled[0][1])
+                self._search_row((row, rounds, category, probes), filled[0][1])
 
     def _on_search_timer(self, _: int) -> None:
         """The join's second search (`OverlayConfig.proximity_second_search_s`), of row 0 only:
         where a late joiner's entries fall short (its row-1 entries were within 5% of the
         nearest possible at 1,000 nodes, its row-0 entries 4 times as far)."""
         if self.state == ACTIVE:
-            self._search_table(C_JOIN, rows=1)
+            cfg = self.config
+            self._search_table(C_JOIN, cfg.proximity_join_rounds, cfg.proximity_join_probes,
+                               rows=1)
 
     def _search_row(self, search: _Search, peer: int) -> None:
         """Ask `peer` for its copy of the search's row; the answer's likeliest nearer

@@ -13,11 +13,12 @@ The search itself is Pastry's row exchange with measuring: ask an entry of row r
 be nearer than our own entries, keep the nearer (`RoutingTable.consider`). Nodes near us hold
 nodes near us (the triangle inequality), so after a join the nearest entry of each row with a
 choice is asked first, then the node its answer made nearest (Castro et al.'s second join
-phase); the same search runs again when the ring has grown `GROWTH` times since the last one.
+phase); the same search runs again, lighter, when the ring has grown `GROWTH` times since the
+last one.
 Afterwards every periodic table probe fetches the probed entry's row, and at most one of its
 nodes, the likeliest nearer, is probed (`OverlayConfig.proximity_probes`,
 `proximity_margin`). A node that takes a measured node into its table tells it the round trip
-(`Hello`), so the other may take it too: nearness is mutual.
+(`Hello`) when that would win the other's cell for it (`Pong.cell_us`): nearness is mutual.
 """
 
 from __future__ import annotations
