@@ -630,10 +630,10 @@ class OverlayNode:
 
     def _cell_us(self, peer: int) -> int:
         """`Pong.cell_us` for `peer`: the round trip its greeting would have to beat."""
-        if self.leaf.fits(peer):
-            return 0
         _, rtt = self.table.incumbent(peer)
-        return 0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US)
+        if rtt == UNKNOWN_RTT or self.leaf.fits(peer):
+            return 0
+        return min(int(rtt * 1e6) + 1, MAX_RTT_US)
 
     def _on_pong(self, src: int, msg: Pong) -> None:
         probe = self._probes.answer(msg.seq, src, carries_leaf=msg.leaf is not None)
