@@ -11,7 +11,8 @@ The simulator's rate is read against a trivial heapq event loop timed in the sam
 shared machine one sample catches whatever else runs at that moment, so the median is used.
 Each rate is given per wall second and per CPU second of this process (`*_cpu_*`): the
 CPU-time figures do not count the time the process waited for a core, which other people's
-work on a 2-core machine makes vary by a factor of two from run to run.
+work on a 2-core machine makes vary by a factor of two from run to run. `cpu_us_per_event` is
+the same figure the other way up: what one simulated event costs.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def main() -> int:
         "events_per_cpu_s": round(sim.events / cpu_total),
         "baseline_trivial_events_per_cpu_s": round(baseline_cpu),
         "events_per_cpu_s_over_baseline": round(sim.events / cpu_total / baseline_cpu, 4),
+        "cpu_us_per_event": round(cpu_total / sim.events * 1e6, 2),
         "wall_s": round(wall_total, 2),
         "cpu_s": round(cpu_total, 2),
         "rss_before_mb": round(rss_before / 2**20, 1),
