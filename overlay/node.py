@@ -147,6 +147,16 @@ _NO_ROUTES: dict[int, _Pending] = {}
 
 
 @cache
+def _rtt_us(rtt: float) -> int:
+    """A round trip as the wire carries it: microseconds, plus 1 (0: not measured)."""
+    return 0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US)
+
+
+def _greeting_wins(rtt: float, cell_us: int) -> bool:
+    """Would our greeting, with round trip `rtt`, win the cell a `Pong.cell_us` describes?"""
+    return not cell_us or rtt * 1e6 + 1 < cell_us
+
+
 def _heal_sweep(cfg: OverlayConfig) -> Sweep:
     """The sweep settings of `cfg`: one immutable object for every node sharing the config."""
     return Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s, cfg.heal_sweep_for_s)
@@ -631,9 +641,7 @@ class OverlayNode:
     def _cell_us(self, peer: int) -> int:
         """`Pong.cell_us` for `peer`: the round trip its greeting would have to beat."""
         _, rtt = self.table.incumbent(peer)
-        if rtt == UNKNOWN_RTT or self.leaf.fits(peer):
-            return 0
-        return min(int(rtt * 1e6) + 1, MAX_RTT_US)
+        return 0 if rtt == UNKNOWN_RTT or self.leaf.fits(peer) else _rtt_us(rtt)
 
     def _on_pong(self, src: int, msg: Pong) -> None:
         probe = self._probes.answer(msg.seq, src, carries_leaf=msg.leaf is not None)
@@ -653,10 +661,12 @@ class OverlayNode:
             rtt = self.now - probe.sent_at
             if self._heard_active(src, rtt) and self.state == ACTIVE:
                 self._adopted(src, rtt, msg.cell_us)
-            elif self.state != ACTIVE and msg.cell_us and rtt * 1e6 + 1 >= msg.cell_us:
-                if self._ungreeted is None:
-                    self._ungreeted = set()
-                self._ungreeted.add(src)
+            elif self.state != ACTIVE and not _greeting_wins(rtt, msg.cell_us):
+                ungreeted = self._ungreeted
+                if ungreeted is None:
+                    ungreeted = self._ungreeted = set()
+                if len(ungreeted) < self.config.max_pending_pings:  # (bounded: greeted if not)
+                    ungreeted.add(src)
         elif self._unsuspect(src):
             self._release(src)
         if msg.leaf:
@@ -814,7 +824,7 @@ class OverlayNode:
         rtts: list[int] = []
         for node, rtt in self.table.row_rtts(row):
             nodes.append(node)
-            rtts.append(0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US))
+            rtts.append(_rtt_us(rtt))
         return tuple(nodes), tuple(rtts)
 
     def _on_row_reply(self, src: int, msg: RowReply) -> None:
@@ -1054,7 +1064,7 @@ class OverlayNode:
         row = shared_prefix_len(self.id, peer)
         # The table is still improving: halve the calm, and so the probe period.
         self._calm_since = max(self._calm_since, (self.now + self._calm_since) / 2)
-        if not cell_us or rtt * 1e6 + 1 < cell_us:
+        if _greeting_wins(rtt, cell_us):
             self._send(peer, Hello(rtt), C_MAINTENANCE)
         for search in self._prox_rounds:
             if search[0] == row:

@@ -653,7 +653,7 @@ class Node:
         if self._runtime.clock() >= deadline:  # waited for a worker past its caller's patience
             self._runtime.release_acks()
             self._runtime.count("requests_expired_in_queue")  # the core counts its own
-            self._runtime.call(lambda: core.expired(event.token))
+            self._runtime.call(core.expired, event.token)
             return
         _deadline.set(deadline)
         try:
