@@ -146,7 +146,6 @@ _Held = tuple[Route, tuple[int, ...], int, float]
 _NO_ROUTES: dict[int, _Pending] = {}
 
 
-@cache
 def _rtt_us(rtt: float) -> int:
     """A round trip as the wire carries it: microseconds, plus 1 (0: not measured)."""
     return 0 if rtt == UNKNOWN_RTT else min(int(rtt * 1e6) + 1, MAX_RTT_US)
@@ -157,6 +156,7 @@ def _greeting_wins(rtt: float, cell_us: int) -> bool:
     return not cell_us or rtt * 1e6 + 1 < cell_us
 
 
+@cache
 def _heal_sweep(cfg: OverlayConfig) -> Sweep:
     """The sweep settings of `cfg`: one immutable object for every node sharing the config."""
     return Sweep(cfg.heal_burst, cfg.heal_burst_window_s, cfg.heal_sweep_s, cfg.heal_sweep_for_s)
