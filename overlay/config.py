@@ -109,7 +109,10 @@ class OverlayConfig:
     """Pace of the table sweep started when a failure is seen (probe every entry soon)."""
 
     sweep_min_interval_s: float = 60.0
-    """At most one table sweep per this many seconds."""
+    """At most one table sweep per this many seconds (one due sooner waits for it)."""
+    sweep_fresh_s: float = 30.0
+    """A sweep passes over the entries that spoke to us within this long (they are alive),
+    and looks at them again this long after."""
 
     route_ack_timeout_s: float = 0.6
     """A routed message not acknowledged by the next hop within this is sent another way."""

@@ -16,11 +16,11 @@ from simulations.cli import ALL_SCENARIOS, main
 # A small partition: 40 nodes split for 10 s (about half a second of wall time).
 PARTITION = ["partition", "--nodes", "40", "--seed", "3", "--lookups", "200",
              "--partition-s", "10"]
-PARTITION_DIGEST = "07c7685141008e84"
-# Lookups over a network that loses 30% of all messages: two are lost after every way was
+PARTITION_DIGEST = "e5a918590bd8f7e0"
+# Lookups over a network that loses 30% of all messages: one is lost after every way was
 # tried, and leaf sets are not all exact at the end, so checks fail (nearly every run).
-LOSSY_JOIN = ["join", "--nodes", "30", "--seed", "4", "--lookups", "300", "--loss", "0.3"]
-LOSSY_JOIN_DIGEST = "10cdefa24f324504"
+LOSSY_JOIN = ["join", "--nodes", "30", "--seed", "1", "--lookups", "300", "--loss", "0.3"]
+LOSSY_JOIN_DIGEST = "cd8a360c14c21978"
 # These digests were printed by the simulator before runs could be watched (--csv, --plot,
 # --progress); a change to the protocol or to the simulator's randomness changes them, and
 # then they are re-pinned on purpose. Watching must never change them.
@@ -53,18 +53,18 @@ def test_a_failing_run_names_the_failed_check_and_its_threshold(capsys):
     code, out, err = run(capsys, *LOSSY_JOIN)
     assert code == 1
     assert "FAILED" in out
-    assert "correct_ratio = 0.9933, wanted == 1 (routed lookups delivered at the key's true " \
-           "root); lookups 300, wrong_root 0, lost 2" in out
+    assert "correct_ratio = 0.9967, wanted == 1 (routed lookups delivered at the key's true " \
+           "root); lookups 300, wrong_root 0, lost 1" in out
 
     code, out, err = run(capsys, *LOSSY_JOIN, "--json")
     assert code == 1
     result = json.loads(out)  # stdout is the JSON object alone
     assert result["checks_passed"] is False and result["digest"] == LOSSY_JOIN_DIGEST
     failed = {f["check"]: f for f in result["failed_checks"]}
-    assert failed["correct_ratio"]["value"] == pytest.approx(0.99333, abs=1e-4)
+    assert failed["correct_ratio"]["value"] == pytest.approx(0.99667, abs=1e-4)
     assert failed["correct_ratio"]["op"] == "==" and failed["correct_ratio"]["threshold"] == 1.0
-    assert failed["correct_ratio"]["context"] == {"lookups": 300, "wrong_root": 0, "lost": 2}
-    assert "check failed: correct_ratio = 0.9933" in err  # and stderr says it in words
+    assert failed["correct_ratio"]["context"] == {"lookups": 300, "wrong_root": 0, "lost": 1}
+    assert "check failed: correct_ratio = 0.9967" in err  # and stderr says it in words
 
 
 def test_a_passing_run_says_so_and_every_figure_has_a_unit(capsys):
