@@ -130,8 +130,9 @@ class RoutingTable:
             return False
         return not self.filled_cells >> _index(self.owner, node) & 1
 
-    def remove(self, node: int) -> tuple[int, int] | None:
-        """Drop `node`; return the cell it held, or None if it held none."""
+    def _place(self, node: int) -> tuple[int, int] | None:
+        """Where entry `node` sits: (its cell's bit, its place in `nodes`); None if it is
+        not an entry."""
         if node == self.owner:
             return None
         i = _index(self.owner, node)
@@ -139,12 +140,20 @@ class RoutingTable:
         if filled >> i & 1:
             k = (filled & ((1 << i) - 1)).bit_count()
             if self.nodes[k] == node:
-                del self.nodes[k]
-                del self.rtts[k]
-                del self.heard[k]
-                self.filled_cells = filled & ~(1 << i)
-                return divmod(i, BASE)
+                return i, k
         return None
+
+    def remove(self, node: int) -> tuple[int, int] | None:
+        """Drop `node`; return the cell it held, or None if it held none."""
+        place = self._place(node)
+        if place is None:
+            return None
+        i, k = place
+        del self.nodes[k]
+        del self.rtts[k]
+        del self.heard[k]
+        self.filled_cells &= ~(1 << i)
+        return divmod(i, BASE)
 
     def _row_span(self, row: int) -> tuple[int, int]:
         """Where the entries of `row` sit in `nodes`: [start, end)."""
@@ -167,15 +176,8 @@ class RoutingTable:
     def silent_for(self, node: int, now: float) -> int | None:
         """Whole seconds since entry `node` last spoke to us (it spoke within the second
         before or after that age); None if it is not an entry."""
-        if node == self.owner:
-            return None
-        i = _index(self.owner, node)
-        filled = self.filled_cells
-        if filled >> i & 1:
-            k = (filled & ((1 << i) - 1)).bit_count()
-            if self.nodes[k] == node:
-                return (int(now) - self.heard[k]) & _STAMP_MASK
-        return None
+        place = self._place(node)
+        return None if place is None else (int(now) - self.heard[place[1]]) & _STAMP_MASK
 
     def filled(self) -> Iterator[tuple[int, int, int]]:
         """(row, column, node) for every filled cell."""
