@@ -324,3 +324,75 @@ def test_the_shared_empty_record_of_hops_is_never_written():
     (seq,) = [msg.seq for _, msg in a.out if isinstance(msg, Direct)]
     a.receive(b.id, RouteAck((seq,)), 1.01)
     assert a._routes is node_module._NO_ROUTES and node_module._NO_ROUTES == {}
+
+
+def _sweeping_node(seed):
+    """A node whose one-a-side leaf set is full (neighbours ...9 and ...b) and whose table
+    holds two more peers, row 0 entries taken at time 0: (node, its two entries). Its
+    periodic table probe is set far out: it would keep the entries fresh."""
+    cfg = OverlayConfig(leaf_size=2, table_probe_s=10_000.0, table_probe_max_s=10_000.0)
+    me = OverlayNode(int("a" * 32, 16), random.Random(seed), cfg)
+    me.start(0.0)
+    for neighbour in (int("a" * 31 + "9", 16), int("a" * 31 + "b", 16)):
+        me.leaf.add(neighbour)
+    me._leaf_changed()
+    entries = (int("b" + "1" * 31, 16), int("c" + "1" * 31, 16))
+    for entry in entries:
+        me.table.consider(entry, 0.01, 0.0)
+    assert not any(entry in me.leaf for entry in entries)
+    return me, entries
+
+
+def _swept(me, entries, until, speaks=()):
+    """Drive node `me` up to `until`, every peer answering every probe at once; `speaks`
+    holds (time, peer) at which a peer pings us unasked. Returns (time, entry) of each sweep
+    probe of `entries` (a table probe that asks for no row: the periodic one asks for one)."""
+    swept, speaks = [], sorted(speaks)
+    while (now := min(me.next_deadline, speaks[0][0] if speaks else until)) < until:
+        if speaks and speaks[0][0] == now:
+            me.receive(speaks.pop(0)[1], Ping(0, False, True), now)
+        else:
+            me.handle_timer(now)
+        out, me.out = me.out, []
+        for dest, msg in out:
+            if isinstance(msg, Ping):
+                if dest in entries and not msg.want_row:
+                    swept.append((now, dest))
+                me.receive(dest, Pong(msg.seq, True, None), now)
+    return swept
+
+
+def test_a_failure_seen_too_soon_for_a_sweep_is_swept_for_when_it_may_and_once_more():
+    """A failure seen within `sweep_min_interval_s` of the last sweep sets a sweep for when
+    that interval is up (it used to start nothing), and each failure owes one more sweep an
+    interval later: the entries that died after a sweep looked at them are found even when no
+    failure follows."""
+    me, entries = _sweeping_node(seed=5)
+    interval = me.config.sweep_min_interval_s
+    me.set_time(1.0)
+    me._start_sweep()  # a failure seen: the sweep starts at once
+    assert sorted(p for _, p in _swept(me, entries, 10.0)) == sorted(entries)
+    me.set_time(10.0)
+    me._start_sweep()  # another, too soon for a sweep
+    swept = _swept(me, entries, 10.0 + 4 * interval)
+    starts = sorted({int(t) for t, _ in swept})  # each sweep takes under a second here
+    assert starts == [int(1.0 + interval), int(1.0 + 2 * interval)]
+    assert sorted(p for t, p in swept if int(t) == starts[0]) == sorted(entries)
+
+
+def test_a_sweep_looks_again_later_at_an_entry_that_spoke_since_the_last_failure():
+    """An entry that spoke to us since the last failure seen, and lately, is passed over at
+    first (alive) and probed `sweep_fresh_s` later unless it spoke again."""
+    me, (talker, silent) = _sweeping_node(seed=6)
+    cfg = me.config
+    me.set_time(1.0)
+    me._start_sweep()
+    _swept(me, (talker, silent), 10.0)
+    me.set_time(10.0)
+    me._start_sweep()  # owed: the sweep runs a sweep interval after the first
+    second = 1.0 + cfg.sweep_min_interval_s
+    swept = _swept(me, (talker, silent), second + cfg.sweep_fresh_s + 5.0,
+                   speaks=[(second - 10.0, talker)])
+    first_look = [p for t, p in swept if t < second + 5.0]
+    second_look = [p for t, p in swept if t >= second + cfg.sweep_fresh_s]
+    assert first_look == [silent] and second_look == [talker]
