@@ -80,7 +80,7 @@ class LostPeers(dict[int, LostPeer]):
         self.next_sweep = INF
 
     def remember(self, peer: int, now: float, jitter: Callable[[float], float],
-                 left: int, told: bool = False) -> float:
+                 left: int, told: bool = False, scheduled: bool = True) -> float:
         """Record `peer` as lost now (a full record forgets the peer lost longest ago);
         return when it is first retried (or swept). `left`: the peers the leaf set still holds.
         `told`: we checked it because others said it died, a crash they agree on. It counts
@@ -91,7 +91,8 @@ class LostPeers(dict[int, LostPeer]):
         0.4 probes per node per second, an eighth of all maintenance messages; six retries,
         over two minutes, still cost half of that. The one retry is for a verifying probe lost
         to a partition that timed out just after the heal: not retried at all, such a peer
-        stayed out of three leaf sets for 12 s.
+        stayed out of three leaf sets for 12 s. Not `scheduled`: not even that one retry, and
+        no burst either (a table entry outside the leaf set, whose neighbours retry it).
 
         A sweep needs `sweep.burst` losses within the window, or fewer when that many are not
         left to lose: two nodes of four, cut off from the other two for 12 s, each lost two
@@ -102,13 +103,14 @@ class LostPeers(dict[int, LostPeer]):
         losses, sweep = self._losses, self.sweep
         if losses is None:
             losses = self._losses = []
+        told = told or not scheduled
         if not told:
             losses.append(now)
             if len(losses) > (sweep.burst if sweep else 1):
                 del losses[0]
         burst = sweep is not None and not told and sum(
             now - t <= sweep.burst_window_s for t in losses) >= min(sweep.burst, left + 1)
-        first_try = now + jitter(self.first_retry_s)
+        first_try = now + jitter(self.first_retry_s) if scheduled else INF
         self[peer] = LostPeer(now, first_try, self.first_retry_s, told)
         if burst:
             assert sweep is not None

@@ -27,12 +27,18 @@ MAX_HOPS = 255
 MAX_ACKS = 1024  # sequence numbers one RouteAck may carry
 
 
-@wire_message(1, ids(MAX_LIST))
+NO_FAILURE = 0xFFFF  # `Heartbeat.failure_age` of a sender that saw no failure that recently
+
+
+@wire_message(1, ids(MAX_LIST), uint(NO_FAILURE))
 class Heartbeat(Message):
     """Sent to each immediate neighbour every heartbeat interval; carries the sender's leaf
-    set so that neighbours learn of nodes they miss (concurrent joins, merges)."""
+    set so that neighbours learn of nodes they miss (concurrent joins, merges), and how many
+    seconds ago it last saw or heard of a failure (`NO_FAILURE`: none within that), so that
+    they sweep their tables too (`OverlayNode._failure_noticed`)."""
 
     leaf: tuple[int, ...]
+    failure_age: int = NO_FAILURE
 
 
 MAX_RTT_US = 3_600_000_000  # an hour, in microseconds

@@ -30,8 +30,11 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 - Failure detection: each active node heartbeats its left neighbour every period and its right
   one every few (MSPastry's leaf-set heartbeats); a neighbour silent for `missed_heartbeats` of
   its periods is probed, and declared failed after `probe_attempts` unanswered probes (more
-  on a lossy network: `overlay.probe_loss`). The detector tells its leaf set (`Departed`); each
-  receiver verifies with a probe and drops it (and sweeps its table once it is confirmed).
+  on a lossy network: `overlay.probe_loss`). The detector tells its leaf set and table
+  (`Departed`); a receiver that holds the node verifies with a probe and drops it. Whoever sees
+  or hears of a failure sweeps its table (probes every entry): at once after a calm, else
+  once the failures stop, and a minute apart while they go on; heartbeats say how long ago
+  their sender last saw one, so its neighbours sweep too.
 - Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
   of nodes it should have (probing them first) and probes a member of its own beyond the
   sender that the sender does not list; a node that recently dropped a dead peer tells a
@@ -39,14 +42,15 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
 - Routing table: filled from join replies and from every active node heard; kept nearest by
   measured round trips; probed one entry at a time (the probe also fetches that entry's row,
   whose likely nearer nodes are probed: proximity neighbour selection, `overlay.proximity`),
-  searched for nearer nodes after a join and whenever the ring has grown, swept fully after a
-  failure is seen, and repaired lazily by asking a node of the same row for its row.
+  searched for nearer nodes after a join and whenever the ring has grown, swept fully after
+  failures are seen (above), and repaired lazily by asking a node of the same row for its row.
 - Routing: Pastry's rule; every hop is acknowledged, an unacknowledged hop is re-sent another
   way (the silent peer is suspected and probed), except around the key's root by our own state:
   a message for a suspected root waits for the probe's verdict, so a lost hop or a lost
   acknowledgement never puts it at the next closest node.
 - Partition heal: peers lost to failure stay in a bounded record and are retried at a doubling
-  interval; one that answers again triggers a merge lookup (a `JoinRequest` for our own id routed
+  interval (a table entry outside the leaf set only when the record is swept: its neighbours
+  retry it); one that answers again triggers a merge lookup (a `JoinRequest` for our own id routed
   through it), which pulls the other ring's view of our neighbourhood in.
 """
 
@@ -70,6 +74,7 @@ from overlay.leafset import LeafSet
 from overlay.lost_peers import LostPeers, Sweep
 from overlay.messages import (
     MAX_RTT_US,
+    NO_FAILURE,
     Departed,
     Direct,
     Heartbeat,
@@ -110,7 +115,7 @@ INF = float("inf")
 _LONG_AGO = -INF  # one float object for every node's "never yet", not one each
 _NOBODY: frozenset[int] = frozenset()  # the suspects of a node that suspects nobody
 # Table sweeps owed to a failure seen: the one it starts, and one more a sweep interval later
-# (`OverlayNode._start_sweep`).
+# (`OverlayNode._failure_noticed`).
 SWEEPS_AFTER_FAILURE = 2
 MAX_JOINERS = 16  # joiners a node waits for at once (`OverlayNode._joiners`)
 # ... that would be among this many nearest on a side (`_wait_for_joiner`): two, because the
@@ -171,7 +176,7 @@ class OverlayNode:
         "given_up",
         "next_deadline", "later_wake", "dropped", "_timers", "_seq", "_probes", "_routes",
         "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
-        "_sweep_fresh", "_sweeps_owed", "_failure_seen",
+        "_sweep_fresh", "_sweeps_owed", "_failure_seen", "_sweep_all", "_sweep_wake",
         "_last_sweep", "_last_merge", "_last_greeting", "_heal_at", "_ping_timeouts",
         "_route_timeouts", "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count",
         "_probe_loss",
@@ -239,8 +244,10 @@ class OverlayNode:
         self._sweep: list[int] | None = None
         # The entries a sweep found fresh, to look at again (`_on_sweep_timer`).
         self._sweep_fresh: list[int] | None = None
-        self._sweeps_owed = 0  # sweeps still owed to the failures seen (`_start_sweep`)
-        self._failure_seen = _LONG_AGO
+        self._sweeps_owed = 0  # sweeps still owed to the failures seen (`_failure_noticed`)
+        self._failure_seen = _LONG_AGO  # when a failure was last seen or heard of
+        self._sweep_all = False  # the sweep probes even the entries that spoke lately
+        self._sweep_wake = INF  # when the timer set for an owed sweep fires
         self._last_sweep = _LONG_AGO
         self._last_merge = _LONG_AGO
         self._last_greeting = _LONG_AGO  # when our leaf set was last told we are back
@@ -259,8 +266,8 @@ class OverlayNode:
         self._prox_asked: dict[int, tuple[_Search, float]] | None = None
         self._prox_rounds: tuple[_Search, ...] = ()
         self._prox_size = 0.0  # the ring's estimated size when the table was last searched
-        # Since when this node's ring has looked calm (`_table_period`): its activation, or
-        # `table_probe_hold_s` after the last failure it saw (later than now meanwhile).
+        # Since when this node's ring has looked calm (`_table_period`): its activation, moved
+        # on as its table improves (`_adopted`).
         self._calm_since = _LONG_AGO
         # Peers whose link the driver reported just opened, and when (`link_up`); None while
         # none was (the simulator holds thousands of nodes that never dial across a cut).
@@ -730,9 +737,12 @@ class OverlayNode:
     def _declare_failed(self, peer: int, purpose: int) -> None:
         """`peer` missed its probes. Who is told depends on how it was found:
         - a leaf member found by its neighbour (or by a lost hop): the leaf set must drop it,
-          and the table entries are told too, as an alarm that makes them sweep their tables;
-        - a table entry found by a probe: the leaf set is told, so the alarm reaches the
-          nodes nearby, whose tables likely hold the same dead node;
+          and the table entries are told too, which makes them sweep their tables;
+        - a table entry found by a probe: nobody. Its other holders are not known, and the
+          leaf set told as an alarm was a seventh of all maintenance messages under churn
+          at 1,000 nodes (each holder that found a crashed node told 16 nodes, most of which
+          did not hold it); nodes learn that failures go on from the notices above and from
+          their neighbours' heartbeats (`_failure_noticed`);
         - our immediate neighbour verified after a notice: the leaf set too. The detector is
           the dead node's left neighbour, whose leaf set lacks the holder farthest right of
           it; we, its right neighbour, have that one (without this it found out only from the
@@ -741,26 +751,41 @@ class OverlayNode:
         """
         neighbour = peer in self._nbs
         large_ring = self.leaf.complete()  # (before the loss leaves a side short)
+        silent = self.table.silent_for(peer, self.now)
         in_leaf, cell = self._forget(peer)
         if not in_leaf and cell is None:
             if purpose == P_VERIFY:
-                self._start_sweep()  # a failure we were told of, confirmed
+                self._failure_noticed(self.now)  # a failure we were told of
             self._release(peer)
             return
-        # A death others told us of is retried once, not for an hour (`LostPeers.remember`),
-        # but only in a ring larger than a leaf set: in a small one, a peer across a cut is
-        # retried by few nodes, and fewer retrying it lost events on real processes (2 groups
-        # of 2 nodes: events published 5 s after the heal, in 2 runs of about 6).
-        self._remember_lost(peer, told=purpose == P_VERIFY and large_ring)
+        # A death others told us of is retried once, not for an hour (`LostPeers.remember`);
+        # a table entry outside the leaf set only when the record is swept (a partition) or
+        # when someone names it alive: its leaf-set neighbours found it dead too, and retry it
+        # (under churn at 1,000 nodes every table holder of a crashed node retried it once:
+        # 0.08 probes per node per second). Kept in the record all the same, so that a heal
+        # brings it back into the table: dropped, a ring of 500 nodes split in two routed with
+        # a delay stretch of 1.72 after the heal, against 1.58 kept. Only in a ring larger
+        # than a leaf set: in a small one, a peer across a cut is retried by few nodes, and
+        # fewer retrying it lost events on real processes (2 groups of 2 nodes: events
+        # published 5 s after the heal, in 2 runs of about 6).
+        self._remember_lost(peer, told=purpose == P_VERIFY and large_ring,
+                            scheduled=not (purpose == P_TABLE and not in_leaf and large_ring))
         told: tuple[int, ...] | set[int] = ()
         if in_leaf and purpose in (P_NEIGHBOUR, P_SUSPECT):
             told = set(chain(self.leaf.members(), self.table.entries()))
-        elif purpose == P_TABLE or (purpose == P_VERIFY and neighbour):
+        elif purpose == P_VERIFY and neighbour:
             told = self.leaf.members()
         for member in told:
             self._send(member, Departed(peer), C_MAINTENANCE)
         self._repair(in_leaf, cell)
-        self._start_sweep()
+        if purpose != P_TABLE:
+            self._failure_noticed(self.now)
+        elif not self._sweeps_owed:
+            # A dead entry found by the periodic probe died after it last spoke, when exactly
+            # nobody knows: counted as a failure now, it put off every sweep it was told to.
+            # One a sweep finds is no news at all: it died before the failures that made the
+            # sweep owed.
+            self._failure_noticed(self.now - (silent or 0))
         self._gone(peer)
         self._release(peer)
 
@@ -854,13 +879,16 @@ class OverlayNode:
         if node == self.id:
             self._send(src, Hello(HELLO_NO_RTT), C_MAINTENANCE)  # a false alarm about us
             return
-        # Verified before it is believed. A confirmed failure also has the whole table checked
-        # soon (`_declare_failed` starts the sweep: failures come in bunches), so a node due
-        # for a sweep verifies a peer it does not hold too. The notice alone starts nothing:
-        # on a lossy network live nodes are now and then declared failed, and a sweep of
-        # every table entry on each such notice made more false verdicts than it cleared.
-        if node in self.leaf or node in self.table or self._sweep_due():
+        # A node we hold is verified before it is believed. One we do not hold is not probed
+        # at all: the notice only says that failures go on, and the sweep it owes waits for
+        # them to stop, a minute at most (`_sweep_due_at`). On a lossy network live nodes are
+        # now and then declared failed, and a sweep at every such notice once made more false
+        # verdicts than it cleared; at most one a minute, a ring of 1,000 at 2% and 5% loss
+        # keeps every lookup at its root (`iris sim join --loss`).
+        if node in self.leaf or node in self.table:
             self._ping(node, P_VERIFY)
+        else:
+            self._failure_noticed(self.now)
 
     def _on_leave(self, src: int, msg: Leave) -> None:
         self._drop(src)
@@ -878,11 +906,13 @@ class OverlayNode:
         members = leaf.members()
         self._beat_count += 1
         left = leaf.left[0] if leaf.left else None
+        age = self.now - self._failure_seen
+        beat = Heartbeat(members, int(age) if age < NO_FAILURE else NO_FAILURE)
         if left is not None:
-            self._send(left, Heartbeat(members), C_MAINTENANCE)
+            self._send(left, beat, C_MAINTENANCE)
         if leaf.right and leaf.right[0] != left and (
                 left is None or self._beat_count % self.config.right_beat_periods == 0):
-            self._send(leaf.right[0], Heartbeat(members), C_MAINTENANCE)
+            self._send(leaf.right[0], beat, C_MAINTENANCE)
         self._at(self.now + self.config.heartbeat_s, T_HEARTBEAT)
 
     def _beat_period(self, nb: int) -> float:
@@ -915,6 +945,8 @@ class OverlayNode:
                     self._send(src, Departed(node), C_MAINTENANCE)
         self._learn(msg.leaf)
         self._check_beyond(src, msg.leaf)
+        if msg.failure_age < self.config.sweep_quiet_s:
+            self._failure_noticed(self.now - msg.failure_age, gossip=True)
 
     def _check_beyond(self, nb: int, listed: tuple[int, ...]) -> None:
         """Our members beyond an immediate neighbour are among its own nearest, so its
@@ -969,12 +1001,11 @@ class OverlayNode:
             self._ping(peer, P_TABLE, want_row=shared_prefix_len(self.id, peer) + 1)
 
     def _table_period(self) -> float:
-        """The wait before the next table probe: `table_probe_s` while failures were seen
-        lately (for `table_probe_hold_s` after each), else the time the ring has looked calm
-        (so the period doubles with each probe of a calm table) up to `table_probe_max_s`.
-        Probing finds dead entries, and where nobody fails there are none to find (MSPastry
-        tunes the period to the failure rate seen); but after a spell of failures, entries
-        that died unannounced are found only by probing, so the base period holds a while."""
+        """The wait before the next table probe: the time the ring has looked calm (so the
+        period doubles with each probe of a calm table), from `table_probe_s` up to
+        `table_probe_max_s`. Probing finds dead entries, and where nobody fails there are none
+        to find (MSPastry tunes the period to the failure rate seen); where failures are seen,
+        the sweeps they start probe every entry (`_sweep_due_at`)."""
         cfg = self.config
         return min(cfg.table_probe_max_s, max(cfg.table_probe_s, self.now - self._calm_since))
 
@@ -1079,39 +1110,56 @@ class OverlayNode:
                 self._search_row(search, peer)
                 return
 
-    def _sweep_due(self) -> bool:
-        """Would a failure seen now start a table sweep?"""
-        return (self.state == ACTIVE
-                and self.now - self._last_sweep >= self.config.sweep_min_interval_s)
+    def _failure_noticed(self, at: float, gossip: bool = False) -> None:
+        """A peer failed, at `at` as far as we know: seen by us, heard of (a notice about a node
+        we do not hold), or heard of second hand (`gossip`: a neighbour's heartbeat says when
+        it last saw one). The whole table is to be checked (failures come in bunches, and a
+        dead node's table holders are told by nobody), twice (`SWEEPS_AFTER_FAILURE`), when
+        `_sweep_due_at` says.
 
-    def _start_sweep(self) -> None:
-        """A failure was seen: check the whole table soon (failures come in bunches), and
-        once more a sweep interval later; the table probes go back to their base period.
+        A notice about a node we do not hold is not verified (two messages for nothing): it
+        only says that failures go on. A neighbour's news goes no farther than
+        `sweep_quiet_s` of heartbeats carry it: its neighbours sweep too (a node that joined
+        during a churn heard of no failure, and kept entries that died before it did), but
+        the whole ring does not."""
+        if at > self._failure_seen:
+            self._failure_seen = at
+        elif gossip:
+            return  # no news
+        self._sweeps_owed = SWEEPS_AFTER_FAILURE
+        if self._sweep is None:
+            self._arm_sweep()
 
-        A sweep waits for `sweep_min_interval_s` after the last one began, and then runs: a
-        failure seen meanwhile was once dropped, and an entry that died after the last sweep
-        stayed until the slow periodic probe found it (under churn at 1,000 nodes, the last
-        dead entries went 94-326 s after the churn stopped). The second sweep finds the
-        entries that died just after the first one looked at them, when no failure follows
-        to start another (after the churn, 50-60 s)."""
-        cfg = self.config
-        # The hold lasts at least one round of the table at the base period, so that an entry
-        # that dies just after its probe is probed again before the period grows.
-        self._calm_since = self.now + max(cfg.table_probe_hold_s,
-                                          len(self.table) * cfg.table_probe_s)
-        if self.state != ACTIVE:
-            return
-        self._failure_seen = self.now
-        owed, self._sweeps_owed = self._sweeps_owed, SWEEPS_AFTER_FAILURE
-        if owed or self._sweep is not None:
-            return  # a sweep runs, or one is set for when it may
-        if self._sweep_due():
-            self._begin_sweep()
-        else:
-            self._at(self._last_sweep + cfg.sweep_min_interval_s, T_SWEEP, 1)
+    def _sweep_due_at(self) -> float:
+        """When the sweep owed may run: at once after a calm (no sweep for `sweep_max_wait_s`),
+        else once no failure has been seen for `sweep_quiet_s`, but `sweep_max_wait_s` after
+        the last sweep at the latest; never within `sweep_min_interval_s` of it.
+
+        Under churn a node hears of a failure every few seconds, and sweeping at each (at
+        most once a minute) was a third of all maintenance messages at 1,000 nodes, its
+        tables no cleaner: the sweeps now come a `sweep_max_wait_s` apart, and the dead entries
+        left after the churn are found by the sweep in the quiet after it (and those that
+        died after that one looked, by the second)."""
+        cfg, last = self.config, self._last_sweep
+        return max(last + cfg.sweep_min_interval_s,
+                   min(last + cfg.sweep_max_wait_s, self._failure_seen + cfg.sweep_quiet_s))
+
+    def _arm_sweep(self) -> None:
+        """Set the timer for the sweep owed, unless one is set for that time or sooner."""
+        due = max(self.now, self._sweep_due_at())
+        if due < self._sweep_wake and self.state == ACTIVE:
+            self._sweep_wake = due
+            self._at(due, T_SWEEP, 1)
 
     def _begin_sweep(self) -> None:
-        """Go through every table entry but the leaf set's, one per `sweep_gap_s`."""
+        """Go through every table entry but the leaf set's, one per `sweep_gap_s`. A sweep
+        after a calm probes them all: whatever an entry said before the failures began proves
+        nothing (in a crash of many nodes at once, it may have died with the others; counted
+        from the time alone, a tenth of 1,000 nodes crashing at once took 47-49 s to repair
+        instead of 21-25). One under churn passes over those that spoke within
+        `sweep_fresh_s` (`_on_sweep_timer`)."""
+        cfg = self.config
+        self._sweep_all = self.now - self._last_sweep > cfg.sweep_max_wait_s + cfg.sweep_quiet_s
         self._sweeps_owed -= 1
         self._last_sweep = self.now
         self._sweep = [n for n in self.table.entries() if n not in self.leaf]
@@ -1122,31 +1170,30 @@ class OverlayNode:
         """The sweep is through: the next one owed runs when it may."""
         self._sweep = self._sweep_fresh = None
         if self._sweeps_owed > 0:
-            self._at(max(self.now, self._last_sweep + self.config.sweep_min_interval_s),
-                     T_SWEEP, 1)
+            self._arm_sweep()
 
     def _on_sweep_timer(self, owed: int) -> None:
         """Probe the next entry of the sweep (`owed`: start the sweep owed).
 
-        An entry that spoke to us within `sweep_fresh_s`, and after the last failure we saw,
-        is alive without a probe: under churn at 1,000 nodes that was half of the entries a
-        sweep came to (a table entry often holds the node that holds it, and probes it in its
-        own sweeps). Anything it said before that failure proves nothing: in a burst of
-        crashes it may have died with the others (counted from the time alone, a tenth of
-        1,000 nodes crashing at once took 47-49 s to repair instead of 21-25). It is looked at
-        again once `sweep_fresh_s` has passed, and probed then unless it spoke again: passed
-        over for good, an entry that died just after it spoke stayed until the slow periodic
-        probe found it, minutes after the churn stopped."""
+        An entry that spoke to us within `sweep_fresh_s` (unless `_sweep_all`) is alive
+        without a probe: a table entry often holds the node that holds it, and probes it in
+        its own sweeps. It is looked at again once `sweep_fresh_s` has passed, and probed then
+        unless it spoke again: passed over for good, an entry that died just after it spoke
+        stayed until the slow periodic probe found it, minutes after the churn stopped."""
         if owed:
+            self._sweep_wake = INF
             if self._sweeps_owed > 0 and self._sweep is None and self.state == ACTIVE:
-                self._begin_sweep()
+                if self._sweep_due_at() <= self.now:
+                    self._begin_sweep()
+                else:
+                    self._arm_sweep()  # failures seen since it was set put it off
             return
         sweep = self._sweep
         if not sweep or self.state != ACTIVE:
             self._end_sweep()
             return
         # Fresh: silent for less than this (whole seconds: one is taken off for the rounding).
-        fresh = min(self.config.sweep_fresh_s, self.now - self._failure_seen) - 1
+        fresh = -1.0 if self._sweep_all else self.config.sweep_fresh_s - 1
         deferred, table = self._sweep_fresh, self.table
         while sweep:
             peer = sweep.pop()
@@ -1393,14 +1440,15 @@ class OverlayNode:
         self._route_step(msg, avoid + (nh,), attempt + 1)
 
     # ------------------------------------------------------------------- partition heal
-    def _remember_lost(self, peer: int, told: bool = False) -> None:
+    def _remember_lost(self, peer: int, told: bool = False, scheduled: bool = True) -> None:
         lost = self._lost
         if lost is None:
             cfg = self.config
             lost = self._lost = LostPeers(cfg.heal_record_size, cfg.heal_forget_s,
                                           cfg.heal_first_retry_s, cfg.heal_max_retry_s,
                                           _heal_sweep(cfg))
-        self._arm_heal(lost.remember(peer, self.now, self._jitter, len(self.leaf), told))
+        self._arm_heal(lost.remember(peer, self.now, self._jitter, len(self.leaf), told,
+                                     scheduled))
 
     def _arm_heal(self, when: float) -> None:
         if when < self._heal_at:

@@ -200,9 +200,9 @@ def test_a_link_up_for_a_peer_with_no_hop_waiting_is_not_remembered():
     assert a._opened is None
 
 
-def test_a_calm_table_is_probed_less_and_less_often_until_a_failure_is_seen():
-    """No failure, nothing to find: the table probe period grows with the calm (up to its
-    cap); a failure seen puts it back to the base period."""
+def test_a_calm_table_is_probed_less_and_less_often():
+    """No failure, nothing to find: the table probe period grows with the calm, up to its
+    cap (a failure seen has the whole table swept instead: `_sweep_due_at`)."""
     cfg = OverlayConfig(leaf_size=4)
     rng = random.Random(4)
     ids, nodes = ring_by_hand(12, rng, cfg)
@@ -221,17 +221,6 @@ def test_a_calm_table_is_probed_less_and_less_often_until_a_failure_is_seen():
     assert all(b >= a - 1e-9 for a, b in itertools.pairwise(gaps))  # then ever longer
     assert gaps[-1] == pytest.approx(cfg.table_probe_max_s)  # up to the cap
     assert cfg.table_probe_max_s > 4 * cfg.table_probe_s
-
-    # The watched node's neighbour crashes; once the watched node has declared it failed,
-    # its table probes come every `table_probe_s` again.
-    del nodes[ids[6]]
-    failed_by = 1500.0 + cfg.silence_s + cfg.heartbeat_s + 3 * cfg.probe_timeout_s
-    run_until(failed_by)
-    assert ids[6] not in watched.leaf
-    probes_at.clear()
-    run_until(failed_by + cfg.table_probe_max_s + 4 * cfg.table_probe_s)
-    gaps = [b - a for a, b in itertools.pairwise(probes_at)]
-    assert gaps[-3:] == pytest.approx([cfg.table_probe_s] * 3)
 
 
 def test_a_dead_member_whose_notice_was_lost_is_found_by_a_neighbours_heartbeat():
@@ -343,14 +332,16 @@ def _sweeping_node(seed):
     return me, entries
 
 
-def _swept(me, entries, until, speaks=()):
-    """Drive node `me` up to `until`, every peer answering every probe at once; `speaks`
-    holds (time, peer) at which a peer pings us unasked. Returns (time, entry) of each sweep
-    probe of `entries` (a table probe that asks for no row: the periodic one asks for one)."""
-    swept, speaks = [], sorted(speaks)
-    while (now := min(me.next_deadline, speaks[0][0] if speaks else until)) < until:
-        if speaks and speaks[0][0] == now:
-            me.receive(speaks.pop(0)[1], Ping(0, False, True), now)
+def _swept(me, entries, until, events=()):
+    """Drive node `me` up to `until`, every peer answering every probe at once; `events`
+    holds (time, fn) pairs, each fn called with the node at its time. Returns (time, entry)
+    of each sweep probe of `entries` (a table probe that asks for no row: the periodic one
+    asks for one)."""
+    swept, events = [], sorted(events, key=lambda e: e[0])
+    while (now := min(me.next_deadline, events[0][0] if events else until)) < until:
+        if events and events[0][0] == now:
+            me.set_time(now)
+            events.pop(0)[1](me)
         else:
             me.handle_timer(now)
         out, me.out = me.out, []
@@ -362,37 +353,59 @@ def _swept(me, entries, until, speaks=()):
     return swept
 
 
-def test_a_failure_seen_too_soon_for_a_sweep_is_swept_for_when_it_may_and_once_more():
-    """A failure seen within `sweep_min_interval_s` of the last sweep sets a sweep for when
-    that interval is up (it used to start nothing), and each failure owes one more sweep an
-    interval later: the entries that died after a sweep looked at them are found even when no
-    failure follows."""
+def _failure(me):
+    me._failure_noticed(me.now)
+
+
+def _speaks(peer):
+    """An event of `_swept`: `peer` pings the node unasked."""
+    return lambda me: me.receive(peer, Ping(0, False, True), me.now)
+
+
+def test_sweeps_run_at_once_after_a_calm_then_wait_for_a_quiet_spell_or_their_longest_wait():
+    """The first failure after a calm has the table swept at once. Failures that go on make no
+    sweep each: one runs every `sweep_max_wait_s`. Once they stop, one runs after
+    `sweep_quiet_s` of quiet, and one more `sweep_min_interval_s` after that (it finds the
+    entries that died after the other looked); then none."""
     me, entries = _sweeping_node(seed=5)
-    interval = me.config.sweep_min_interval_s
-    me.set_time(1.0)
-    me._start_sweep()  # a failure seen: the sweep starts at once
-    assert sorted(p for _, p in _swept(me, entries, 10.0)) == sorted(entries)
-    me.set_time(10.0)
-    me._start_sweep()  # another, too soon for a sweep
-    swept = _swept(me, entries, 10.0 + 4 * interval)
-    starts = sorted({int(t) for t, _ in swept})  # each sweep takes under a second here
-    assert starts == [int(1.0 + interval), int(1.0 + 2 * interval)]
-    assert sorted(p for t, p in swept if int(t) == starts[0]) == sorted(entries)
+    cfg = me.config
+    failures = [(1.0, _failure)] + [(10.0 + 5 * i, _failure) for i in range(39)]  # to 200 s
+    swept = _swept(me, entries, 600.0, failures)
+    starts = sorted({round(t) for t, _ in swept})  # each sweep takes under a second here
+    wait, quiet, interval = cfg.sweep_max_wait_s, cfg.sweep_quiet_s, cfg.sweep_min_interval_s
+    last = 1 + 3 * wait  # the sweeps under the failures: at 1, 61, 121 and 181 s
+    assert starts == [1, 1 + wait, 1 + 2 * wait, last, 200 + quiet, 200 + quiet + interval]
+    assert all(sorted(p for t, p in swept if round(t) == start) == sorted(entries)
+               for start in starts)
 
 
-def test_a_sweep_looks_again_later_at_an_entry_that_spoke_since_the_last_failure():
-    """An entry that spoke to us since the last failure seen, and lately, is passed over at
-    first (alive) and probed `sweep_fresh_s` later unless it spoke again."""
+def test_a_sweep_under_failures_passes_over_an_entry_that_spoke_lately_and_looks_again():
+    """A sweep after a calm probes every entry, even one that just spoke (in a crash of many
+    nodes at once it may have died since). One under failures that go on passes over an entry
+    that spoke within `sweep_fresh_s`, and probes it `sweep_fresh_s` later unless it spoke
+    again."""
     me, (talker, silent) = _sweeping_node(seed=6)
     cfg = me.config
-    me.set_time(1.0)
-    me._start_sweep()
-    _swept(me, (talker, silent), 10.0)
-    me.set_time(10.0)
-    me._start_sweep()  # owed: the sweep runs a sweep interval after the first
-    second = 1.0 + cfg.sweep_min_interval_s
-    swept = _swept(me, (talker, silent), second + cfg.sweep_fresh_s + 5.0,
-                   speaks=[(second - 10.0, talker)])
-    first_look = [p for t, p in swept if t < second + 5.0]
+    second = 1.0 + cfg.sweep_max_wait_s  # the sweep after the one at 1 s
+    events = [(0.5, _speaks(talker)), (1.0, _failure), (second - 10.0, _speaks(talker))]
+    end = second + cfg.sweep_fresh_s + 5.0
+    events += [(5.0 + 5 * i, _failure) for i in range(int(end / 5))]  # (no quiet till then)
+    swept = _swept(me, (talker, silent), end, events)
+    assert sorted(p for t, p in swept if t < 5.0) == sorted((talker, silent))
+    first_look = [p for t, p in swept if second <= t < second + 5.0]
     second_look = [p for t, p in swept if t >= second + cfg.sweep_fresh_s]
     assert first_look == [silent] and second_look == [talker]
+
+
+def test_a_neighbour_that_saw_a_failure_lately_says_so_and_we_sweep_too():
+    """A heartbeat carries how long ago its sender saw a failure: a node that heard of none
+    (one that joined during a churn, its table copied from others) sweeps its table too; news
+    older than `sweep_quiet_s` starts nothing."""
+    me, entries = _sweeping_node(seed=7)
+    cfg = me.config
+    neighbour = me.leaf.left[0]
+    old = Heartbeat(me.leaf.members(), int(cfg.sweep_quiet_s))
+    assert _swept(me, entries, 100.0, [(1.0, lambda n: n.receive(neighbour, old, n.now))]) == []
+    fresh = Heartbeat(me.leaf.members(), 3)
+    swept = _swept(me, entries, 200.0, [(101.0, lambda n: n.receive(neighbour, fresh, n.now))])
+    assert sorted(p for t, p in swept if t < 102.0) == sorted(entries)

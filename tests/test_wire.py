@@ -128,8 +128,9 @@ def test_well_formed_msgpack_of_any_shape_only_raises_decode_error(obj):
         ([WIRE_VERSION, 2, -1, False, False, 0], "range"),
         ([WIRE_VERSION, 2, 1, 0, False, 0], "bool"),
         ([WIRE_VERSION, 4, b"short"], "16 bytes"),
-        ([WIRE_VERSION, 1, b"x" * 17], "multiple of 16"),
-        ([WIRE_VERSION, 1, b"x" * 16 * (m.MAX_LIST + 1)], "longer"),
+        ([WIRE_VERSION, 1, b"x" * 17, 0], "multiple of 16"),
+        ([WIRE_VERSION, 1, b"x" * 16 * (m.MAX_LIST + 1), 0], "longer"),
+        ([WIRE_VERSION, 1, b"x" * 16, m.NO_FAILURE + 1], "range"),
         ([WIRE_VERSION, 6, float("nan")], "range"),
         ([WIRE_VERSION, 44, b"o" * 16, 1, im.LOST + 1, "why"], "range"),  # no such close code
         ([WIRE_VERSION, 11, b"k" * 16, 1, b"o" * 16, 1, []], "nested"),
