@@ -118,15 +118,16 @@ class OverlayConfig:
     `sweep_max_wait_s`), else once none has been seen for `sweep_quiet_s`, but no later
     than `sweep_max_wait_s` after the last sweep (`OverlayNode._sweep_due_at`). Under churn
     the sweeps come `sweep_max_wait_s` apart, and that sets how many table entries are dead
-    at any time: at 1,000 nodes with 10-minute sessions, 3.6-3.8% of them at 60 s (2.8-2.9%
-    when every failure seen started a sweep, at most one a minute), 4.2-4.5% at 75 s, for
-    1.82-1.85 and 1.66-1.68 maintenance messages per node per second (2.45-2.48 before)."""
+    at any time: at 1,000 nodes with 10-minute sessions, 3.7-3.9% of them at 60 s (2.8-2.9%
+    when every failure seen started a sweep, at most one a minute), 4.7-5.2% at 90 s, for
+    1.68-1.71 and 1.49-1.51 maintenance messages per node per second (2.45-2.48 before),
+    each a hop timeout for a lookup that meets it (`docs/ARCHITECTURE.md`)."""
     sweep_fresh_s: float = 20.0
     """A sweep passes over the entries that spoke to us within this long (they are alive),
     and looks at them again this long after. At 30 s, an entry that spoke just before it
     crashed was looked at again only that much later: under churn at 1,000 nodes the last
     dead entries went 44-60 s after the churn stopped (34-50 s at 20 s, for 0.05 more
-    messages per node per second)."""
+    messages per node per second; measured with second looks under churn too)."""
 
     route_ack_timeout_s: float = 0.6
     """A routed message not acknowledged by the next hop within this is sent another way."""

@@ -379,22 +379,25 @@ def test_sweeps_run_at_once_after_a_calm_then_wait_for_a_quiet_spell_or_their_lo
                for start in starts)
 
 
-def test_a_sweep_under_failures_passes_over_an_entry_that_spoke_lately_and_looks_again():
+def test_a_sweep_passes_over_an_entry_that_spoke_lately_and_after_the_failures_looks_again():
     """A sweep after a calm probes every entry, even one that just spoke (in a crash of many
     nodes at once it may have died since). One under failures that go on passes over an entry
-    that spoke within `sweep_fresh_s`, and probes it `sweep_fresh_s` later unless it spoke
+    that spoke within `sweep_fresh_s`, and leaves it to the next sweep. One in the quiet after
+    the failures passes over it too, but probes it `sweep_fresh_s` later unless it spoke
     again."""
     me, (talker, silent) = _sweeping_node(seed=6)
     cfg = me.config
-    second = 1.0 + cfg.sweep_max_wait_s  # the sweep after the one at 1 s
-    events = [(0.5, _speaks(talker)), (1.0, _failure), (second - 10.0, _speaks(talker))]
-    end = second + cfg.sweep_fresh_s + 5.0
-    events += [(5.0 + 5 * i, _failure) for i in range(int(end / 5))]  # (no quiet till then)
-    swept = _swept(me, (talker, silent), end, events)
+    second = 1.0 + cfg.sweep_max_wait_s  # the sweep after the one at 1 s, failures going on
+    last = second + 5.0  # the last failure
+    quiet = max(last + cfg.sweep_quiet_s, second + cfg.sweep_min_interval_s)  # the next
+    events = [(0.5, _speaks(talker)), (1.0, _failure), (second - 10.0, _speaks(talker)),
+              (quiet - 5.0, _speaks(talker))]
+    events += [(5.0 + 5 * i, _failure) for i in range(int(last / 5))]
+    swept = _swept(me, (talker, silent), quiet + cfg.sweep_fresh_s + 5.0, events)
     assert sorted(p for t, p in swept if t < 5.0) == sorted((talker, silent))
-    first_look = [p for t, p in swept if second <= t < second + 5.0]
-    second_look = [p for t, p in swept if t >= second + cfg.sweep_fresh_s]
-    assert first_look == [silent] and second_look == [talker]
+    assert [p for t, p in swept if second <= t < quiet] == [silent]
+    assert [p for t, p in swept if quiet <= t < quiet + 5.0] == [silent]
+    assert [p for t, p in swept if t >= quiet + 5.0] == [talker]
 
 
 def test_a_neighbour_that_saw_a_failure_lately_says_so_and_we_sweep_too():
