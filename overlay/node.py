@@ -751,7 +751,8 @@ class OverlayNode:
         """
         neighbour = peer in self._nbs
         large_ring = self.leaf.complete()  # (before the loss leaves a side short)
-        silent = self.table.silent_for(peer, self.now)
+        # (For a table probe's verdict: when it last spoke, read before it is forgotten.)
+        silent = self.table.silent_for(peer, self.now) if purpose == P_TABLE else None
         in_leaf, cell = self._forget(peer)
         if not in_leaf and cell is None:
             if purpose == P_VERIFY:
