@@ -392,9 +392,12 @@ class OverlayNode:
 
     def root_in_doubt(self, key: int) -> bool:
         """This node is the root for `key` only because the node that would be is suspected
-        (it did not acknowledge and is being probed): roots may be about to move."""
+        (it did not acknowledge and is being probed), or a joiner nearer `key` probed us and
+        has not greeted us yet (it becomes the root once active): roots may be about to move."""
         suspects = self._suspects
-        return bool(suspects) and routing_rule.first_choice(self.leaf, self.table, key) in suspects
+        if suspects and routing_rule.first_choice(self.leaf, self.table, key) in suspects:
+            return True
+        return self._joiners is not None and self._nearest_joiner(key, ()) is not None
 
     def send_acked(self, peer: int, payload: Message, now: float | None = None) -> None:
         """Like `send`, but the peer acknowledges it; without an acknowledgement in time the
@@ -1298,24 +1301,31 @@ class OverlayNode:
         twenty-five `churn` runs of 1,000 nodes had such a lookup). So the message waits for the
         greeting, then goes to the joiner (`_heard_active`), or for as long as a join may
         take, then is delivered here (`_on_joiner_timer`)."""
+        nearest = self._nearest_joiner(msg.key, avoid)
+        if nearest is None or self._held_count >= self.config.max_pending_routes:
+            return False
+        best, since = nearest
+        if self._held is None:
+            self._held = {}
+        held = self._held.setdefault(best, [])
+        if not held:
+            self._at(since + self.config.join_timeout_s, T_JOINER, best)
+        held.append((msg, avoid, attempt, self.now))
+        self._held_count += 1
+        return True
+
+    def _nearest_joiner(self, key: int, avoid: tuple[int, ...]) -> tuple[int, float] | None:
+        """The joiner (not in `avoid`, within its join's time) nearer `key` than we are and
+        nearest it, and since when it waits; None if there is none. `_joiners` is not None."""
         joiners = self._joiners
         assert joiners is not None
-        key, now, timeout = msg.key, self.now, self.config.join_timeout_s
+        now, timeout = self.now, self.config.join_timeout_s
         best, nearest, since = None, ring_distance(self.id, key), now
         for joiner, at in joiners.items():
             distance = ring_distance(joiner, key)
             if distance < nearest and joiner not in avoid and at + timeout > now:
                 best, nearest, since = joiner, distance, at
-        if best is None or self._held_count >= self.config.max_pending_routes:
-            return False
-        if self._held is None:
-            self._held = {}
-        held = self._held.setdefault(best, [])
-        if not held:
-            self._at(since + timeout, T_JOINER, best)
-        held.append((msg, avoid, attempt, now))
-        self._held_count += 1
-        return True
+        return None if best is None else (best, since)
 
     def _on_joiner_timer(self, joiner: int) -> None:
         """Messages wait for `joiner`: forget it if its join's time is up, else look again

@@ -9,6 +9,8 @@ import math
 import random
 from collections import Counter
 
+import pytest
+
 from iris.core import NO_MEMBERS, OK, cluster_group, tunnel_of
 from iris.core import events as ev
 from iris.core.messages import Reply, Request, TunnelClose, other_end
@@ -17,6 +19,7 @@ from simulations.engine import Simulation
 from simulations.messaging_workload import MessagingWorkload, SimMessaging
 from simulations.network import NetworkConfig
 from simulations.scenarios import ScenarioOptions, build_ring
+from simulations.survey_workload import SurveyWorkload
 
 
 class Observed(SimMessaging):
@@ -189,3 +192,54 @@ def test_a_member_runs_a_request_once_whatever_way_its_copies_came():
     sim.run_for(1.0)
     assert work.handled[10**6] == 1
     assert work.core(member).state.counters["request_duplicate_dropped"] == 1
+
+
+
+class JoinWatched(Observed):
+    """The simulator's core, calling `on_active(node id)` (when set) as a node goes active."""
+
+    on_active = None
+
+    def activated(self):
+        super().activated()
+        if JoinWatched.on_active is not None:
+            JoinWatched.on_active(self.node.id)
+
+
+@pytest.mark.parametrize("kind", ["request", "survey"])
+def test_a_question_meeting_a_root_about_to_move_goes_on_to_the_joiner_that_takes_over(kind):
+    """A node joins nearer a cluster's key than its root and registers the moment it is
+    active; a request (or survey) sent at once from the old root, before the joiner's greeting
+    reaches it, finds no tree there. That root knows the joiner is coming (it probed it), so it
+    parks the question instead of answering "no members", and once the greeting comes it
+    routes it on to the joiner, which answers."""
+    sim = Simulation(5, network=NetworkConfig(fifo=True), app_factory=JoinWatched)
+    work = MessagingWorkload(sim)
+    surveys = SurveyWorkload(sim, work)
+    assert build_ring(sim, ScenarioOptions(nodes=20, seed=5))["converged"]
+    group = cluster_group("late")
+    old_root = true_root(sim, group)
+    sim.run_for(5.0)  # no root in the ring has just settled
+    records = work.requests if kind == "request" else surveys.records
+
+    def ask_at_once(node_id):
+        if node_id == group:
+            work.register(node_id, "late")
+            if kind == "request":
+                work.request(old_root, "late", timeout=10.0)
+            else:
+                surveys.survey(old_root, "late", timeout=10.0)
+
+    JoinWatched.on_active = ask_at_once
+    try:
+        sim.add_node(group, seeds=(old_root,))  # the id nearest the key: the key itself
+        done = sim.run_until(lambda: any(r.status is not None for r in records.values()),
+                             timeout=15.0, check_every=0.05)
+    finally:
+        JoinWatched.on_active = None
+    assert done is not None and true_root(sim, group) == group
+    [record] = records.values()
+    if kind == "request":
+        assert (record.status, record.responder) == (OK, group)
+    else:
+        assert (record.status, [m for m, _ in record.answers]) == (OK, [group])

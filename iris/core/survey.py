@@ -215,9 +215,20 @@ class Surveys:
         return True
 
     def release_parked(self) -> None:
+        """Ask again the questions parked here, or route them on to the node that has become
+        the root meanwhile (as `Walk.release_parked` does)."""
         parked, self.parked = self.parked, []
+        state = self.state
         for since, ask in parked:
-            self.arrive(ask, None, parked_since=since)
+            if state.node.is_root(ask.group):
+                self.arrive(ask, None, parked_since=since)
+                continue
+            left = ask.time_left_ms - round((state.now - since) * 1000)
+            if left > 0:
+                state.node.route(ask.group, SurveyAsk(ask.group, ask.origin, ask.sid, left,
+                                                      ask.max_bytes, ask.payload))
+            else:
+                state.count("surveys_expired")
 
     def answer(self, token: int, data: bytes | None) -> None:
         """Our member's answer (None: it gives none, as when its handler failed)."""

@@ -110,10 +110,16 @@ class Walk:
             self.on_tunnel_open(msg, service)
 
     def release_parked(self) -> None:
-        """The parking timer fired: walk every parked message again."""
+        """The parking timer fired: walk every parked message again, or, where another node
+        has become the root meanwhile (a joiner greeted us, a suspect answered), route it on
+        to that root, which knows the tree."""
         parked, self.parked = self.parked, deque()
+        is_root, now = self.state.node.is_root, self.state.now
         for since, msg in parked:
-            self.step_from(msg, None, parked_since=since)
+            if is_root(msg.group):
+                self.step_from(msg, None, parked_since=since)
+            else:
+                self._forward(msg, None, now - since)
 
     def step_lost(self, peer: int, msg: Walker) -> None:
         """A step to `peer` was not acknowledged: drop that neighbour and walk on."""
