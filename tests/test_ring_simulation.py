@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from overlay.node import CONFIRMING
 from simulations import checkers
 from simulations.scenarios import (
     ScenarioOptions,
@@ -84,18 +85,52 @@ def test_restarted_node_with_the_same_id_rejoins(ring300):
     assert sim.nodes[victim].active
 
 
+def test_two_nodes_joining_side_by_side_know_each_other_at_once(ring300):
+    """Two nodes join between the same two neighbours, and each probes its leaf set before
+    the other is active: each goes active greeting everyone but the other (the second was
+    held up after its probes, here by a pause). The neighbours greeted by the second tell it
+    of the first (their leaf sets, as a heartbeat), so the two know each other within a round
+    trip, not at the next heartbeat (5 s on the left, 20 s on the right): until then a lookup
+    for a key between them can end at the wrong one (a `churn` run of 1,000 nodes had one)."""
+    sim = ring300
+    ids = sorted(sim.active)
+    low, high = ids[10], ids[11]
+    first, second = low + (high - low) // 3, low + 2 * (high - low) // 3
+    sim.add_node(second, seeds=(ids[200],))
+    b = sim.nodes[second]
+    assert sim.run_until(lambda: b.state == CONFIRMING, 5.0, 0.001) is not None
+    sim.pause(second)  # its probes are answered meanwhile, by leaf sets without `first`
+    sim.add_node(first, seeds=(ids[200],))
+    assert sim.run_until(lambda: first in sim.active, 5.0, 0.01) is not None
+    a = sim.nodes[first]
+    sim.run_for(0.5)  # its greetings are in
+    sim.resume(second)
+    assert sim.run_until(lambda: second in sim.active, 1.0, 0.01) is not None
+    assert second not in a.leaf.members() and first not in b.leaf.members()
+    met = sim.run_until(lambda: second in a.leaf.members() and first in b.leaf.members(),
+                        1.0, 0.01)
+    assert met is not None
+    assert sim.run_until(lambda: checkers.all_ok(sim), 10.0, 0.5) is not None
+
+
 @pytest.mark.parametrize("seed, loss", [(3, 0.02), (4, 0.05)])
 def test_lookups_end_at_the_root_under_loss_and_duplication(seed, loss):
     """Lost hops, lost acknowledgements, lost probes and duplicates: no lookup ends at a node
-    that is not its key's root, and every checker passes."""
+    that is not its key's root, and every checker passes within seconds. (A peer whose
+    probes were all lost can be declared failed; its first heal retry, `heal_first_retry_s`
+    after, puts it back: with seed 4, one such verdict 0.2 s before the end of the lookups
+    was mended 1.5 s later.)"""
     sim = converged_ring(200, seed=seed, loss=loss, duplicate=0.01, wire=True)
     result = run_lookups(sim, 2000, rate=500)
     assert result["wrong_root"] == 0 and result["lost"] == 0
     assert result["correct_ratio"] == 1.0
-    assert checkers.check_leaf_sets(sim).ok
-    assert checkers.check_routing_tables(sim).ok
-    assert checkers.check_routing(sim, 1000).ok
-    assert measure_maintenance(sim, 60.0) <= 1.0  # false alarms do not feed on each other
+    assert sim.run_until(lambda: checkers.all_ok(sim, 1000), 15.0, 0.5) is not None
+    # False alarms do not feed on each other. One costs a minute of sweeps (the nodes told
+    # of it probe their tables: 0.67 messages per node per second more, with seed 4), then
+    # the ring is back to its calm rate; a cascade would keep it up.
+    assert measure_maintenance(sim, 60.0) <= 1.5
+    sim.run_for(60.0)
+    assert measure_maintenance(sim, 60.0) <= 0.5
 
 
 @pytest.mark.slow
