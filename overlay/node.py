@@ -33,7 +33,7 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   on a lossy network: `overlay.probe_loss`). The detector tells its leaf set and table
   (`Departed`); a receiver that holds the node verifies with a probe and drops it. Whoever sees
   or hears of a failure sweeps its table (probes every entry): at once after a calm, else
-  once the failures stop, and a minute apart while they go on; heartbeats say how long ago
+  once the failures stop, and 100 s apart while they go on; heartbeats say how long ago
   their sender last saw one, so its neighbours sweep too.
 - Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
   of nodes it should have (probing them first) and probes a member of its own beyond the

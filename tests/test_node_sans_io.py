@@ -369,12 +369,14 @@ def test_sweeps_run_at_once_after_a_calm_then_wait_for_a_quiet_spell_or_their_lo
     entries that died after the other looked); then none."""
     me, entries = _sweeping_node(seed=5)
     cfg = me.config
-    failures = [(1.0, _failure)] + [(10.0 + 5 * i, _failure) for i in range(39)]  # to 200 s
-    swept = _swept(me, entries, 600.0, failures)
-    starts = sorted({round(t) for t, _ in swept})  # each sweep takes under a second here
     wait, quiet, interval = cfg.sweep_max_wait_s, cfg.sweep_quiet_s, cfg.sweep_min_interval_s
-    last = 1 + 3 * wait  # the sweeps under the failures: at 1, 61, 121 and 181 s
-    assert starts == [1, 1 + wait, 1 + 2 * wait, last, 200 + quiet, 200 + quiet + interval]
+    # Failures every 5 s until 19 s after the fourth sweep (1 s, then every `wait`).
+    end = 1 + 3 * wait + 19
+    failures = [(1.0, _failure)] + [(float(t), _failure) for t in range(10, int(end) + 1, 5)]
+    swept = _swept(me, entries, end + 400.0, failures)
+    starts = sorted({round(t) for t, _ in swept})  # each sweep takes under a second here
+    assert starts == [1, 1 + wait, 1 + 2 * wait, 1 + 3 * wait, end + quiet,
+                      end + quiet + interval]
     assert all(sorted(p for t, p in swept if round(t) == start) == sorted(entries)
                for start in starts)
 
