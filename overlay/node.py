@@ -892,9 +892,9 @@ class OverlayNode:
             return
         # A node we hold is verified before it is believed. One we do not hold is not probed
         # at all: the notice only says that failures go on, and the sweep it owes waits for
-        # them to stop, a minute at most (`_sweep_due_at`). On a lossy network live nodes are
-        # now and then declared failed, and a sweep at every such notice once made more false
-        # verdicts than it cleared; at most one a minute, a ring of 1,000 at 2% and 5% loss
+        # them to stop, `sweep_max_wait_s` at most (`_sweep_due_at`). On a lossy network live
+        # nodes are now and then declared failed, and a sweep at every such notice once made
+        # more false verdicts than it cleared; spaced so, a ring of 1,000 at 2% and 5% loss
         # keeps every lookup at its root (`iris sim join --loss`).
         if node in self.leaf or node in self.table:
             self._ping(node, P_VERIFY)

@@ -103,7 +103,9 @@ def test_two_nodes_joining_side_by_side_know_each_other_at_once(ring300):
     sim.add_node(first, seeds=(ids[200],))
     assert sim.run_until(lambda: first in sim.active, 5.0, 0.01) is not None
     a = sim.nodes[first]
-    sim.run_for(0.5)  # its greetings are in
+    greeted = sim.run_until(lambda: all(first in sim.nodes[n].leaf.members()
+                                        for n in (low, high)), 2.0, 0.01)
+    assert greeted is not None
     sim.resume(second)
     assert sim.run_until(lambda: second in sim.active, 1.0, 0.01) is not None
     assert second not in a.leaf.members() and first not in b.leaf.members()
