@@ -115,8 +115,12 @@ INF = float("inf")
 _LONG_AGO = -INF  # one float object for every node's "never yet", not one each
 _NOBODY: frozenset[int] = frozenset()  # the suspects of a node that suspects nobody
 # Table sweeps owed to a failure seen: the one it starts, and one more a sweep interval later
-# (`OverlayNode._failure_noticed`).
+# (`OverlayNode._failure_noticed`)...
 SWEEPS_AFTER_FAILURE = 2
+# ... or, when it came `sweep_quiet_s` to `sweep_max_wait_s` after the one before (failures
+# that go on, but too sparsely to keep the sweeps coming), these many, each quiet as long again
+# as the quiet before it (`OverlayNode._sweep_due_at`).
+SWEEPS_AFTER_SPARSE_FAILURES = 5
 MAX_JOINERS = 16  # joiners a node waits for at once (`OverlayNode._joiners`)
 # ... that would be among this many nearest on a side (`_wait_for_joiner`): two, because the
 # nearer one may be a crashed node not yet dropped (one let a wrong root through under churn)
@@ -1131,23 +1135,40 @@ class OverlayNode:
         dead node's table holders are told by nobody), twice (`SWEEPS_AFTER_FAILURE`), when
         `_sweep_due_at` says.
 
+        Failures that go on sparsely owe more sweeps (`SWEEPS_AFTER_SPARSE_FAILURES`). A node
+        hears of failures somewhere every few seconds under 10-minute sessions at 1,000 nodes,
+        so its last sweeps come just after the churn stops. Under 1-hour sessions it hears of
+        one about a minute apart, and the entries that died after its last sweep and before
+        the churn stopped had nobody to find them but the periodic probe (one entry per
+        `table_probe_max_s`): 2 of them were still in a table 600 s after the churn. A node that
+        hears of failures rarely (a lone crash in a calm ring) sweeps twice, as before: each crash
+        has about 200 nodes told of it, and more sweeps for all of them would cost a ring with
+        daily restarts far more than it finds. News from a neighbour's heartbeat (`gossip`)
+        counts the failure, never the pace.
+
         A notice about a node we do not hold is not verified (two messages for nothing): it
         only says that failures go on. A neighbour's news goes no farther than
         `sweep_quiet_s` of heartbeats carry it: its neighbours sweep too (a node that joined
         during a churn heard of no failure, and kept entries that died before it did), but
         the whole ring does not."""
-        if at > self._failure_seen:
+        gap = at - self._failure_seen
+        if gap > 0:
             self._failure_seen = at
         elif gossip:
             return  # no news
-        self._sweeps_owed = SWEEPS_AFTER_FAILURE
+        cfg = self.config
+        sparse = not gossip and cfg.sweep_quiet_s <= gap < cfg.sweep_max_wait_s
+        self._sweeps_owed = max(self._sweeps_owed, SWEEPS_AFTER_SPARSE_FAILURES if sparse
+                                else SWEEPS_AFTER_FAILURE)
         if self._sweep is None:
             self._arm_sweep()
 
     def _sweep_due_at(self) -> float:
         """When the sweep owed may run: at once after a calm (no sweep for `sweep_max_wait_s`),
         else once no failure has been seen for `sweep_quiet_s`, but `sweep_max_wait_s` after
-        the last sweep at the latest; never within `sweep_min_interval_s` of it.
+        the last sweep at the latest; never within `sweep_min_interval_s` of it, nor within
+        as long as the quiet had lasted at the last sweep (the sweeps owed to sparse failures:
+        the quiet doubles from one to the next).
 
         Under churn a node hears of a failure every few seconds, and sweeping at each (at
         most once a minute) was a third of all maintenance messages at 1,000 nodes, its
@@ -1155,7 +1176,7 @@ class OverlayNode:
         left after the churn are found by the sweep in the quiet after it (and those that
         died after that one looked, by the second)."""
         cfg, last = self.config, self._last_sweep
-        return max(last + cfg.sweep_min_interval_s,
+        return max(last + max(cfg.sweep_min_interval_s, last - self._failure_seen),
                    min(last + cfg.sweep_max_wait_s, self._failure_seen + cfg.sweep_quiet_s))
 
     def _arm_sweep(self) -> None:
@@ -1177,7 +1198,9 @@ class OverlayNode:
         looks were 0.13 of 1.83 maintenance messages per node per second under churn at 1,000
         nodes, and found too few dead entries to change how many are dead at any time)."""
         cfg, now = self.config, self.now
-        self._sweep_all = now - self._last_sweep > cfg.sweep_max_wait_s + cfg.sweep_quiet_s
+        last = self._last_sweep
+        self._sweep_all = self._failure_seen > last and (
+            now - last > cfg.sweep_max_wait_s + cfg.sweep_quiet_s)
         self._sweep_fresh = [] if now >= self._failure_seen + cfg.sweep_quiet_s else None
         self._sweeps_owed -= 1
         self._last_sweep = now

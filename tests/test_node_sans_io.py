@@ -7,7 +7,7 @@ import pytest
 
 from overlay.config import OverlayConfig
 from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Pong
-from overlay.node import ACTIVE, OverlayApp, OverlayNode
+from overlay.node import ACTIVE, SWEEPS_AFTER_SPARSE_FAILURES, OverlayApp, OverlayNode
 from tests.conftest import shuttle
 
 
@@ -379,6 +379,29 @@ def test_sweeps_run_at_once_after_a_calm_then_wait_for_a_quiet_spell_or_their_lo
                       end + quiet + interval]
     assert all(sorted(p for t, p in swept if round(t) == start) == sorted(entries)
                for start in starts)
+
+
+def test_sparse_failures_owe_sweeps_until_the_quiet_has_doubled_four_times():
+    """A failure heard `sweep_quiet_s` to `sweep_max_wait_s` after the one before (failures go
+    on, but sparsely: 1-hour sessions) owes sweeps each a quiet as long again as the one
+    before, so that an entry that died after the last of the usual two is still found. Failures
+    far apart (a lone crash now and then) owe the usual two."""
+    me, entries = _sweeping_node(seed=7)
+    cfg = me.config
+    quiet, interval = cfg.sweep_quiet_s, cfg.sweep_min_interval_s
+    sparse = 1.0 + (quiet + cfg.sweep_max_wait_s) / 2
+    swept = _swept(me, entries, 1_000.0, [(1.0, _failure), (sparse, _failure)])
+    first = sparse + quiet
+    second = first + interval
+    expected = [1, 1 + interval, first, second]  # (the first failure's two, then the others)
+    while len(expected) < 2 + SWEEPS_AFTER_SPARSE_FAILURES:
+        expected.append(expected[-1] + (expected[-1] - sparse))
+    assert sorted({round(t) for t, _ in swept}) == [round(t) for t in expected]
+
+    me, entries = _sweeping_node(seed=7)
+    apart = 1.0 + cfg.sweep_max_wait_s + quiet + 10
+    swept = _swept(me, entries, 1_000.0, [(1.0, _failure), (apart, _failure)])
+    assert sorted({round(t) for t, _ in swept}) == [1, 1 + interval, apart, apart + interval]
 
 
 def test_a_sweep_passes_over_an_entry_that_spoke_lately_and_after_the_failures_looks_again():

@@ -20,8 +20,8 @@ PARTITION = ["partition", "--nodes", "40", "--seed", "3", "--lookups", "200",
 PARTITION_DIGEST = "361ee0fd2fca4f3e"
 # Lookups over a network that loses 30% of all messages: one is lost after every way was
 # tried, and leaf sets are not all exact at the end, so checks fail (nearly every run).
-LOSSY_JOIN = ["join", "--nodes", "30", "--seed", "10", "--lookups", "300", "--loss", "0.3"]
-LOSSY_JOIN_DIGEST = "4b39a7c25c92bf50"
+LOSSY_JOIN = ["join", "--nodes", "30", "--seed", "4", "--lookups", "300", "--loss", "0.3"]
+LOSSY_JOIN_DIGEST = "de36304a16d20a0a"
 # These digests were printed by the simulator before runs could be watched (--csv, --plot,
 # --progress); a change to the protocol or to the simulator's randomness changes them, and
 # then they are re-pinned on purpose. Watching must never change them.
