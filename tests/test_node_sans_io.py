@@ -381,7 +381,7 @@ def test_sweeps_run_at_once_after_a_calm_then_wait_for_a_quiet_spell_or_their_lo
                for start in starts)
 
 
-def test_sparse_failures_owe_sweeps_until_the_quiet_has_doubled_four_times():
+def test_sparse_failures_owe_sweeps_at_a_doubling_quiet_and_lone_ones_two():
     """A failure heard `sweep_quiet_s` to `sweep_max_wait_s` after the one before (failures go
     on, but sparsely: 1-hour sessions) owes sweeps each a quiet as long again as the one
     before, so that an entry that died after the last of the usual two is still found. Failures
