@@ -13,7 +13,6 @@ event of the real overlay costs beyond it is the cores' own work.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -23,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_ring import baseline_events_per_s  # noqa: E402
+from bench_ring import baseline_events_per_s, print_result  # noqa: E402
 
 from simulations.engine import INF, Simulation  # noqa: E402
 
@@ -88,11 +87,7 @@ def main() -> int:
         "baseline_trivial_events_per_cpu_s": round(baseline_cpu),
         "events_per_cpu_s_over_baseline": round(rate / baseline_cpu, 4),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>34}  {value}")
+    print_result(result, args.json)
     return 0
 
 

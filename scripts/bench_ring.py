@@ -55,6 +55,16 @@ def baseline_events_per_s(count: int = 1_000_000) -> tuple[float, float]:
     return count / (time.perf_counter() - t0), count / (time.process_time() - c0)
 
 
+def print_result(result: dict[str, object], as_json: bool) -> None:
+    """One JSON object, or one figure a line, named."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:>{width}}  {value}")
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -150,11 +160,7 @@ def main() -> int:
             checks_passed=leaf.ok and table.ok and routing.ok and lookups["correct_ratio"] == 1.0,
             check_wall_s=round(time.perf_counter() - t, 2),
         )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>28}  {value}")
+    print_result(result, args.json)
     return 0
 
 
