@@ -914,8 +914,18 @@ def _seeds_from_env(args: argparse.Namespace) -> None:
             raise CliError(f"IRIS_SEEDS: {exc}") from None
 
 
+def _interruptible() -> None:
+    """Every command stops on SIGINT (status 130), even one started with SIGINT ignored, as a
+    shell without job control starts a background job: `kill -INT` on it did nothing, and a
+    chaos run so stopped by its harness left its namespaces. `iris node` and `iris demo`
+    listen for the signal themselves; the others get Python's `KeyboardInterrupt` back."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _interruptible()
     if argv and argv[0] == "sim":
         from simulations.cli import main as sim_main
 

@@ -7,6 +7,7 @@ command, and skip with the reason elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -174,12 +175,33 @@ def _chaos(*args: str, timeout: float) -> tuple[int, dict, str, str]:
     namespaces it made (its process id: other runs on the machine have theirs)."""
     proc = subprocess.Popen([sys.executable, "-m", "iris.cli", "chaos", "--json", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prefix = f"iris-chaos-{proc.pid}-"
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
-        proc.kill()
+        _stop(proc, prefix)
     report = json.loads(stdout) if stdout.strip() else {}
-    return proc.returncode, report, stderr, f"iris-chaos-{proc.pid}-"
+    return proc.returncode, report, stderr, prefix
+
+
+def _stop(proc: subprocess.Popen, prefix: str) -> None:
+    """End a chaos run a test is done with, also when the test failed: one still going is
+    interrupted as a user would (it removes what it made), killed if that takes over 30 s;
+    then whatever is left of its namespaces, and of the processes in them, is removed here.
+    (Its report is then the test's, not this machine's: nothing outlives the test.)"""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for name in _leftovers(prefix):
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
 def _leftovers(prefix: str = "iris-chaos-") -> list[str]:
@@ -309,16 +331,22 @@ def test_ctrl_c_removes_every_namespace_and_process(tmp_path):
                              "--nodes", "1", "--logs", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     prefix = f"iris-chaos-{proc.pid}-"
+    stderr, namespaces, processes = "", None, None
     try:
         _poll(lambda: (tmp_path / "g1n0.jsonl").exists(), timeout=60)
         assert any(n.startswith(prefix) for n in _leftovers())
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
+        # What the run left, read before anything here removes it.
+        namespaces = [n for n in _leftovers() if n.startswith(prefix)]
+        processes = _processes_mentioning(str(tmp_path))
     finally:
-        proc.kill()
+        _stop(proc, prefix)
+        for pid in _processes_mentioning(str(tmp_path)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
     assert proc.returncode == 130, stderr
-    assert not [n for n in _leftovers() if n.startswith(prefix)]
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert namespaces == [] and processes == []
 
 
 def test_the_human_report_marks_each_failed_check():

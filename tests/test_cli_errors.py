@@ -432,11 +432,19 @@ def test_messages_from_stdin_and_files_serve_and_json_logs(tmp_path, key_file):
         while b"broadcast:HEY" not in got:  # the broadcast's output is `iris serve`'s
             got += serve.stdout.read1(100)
     finally:
+        # Both processes end here whatever failed: asserted on once they have.
+        served = None
         if serve is not None:
             serve.send_signal(signal.SIGINT)
-            assert serve.wait(timeout=20) == 130
-            assert b"Traceback" not in serve.stderr.read()
-        log = stop_node(node, lines, signal.SIGINT)
+            try:
+                served = serve.wait(timeout=20), serve.stderr.read()
+            finally:
+                serve.kill()
+        try:
+            log = stop_node(node, lines, signal.SIGINT)
+        finally:
+            node.kill()
+    assert served is not None and served[0] == 130 and b"Traceback" not in served[1], served
     assert node.returncode == 0
     records = [json.loads(line) for line in log.splitlines()]  # every line is one object
     messages = [record["message"] for record in records]
@@ -498,3 +506,21 @@ def test_ctrl_c_stops_the_demo_with_status_130():
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert err == b"iris demo: interrupted\n" and out == b""
+
+
+def test_a_command_started_with_sigint_ignored_still_stops_on_it():
+    """A shell without job control starts a background job with SIGINT ignored; `kill -INT`
+    must still stop the command (a chaos run so stopped must remove its namespaces)."""
+    proc = subprocess.Popen(IRIS + ["sim", "join", "--nodes", "100000", "--progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        # Its first progress line: the simulation runs.
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        assert ready and proc.stderr.readline().startswith(b"join 100000 nodes")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.endswith(b"iris sim: interrupted\n") and out == b""
