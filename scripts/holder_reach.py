@@ -33,7 +33,8 @@ def reach(nodes: dict[int, OverlayNode], dead: int, spread: str) -> tuple[set[in
     holders = {x for x, node in nodes.items() if x != dead and dead in node.table}
     detector = nodes[nodes[dead].leaf.left[0]]
     told = {detector.id, *detector.leaf.members(), *detector.table.entries()}
-    reached = holders & told
+    told_holders = holders & told
+    reached = set(told_holders)
     frontier, sent = list(reached), 0
     while frontier:
         table = nodes[frontier.pop()].table
@@ -45,7 +46,7 @@ def reach(nodes: dict[int, OverlayNode], dead: int, spread: str) -> tuple[set[in
             if peer in holders and peer not in reached:
                 reached.add(peer)
                 frontier.append(peer)
-    return holders, holders & told, reached, sent
+    return holders, told_holders, reached, sent
 
 
 def main() -> int:

@@ -223,10 +223,9 @@ class Surveys:
             if state.node.is_root(ask.group):
                 self.arrive(ask, None, parked_since=since)
                 continue
-            left = ask.time_left_ms - round((state.now - since) * 1000)
-            if left > 0:
-                state.node.route(ask.group, SurveyAsk(ask.group, ask.origin, ask.sid, left,
-                                                      ask.max_bytes, ask.payload))
+            onward = aged(ask, state.now - since)
+            if onward is not None:
+                state.node.route(ask.group, onward)
             else:
                 state.count("surveys_expired")
 
