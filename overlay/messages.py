@@ -104,11 +104,16 @@ class Leave(Message):
     """Graceful departure: the receiver drops the sender at once."""
 
 
-@wire_message(8, ID)
+@wire_message(8, ID, BOOL)
 class Departed(Message):
-    """`node` was found dead by the sender; the receiver verifies before it forgets it."""
+    """`node` was found dead by the sender; the receiver verifies before it forgets it.
+
+    `held`: passed on by a node that held `node` in its routing table, to its own table
+    entries, which are likely to hold it too (`OverlayNode._tell_holders`); a receiver that
+    does not hold it does nothing at all."""
 
     node: int
+    held: bool = False
 
 
 @wire_message(9, uint(31))

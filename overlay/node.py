@@ -31,10 +31,12 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   one every few (MSPastry's leaf-set heartbeats); a neighbour silent for `missed_heartbeats` of
   its periods is probed, and declared failed after `probe_attempts` unanswered probes (more
   on a lossy network: `overlay.probe_loss`). The detector tells its leaf set and table
-  (`Departed`); a receiver that holds the node verifies with a probe and drops it. Whoever sees
-  or hears of a failure sweeps its table (probes every entry): at once after a calm, else
-  once the failures stop, and 100 s apart while they go on; heartbeats say how long ago
-  their sender last saw one, so its neighbours sweep too.
+  (`Departed`); a receiver that holds the node verifies with a probe and drops it. Failures
+  that go on have every node that sees or hears of them sweep its table (probe every entry):
+  once they stop, and 100 s apart while they go on; heartbeats say how long ago their sender
+  last saw one, so its neighbours sweep too. A lone failure after a calm is swept for by
+  nobody: a holder that verifies it tells its own table entries, and those that hold it too
+  verify it and pass it on.
 - Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
   of nodes it should have (probing them first) and probes a member of its own beyond the
   sender that the sender does not list; a node that recently dropped a dead peer tells a
@@ -96,11 +98,13 @@ from overlay.probes import (
     P_CANDIDATE,
     P_CONFIRM,
     P_HEAL,
+    P_HELD,
     P_NEIGHBOUR,
     P_SUSPECT,
     P_TABLE,
     P_VERIFY,
     RETRIED,
+    TOLD,
     VERIFIED_ONCE,
     Probe,
     Probes,
@@ -114,6 +118,7 @@ __all__ = ["ACTIVE", "CONFIRMING", "JOINING", "LEFT", "OverlayApp", "OverlayNode
 INF = float("inf")
 _LONG_AGO = -INF  # one float object for every node's "never yet", not one each
 _NOBODY: frozenset[int] = frozenset()  # the suspects of a node that suspects nobody
+UNNAMED = -1  # a failure heard of without its node's id (`OverlayNode._failure_noticed`)
 # Table sweeps owed to a failure seen: the one it starts, and one more a sweep interval later
 # (`OverlayNode._failure_noticed`)...
 SWEEPS_AFTER_FAILURE = 2
@@ -180,7 +185,7 @@ class OverlayNode:
         "given_up",
         "next_deadline", "later_wake", "dropped", "_timers", "_seq", "_probes", "_routes",
         "_suspects", "_lost", "_nbs", "_heard", "_seeds", "_join_tries", "_table_cursor", "_sweep",
-        "_sweep_fresh", "_sweeps_owed", "_failure_seen", "_sweep_all", "_sweep_wake",
+        "_sweep_fresh", "_sweeps_owed", "_failure_seen", "_lone", "_sweep_all", "_sweep_wake",
         "_last_sweep", "_last_merge", "_last_greeting", "_heal_at", "_ping_timeouts",
         "_route_timeouts", "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count",
         "_probe_loss",
@@ -250,6 +255,9 @@ class OverlayNode:
         self._sweep_fresh: list[int] | None = None
         self._sweeps_owed = 0  # sweeps still owed to the failures seen (`_failure_noticed`)
         self._failure_seen = _LONG_AGO  # when a failure was last seen or heard of
+        # The failure a calm ended with, while no other is seen (`_failure_noticed`): its
+        # node, or UNNAMED (told of by a neighbour's heartbeat); None when failures go on.
+        self._lone: int | None = None
         self._sweep_all = False  # the sweep probes even the entries that spoke lately
         self._sweep_wake = INF  # when the timer set for an owed sweep fires
         self._last_sweep = _LONG_AGO
@@ -270,8 +278,8 @@ class OverlayNode:
         self._prox_asked: dict[int, tuple[_Search, float]] | None = None
         self._prox_rounds: tuple[_Search, ...] = ()
         self._prox_size = 0.0  # the ring's estimated size when the table was last searched
-        # Since when this node's ring has looked calm (`_table_period`): its activation, moved
-        # on as its table improves (`_adopted`).
+        # Since when this node's ring has looked calm (`_table_period`, `_failure_noticed`):
+        # its activation, moved on as its table improves (`_adopted`).
         self._calm_since = _LONG_AGO
         # Peers whose link the driver reported just opened, and when (`link_up`); None while
         # none was (the simulator holds thousands of nodes that never dial across a cut).
@@ -769,8 +777,8 @@ class OverlayNode:
         silent = self.table.silent_for(peer, self.now) if purpose == P_TABLE else None
         in_leaf, cell = self._forget(peer)
         if not in_leaf and cell is None:
-            if purpose == P_VERIFY:
-                self._failure_noticed(self.now)  # a failure we were told of
+            if purpose in TOLD:
+                self._failure_noticed(self.now, node=peer)  # a failure we were told of
             self._release(peer)
             return
         # A death others told us of is retried once, not for an hour (`LostPeers.remember`);
@@ -783,26 +791,47 @@ class OverlayNode:
         # than a leaf set: in a small one, a peer across a cut is retried by few nodes, and
         # fewer retrying it lost events on real processes (2 groups of 2 nodes: events
         # published 5 s after the heal, in 2 runs of about 6).
-        self._remember_lost(peer, told=purpose == P_VERIFY and large_ring,
+        self._remember_lost(peer, told=purpose in TOLD and large_ring,
                             scheduled=not (purpose == P_TABLE and not in_leaf and large_ring))
         told: tuple[int, ...] | set[int] = ()
-        if in_leaf and purpose in (P_NEIGHBOUR, P_SUSPECT):
+        table_told = in_leaf and purpose in (P_NEIGHBOUR, P_SUSPECT)
+        if table_told:
             told = set(chain(self.leaf.members(), self.table.entries()))
-        elif purpose == P_VERIFY and neighbour:
+        elif purpose in TOLD and neighbour:
             told = self.leaf.members()
         for member in told:
             self._send(member, Departed(peer), C_MAINTENANCE)
         self._repair(in_leaf, cell)
         if purpose != P_TABLE:
-            self._failure_noticed(self.now)
+            self._failure_noticed(self.now, node=peer)
         elif not self._sweeps_owed:
             # A dead entry found by the periodic probe died after it last spoke, when exactly
             # nobody knows: counted as a failure now, it put off every sweep it was told to.
             # One a sweep finds is no news at all: it died before the failures that made the
             # sweep owed.
-            self._failure_noticed(self.now - (silent or 0))
+            self._failure_noticed(self.now - (silent or 0), node=peer)
+        if cell is not None and not table_told and (purpose == P_HELD or self._lone == peer):
+            self._tell_holders(peer)
         self._gone(peer)
         self._release(peer)
+
+    def _tell_holders(self, peer: int) -> None:
+        """A lone failure (`_failure_noticed`) of a node our table held, or one a holder told
+        us of: tell our table entries, which are likely to hold it too, and our leaf set; each
+        that does verifies it and tells its own (`Departed.held`).
+
+        Nobody else tells a dead node's table holders: the detector tells its own leaf set
+        and table, which at 1,000 nodes reach about 9 of its 30 holders. Under rare failures
+        the others kept it until their periodic probe came round to it, up to 80 minutes
+        later, or until a sweep found it, and the sweeps of the ~200 nodes told of a crash
+        found about one holder in 40 for 36,000 messages. Passed on among holders' tables, a
+        notice reaches 29 of the 30 for about 1,000 (`scripts/holder_reach.py`); the leaf
+        sets (nodes anywhere in the network) reach some of the holders no other holder's
+        table names. While failures go on, nobody starts one: each would cost more than the
+        sweeps that then run."""
+        notice = Departed(peer, True)
+        for entry in set(chain(self.leaf.members(), self.table.entries())):
+            self._send(entry, notice, C_MAINTENANCE)
 
     def _drop(self, peer: int) -> None:
         """Forget a peer that left gracefully."""
@@ -901,9 +930,9 @@ class OverlayNode:
         # more false verdicts than it cleared; spaced so, a ring of 1,000 at 2% and 5% loss
         # keeps every lookup at its root (`iris sim join --loss`).
         if node in self.leaf or node in self.table:
-            self._ping(node, P_VERIFY)
-        else:
-            self._failure_noticed(self.now)
+            self._ping(node, P_HELD if msg.held else P_VERIFY)
+        elif not msg.held:  # (a holder's notice to a node that does not hold it: no news)
+            self._failure_noticed(self.now, node=node)
 
     def _on_leave(self, src: int, msg: Leave) -> None:
         self._drop(src)
@@ -1128,7 +1157,7 @@ class OverlayNode:
                 self._search_row(search, peer)
                 return
 
-    def _failure_noticed(self, at: float, gossip: bool = False) -> None:
+    def _failure_noticed(self, at: float, gossip: bool = False, node: int = UNNAMED) -> None:
         """A peer failed, at `at` as far as we know: seen by us, heard of (a notice about a node
         we do not hold), or heard of second hand (`gossip`: a neighbour's heartbeat says when
         it last saw one). The whole table is to be checked (failures come in bunches, and a
@@ -1141,10 +1170,14 @@ class OverlayNode:
         one about a minute apart, and the entries that died after its last sweep and before
         the churn stopped had nobody to find them but the periodic probe (one entry per
         `table_probe_max_s`): 2 of them were still in a table 600 s after the churn. A node that
-        hears of failures rarely (a lone crash in a calm ring) sweeps twice, as before: each crash
-        has about 200 nodes told of it, and more sweeps for all of them would cost a ring with
-        daily restarts far more than it finds. News from a neighbour's heartbeat (`gossip`)
-        counts the failure, never the pace.
+        hears of failures rarely does not sweep at all for a lone crash: the failure that ends a
+        calm (none seen for `sweep_max_wait_s`) owes sweeps only when a second one, of another
+        node, follows it before the next calm. About 200 nodes are told of each crash (its
+        detector's leaf set and table, and their neighbours by heartbeat), and their sweeps,
+        36,000 messages at 1,000 nodes, found about one of the dead node's holders in 40:
+        under daily restarts they were most of the ring's maintenance. The holders are told
+        instead (`_tell_holders`). News from a neighbour's heartbeat (`gossip`) counts the
+        failure, never the pace, and names no node: it is taken for the lone one.
 
         A notice about a node we do not hold is not verified (two messages for nothing): it
         only says that failures go on. A neighbour's news goes no farther than
@@ -1157,6 +1190,20 @@ class OverlayNode:
         elif gossip:
             return  # no news
         cfg = self.config
+        if (gap >= cfg.lone_calm_s and self.state == ACTIVE
+                and self.now - self._calm_since >= cfg.lone_calm_s):
+            # A calm ends, with a lone failure perhaps. (A node whose table still improves,
+            # one that joined lately say, has not seen the ring calm.)
+            self._lone = node
+            return
+        lone = self._lone
+        if lone is not None:
+            if lone == UNNAMED:
+                self._lone = node
+                return
+            if gossip or node in (UNNAMED, lone):
+                return  # the lone failure, heard of again
+            self._lone = None  # a second failure: they go on
         sparse = not gossip and cfg.sweep_quiet_s <= gap < cfg.sweep_max_wait_s
         self._sweeps_owed = max(self._sweeps_owed, SWEEPS_AFTER_SPARSE_FAILURES if sparse
                                 else SWEEPS_AFTER_FAILURE)

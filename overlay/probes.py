@@ -18,16 +18,20 @@ P_CONFIRM = 2  # a tentative leaf-set member of a joiner: no answer, not in the 
 P_TABLE = 3  # a routing-table entry checked for liveness and round trip (or a leaf member
 # beyond a neighbour that the neighbour's heartbeat did not list)
 P_VERIFY = 4  # a peer another node told us is dead: checked before we forget it
-P_SUSPECT = 5  # a peer that did not acknowledge a hop
-P_NEIGHBOUR = 6  # an immediate neighbour whose heartbeats stopped
+P_HELD = 5  # ... told by one of its table holders: once checked, we tell our own table
+P_SUSPECT = 6  # a peer that did not acknowledge a hop
+P_NEIGHBOUR = 7  # an immediate neighbour whose heartbeats stopped
 
-RETRIED = frozenset((P_CONFIRM, P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
+TOLD = frozenset((P_VERIFY, P_HELD))
+"""Purposes of a probe that checks a death another node told us of."""
+
+RETRIED = frozenset((P_CONFIRM, P_TABLE, P_VERIFY, P_HELD, P_SUSPECT, P_NEIGHBOUR))
 """Purposes probed again before the peer is given up: one lost message must not cost a live
 member (nor a joiner a tentative one). Up to `probe_attempts` probes, or more on a lossy network
 (`overlay.probe_loss`); a verifying probe only once on a network that loses nothing
 (`VERIFIED_ONCE`)."""
 
-VERIFIED_ONCE = frozenset((P_VERIFY,))
+VERIFIED_ONCE = TOLD
 """Purposes whose floor is one probe: the notice being verified came from a node that has
 already probed the peer `probe_attempts` times."""
 
@@ -39,7 +43,7 @@ measures its loss late (`overlay.probe_loss`). With the floor of two, a live nei
 taken out of a leaf set at 2% loss (`iris sim join --loss 0.02 --duplicate 0.01 --wire`,
 1,000 nodes, seed 3: its two answers both lost), and a lookup ended at the wrong root."""
 
-FATAL = frozenset((P_TABLE, P_VERIFY, P_SUSPECT, P_NEIGHBOUR))
+FATAL = frozenset((P_TABLE, P_VERIFY, P_HELD, P_SUSPECT, P_NEIGHBOUR))
 """Purposes for which the last unanswered probe declares the peer failed."""
 
 

@@ -8,6 +8,7 @@ import pytest
 from overlay.config import OverlayConfig
 from overlay.messages import Departed, Heartbeat, JoinRequest, Lookup, Ping, Pong
 from overlay.node import ACTIVE, SWEEPS_AFTER_SPARSE_FAILURES, OverlayApp, OverlayNode
+from overlay.probes import P_TABLE
 from tests.conftest import shuttle
 
 
@@ -381,11 +382,17 @@ def test_sweeps_run_at_once_after_a_calm_then_wait_for_a_quiet_spell_or_their_lo
                for start in starts)
 
 
-def test_sparse_failures_owe_sweeps_at_a_doubling_quiet_and_lone_ones_two():
+def _failure_of(node):
+    """An event of `_swept`: the node sees `node` fail."""
+    return lambda me: me._failure_noticed(me.now, node=node)
+
+
+def test_sparse_failures_owe_sweeps_at_a_doubling_quiet_and_lone_ones_none():
     """A failure heard `sweep_quiet_s` to `sweep_max_wait_s` after the one before (failures go
     on, but sparsely: 1-hour sessions) owes sweeps each a quiet as long again as the one
-    before, so that an entry that died after the last of the usual two is still found. Failures
-    far apart (a lone crash now and then) owe the usual two."""
+    before, so that an entry that died after the last of the usual two is still found. A
+    failure after a long calm (`lone_calm_s`: a lone crash now and then) owes none, while no
+    other follows."""
     me, entries = _sweeping_node(seed=7)
     cfg = me.config
     quiet, interval = cfg.sweep_quiet_s, cfg.sweep_min_interval_s
@@ -399,9 +406,94 @@ def test_sparse_failures_owe_sweeps_at_a_doubling_quiet_and_lone_ones_two():
     assert sorted({round(t) for t, _ in swept}) == [round(t) for t in expected]
 
     me, entries = _sweeping_node(seed=7)
-    apart = 1.0 + cfg.sweep_max_wait_s + quiet + 10
+    apart = 1.0 + cfg.lone_calm_s + 60  # (the sweeps' answers moved the table's calm on)
     swept = _swept(me, entries, 1_000.0, [(1.0, _failure), (apart, _failure)])
-    assert sorted({round(t) for t, _ in swept}) == [1, 1 + interval, apart, apart + interval]
+    assert sorted({round(t) for t, _ in swept}) == [1, 1 + interval]
+
+
+def test_a_lone_failure_owes_no_sweep_until_another_node_fails():
+    """The failure that ends a calm of `lone_calm_s` owes no sweep, heard of again (by name,
+    or unnamed in a neighbour's heartbeat) or not; one of another node before the next calm has
+    the table swept at once, and again `sweep_min_interval_s` later. A node that joined lately
+    has not seen the ring calm: its first failure is swept for."""
+    me, entries = _sweeping_node(seed=7)
+    cfg = me.config
+    lone, other = int("d" + "1" * 31, 16), int("e" + "1" * 31, 16)
+    t0 = 1.0 + cfg.lone_calm_s + 60.0
+    gossip = Heartbeat(me.leaf.members(), 2)
+    events = [(1.0, _failure), (t0, _failure_of(lone)), (t0 + 5, _failure_of(lone)),
+              (t0 + 8, lambda n: n.receive(n.leaf.left[0], gossip, n.now)),
+              (t0 + 10, _failure_of(other))]
+    swept = _swept(me, entries, t0 + 300.0, events)
+    interval = cfg.sweep_min_interval_s
+    assert sorted({round(t) for t, _ in swept}) == [1, 1 + interval, t0 + 10, t0 + 10 + interval]
+
+    me, entries = _sweeping_node(seed=7)
+    swept = _swept(me, entries, 200.0, [(cfg.lone_calm_s / 2, _failure_of(lone))])
+    assert sorted({round(t) for t, _ in swept})[:1] == [cfg.lone_calm_s / 2]
+
+
+def _dies(me, dead, until):
+    """Drive `me` up to `until`, every peer but `dead` answering at once: what it sent."""
+    sent = []
+    while (now := me.next_deadline) < until:
+        me.handle_timer(now)
+        out, me.out = me.out, []
+        sent += out
+        for dest, msg in out:
+            if isinstance(msg, Ping) and dest != dead:
+                me.receive(dest, Pong(msg.seq, True, None), now)
+    return sent
+
+
+def _told_its_state(me, sent, dead, kept):
+    """`me` sent a holder's notice of `dead` once to each of its table entries (`kept` among
+    them) and leaf-set members, and to nobody else."""
+    told = [d for d, m in sent if isinstance(m, Departed)]
+    assert kept in told
+    assert sorted(told) == sorted(set(me.table.entries()) | set(me.leaf.members()))
+    assert all(m == Departed(dead, True) for _, m in sent if isinstance(m, Departed))
+
+
+def test_a_holder_told_of_a_death_by_another_verifies_it_and_tells_its_own_table():
+    """A holder's notice (`Departed.held`): a receiver that holds the dead node probes it and,
+    once it is verified dead, tells its own table entries; one that does not hold it neither
+    probes nor counts a failure."""
+    me, (dead, kept) = _sweeping_node(seed=8)
+    t0 = 400.0
+    holder = int("f" + "1" * 31, 16)
+    me.receive(holder, Departed(dead, True), t0)
+    assert [(d, type(m)) for d, m in me.out] == [(dead, Ping)]
+    me.out.clear()
+    sent = _dies(me, dead, t0 + 30.0)
+    assert dead not in me.table
+    _told_its_state(me, sent, dead, kept)
+    assert not me._sweeps_owed
+
+    other, _ = _sweeping_node(seed=8)
+    stranger = int("9" + "1" * 31, 16)
+    seen = other._failure_seen
+    other.receive(holder, Departed(stranger, True), t0)
+    assert other.out == [] and other._failure_seen == seen and not other._sweeps_owed
+
+
+def test_a_lone_failure_found_by_a_table_probe_is_told_to_the_table():
+    """A node that finds an entry dead after a calm starts the holders' notices; while failures
+    go on it does not (the sweeps they owe look at every table)."""
+    me, (dead, kept) = _sweeping_node(seed=9)
+    t0 = 400.0
+    me.set_time(t0)
+    me._ping(dead, P_TABLE)
+    sent = _dies(me, dead, t0 + 30.0)
+    _told_its_state(me, sent, dead, kept)
+
+    me, (dead, kept) = _sweeping_node(seed=9)
+    me.set_time(t0 - 10.0)
+    me._failure_noticed(me.now, node=int("d" + "1" * 31, 16))
+    me.set_time(t0)
+    me._ping(dead, P_TABLE)
+    sent = _dies(me, dead, t0 + 30.0)
+    assert not [m for _, m in sent if isinstance(m, Departed)]
 
 
 def test_a_sweep_passes_over_an_entry_that_spoke_lately_and_after_the_failures_looks_again():

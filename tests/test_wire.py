@@ -25,7 +25,7 @@ messages = st.one_of(
     st.builds(m.JoinReply, id_lists, st.none() | id_lists),
     st.builds(m.Hello, st.floats(min_value=0, max_value=3600)),
     st.just(m.Leave()),
-    st.builds(m.Departed, ids),
+    st.builds(m.Departed, ids, st.booleans()),
     st.builds(m.RowRequest, st.integers(0, 31)),
     st.builds(m.RowReply, st.integers(0, 31), st.lists(ids, max_size=16).map(tuple),
               st.lists(st.integers(0, m.MAX_RTT_US), max_size=16).map(tuple)),
