@@ -109,8 +109,8 @@ class Departed(Message):
     """`node` was found dead by the sender; the receiver verifies before it forgets it.
 
     `held`: passed on by a node that held `node` in its routing table, to its own table
-    entries, which are likely to hold it too (`OverlayNode._tell_holders`); a receiver that
-    does not hold it does nothing at all."""
+    entries (which are likely to hold it too) and leaf set (`OverlayNode._tell_holders`); a
+    receiver that does not hold it does nothing at all."""
 
     node: int
     held: bool = False

@@ -35,8 +35,8 @@ Protocol in brief (the reasoning behind each constant is in `overlay.config`):
   that go on have every node that sees or hears of them sweep its table (probe every entry):
   once they stop, and 100 s apart while they go on; heartbeats say how long ago their sender
   last saw one, so its neighbours sweep too. A lone failure after a calm is swept for by
-  nobody: a holder that verifies it tells its own table entries, and those that hold it too
-  verify it and pass it on.
+  nobody: a holder that verifies it tells its own table entries and leaf set, and those that
+  hold it too verify it and pass it on.
 - Leaf-set repair and anti-entropy: heartbeats carry the sender's leaf set, so each node learns
   of nodes it should have (probing them first) and probes a member of its own beyond the
   sender that the sender does not list; a node that recently dropped a dead peer tells a
@@ -1171,13 +1171,14 @@ class OverlayNode:
         the churn stopped had nobody to find them but the periodic probe (one entry per
         `table_probe_max_s`): 2 of them were still in a table 600 s after the churn. A node that
         hears of failures rarely does not sweep at all for a lone crash: the failure that ends a
-        calm (none seen for `sweep_max_wait_s`) owes sweeps only when a second one, of another
-        node, follows it before the next calm. About 200 nodes are told of each crash (its
-        detector's leaf set and table, and their neighbours by heartbeat), and their sweeps,
-        36,000 messages at 1,000 nodes, found about one of the dead node's holders in 40:
-        under daily restarts they were most of the ring's maintenance. The holders are told
-        instead (`_tell_holders`). News from a neighbour's heartbeat (`gossip`) counts the
-        failure, never the pace, and names no node: it is taken for the lone one.
+        calm (none seen for `lone_calm_s`, by a node active and its table settled as long)
+        owes sweeps only when a second one, of another node, follows it before the next calm.
+        About 200 nodes are told of each crash (its detector's leaf set and table, and their
+        neighbours by heartbeat), and their sweeps, 36,000 messages at 1,000 nodes, found
+        about one of the dead node's holders in 40: under daily restarts, about half of the
+        ring's maintenance. The holders are told instead (`_tell_holders`). News from a
+        neighbour's heartbeat (`gossip`) counts the failure, never the pace, and names no
+        node: it is taken for the lone one.
 
         A notice about a node we do not hold is not verified (two messages for nothing): it
         only says that failures go on. A neighbour's news goes no farther than

@@ -18,7 +18,7 @@ P_CONFIRM = 2  # a tentative leaf-set member of a joiner: no answer, not in the 
 P_TABLE = 3  # a routing-table entry checked for liveness and round trip (or a leaf member
 # beyond a neighbour that the neighbour's heartbeat did not list)
 P_VERIFY = 4  # a peer another node told us is dead: checked before we forget it
-P_HELD = 5  # ... told by one of its table holders: once checked, we tell our own table
+P_HELD = 5  # ... told by one of its table holders: once checked, we tell our table and leaf set
 P_SUSPECT = 6  # a peer that did not acknowledge a hop
 P_NEIGHBOUR = 7  # an immediate neighbour whose heartbeats stopped
 
