@@ -28,8 +28,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if os.environ.get("IRIS_SIM_COMPILED"):  # `--compiled`, run again on the build
+    sys.path.insert(0, os.environ["IRIS_SIM_COMPILED"])
 
-from simulations import checkers  # noqa: E402
+from simulations import checkers, compiled  # noqa: E402
 from simulations.scenarios import (  # noqa: E402
     ScenarioOptions,
     build_ring,
@@ -84,7 +86,15 @@ def main() -> int:
     parser.add_argument("--skip-checks", action="store_true",
                         help="skip the full checkers at the end")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compiled", action="store_true",
+                        help="run on the cores and engine compiled with mypyc "
+                        "(simulations.compiled)")
     args = parser.parse_args()
+    if args.compiled and not os.environ.get(compiled.ENV):
+        folder = compiled.build(announce=lambda line: print(line, file=sys.stderr))
+        compiled.reexec(folder, [os.path.abspath(__file__), *sys.argv[1:]])
+    if args.compiled and not compiled.loaded():
+        parser.error("--compiled: the compiled modules did not load")
 
     baselines = [baseline_events_per_s()]
     rss_before = rss_bytes()
@@ -116,6 +126,7 @@ def main() -> int:
     result = {
         "nodes": args.nodes,
         "seed": args.seed,
+        "compiled": args.compiled,
         "converged": built["converged"],
         "join_msgs_per_join": round(built["join_msgs_per_join"], 1),
         "join_sim_s": round(built["join_s"], 1),

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from simulations import timeline
+from simulations import compiled, timeline
 from simulations.connections import LINK_MODELS
 from simulations.messaging import MESSAGING_SCENARIOS, MessagingOptions
 from simulations.report import describe_failure, format_report, units_of
@@ -177,6 +177,11 @@ def build_parser(prog: str = "python -m simulations") -> argparse.ArgumentParser
     output.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="a progress line on stderr (default: when stderr is a terminal); "
                         "never on stdout")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--compiled", action="store_true",
+                       help="run on the protocol cores and the engine compiled with mypyc "
+                       "(`simulations.compiled`; built on first use, needs mypy and a C "
+                       "compiler): the same run and digest, about 1.45 times as fast")
     return parser
 
 
@@ -233,7 +238,26 @@ def write_csv(path: Path, tl: timeline.Timeline) -> int:
     return len(rows)
 
 
+def _run_compiled(argv: list[str], prog: str) -> int | None:
+    """`--compiled`: build, then run again on the build (no return); in that second run, make
+    sure the compiled modules are the ones loaded. None: go on with the run."""
+    if os.environ.get(compiled.ENV):
+        if compiled.loaded():
+            return None
+        print(f"{prog}: --compiled: the compiled modules did not load from "
+              f"{os.environ[compiled.ENV]}", file=sys.stderr)
+        return 2
+    try:
+        folder = compiled.build(announce=lambda line: print(f"{prog}: {line}", file=sys.stderr))
+    except (compiled.BuildError, ImportError, OSError) as e:
+        print(f"{prog}: --compiled: {e}", file=sys.stderr)
+        return 2
+    compiled.rerun_cli(folder, argv, prog)
+    return 2  # not reached: the process runs again
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m simulations") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     opts = options_from(args)
@@ -242,6 +266,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m simulations") -> 
     if problem:
         print(f"{prog}: {problem}", file=sys.stderr)
         return 2
+    if args.compiled:
+        status = _run_compiled(argv, prog)
+        if status is not None:
+            return status
     record = args.csv is not None or args.plot is not None
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
     progress = (timeline.Progress(sys.stderr, f"{args.scenario} {opts.nodes} nodes")
@@ -259,6 +287,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m simulations") -> 
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    if args.compiled:
+        result["compiled"] = True
     result["units"] = units_of(result)
     if args.json:
         print(json.dumps(result))
