@@ -253,7 +253,6 @@ def _run_compiled(argv: list[str], prog: str) -> int | None:
         print(f"{prog}: --compiled: {e}", file=sys.stderr)
         return 2
     compiled.rerun_cli(folder, argv, prog)
-    return 2  # not reached: the process runs again
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m simulations") -> int:

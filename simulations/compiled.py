@@ -12,7 +12,7 @@ there, and a run that asks for it (`iris sim --compiled`, `scripts/bench_ring.py
 starts itself again with that folder first on its path (`reexec`). A source edited since is a
 new digest and so a new build: a stale extension is never loaded in place of newer code.
 
-Needs mypy (which brings mypyc: `pip install -e '.[test]'`), a C compiler and the Python
+Needs mypy (which brings mypyc: `pip install -e '.[compiled]'`), a C compiler and the Python
 headers. Modules that classes elsewhere subclass stay interpreted (`overlay.app`, the wire
 messages and `simulations.workload`): mypyc's classes take no interpreted subclasses.
 """
@@ -26,6 +26,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 PACKAGES = ("overlay", "simulations")
 COMPILED = (
@@ -136,7 +137,7 @@ def _prune(cache: Path, keep: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def reexec(folder: Path, argv: list[str]) -> None:
+def reexec(folder: Path, argv: list[str]) -> NoReturn:
     """Start this process again as `python argv...`, the build's folder in `ENV`; `argv` puts
     the folder first on the path (`python -m` or a script would put the source tree first)."""
     env = dict(os.environ)
@@ -146,7 +147,7 @@ def reexec(folder: Path, argv: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, *argv], env)
 
 
-def rerun_cli(folder: Path, args: list[str], prog: str) -> None:
+def rerun_cli(folder: Path, args: list[str], prog: str) -> NoReturn:
     """`simulations.cli.main(args)` again, on the build in `folder`."""
     code = (f"import sys; sys.path.insert(0, {str(folder)!r}); "
             f"from simulations.cli import main; sys.exit(main({args!r}, prog={prog!r}))")
