@@ -23,7 +23,9 @@ class OverlayApp:
     acknowledgement was lost, at the price of a wait (two probe timeouts or more) when the root
     really is dead or frozen. An app that would rather have such a message delivered at once
     where the suspect is routed around, and copes with roots in doubt itself
-    (`OverlayNode.root_in_doubt`), sets this to False; `is_root` and `next_hop` follow suit."""
+    (`OverlayNode.root_in_doubt`), sets this to False; `is_root` and `next_hop` follow suit.
+    Either way a message waits for a joiner nearer its key that is about to take over the
+    root (`OverlayNode._wait_for_joiner`): that wait is one network delay, not a verdict."""
 
     def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
         """`payload`, routed toward `key`, arrived at its root (this node)."""

@@ -1330,8 +1330,7 @@ class OverlayNode:
                         return
                     nh = root
             if nh is None:
-                if self._joiners is not None and self.app.consistent_roots and (
-                        self._wait_for_joiner(msg, avoid, attempt)):
+                if self._joiners is not None and self._wait_for_joiner(msg, avoid, attempt):
                     return
                 self.app.deliver(msg.key, payload, msg.origin, msg.hops)
                 return

@@ -1,4 +1,5 @@
-"""The capacity-weighted walk that chooses one member for a request or a tunnel.
+"""The capacity-weighted walk that chooses one member for a request or a tunnel, and what
+meets a root about to move to a joiner (a request, a survey, a publish).
 
 Small deterministic simulations through `MessagingCore`'s methods; the assertions are on what
 the application and the wire see: who served each request, where each tunnel opened, and
@@ -11,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from iris.core import NO_MEMBERS, OK, cluster_group, tunnel_of
+from iris.core import NO_MEMBERS, OK, cluster_group, topic_group, tunnel_of
 from iris.core import events as ev
 from iris.core.messages import Reply, Request, TunnelClose, other_end
 from simulations.checkers import true_root
@@ -243,3 +244,35 @@ def test_a_question_meeting_a_root_about_to_move_goes_on_to_the_joiner_that_take
         assert (record.status, record.responder) == (OK, group)
     else:
         assert (record.status, [m for m, _ in record.answers]) == (OK, [group])
+
+
+def test_events_published_at_a_root_about_to_move_reach_the_joiner_that_takes_over():
+    """As above for a topic: the joiner subscribes the moment it is active (it is the topic's
+    root by its own state, so it has joined at once), and the old root publishes at once,
+    before the joiner's greeting reaches it. The events wait for the greeting and go to the
+    joiner; delivered at the old root, which has no tree, they were dropped (seen on two real
+    nodes: the first 1,024 events of a burst lost)."""
+    sim = Simulation(5, network=NetworkConfig(fifo=True), app_factory=JoinWatched)
+    work = MessagingWorkload(sim)
+    assert build_ring(sim, ScenarioOptions(nodes=20, seed=5))["converged"]
+    group = topic_group("late")
+    old_root = true_root(sim, group)
+    sim.run_for(5.0)
+
+    def publish_at_once(node_id):
+        if node_id == group:
+            work.subscribe(node_id, "late")
+            for _ in range(3):
+                work.flood(old_root, "late", True)
+
+    JoinWatched.on_active = publish_at_once
+    try:
+        sim.add_node(group, seeds=(old_root,))
+        done = sim.run_until(lambda: len(work.floods) == 3 and all(
+            work.received.get(tag, {}).get(group) for tag in work.floods),
+            timeout=15.0, check_every=0.05)
+    finally:
+        JoinWatched.on_active = None
+    assert done is not None and true_root(sim, group) == group
+    assert work.core(old_root).state.counters.get("flood_no_tree", 0) == 0
+    assert work.order_violations == 0
