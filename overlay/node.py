@@ -779,6 +779,11 @@ class OverlayNode:
         if not in_leaf and cell is None:
             if purpose in TOLD:
                 self._failure_noticed(self.now, node=peer)  # a failure we were told of
+            elif purpose == P_SUSPECT:
+                # A peer the app sent to directly (`send_acked`: a tree parent, a walk step)
+                # and in none of our state: the app is told all the same, or it would keep a
+                # dead tree parent until the tree's own silence timeout.
+                self._gone(peer)
             self._release(peer)
             return
         # A death others told us of is retried once, not for an hour (`LostPeers.remember`);

@@ -19,6 +19,7 @@ from iris.core.messages import (
     TreeDown,
     TreeUp,
 )
+from overlay.messages import Direct
 from overlay.node import OverlayNode
 from simulations.messaging import MessagingOptions, make_messaging_sim, scenario_messaging
 from simulations.messaging_workload import core_of
@@ -218,3 +219,23 @@ def test_the_publish_stretch_splits_into_the_way_to_the_tree_through_it_and_dire
              "publish_delay_stretch_direct")
     assert all(r[part] > 0 for part in parts)
     assert abs(sum(r[part] for part in parts) - r["publish_delay_stretch"]) <= 0.003  # rounded
+
+
+def test_a_dead_parent_is_replaced_after_one_late_beat_not_after_the_silence():
+    """The parent (in none of the member's overlay state) stops beating: the member's next
+    beat to it goes acknowledged, the missing acknowledgement has the overlay probe it, and
+    the verdict reaches the tree, which grafts again, well before three silent beats."""
+    core, tree = member_with_parent()
+    cfg = core.config
+    t, acked_beat = 0.0, None
+    while tree.parent == PARENT and t < 60.0:
+        t = core.node.next_deadline
+        core.node.handle_timer(t)
+        for dest, msg in core.node.out:
+            if isinstance(msg, Direct) and isinstance(msg.payload, TreeUp) and acked_beat is None:
+                assert dest == PARENT
+                acked_beat = t
+        core.node.out.clear()
+    assert acked_beat is not None and acked_beat >= cfg.tree_beat_s * cfg.tree_late_beats
+    assert tree.parent != PARENT
+    assert t < cfg.tree_beat_s * cfg.tree_silence_beats

@@ -291,11 +291,14 @@ class Trees:
 
     # ------------------------------------------------------------------------ the beat
     def beat(self) -> None:
-        """One tree beat: check every tree, then send each tree neighbour one message."""
+        """One tree beat: check every tree, then send each tree neighbour one message (to a
+        late parent acknowledged: `MessagingConfig.tree_late_beats`)."""
         state = self.state
         now, cfg = state.now, state.config
         silence = cfg.tree_beat_s * cfg.tree_silence_beats
         up: dict[int, list[tuple[int, int]]] = {}
+        late: set[int] = set()  # parents not heard for `tree_late_beats`: beat acknowledged
+        late_after = cfg.tree_beat_s * cfg.tree_late_beats
         down: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}
         for tree in list(state.trees.values()):
             for child in [c for c, (_, heard) in tree.children.items() if now - heard > silence]:
@@ -314,13 +317,16 @@ class Trees:
                 self.graft(tree)
             if tree.parent is not None and not tree.grafting:
                 up.setdefault(tree.parent, []).append((tree.group, tree.weight))
+                if now - tree.parent_heard > late_after:
+                    late.add(tree.parent)
                 self.reshaping.start(tree)
             for child in tree.children:
                 down.setdefault(child, []).append((tree.group, tree.weight_outside(child),
                                                    tree.ancestors[: MAX_ANCESTORS - 1]))
         for peer, entries in up.items():
+            send = state.node.send_acked if peer in late else state.node.send
             for i in range(0, len(entries), MAX_TREE_ENTRIES):
-                state.node.send(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
+                send(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
         for peer, down_entries in down.items():
             for i in range(0, len(down_entries), MAX_TREE_ENTRIES):
                 state.node.send(peer, TreeDown(tuple(down_entries[i : i + MAX_TREE_ENTRIES])))
