@@ -46,8 +46,9 @@ class MessagingConfig:
     """A parent not heard for this many beats is late: the child's next beat to it goes
     acknowledged, and a dead parent, probed by the overlay for the missing acknowledgement
     and declared failed, is replaced then rather than after `tree_silence_beats` (under
-    churn at 1,000 nodes, five to ten times fewer events missed: docs/BENCHMARKS.md). A
-    parent that answers costs one acknowledgement; one in time, nothing."""
+    churn at 1,000 nodes: about a ninth of the events and half of the broadcasts missed
+    before, docs/BENCHMARKS.md). A parent that answers costs one acknowledgement; one in
+    time, nothing."""
 
     graft_retry_s: float = 3.0
     """A Subscribe not acknowledged within this is sent again."""
