@@ -91,7 +91,10 @@ def main() -> int:
                         "(simulations.compiled)")
     args = parser.parse_args()
     if args.compiled and not os.environ.get(compiled.ENV):
-        folder = compiled.build(announce=lambda line: print(line, file=sys.stderr))
+        try:
+            folder = compiled.build(announce=lambda line: print(line, file=sys.stderr))
+        except (compiled.BuildError, OSError) as e:
+            parser.error(f"--compiled: {e}")
         compiled.reexec(folder, [os.path.abspath(__file__), *sys.argv[1:]])
     if args.compiled and not compiled.loaded():
         parser.error("--compiled: the compiled modules did not load")
