@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import msgpack
 
-WIRE_VERSION = 16  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
+WIRE_VERSION = 17  # 2: RouteAck carries a list of sequence numbers; 3: TunnelClose a code;
 # 4: Request the time its caller has left; 5: tunnel messages name the end that sent them;
 # 6: a link's sealed records carry a batch of frames (overlay.link; messages unchanged);
 # 7: a Flood carries a batch of payloads; a Ping may ask for a table row, which its Pong
@@ -31,7 +31,9 @@ WIRE_VERSION = 16  # 2: RouteAck carries a list of sequence numbers; 3: TunnelCl
 # its old parent so (Moved); 13: links seal with AES-256-GCM (overlay.link; messages unchanged);
 # 14: a Pong says what the prober's greeting would have to beat (cell_us); 15: a Heartbeat
 # says how long ago its sender last saw a failure (failure_age); 16: a Departed may be passed
-# on among the dead node's table holders (held)
+# on among the dead node's table holders (held); 17: a Subscribe says how long its sender
+# was cut off from its tree (cut_ms), floods go again over the mended path (Replayed), and
+# a Flood says how long it waited on its way into the tree (age_ms)
 MAX_FRAME = 16 * 1024 * 1024
 MAX_NESTING = 4
 

@@ -13,7 +13,7 @@ from conftest import wait_until
 import iris.testing
 from iris.core import MessagingConfig, MessagingCore, topic_group
 from iris.core import events as ev
-from iris.core.messages import DirectFlood, DirectSubscribe, Flood
+from iris.core.messages import DirectFlood, DirectSubscribe, Flood, Subscribe
 from overlay.node import OverlayNode
 from overlay.wire import DecodeError, decode, encode
 from simulations.messaging import MessagingOptions, scenario_messaging
@@ -143,7 +143,7 @@ def test_no_copy_goes_where_the_trees_own_copy_goes_in_one_hop():
     it: a direct copy would only double the traffic (two nodes publishing to each other)."""
     core = core_at(PUBLISHER)  # subscribed: the root of its one-node ring's tree
     core.publish("news", b"a")
-    core.trees_protocol._adopt(core.state.trees[GROUP], ME, 1, 0)
+    core.trees_protocol._adopt(core.state.trees[GROUP], Subscribe(GROUP, ME, 1, 0))
     for asker in (ME, OTHER):
         core.node.receive(asker, DirectSubscribe(GROUP, True), 0.1)
     core.node.out.clear()

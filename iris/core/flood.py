@@ -9,6 +9,8 @@ the same path while the tree is stable, so they arrive in order; when they do no
 held up on a stalled connection arriving after newer ones that took another way, as after a
 partition), a member delivers none older than the latest it delivered from that origin in that
 group: a late one is dropped (counted as `floods_out_of_order`), never delivered out of order.
+Every tree node records the floods it passes for a few seconds, so that a subtree cut off by a
+dead tree node gets what it missed once it grafts again (`iris.core.replay`).
 Delivery is bounded by the service's broadcast limits and the topic's limits; beyond, messages
 are dropped and counted. A publisher also sends each event straight to the subscribers that
 asked for it (`iris.core.direct`); the tree's copy of one delivered that way is dropped
@@ -17,10 +19,12 @@ silently.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from iris.core import events as ev
 from iris.core.direct import DirectPublish
 from iris.core.limits import ENTRY_COST
-from iris.core.messages import Flood
+from iris.core.messages import MAX_AGE_MS, Flood
 from iris.core.state import CoreState
 from iris.core.tree import GroupTree
 
@@ -58,6 +62,11 @@ class Flooding:
         if tree is None:
             return
         tree.busy_at = state.now
+        if type(msg) is Flood:  # (not a `Replayed`: what comes again is not kept again)
+            # Kept as of when it would have come, had it not waited on its way into the tree
+            # or in our own backlog while our process was frozen.
+            state.history.record(msg, came_from,
+                                 state.now - state.arrival_age - msg.age_ms / 1000)
         for peer in tree.neighbours():
             if peer != came_from:
                 state.node.send(peer, msg)
@@ -103,3 +112,8 @@ class Flooding:
                 topic.queued_bytes += cost
                 events.append(ev.EventReceived(topic.name, payload, origin, seq))
             seq += 1
+
+
+def flood_aged(msg: Flood, seconds: float) -> Flood:
+    """`msg` as it goes on after waiting `seconds` for a hop that did not acknowledge it."""
+    return replace(msg, age_ms=min(msg.age_ms + int(seconds * 1000), MAX_AGE_MS))

@@ -1,4 +1,5 @@
-"""The messaging layer's wire messages (type codes 32-63; surveys 45-46; direct publish 47-48).
+"""The messaging layer's wire messages (type codes 32-63; surveys 45-46; direct publish 47-48;
+floods sent again 50).
 
 Trees (one per cluster or topic, rooted at the node closest to the group id) are built by
 routed `Subscribe`s and kept alive by aggregated `TreeUp` / `TreeDown` beats between tree
@@ -45,12 +46,14 @@ BROKEN = 5  # a tunnel end broke the tunnel's rules (chunk order, framing, credi
 LOST = 6  # a tunnel's other end is gone (failed, unreachable, or no longer knows the tunnel)
 
 
-@wire_message(32, ID, ID, U32, U32)
+@wire_message(32, ID, ID, U32, U32, U32)
 class Subscribe(Message):
     """Routed toward `group`: `subscriber` asks to become a child of the first tree node on the
     way (or of the root); `weight` is the capacity of its subtree. `orphans`: the capacity of
     the rest of the tree beyond a parent it lost, not found again since (those members graft
-    anew too; until they do, a new root counts them as not answering a survey). Sent straight
+    anew too; until they do, a new root counts them as not answering a survey). `cut_ms`: how
+    long the sender has been without the parent it lost (0 on a first graft): the adopter
+    sends it the tree's floods it passed in that time (`iris.core.replay`). Sent straight
     to a tree node, by a tree node weighing a move up the tree (`iris.core.reshape`): measure
     me, adopt me."""
 
@@ -58,6 +61,7 @@ class Subscribe(Message):
     subscriber: int
     weight: int
     orphans: int
+    cut_ms: int = 0
 
 
 @wire_message(33, ID, U32, ids(MAX_ANCESTORS))
@@ -125,18 +129,31 @@ class Reply(Message):
     error: str
 
 
-@wire_message(39, ID, ID, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD))
+MAX_AGE_MS = 3_600_000  # `Flood.age_ms` says no more than an hour
+
+
+@wire_message(39, ID, ID, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD), uint(MAX_AGE_MS))
 class Flood(Message):
     """Broadcasts (cluster) or publishes (topic) of one origin: routed to the tree, then along
     every tree edge. They carry consecutive sequence numbers from `seq` on: (origin, seq)
     identifies the batch, so no node delivers it twice. A publisher's events queued within one
     turn of its loop travel as one batch, so routing, acknowledging and deduplicating are paid
-    per batch, not per event."""
+    per batch, not per event. `age_ms`: how long it waited on its way into the tree (hops that
+    did not acknowledge it), so that it is not sent again over a mended path once it is too old
+    (`iris.core.replay`)."""
 
     group: int
     origin: int
     seq: int
     payloads: tuple[bytes, ...]
+    age_ms: int = 0
+
+
+@wire_message(50, ID, ID, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD), uint(MAX_AGE_MS))
+class Replayed(Flood):
+    """A `Flood` sent again over a mended tree path (`iris.core.replay`), and passed along the
+    tree as such: spread and delivered as any flood, but recorded by no node, so it is never
+    sent again, and what comes again was first passed at most `replay_s` before."""
 
 
 @wire_message(47, ID, ID, U64, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD))

@@ -22,7 +22,7 @@ from typing import Any
 
 from iris.core import events as ev
 from iris.core.events import Event
-from iris.core.flood import Flooding
+from iris.core.flood import Flooding, flood_aged
 from iris.core.limits import ENTRY_COST, ServiceLimits, TopicLimits
 from iris.core.messages import (
     MAX_SURVEY_BYTES,
@@ -31,6 +31,7 @@ from iris.core.messages import (
     Flood,
     Moved,
     Prune,
+    Replayed,
     Reply,
     Request,
     Subscribe,
@@ -101,6 +102,7 @@ class MessagingCore(OverlayApp):
             TunnelOpen: self._on_walk,
             Reply: self.requests.on_reply,
             Flood: self.flood.on_flood,
+            Replayed: self.flood.on_flood,
             TunnelAccept: self.tunnels_protocol.on_accept,
             TunnelData: self.tunnels_protocol.on_data,
             TunnelCredit: self.tunnels_protocol.on_credit,
@@ -256,7 +258,7 @@ class MessagingCore(OverlayApp):
         if isinstance(payload, Subscribe):
             return self.trees_protocol.subscribe_passing(payload)
         if isinstance(payload, (Request, TunnelOpen)):
-            if payload.group in self.state.trees:
+            if payload.group in self.state.trees and payload is not self.walk.routing:
                 self.walk.enter(payload)
                 return None
             if isinstance(payload, Request) and self.state.arrival_age:
@@ -302,22 +304,28 @@ class MessagingCore(OverlayApp):
 
     def aged(self, payload: Message, seconds: float) -> Message | None:
         """A hop did not acknowledge `payload` and it goes on another way: a request's time
-        left counts the wait (each unacknowledged hop costs the hop timeout, 0.6 s or more)."""
+        left counts the wait (each unacknowledged hop costs the hop timeout, 0.6 s or more), and
+        so does a flood's age."""
         if isinstance(payload, Request):
             return self.walk.aged(payload, seconds)
         if isinstance(payload, SurveyAsk):
             return survey_aged(payload, seconds)
+        if isinstance(payload, Flood):
+            return flood_aged(payload, seconds)
         return payload
 
     def undeliverable(self, peer: int, payload: Message) -> None:
         """A walk step was not acknowledged: drop that neighbour from the tree and walk on.
-        A tunnel keep-alive was not: the tunnel's peer is gone."""
+        A tunnel keep-alive was not: the tunnel's peer is gone. A late parent's beat was not:
+        graft again."""
         if isinstance(payload, TunnelCredit):
             self.tunnels_protocol.keepalive_lost(peer, payload)
         elif isinstance(payload, (Request, TunnelOpen)):
             self.walk.step_lost(peer, payload)
         elif isinstance(payload, SurveyAsk):
             self.surveys.lost(peer, payload)
+        elif isinstance(payload, TreeUp):
+            self.trees_protocol.beat_lost(peer, payload)
 
     def timer(self, token: int) -> None:
         kind, ident = token & ((1 << TK_BITS) - 1), token >> TK_BITS
@@ -334,11 +342,17 @@ class MessagingCore(OverlayApp):
 
     def _tick(self) -> None:
         """The beat: tree upkeep and tunnel keep-alives, then the next beat while either
-        has something to keep."""
+        has something to keep; half a beat after each, a check for late tree parents."""
         state = self.state
         state.ticking = False
-        self.trees_protocol.beat()
-        self.tunnels_protocol.tick()
+        if state.between_beats:
+            self.trees_protocol.check_late()
+        else:
+            self.trees_protocol.beat()
+            self.tunnels_protocol.tick()
         if state.trees or self.tunnels_protocol.ends:
             state.ticking = True
-            state.node.schedule(state.now + state.config.tree_beat_s, TK_TICK)
+            state.between_beats = not state.between_beats
+            state.node.schedule(state.now + state.config.tree_beat_s / 2, TK_TICK)
+        else:
+            state.between_beats = False

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from iris.core.events import Event
 from iris.core.limits import Gate, ServiceLimits, TopicLimits
+from iris.core.replay import FloodHistory
 from iris.core.tree import GroupTree
 from overlay.ids import key_for
 from overlay.node import OverlayNode
@@ -43,12 +44,12 @@ class MessagingConfig:
     """A tree neighbour silent this many beats is dropped (child) or replaced (parent)."""
 
     tree_late_beats: float = 1.1
-    """A parent not heard for this many beats is late: the child's next beat to it goes
-    acknowledged, and a dead parent, probed by the overlay for the missing acknowledgement
-    and declared failed, is replaced then rather than after `tree_silence_beats` (under
-    churn at 1,000 nodes: about a ninth of the events and half of the broadcasts missed
-    before, docs/BENCHMARKS.md). A parent that answers costs one acknowledgement; one in
-    time, nothing."""
+    """A parent not heard for this many beats is late: the child's next beat to it, or its
+    check half a beat after a beat, sends it a beat acknowledged, and a parent that does not
+    acknowledge is replaced then rather than after `tree_silence_beats` (under churn at
+    1,000 nodes: about a ninth of the events and half of the broadcasts missed before,
+    docs/BENCHMARKS.md). A parent that answers costs one acknowledgement; one in time,
+    nothing."""
 
     graft_retry_s: float = 3.0
     """A Subscribe not acknowledged within this is sent again."""
@@ -69,6 +70,17 @@ class MessagingConfig:
     neighbour was lost, a root moved): a partition leaves events on stalled connections,
     delivered after the heal tens of seconds late, and a move meanwhile would let newer ones
     overtake them on the way it shortened."""
+
+    replay_s: float = 8.0
+    """A node grafting again after it lost its parent and the node adopting it send each other
+    the floods of that tree they passed in the time it was cut off, up to this long before
+    (`iris.core.replay`); so what comes again is a few seconds late at most, never past the
+    10 s after which a flood counts as late."""
+
+    replay_floods: int = 4096
+    replay_bytes: int = 4 * 1024 * 1024
+    """Floods, and their payload bytes, a node keeps for that (all trees together); beyond,
+    the oldest are forgotten first."""
 
     seen_ids: int = 16384
     """Broadcast/publish ids remembered per node for de-duplication (oldest forgotten)."""
@@ -161,7 +173,8 @@ class Topic:
 class CoreState:
     __slots__ = (
         "node", "config", "events", "trees", "services", "topics", "seen", "latest", "counters",
-        "_next_id", "ticking", "settle_until", "arrival_age", "trouble_at",
+        "_next_id", "ticking", "between_beats", "settle_until", "arrival_age", "trouble_at",
+        "history",
     )
 
     def __init__(self, node: OverlayNode, config: MessagingConfig) -> None:
@@ -177,6 +190,7 @@ class CoreState:
         self.counters: dict[str, int] = {}
         self._next_id = 0
         self.ticking = False  # the tree beat timer is set
+        self.between_beats = False  # the timer set is the check half a beat after a beat
         self.settle_until = -1e9  # a new root parks requests for unknown groups until then
         # How long before `now` the messages being received may have arrived: the driver sets
         # it while it delivers what piled up during a freeze of its process (0 otherwise).
@@ -184,6 +198,8 @@ class CoreState:
         # When the overlay last declared a peer failed, a tree neighbour was lost or a root
         # moved: trees are not reshaped for a while after (`MessagingConfig.reshape_calm_s`).
         self.trouble_at = -1e9
+        # The floods this node passed lately, sent again to mend a broken tree path.
+        self.history = FloodHistory(config.replay_s, config.replay_floods, config.replay_bytes)
 
     @property
     def now(self) -> float:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from iris.core.messages import MAX_ANCESTORS
 
+MAX_CUT_MS = 3_600_000  # `Subscribe.cut_ms` says no more than an hour
+
 
 class Attempt:
     """A move up the tree being weighed (`iris.core.reshape`): the parent and the ancestor
@@ -36,7 +38,7 @@ class GroupTree:
     __slots__ = (
         "group", "name", "topic", "parent", "ancestors", "children", "local", "up_weight",
         "parent_heard", "grafting", "graft_sent", "lost", "lost_above", "gained", "busy_at",
-        "attempt", "tried",
+        "attempt", "tried", "cut_since",
     )
 
     def __init__(self, group: int, name: str | None, topic: bool, now: float) -> None:
@@ -59,6 +61,9 @@ class GroupTree:
         self.busy_at = now
         self.attempt: Attempt | None = None
         self.tried = 1
+        # Since when this node has been without the parent it lost (when it last heard from
+        # it); None with a parent, or before the first one (`iris.core.replay`).
+        self.cut_since: float | None = None
 
     def lose_child(self, child: int, until: float) -> bool:
         """Drop `child` as dead (not pruned by itself): its capacity is remembered as lost
@@ -78,10 +83,30 @@ class GroupTree:
         graft to it (or `until`); a new parent makes them someone else's business. Members
         that grafted to us since the parent last counted the rest of the tree are in
         `up_weight` still (orphans of the same death that noticed it first): not lost."""
-        self.parent = None
+        self.disowned()
         orphans = self.up_weight - self.gained
         if orphans > 0:
             self.lost_above = [until, float(orphans)]
+
+    def disowned(self) -> None:
+        """The parent is gone (dead, or it no longer counts us as its child): cut off since
+        it was last heard from, until a new parent adopts us."""
+        if self.parent is not None:
+            self.cut_since = self.parent_heard
+        self.parent = None
+
+    def became_root(self) -> None:
+        """The group's key is ours: no parent, nothing above, nothing to be cut off from."""
+        self.parent = None
+        self.ancestors = ()
+        self.grafting = False
+        self.cut_since = None
+
+    def cut_ms(self, now: float) -> int:
+        """`Subscribe.cut_ms`: how long this node has been cut off, 0 if it is not."""
+        if self.cut_since is None or self.parent is not None:
+            return 0
+        return min(int((now - self.cut_since) * 1000), MAX_CUT_MS)
 
     def outside_is(self, weight: int) -> None:
         """The parent counted the rest of the tree: `weight`, with every graft to us so far."""
@@ -180,3 +205,4 @@ class GroupTree:
         self.parent_heard = now
         self.grafting = False
         self.lost_above = None
+        self.cut_since = None

@@ -4,8 +4,11 @@ A member routes a `Subscribe`; the first tree node on the route adopts it (`Tree
 node not in the tree yet adopts it and grafts itself (the reverse-path tree). A node refuses to
 adopt one of its own ancestors, which keeps re-grafts from closing loops. Tree neighbours
 exchange one aggregated beat per `tree_beat_s`: capacities up (`TreeUp`), capacity outside
-the subtree and the path to the root down (`TreeDown`). A silent parent (3 beats) or one the
-overlay declares failed makes the child graft again; silent children are pruned; a node whose
+the subtree and the path to the root down (`TreeDown`). A parent late by `tree_late_beats`
+(checked at each beat and half a beat after) gets the child's beat acknowledged, and the child
+grafts again if it is not; so does a silent parent (3 beats) or one the overlay declares
+failed. The graft of a child cut off so says for how long, and the two ends send each other
+what the tree carried meanwhile (`iris.core.replay`). Silent children are pruned; a node whose
 subtree empties prunes itself. A root that is no longer the closest node to its group (a node
 joined, a partition healed) grafts into the new root's tree, which merges split trees. While
 no event passes, a tree node moves up to an ancestor not much farther than its parent
@@ -20,6 +23,7 @@ from iris.core.messages import (
     MAX_TREE_ENTRIES,
     Moved,
     Prune,
+    Replayed,
     Subscribe,
     TreeAck,
     TreeDown,
@@ -29,6 +33,10 @@ from iris.core.reshape import Reshaping
 from iris.core.state import CoreState
 from iris.core.tree import GroupTree
 from overlay.wire import Message
+
+REPLAY_SLACK_S = 1.0
+"""Added to a cut's length at the node that sends the floods again: the graft that told it
+was on its way meanwhile, and the cut began some way up the tree from it."""
 
 
 class Trees:
@@ -73,15 +81,31 @@ class Trees:
         tree.grafting = True
         tree.graft_sent = state.now
         state.node.route(tree.group, Subscribe(tree.group, state.node.id, tree.weight,
-                                              tree.orphans_above(state.now)))
+                                              tree.orphans_above(state.now),
+                                              tree.cut_ms(state.now)))
 
-    def _adopt(self, tree: GroupTree, child: int, weight: int, orphans: int) -> None:
+    def _adopt(self, tree: GroupTree, msg: Subscribe) -> None:
+        child, weight = msg.subscriber, msg.weight
         tree.adopted(child, weight)
         tree.children[child] = [weight, self.state.now]
-        if orphans:
-            tree.orphans_reported(weight, orphans, self._lost_until())
+        if msg.orphans:
+            tree.orphans_reported(weight, msg.orphans, self._lost_until())
         self.state.node.send(child, TreeAck(tree.group, tree.weight_outside(child),
                                             tree.ancestors[: MAX_ANCESTORS - 1]))
+        if msg.cut_ms:
+            self._replay(tree, child, msg.cut_ms)
+
+    def _replay(self, tree: GroupTree, peer: int, cut_ms: int) -> None:
+        """Send `peer`, a tree neighbour that was cut off from the tree for `cut_ms`, the floods
+        of the tree this node passed meanwhile (`iris.core.replay`)."""
+        state = self.state
+        window = min(cut_ms / 1000 + REPLAY_SLACK_S, state.config.replay_s)
+        floods = state.history.since(tree.group, state.now - window, state.now, peer)
+        for flood in floods:
+            state.node.send(peer, Replayed(flood.group, flood.origin, flood.seq, flood.payloads,
+                                           flood.age_ms))
+        if floods:
+            state.count("floods_replayed", len(floods))
 
     def subscribe_passing(self, msg: Subscribe) -> Message | None:
         """A graft on its way through us: adopt it (joining the tree if need be) or let it on."""
@@ -94,7 +118,7 @@ class Trees:
             if child in tree.ancestors:
                 return msg  # adopting our own ancestor would close a loop: let it pass
             before = tree.weight
-            self._adopt(tree, child, msg.weight, msg.orphans)
+            self._adopt(tree, msg)
             if tree.weight != before:
                 self._send_up(tree)
             return None
@@ -103,11 +127,16 @@ class Trees:
             return None  # the subscriber's graft times out and is retried
         # Not in the tree yet: become a forwarder, adopt the child, and graft ourselves.
         tree = state.trees[msg.group] = GroupTree(msg.group, None, False, state.now)
-        self._adopt(tree, child, msg.weight, msg.orphans)
+        self._adopt(tree, msg)
         tree.grafting = True
         tree.graft_sent = state.now
+        if msg.cut_ms:
+            # The child was cut off, and so is its subtree's way through us: our adopter
+            # sends us what it missed, and we pass it on.
+            tree.cut_since = state.now - msg.cut_ms / 1000
         state.ensure_tick()
-        return Subscribe(msg.group, state.node.id, tree.weight, tree.orphans_above(state.now))
+        return Subscribe(msg.group, state.node.id, tree.weight, tree.orphans_above(state.now),
+                         tree.cut_ms(state.now))
 
     def subscribe_at_root(self, msg: Subscribe) -> None:
         """A graft reached the group's root, which is us; or it was delivered here because
@@ -124,9 +153,7 @@ class Trees:
                 if not root_here and tree.graft_sent < state.now:
                     self.graft(tree)
                     return
-                tree.parent = None
-                tree.ancestors = ()
-                tree.grafting = False
+                tree.became_root()
                 self._grafted(tree)
             return
         if tree is None:
@@ -137,12 +164,10 @@ class Trees:
             state.ensure_tick()
         elif tree.grafting and root_here:
             # We are the closest node after all: stop grafting, we are the root.
-            tree.parent = None
-            tree.ancestors = ()
-            tree.grafting = False
+            tree.became_root()
         if msg.subscriber in tree.ancestors:
             return
-        self._adopt(tree, msg.subscriber, msg.weight, msg.orphans)
+        self._adopt(tree, msg)
 
     def _grafted(self, tree: GroupTree) -> None:
         if tree.name is not None:
@@ -161,8 +186,11 @@ class Trees:
             state.node.send(src, Prune(msg.group))  # a late answer to an older graft
             return
         was_grafting = tree.grafting
+        cut_ms = tree.cut_ms(state.now)
         tree.set_parent(src, msg.ancestors, state.now)
         tree.outside_is(msg.outside)
+        if cut_ms:
+            self._replay(tree, src, cut_ms)  # what our subtree sent while it was cut off
         if was_grafting:
             self._grafted(tree)
         else:
@@ -175,7 +203,7 @@ class Trees:
         if tree.children.pop(src, None) is not None:
             self.after_weight_change(tree)
         elif tree.parent == src:
-            tree.parent = None  # our parent disowns us: graft again
+            tree.disowned()  # our parent disowns us: graft again
             self.graft(tree)
 
     def on_moved(self, src: int, msg: Moved) -> None:
@@ -276,6 +304,16 @@ class Trees:
             elif tree.parent == peer:
                 self._lose_parent(tree, self._lost_until())
 
+    def beat_lost(self, parent: int, msg: TreeUp) -> None:
+        """A parent that was late did not acknowledge our beat (`tree_late_beats`): graft
+        again now, not once the overlay's probes of it have failed too (four more timeouts,
+        every flood of the tree lost to our subtree meanwhile). A parent that was only slow
+        loses us to its silence check, or adopts us again."""
+        for group, _ in msg.entries:
+            tree = self.state.trees.get(group)
+            if tree is not None and tree.parent == parent:
+                self._lose_parent(tree, self._lost_until())
+
     def _lose_child(self, tree: GroupTree, child: int, until: float) -> bool:
         """Drop a dead or silent child. A lost tree neighbour also holds reshaping back
         (`CoreState.trouble_at`): events may sit on a stalled connection."""
@@ -290,6 +328,26 @@ class Trees:
         self.graft(tree)
 
     # ------------------------------------------------------------------------ the beat
+    def check_late(self) -> None:
+        """Half a beat after a beat: a parent late already (`tree_late_beats`) gets its beat
+        now, acknowledged, rather than at our next beat, up to a beat later (as there, not
+        for a tree left empty, kept only to count the orphans that may come back). Where
+        parents are in time this sends nothing."""
+        state = self.state
+        late_after = state.config.tree_beat_s * state.config.tree_late_beats
+        late: dict[int, list[tuple[int, int]]] = {}
+        for tree in state.trees.values():
+            if (tree.parent is not None and not tree.grafting and not tree.empty()
+                    and state.now - tree.parent_heard > late_after):
+                late.setdefault(tree.parent, []).append((tree.group, tree.weight))
+        for peer, entries in late.items():
+            self._beat_up(peer, entries, True)
+
+    def _beat_up(self, parent: int, entries: list[tuple[int, int]], acked: bool) -> None:
+        send = self.state.node.send_acked if acked else self.state.node.send
+        for i in range(0, len(entries), MAX_TREE_ENTRIES):
+            send(parent, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
+
     def beat(self) -> None:
         """One tree beat: check every tree, then send each tree neighbour one message (to a
         late parent acknowledged: `MessagingConfig.tree_late_beats`)."""
@@ -324,9 +382,7 @@ class Trees:
                 down.setdefault(child, []).append((tree.group, tree.weight_outside(child),
                                                    tree.ancestors[: MAX_ANCESTORS - 1]))
         for peer, entries in up.items():
-            send = state.node.send_acked if peer in late else state.node.send
-            for i in range(0, len(entries), MAX_TREE_ENTRIES):
-                send(peer, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
+            self._beat_up(peer, entries, peer in late)
         for peer, down_entries in down.items():
             for i in range(0, len(down_entries), MAX_TREE_ENTRIES):
                 state.node.send(peer, TreeDown(tuple(down_entries[i : i + MAX_TREE_ENTRIES])))

@@ -33,7 +33,7 @@ Walker = Request | TunnelOpen
 
 
 class Walk:
-    __slots__ = ("state", "trees", "on_request", "on_tunnel_open", "parked")
+    __slots__ = ("state", "trees", "on_request", "on_tunnel_open", "parked", "routing")
 
     def __init__(self, state: CoreState, trees: Trees,
                  on_request: Callable[[Request, Service, float], None],
@@ -43,6 +43,10 @@ class Walk:
         self.on_request = on_request  # the walk chose this node for a request
         self.on_tunnel_open = on_tunnel_open  # ... or for a tunnel
         self.parked: deque[tuple[float, Walker]] = deque()
+        # The walk this node is routing on toward the group right now: the overlay offers a
+        # routed message to the node it leaves too (`MessagingCore.forward`), and this one must
+        # leave, not walk here again.
+        self.routing: Walker | None = None
 
     def enter(self, msg: Walker) -> None:
         """`msg` reached the group's tree (or its root) by routing: start walking, once."""
@@ -158,7 +162,14 @@ class Walk:
         if step is None:
             return
         if target is None:
-            self.state.node.route(msg.group, step)
+            # (Taken here again, it would find what it found just now and be routed again, at
+            # once, until its hops ran out: "walked too far" answered by a node grafting again
+            # with nothing below it, its parent just lost.)
+            self.routing = step
+            try:
+                self.state.node.route(msg.group, step)
+            finally:
+                self.routing = None
         else:
             self.state.node.send_acked(target, step)
 

@@ -1,0 +1,64 @@
+"""Floods lost to a broken tree path, sent again when the path is mended.
+
+When a tree node dies, the members below it get no broadcast and no event until the node just
+below it notices (a late beat, a probe: several seconds) and grafts again; and what its subtree
+published went up into the dead node and no further. Under churn at 1,000 simulated nodes
+nearly every delivery a live member missed was of this kind (docs/BENCHMARKS.md).
+
+So every tree node keeps the floods that passed it in the last `MessagingConfig.replay_s`
+(`FloodHistory`, one bounded record per node). A node that lost its parent says in its graft
+how long it has been cut off (`Subscribe.cut_ms`); the node that adopts it sends it the floods
+of that tree it passed in that time, and once adopted, the grafted node sends its new parent
+the ones it passed. Each side spreads what it gets as any flood: a node drops what it has seen
+(`CoreState.first_sight`), a member delivers only what is newer than what it delivered from
+that origin (`CoreState.in_order`), so nothing arrives twice or out of order, and what comes
+again is at most `replay_s` old where the adopter saw it: a flood is late or lost, never
+delivered long after it was sent (the partition checks' `floods_late`, 10 s).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from iris.core.messages import Flood
+
+ENTRY_BYTES = 96
+"""What one recorded flood costs besides its payloads (the record and the message object)."""
+
+
+class FloodHistory:
+    """The floods this node passed lately, oldest first: (when, came from, flood). Bounded
+    by age, count and payload bytes; the oldest go first."""
+
+    __slots__ = ("keep_s", "max_floods", "max_bytes", "entries", "bytes")
+
+    def __init__(self, keep_s: float, max_floods: int, max_bytes: int) -> None:
+        self.keep_s = keep_s
+        self.max_floods = max_floods
+        self.max_bytes = max_bytes
+        self.entries: deque[tuple[float, int | None, Flood]] = deque()
+        self.bytes = 0
+
+    def record(self, msg: Flood, came_from: int | None, when: float) -> None:
+        """Keep `msg`, as passed at `when` (now, less any time it is known to have waited)."""
+        self.entries.append((when, came_from, msg))
+        self.bytes += _cost(msg)
+        self._trim(when)
+
+    def since(self, group: int, start: float, now: float, skip: int) -> list[Flood]:
+        """The floods of `group` passed at `start` or later, in the order they came, but for
+        those that came from `skip` (it has them)."""
+        self._trim(now)
+        return [msg for when, came_from, msg in self.entries
+                if when >= start and msg.group == group and came_from != skip]
+
+    def _trim(self, now: float) -> None:
+        entries = self.entries
+        old = now - self.keep_s
+        while entries and (entries[0][0] < old or len(entries) > self.max_floods
+                           or self.bytes > self.max_bytes):
+            self.bytes -= _cost(entries.popleft()[2])
+
+
+def _cost(msg: Flood) -> int:
+    return ENTRY_BYTES + sum(len(p) for p in msg.payloads)

@@ -1,0 +1,179 @@
+"""Floods sent again over a mended tree path (`iris.core.replay`): a node cut off from its tree
+by a dead parent, and the node that adopts it, send each other what the tree carried
+meanwhile (the late parent's own test is `test_tree_reshape.py`'s); and a walk routed on by
+such a node leaves it.
+
+The unit tests drive one sans-IO core by hand, as `test_tree_reshape.py` does; the last runs a
+simulated ring and crashes a tree node under a stream of broadcasts."""
+
+import random
+
+from iris.core import MessagingCore, cluster_group
+from iris.core import events as ev
+from iris.core.messages import Flood, Replayed, Reply, Request, Subscribe, TreeAck
+from iris.core.tree import GroupTree
+from overlay.messages import Route, RouteAck
+from overlay.node import OverlayNode
+from simulations.engine import Simulation
+from simulations.messaging_workload import MessagingWorkload, SimMessaging
+from simulations.network import NetworkConfig
+from simulations.scenarios import ScenarioOptions, build_ring
+from tests.test_tree_reshape import GRANDPARENT, GROUP, ME, PARENT, ROOT
+from tests.test_tree_reshape import member_with_parent as member_of_node
+
+CHILD, ORIGIN, NEW_PARENT = 15, 16, 17
+
+
+class Unrooted(OverlayNode):
+    """A node alone in its ring that keeps what it routes (`routed`) rather than being the
+    root of everything: its grafts stay in flight."""
+
+    def __init__(self, node_id, rng):
+        super().__init__(node_id, rng)
+        self.routed = []
+
+    def route(self, key, payload, now=None):
+        self.routed.append(payload)
+
+
+def member_with_parent():
+    return member_of_node(Unrooted)
+
+
+def graft(core, child, cut_ms, now):
+    """`child`'s graft, routed to us (the first tree node on its way)."""
+    core.node.receive(child, Route(GROUP, 1, child, 1, Subscribe(GROUP, child, 1, 0, cut_ms)), now)
+
+
+def floods_to(core, dest):
+    return [msg for d, msg in core.node.out if d == dest and isinstance(msg, Flood)]
+
+
+def again(flood):
+    return Replayed(flood.group, flood.origin, flood.seq, flood.payloads)
+
+
+def test_the_adopter_of_a_cut_off_node_sends_it_what_passed_meanwhile_and_no_more():
+    core, _ = member_with_parent()
+    window = core.config.replay_s
+    old = Flood(GROUP, ORIGIN, 1, (b"before the window",))
+    core.node.receive(PARENT, old, 1.0)
+    recent = [Flood(GROUP, ORIGIN, 1 + i, (b"event %d" % i,)) for i in range(1, 4)]
+    for i, msg in enumerate(recent):
+        core.node.receive(PARENT, msg, 1.0 + window + i)
+    core.node.receive(CHILD, Flood(GROUP, CHILD, 9, (b"from the grafting node",)), 2.0 + window)
+    core.node.out.clear()
+    now = 4.0 + window
+    # A first graft: adopted, nothing sent again.
+    graft(core, CHILD, 0, now)
+    assert [type(m) for d, m in core.node.out if d == CHILD and type(m) is not RouteAck] == [
+        TreeAck]
+    core.node.out.clear()
+    # A graft after a cut as long as the whole window: the floods passed within it, oldest
+    # first, after the TreeAck; none older, none the grafting node sent us.
+    graft(core, CHILD + 10, 60_000, now)
+    to_child = [m for d, m in core.node.out if d == CHILD + 10 and type(m) is not RouteAck]
+    assert isinstance(to_child[0], TreeAck)
+    assert to_child[1:] == [again(m) for m in recent] + [
+        again(Flood(GROUP, CHILD, 9, (b"from the grafting node",)))]
+    assert core.counters["floods_replayed"] == 4
+    core.node.out.clear()
+    # A short cut: only what passed in it (and a second of slack).
+    graft(core, CHILD + 20, 500, now)
+    assert floods_to(core, CHILD + 20) == [again(recent[-1])]
+
+
+def test_a_node_adopted_after_a_cut_sends_its_new_parent_what_its_subtree_sent_meanwhile():
+    core, tree = member_with_parent()
+    tree.children[CHILD] = [1, 0.0]
+    core.node.receive(PARENT, Flood(GROUP, ORIGIN, 1, (b"from above",)), 1.0)
+    core.trees_protocol.neighbour_failed(PARENT)  # the overlay's verdict: graft again
+    assert tree.grafting and tree.cut_ms(2.0) > 0
+    mine = Flood(GROUP, CHILD, 5, (b"from below, while cut off",))
+    core.node.receive(CHILD, mine, 3.0)
+    regraft = core.node.routed[-1]
+    assert isinstance(regraft, Subscribe) and regraft.cut_ms == 1000  # parent heard at 0
+    core.node.out.clear()
+    core.node.receive(NEW_PARENT, TreeAck(GROUP, 3, (ROOT,)), 4.0)
+    assert tree.parent == NEW_PARENT and tree.cut_ms(4.0) == 0
+    # Both floods passed within the cut's window; the one from above is dropped by whoever
+    # has seen it, the one from below reaches the rest of the tree only so.
+    assert floods_to(core, NEW_PARENT) == [again(Flood(GROUP, ORIGIN, 1, (b"from above",))),
+                                           again(mine)]
+    core.node.out.clear()
+    # Adopted again later without a cut (a move up the tree): nothing sent again.
+    core.node.receive(GRANDPARENT, TreeAck(GROUP, 3, (ROOT,)), 5.0)
+    assert floods_to(core, GRANDPARENT) == []
+
+
+def test_what_comes_again_is_passed_on_and_delivered_but_never_sent_again():
+    """A replayed flood spreads and is delivered as any; kept, it could be sent again by
+    each node it reached, each time as if new, and arrive long after it was sent."""
+    core, tree = member_with_parent()
+    tree.children[CHILD] = [1, 0.0]
+    replayed = again(Flood(GROUP, ORIGIN, 1, (b"missed",)))
+    core.node.receive(PARENT, replayed, 1.0)
+    assert floods_to(core, CHILD) == [replayed]
+    assert [e.payload for e in core.events if isinstance(e, ev.EventReceived)] == [b"missed"]
+    core.node.out.clear()
+    graft(core, CHILD + 10, 60_000, 2.0)
+    assert floods_to(core, CHILD + 10) == []
+
+
+def test_members_below_a_crashed_tree_node_miss_no_broadcast_of_the_cut():
+    """Every node of a ring is a member of one cluster; a tree node with members below it
+    crashes while a broadcast goes out every half second. Its subtree is cut off until it
+    notices and grafts again, and gets what the cut kept from it then: every live member
+    gets every broadcast, in order, none later than the workload's 10 s."""
+    sim = Simulation(3, network=NetworkConfig(fifo=True), app_factory=SimMessaging)
+    work = MessagingWorkload(sim)
+    assert build_ring(sim, ScenarioOptions(nodes=60, seed=3))["converged"]
+    for node in list(sim.nodes):
+        work.register(node, "c")
+    assert sim.run_until(work.all_grafted, timeout=30.0, check_every=0.1) is not None
+    sim.run_for(2 * work.core(next(iter(sim.nodes))).config.tree_beat_s)
+    group = cluster_group("c")
+
+    def below(node):
+        tree = work.core(node).trees.get(group)
+        found = set()
+        for child in tree.children if tree else ():
+            found |= {child} | below(child)
+        return found
+
+    trees = {n: work.core(n).trees[group] for n in sim.nodes}
+    victim = max((n for n, t in trees.items() if t.parent is not None), key=lambda n: len(below(n)))
+    cut_off = below(victim)
+    assert len(cut_off) >= 2
+    origin = next(n for n in sim.nodes if n != victim and n not in cut_off)
+    start = sim.now
+    sim.at(start + 0.2, lambda: sim.crash(victim))
+    for i in range(30):
+        sim.at(start + 0.5 * i, lambda: work.flood(origin, "c", False))
+    sim.run_for(30.0)
+    summary = work.flood_summary(topic=False)
+    assert summary["broadcast_delivery_ratio"] == 1.0
+    assert work.late_floods == 0 and work.order_violations == 0
+    replayed = sum(work.core(n).counters.get("floods_replayed", 0) for n in sim.nodes)
+    assert replayed > 0
+
+
+def test_a_walk_at_a_node_grafting_again_with_nothing_below_goes_on_toward_the_root():
+    """Its parent just lost, a tree node with no member below has no way on for a request
+    but the route toward the group. The overlay offers that route's message to the node it
+    leaves too; taken there again, the walk was routed again at once, until its hops ran out
+    ("walked too far") while the group had members elsewhere."""
+    group = cluster_group("c")
+    closer = group  # the node closest to the group: the next hop of every route to it
+    core = MessagingCore(OverlayNode(ME, random.Random(1)))
+    core.node.start(0.0)
+    core.node.leaf.add(closer)
+    tree = core.trees[group] = GroupTree(group, None, False, 0.0)
+    tree.grafting = True  # lost its parent; its members' capacity remembered as lost
+    tree.lost = [[60.0, 3.0]]
+    core.node.out.clear()
+    core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 5000)),
+                      1.0)
+    onward = [m.payload for d, m in core.node.out if d == closer and isinstance(m, Route)]
+    assert len(onward) == 1 and isinstance(onward[0], Request) and onward[0].hops == 1
+    assert not [m for _, m in core.node.out if isinstance(m, Reply)]
