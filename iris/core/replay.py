@@ -36,29 +36,25 @@ class FloodHistory:
         self.keep_s = keep_s
         self.max_floods = max_floods
         self.max_bytes = max_bytes
-        self.entries: deque[tuple[float, int | None, Flood]] = deque()
+        # (when, came from, flood, what it costs to keep)
+        self.entries: deque[tuple[float, int | None, Flood, int]] = deque()
         self.bytes = 0
 
     def record(self, msg: Flood, came_from: int | None, when: float) -> None:
         """Keep `msg`, as passed at `when` (now, less any time it is known to have waited)."""
-        self.entries.append((when, came_from, msg))
-        self.bytes += _cost(msg)
-        self._trim(when)
-
-    def since(self, group: int, start: float, now: float, skip: int) -> list[Flood]:
-        """The floods of `group` passed at `start` or later, in the order they came, but for
-        those that came from `skip` (it has them)."""
-        self._trim(now)
-        return [msg for when, came_from, msg in self.entries
-                if when >= start and msg.group == group and came_from != skip]
-
-    def _trim(self, now: float) -> None:
+        payloads = msg.payloads
+        cost = ENTRY_BYTES + (len(payloads[0]) if len(payloads) == 1 else sum(map(len, payloads)))
         entries = self.entries
-        old = now - self.keep_s
+        entries.append((when, came_from, msg, cost))
+        self.bytes += cost
+        old = when - self.keep_s
         while entries and (entries[0][0] < old or len(entries) > self.max_floods
                            or self.bytes > self.max_bytes):
-            self.bytes -= _cost(entries.popleft()[2])
+            self.bytes -= entries.popleft()[3]
 
-
-def _cost(msg: Flood) -> int:
-    return ENTRY_BYTES + sum(len(p) for p in msg.payloads)
+    def since(self, group: int, start: float, skip: int) -> list[Flood]:
+        """The floods of `group` passed at `start` or later, in the order they came, but for
+        those that came from `skip` (it has them). (`start` is never further back than
+        `keep_s`; older entries left since the last flood are passed over.)"""
+        return [msg for when, came_from, msg, _ in self.entries
+                if when >= start and msg.group == group and came_from != skip]
