@@ -177,3 +177,19 @@ def test_a_walk_at_a_node_grafting_again_with_nothing_below_goes_on_toward_the_r
     onward = [m.payload for d, m in core.node.out if d == closer and isinstance(m, Route)]
     assert len(onward) == 1 and isinstance(onward[0], Request) and onward[0].hops == 1
     assert not [m for _, m in core.node.out if isinstance(m, Reply)]
+
+
+def test_a_walk_at_a_node_grafting_again_that_is_the_groups_root_is_not_routed_in_circles():
+    """The same node when the group's key is its own (its graft is on its way back to it):
+    routing the walk on would only deliver it here again, until its hops ran out."""
+    group = cluster_group("c")
+    core = MessagingCore(OverlayNode(ME, random.Random(1)))  # alone: the root of every key
+    core.node.start(0.0)
+    tree = core.trees[group] = GroupTree(group, None, False, 0.0)
+    tree.grafting = True
+    tree.lost = [[60.0, 3.0]]
+    core.node.out.clear()
+    core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 5000)),
+                      1.0)
+    replies = [m for d, m in core.node.out if isinstance(m, Reply)]
+    assert [(r.req_id, r.error) for r in replies] == [(7, "no members in cluster")]

@@ -91,7 +91,9 @@ class Walk:
                 # The child sent the walk up for a capacity outside its subtree that is gone
                 # (it hears so with the next beat): its own members are the ones left.
                 self._forward(msg, came_from, held)
-            elif tree.is_root():
+            elif tree.is_root() or state.node.is_root(msg.group):
+                # (Grafting again but the group's key is ours: routed, the walk would only
+                # come back here, again and again until its hops ran out.)
                 if not self._wait_for_members(msg, parked_since):
                     self._fail(msg, "no members in cluster")
             else:
