@@ -11,6 +11,7 @@ import random
 from iris.core import MessagingCore, cluster_group
 from iris.core import events as ev
 from iris.core.messages import Flood, Replayed, Reply, Request, Subscribe, TreeAck
+from iris.core.replay import ENTRY_BYTES, FloodHistory
 from iris.core.tree import GroupTree
 from overlay.messages import Route, RouteAck
 from overlay.node import OverlayNode
@@ -81,6 +82,20 @@ def test_the_adopter_of_a_cut_off_node_sends_it_what_passed_meanwhile_and_no_mor
     # A short cut: only what passed in it (and a second of slack).
     graft(core, CHILD + 20, 500, now)
     assert floods_to(core, CHILD + 20) == [again(recent[-1])]
+
+
+def test_floods_go_again_to_a_peer_once_in_a_while_and_within_a_budget():
+    """A graft is a small message any node can send, naming any subscriber: what it makes a
+    node send again is bounded per peer and in all."""
+    history = FloodHistory(8.0, 100, 10 * (ENTRY_BYTES + 100))
+    floods = [Flood(GROUP, ORIGIN, i, (b"x" * 100,)) for i in range(20)]
+    for i, msg in enumerate(floods):
+        history.record(msg, None, i * 0.1)
+    assert history.replay(GROUP, CHILD, 0.0, 2.0) == floods[10:]  # kept: the last 10 (bytes)
+    assert history.replay(GROUP, CHILD, 0.0, 3.0) == []  # that peer again, too soon
+    assert history.replay(GROUP, CHILD + 1, 0.0, 3.0) == []  # the window's budget is spent
+    assert history.replay(GROUP, CHILD, 1.5, 10.0) == floods[15:]  # a window later
+    assert history.replay(GROUP + 1, CHILD + 1, 0.0, 10.0) == []  # another tree: none of it
 
 
 def test_a_node_adopted_after_a_cut_sends_its_new_parent_what_its_subtree_sent_meanwhile():

@@ -18,19 +18,27 @@ delivered long after it was sent (the partition checks' `floods_late`, 10 s).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 
 from iris.core.messages import Flood
 
 ENTRY_BYTES = 96
 """What one recorded flood costs besides its payloads (the record and the message object)."""
 
+MAX_RECIPIENTS = 1024
+"""(group, peer) pairs remembered as sent floods again lately (`FloodHistory.replay`)."""
+
 
 class FloodHistory:
     """The floods this node passed lately, oldest first: (when, came from, flood). Bounded
-    by age, count and payload bytes; the oldest go first."""
+    by age, count and payload bytes; the oldest go first.
 
-    __slots__ = ("keep_s", "max_floods", "max_bytes", "entries", "bytes")
+    Sending them again is bounded too, for a graft is a small message that any node can send
+    naming any subscriber: each (group, peer) gets them at most once per `keep_s`, and all
+    peers together at most `max_bytes` of them per `keep_s`."""
+
+    __slots__ = ("keep_s", "max_floods", "max_bytes", "entries", "bytes", "sent_to",
+                 "window_start", "window_bytes")
 
     def __init__(self, keep_s: float, max_floods: int, max_bytes: int) -> None:
         self.keep_s = keep_s
@@ -39,6 +47,9 @@ class FloodHistory:
         # (when, came from, flood, what it costs to keep)
         self.entries: deque[tuple[float, int | None, Flood, int]] = deque()
         self.bytes = 0
+        self.sent_to: OrderedDict[tuple[int, int], float] = OrderedDict()
+        self.window_start = -1e9
+        self.window_bytes = 0
 
     def record(self, msg: Flood, came_from: int | None, when: float) -> None:
         """Keep `msg`, as passed at `when` (now, less any time it is known to have waited)."""
@@ -52,9 +63,26 @@ class FloodHistory:
                            or self.bytes > self.max_bytes):
             self.bytes -= entries.popleft()[3]
 
-    def since(self, group: int, start: float, skip: int) -> list[Flood]:
-        """The floods of `group` passed at `start` or later, in the order they came, but for
-        those that came from `skip` (it has them). (`start` is never further back than
-        `keep_s`; older entries left since the last flood are passed over.)"""
-        return [msg for when, came_from, msg, _ in self.entries
-                if when >= start and msg.group == group and came_from != skip]
+    def replay(self, group: int, peer: int, start: float, now: float) -> list[Flood]:
+        """What to send `peer` again: the floods of `group` passed at `start` or later, in the
+        order they came, but for those that came from `peer` (it has them); nothing if it had
+        them lately or the budget is spent. (`start` is never further back than `keep_s`;
+        older entries left since the last flood are passed over.)"""
+        key = (group, peer)
+        last = self.sent_to.get(key)
+        if last is not None and now - last < self.keep_s:
+            return []
+        if now - self.window_start >= self.keep_s:
+            self.window_start, self.window_bytes = now, 0
+        floods = []
+        for when, came_from, msg, cost in self.entries:
+            if when >= start and msg.group == group and came_from != peer:
+                if self.window_bytes + cost > self.max_bytes:
+                    break
+                self.window_bytes += cost
+                floods.append(msg)
+        self.sent_to[key] = now
+        self.sent_to.move_to_end(key)
+        if len(self.sent_to) > MAX_RECIPIENTS:
+            self.sent_to.popitem(last=False)
+        return floods

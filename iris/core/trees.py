@@ -100,7 +100,7 @@ class Trees:
         of the tree this node passed meanwhile (`iris.core.replay`)."""
         state = self.state
         window = min(cut_ms / 1000 + REPLAY_SLACK_S, state.config.replay_s)
-        floods = state.history.since(tree.group, state.now - window, peer)
+        floods = state.history.replay(tree.group, peer, state.now - window, state.now)
         for flood in floods:
             state.node.send(peer, Replayed(flood.group, flood.origin, flood.seq, flood.payloads,
                                            flood.age_ms))
