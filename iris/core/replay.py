@@ -9,11 +9,13 @@ So every tree node keeps the floods that passed it in the last `MessagingConfig.
 (`FloodHistory`, one bounded record per node). A node that lost its parent says in its graft
 how long it has been cut off (`Subscribe.cut_ms`); the node that adopts it sends it the floods
 of that tree it passed in that time, and once adopted, the grafted node sends its new parent
-the ones it passed. Each side spreads what it gets as any flood: a node drops what it has seen
-(`CoreState.first_sight`), a member delivers only what is newer than what it delivered from
-that origin (`CoreState.in_order`), so nothing arrives twice or out of order, and what comes
-again is at most `replay_s` old where the adopter saw it: a flood is late or lost, never
-delivered long after it was sent (the partition checks' `floods_late`, 10 s).
+the ones it passed. They go as `Replayed`, which each side spreads as any flood: a node drops
+what it has seen (`CoreState.first_sight`), a member delivers only what is newer than what it
+delivered from that origin (`CoreState.in_order`), so nothing arrives twice or out of order.
+No node records a `Replayed`, so nothing goes again twice, and a flood is kept as of when it
+would have come had it not waited for hops given up on its way into the tree
+(`Flood.age_ms`): what comes again is at most about `replay_s` old, a flood late or lost,
+never delivered long after it was sent (the partition checks' `floods_late`, 10 s).
 """
 
 from __future__ import annotations
