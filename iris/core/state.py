@@ -74,8 +74,9 @@ class MessagingConfig:
     replay_s: float = 8.0
     """A node grafting again after it lost its parent and the node adopting it send each other
     the floods of that tree they passed in the time it was cut off, up to this long before
-    (`iris.core.replay`); so what comes again is a few seconds late at most, never past the
-    10 s after which a flood counts as late."""
+    (`iris.core.replay`); so what comes again is at most about this late, short of the 10 s
+    after which the checks count a flood as late (5 s missed a whole event whose cut-off
+    members grafted 5-7 s after it, docs/BENCHMARKS.md)."""
 
     replay_floods: int = 4096
     replay_bytes: int = 4 * 1024 * 1024
