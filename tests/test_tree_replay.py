@@ -91,11 +91,13 @@ def test_floods_go_again_to_a_peer_once_in_a_while_and_within_a_budget():
     floods = [Flood(GROUP, ORIGIN, i, (b"x" * 100,)) for i in range(20)]
     for i, msg in enumerate(floods):
         history.record(msg, None, i * 0.1)
-    assert history.replay(GROUP, CHILD, 0.0, 2.0) == floods[10:]  # kept: the last 10 (bytes)
-    assert history.replay(GROUP, CHILD, 0.0, 3.0) == []  # that peer again, too soon
-    assert history.replay(GROUP, CHILD + 1, 0.0, 3.0) == []  # the window's budget is spent
-    assert history.replay(GROUP, CHILD, 1.5, 10.0) == floods[15:]  # a window later
-    assert history.replay(GROUP + 1, CHILD + 1, 0.0, 10.0) == []  # another tree: none of it
+    assert history.replay(GROUP, CHILD, 60_000, 2.0) == floods[10:]  # kept: the last 10 (bytes)
+    assert history.replay(GROUP, CHILD, 60_000, 3.0) == []  # that peer again, too soon
+    assert history.replay(GROUP, CHILD + 1, 60_000, 3.0) == []  # the window's budget is spent
+    later = Flood(GROUP, ORIGIN, 99, (b"later",))
+    history.record(later, None, 11.0)
+    assert history.replay(GROUP, CHILD, 2_000, 12.0) == [later]  # a window later, its cut's
+    assert history.replay(GROUP + 1, CHILD + 1, 60_000, 12.0) == []  # another tree: none of it
 
 
 def test_a_node_adopted_after_a_cut_sends_its_new_parent_what_its_subtree_sent_meanwhile():
@@ -165,9 +167,11 @@ def test_members_below_a_crashed_tree_node_miss_no_broadcast_of_the_cut():
     sim.at(start + 0.2, lambda: sim.crash(victim))
     for i in range(30):
         sim.at(start + 0.5 * i, lambda: work.flood(origin, "c", False))
-    sim.run_for(30.0)
-    summary = work.flood_summary(topic=False)
-    assert summary["broadcast_delivery_ratio"] == 1.0
+    delivered = sim.run_until(
+        lambda: len(work.floods) == 30
+        and work.flood_summary(topic=False)["broadcast_delivery_ratio"] == 1.0,
+        timeout=30.0, check_every=0.5)
+    assert delivered is not None, work.flood_summary(topic=False)
     assert work.late_floods == 0 and work.order_violations == 0
     replayed = sum(work.core(n).counters.get("floods_replayed", 0) for n in sim.nodes)
     assert replayed > 0

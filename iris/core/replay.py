@@ -27,6 +27,10 @@ from iris.core.messages import Flood
 ENTRY_BYTES = 96
 """What one recorded flood costs besides its payloads (the record and the message object)."""
 
+SLACK_S = 1.0
+"""Added to a cut's length at the node that sends the floods again: the graft that told it
+was on its way meanwhile, and the cut began some way up the tree from it."""
+
 MAX_RECIPIENTS = 1024
 """(group, peer) pairs remembered as sent floods again lately (`FloodHistory.replay`)."""
 
@@ -65,11 +69,13 @@ class FloodHistory:
                            or self.bytes > self.max_bytes):
             self.bytes -= entries.popleft()[3]
 
-    def replay(self, group: int, peer: int, start: float, now: float) -> list[Flood]:
-        """What to send `peer` again: the floods of `group` passed at `start` or later, in the
-        order they came, but for those that came from `peer` (it has them); nothing if it had
-        them lately or the budget is spent. (`start` is never further back than `keep_s`;
-        older entries left since the last flood are passed over.)"""
+    def replay(self, group: int, peer: int, cut_ms: int, now: float) -> list[Flood]:
+        """What to send `peer`, cut off from the tree for `cut_ms`, again: the floods of
+        `group` passed in that time (and `SLACK_S` more, `keep_s` at most), in the order they
+        came, but for those that came from `peer` (it has them); nothing if it had them lately
+        or the budget is spent. (Entries older than `keep_s` left since the last flood are
+        passed over.)"""
+        start = now - min(cut_ms / 1000 + SLACK_S, self.keep_s)
         key = (group, peer)
         last = self.sent_to.get(key)
         if last is not None and now - last < self.keep_s:

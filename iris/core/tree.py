@@ -95,6 +95,10 @@ class GroupTree:
             self.cut_since = self.parent_heard
         self.parent = None
 
+    def parent_late(self, now: float, after: float) -> bool:
+        """A parent we have (not grafting) that was not heard for `after` seconds."""
+        return self.parent is not None and not self.grafting and now - self.parent_heard > after
+
     def became_root(self) -> None:
         """The group's key is ours: no parent, nothing above, nothing to be cut off from."""
         self.parent = None

@@ -34,10 +34,6 @@ from iris.core.state import CoreState
 from iris.core.tree import GroupTree
 from overlay.wire import Message
 
-REPLAY_SLACK_S = 1.0
-"""Added to a cut's length at the node that sends the floods again: the graft that told it
-was on its way meanwhile, and the cut began some way up the tree from it."""
-
 
 class Trees:
     __slots__ = ("state", "reshaping")
@@ -99,8 +95,7 @@ class Trees:
         """Send `peer`, a tree neighbour that was cut off from the tree for `cut_ms`, the floods
         of the tree this node passed meanwhile (`iris.core.replay`)."""
         state = self.state
-        window = min(cut_ms / 1000 + REPLAY_SLACK_S, state.config.replay_s)
-        floods = state.history.replay(tree.group, peer, state.now - window, state.now)
+        floods = state.history.replay(tree.group, peer, cut_ms, state.now)
         for flood in floods:
             state.node.send(peer, Replayed(flood.group, flood.origin, flood.seq, flood.payloads,
                                            flood.age_ms))
@@ -337,8 +332,8 @@ class Trees:
         late_after = state.config.tree_beat_s * state.config.tree_late_beats
         late: dict[int, list[tuple[int, int]]] = {}
         for tree in state.trees.values():
-            if (tree.parent is not None and not tree.grafting and not tree.empty()
-                    and state.now - tree.parent_heard > late_after):
+            if tree.parent_late(state.now, late_after) and not tree.empty():
+                assert tree.parent is not None
                 late.setdefault(tree.parent, []).append((tree.group, tree.weight))
         for peer, entries in late.items():
             self._beat_up(peer, entries, True)
@@ -375,7 +370,7 @@ class Trees:
                 self.graft(tree)
             if tree.parent is not None and not tree.grafting:
                 up.setdefault(tree.parent, []).append((tree.group, tree.weight))
-                if now - tree.parent_heard > late_after:
+                if tree.parent_late(now, late_after):
                     late.add(tree.parent)
                 self.reshaping.start(tree)
             for child in tree.children:
