@@ -526,13 +526,34 @@ class OverlayNode:
                 return
             self._activate()
 
-    def _activate(self) -> None:
+    def start_formed(self, now: float, leaf: list[int], entries: list[tuple[int, float]]) -> None:
+        """Be active at once in a ring formed without joins: `leaf` our leaf set's members,
+        `entries` our routing table's nodes with their round trips (a simulator's shortcut to
+        a ring at scale, `simulations.formed`; it tells the nodes nothing, as every one of
+        them starts this way from the same truth). The table counts as searched: a search
+        comes again only when the ring grows `proximity.GROWTH` times."""
+        self.now = now
+        for peer in leaf:
+            self.leaf.add(peer)
+        for peer, rtt in entries:
+            self.table.consider(peer, rtt, now)
+        self._prox_size = self._ring_size()
+        self._go_active()
+        self._leaf_changed()
+        self.app.activated()
+
+    def _go_active(self) -> None:
+        """The state and the timers of an active node."""
         self.state = ACTIVE
         cfg, now, rng = self.config, self.now, self.rng
         self._calm_since = now
         self._at(now + rng.uniform(0, cfg.heartbeat_s), T_HEARTBEAT)
         self._at(now + cfg.silence_s, T_WATCH)
         self._at(now + rng.uniform(0, cfg.table_probe_s), T_TABLE)
+
+    def _activate(self) -> None:
+        self._go_active()
+        cfg, now = self.config, self.now
         table, leaf = self.table, self.leaf
         # Every leaf-set member must take us; a table entry whose answer said it holds a
         # nearer node than us for our cell would not, and is not greeted.

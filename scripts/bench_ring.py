@@ -83,6 +83,9 @@ def main() -> int:
     parser.add_argument("--lookups", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--join-rate", type=float, default=0.0, help="joins per simulated second")
+    parser.add_argument("--formed", action="store_true",
+                        help="start from a ring formed from the truth, no joins "
+                        "(simulations.formed): the join_* figures are then the forming's")
     parser.add_argument("--skip-checks", action="store_true",
                         help="skip the full checkers at the end")
     parser.add_argument("--json", action="store_true")
@@ -103,7 +106,8 @@ def main() -> int:
     rss_before = rss_bytes()
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
-    opts = ScenarioOptions(nodes=args.nodes, seed=args.seed, join_rate=args.join_rate)
+    opts = ScenarioOptions(nodes=args.nodes, seed=args.seed, join_rate=args.join_rate,
+                           formed=args.formed)
     sim = make_sim(opts)
     built = build_ring(sim, opts)
     wall_join = time.perf_counter() - wall0
@@ -130,6 +134,7 @@ def main() -> int:
         "nodes": args.nodes,
         "seed": args.seed,
         "compiled": args.compiled,
+        "formed": args.formed,
         "converged": built["converged"],
         "join_msgs_per_join": round(built["join_msgs_per_join"], 1),
         "join_sim_s": round(built["join_s"], 1),

@@ -116,6 +116,10 @@ def build_parser(prog: str = "python -m simulations") -> argparse.ArgumentParser
                       help="seed of the one RNG every random choice comes from")
     ring.add_argument("--join-rate", type=float, default=defaults.join_rate, metavar="PER_S",
                       help="joins per simulated second (0: nodes/20, at least 20)")
+    ring.add_argument("--formed", action="store_true",
+                      help="start from a ring formed from the truth, without joins: each "
+                      "leaf set exact, each table cell its nearest candidate "
+                      "(`simulations.formed`); for what comes after a join, at scale")
     ring.add_argument("--lookups", type=int, default=defaults.lookups, metavar="N",
                       help="ring scenarios: routed lookups to score")
     ring.add_argument("--lookup-rate", type=float, default=defaults.lookup_rate,

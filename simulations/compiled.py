@@ -46,6 +46,7 @@ COMPILED = (
     "overlay/transit.py",
     "simulations/connections.py",
     "simulations/engine.py",
+    "simulations/formed.py",
     "simulations/network.py",
 )
 ENV = "IRIS_SIM_COMPILED"  # set in a run started again on a build: the build's folder

@@ -36,6 +36,7 @@ from overlay.link_policy import LinkPolicy
 from overlay.node import OverlayNode
 from overlay.wire import Message, decode, encode
 from simulations.connections import Connections
+from simulations.formed import formed_state
 from simulations.network import Network, NetworkConfig
 from simulations.workload import LookupTracker, RingApp
 
@@ -129,6 +130,32 @@ class Simulation:
         """Create a node and start it: it joins through a random active node (or `seeds`)."""
         if node_id is None:
             node_id = self.new_id()
+        node = self._new_node(node_id)
+        self.net.place(node_id)
+        if seeds is None:
+            seeds = (self.random_active(),) if self.active else ()
+        node.start(self.now, seeds)
+        self._flush(node, INF)
+        return node_id
+
+    def form_ring(self, count: int) -> list[int]:
+        """Create `count` nodes already active in a ring formed from the truth, without joins
+        (`simulations.formed`); on an empty simulation only. Their ids, in creation order."""
+        if self.nodes:
+            raise ValueError("a ring is formed in an empty simulation")
+        ids = [self.new_id() for _ in range(count)]
+        for node_id in ids:
+            self.net.place(node_id)
+        net = self.net.config
+        state = formed_state(self.net.positions, self.config.leaf_size, net.plane,
+                             2 * net.min_delay_s, net.per_unit_s)
+        for node_id, leaf, entries in state:
+            node = self._new_node(node_id)
+            node.start_formed(self.now, leaf, entries)
+            self._flush(node, INF)
+        return ids
+
+    def _new_node(self, node_id: int) -> OverlayNode:
         node = OverlayNode(node_id, self.rng, self.config)
         node.app = self.app_factory(self, node)
         node.out = self._outbox
@@ -136,12 +163,7 @@ class Simulation:
             node.failed = []  # peers whose connections the link policy closes
             node.given_up = []  # ... and peers whose connections it may reset
         self.nodes[node_id] = node
-        self.net.place(node_id)
-        if seeds is None:
-            seeds = (self.random_active(),) if self.active else ()
-        node.start(self.now, seeds)
-        self._flush(node, INF)
-        return node_id
+        return node
 
     def mark_active(self, node_id: int) -> None:
         if node_id in self.nodes and node_id not in self.active:

@@ -27,7 +27,7 @@ from simulations.messaging_workload import (
 )
 from simulations.network import NetworkConfig
 from simulations.report import Check, judge
-from simulations.scenarios import ScenarioOptions, build_ring, link_figures
+from simulations.scenarios import ScenarioOptions, base_result, build_ring, link_figures
 
 CLUSTER_SIZES = (1, 3, 5, 10, 20, 35, 50, 65, 80, 100)
 TOPIC_COUNT = 20
@@ -321,7 +321,7 @@ def _grouped_ring(name: str, options: ScenarioOptions
     """Every messaging scenario's start: a ring built, its clusters and topics set up."""
     opts = _messaging_options(options)
     sim, work = make_messaging_sim(opts)
-    result: dict[str, Any] = {"scenario": name, "nodes": opts.nodes, "seed": opts.seed}
+    result = base_result(name, opts)
     build_ring(sim, opts)
     result.update(setup_groups(sim, work, opts))
     return opts, sim, work, result

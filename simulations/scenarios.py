@@ -28,6 +28,8 @@ class ScenarioOptions:
     lookups: int = 10_000
     lookup_rate: float = 2000.0
     join_rate: float = 0.0  # joins per simulated second; 0: nodes / 20, at least 20
+    formed: bool = False
+    """Start from a ring formed from the truth rather than joined (`simulations.formed`)."""
     groups: int = 2
     isolate: bool = False
     partition_s: float = 60.0
@@ -52,7 +54,15 @@ def make_sim(opts: ScenarioOptions, config: OverlayConfig | None = None) -> Simu
 
 
 def build_ring(sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
-    """Join `opts.nodes` nodes through random active seeds, then wait for every checker."""
+    """Join `opts.nodes` nodes through random active seeds (or form the ring at once,
+    `opts.formed`), then wait for every checker."""
+    if opts.formed:
+        start = sim.now
+        sim.form_ring(opts.nodes)
+        settle = sim.run_until(lambda: checkers.all_ok(sim), timeout=opts.repair_timeout_s,
+                               check_every=2.0)
+        return {"join_s": sim.now - start, "converged": settle is not None,
+                "join_msgs_per_join": 0.0}
     rate = opts.join_rate or max(20.0, opts.nodes / 20.0)
     sim.add_node()
     start = sim.now
@@ -139,8 +149,10 @@ def detection_time(sim: Simulation, timeout: float = 60.0) -> float | None:
                          timeout=timeout, check_every=0.1)
 
 
-def _base(name: str, sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
-    return {"scenario": name, "nodes": opts.nodes, "seed": opts.seed}
+def base_result(name: str, opts: ScenarioOptions) -> dict[str, Any]:
+    """The figures every scenario's result opens with: what ran."""
+    formed = {"formed": True} if opts.formed else {}
+    return {"scenario": name, "nodes": opts.nodes, "seed": opts.seed, **formed}
 
 
 def link_figures(sim: Simulation) -> dict[str, Any]:
@@ -168,7 +180,7 @@ def scenario_join(opts: ScenarioOptions) -> dict[str, Any]:
     """N nodes join; then maintenance cost, lookups, and the time to detect one crash."""
     wall = time.perf_counter()
     sim = make_sim(opts)
-    result = _base("join", sim, opts)
+    result = base_result("join", opts)
     result.update(build_ring(sim, opts))
     result["maintenance_msgs_per_node_s"] = round(measure_maintenance(sim), 4)
     result.update(run_lookups(sim, opts.lookups, opts.lookup_rate))
@@ -184,7 +196,7 @@ def scenario_mass_failure(opts: ScenarioOptions) -> dict[str, Any]:
     """A fraction of the nodes (10%) crash at once; time until every checker passes again."""
     wall = time.perf_counter()
     sim = make_sim(opts)
-    result = _base("mass-failure", sim, opts)
+    result = base_result("mass-failure", opts)
     result.update(build_ring(sim, opts))
     before = run_lookups(sim, min(opts.lookups, 2000), opts.lookup_rate)
     result["mean_hops_before"] = before["mean_hops"]
@@ -214,7 +226,7 @@ def scenario_churn(opts: ScenarioOptions) -> dict[str, Any]:
     while lookups run; then the churn stops and the ring must settle."""
     wall = time.perf_counter()
     sim = make_sim(opts)
-    result = _base("churn", sim, opts)
+    result = base_result("churn", opts)
     result.update(build_ring(sim, opts))
     rng = sim.rng
     start = sim.now
@@ -263,7 +275,7 @@ def scenario_partition(opts: ScenarioOptions) -> dict[str, Any]:
     """Split the ring (random groups, or one isolated node), wait, heal; time the merge."""
     wall = time.perf_counter()
     sim = make_sim(opts)
-    result = _base("partition", sim, opts)
+    result = base_result("partition", opts)
     result.update(build_ring(sim, opts))
     ids = list(sim.active)
     sim.rng.shuffle(ids)

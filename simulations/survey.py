@@ -17,7 +17,7 @@ from simulations.engine import Simulation
 from simulations.messaging import _finish, _messaging_options, make_messaging_sim
 from simulations.messaging_workload import MessagingWorkload
 from simulations.report import Check, judge
-from simulations.scenarios import ScenarioOptions, build_ring
+from simulations.scenarios import ScenarioOptions, base_result, build_ring
 from simulations.survey_workload import SurveyWorkload
 
 SURVEY_MEMBERS = 200
@@ -41,7 +41,7 @@ def _survey_ring(name: str, options: ScenarioOptions
     opts = _messaging_options(options)
     sim, work = make_messaging_sim(opts)
     surveys = SurveyWorkload(sim, work)
-    result: dict[str, Any] = {"scenario": name, "nodes": opts.nodes, "seed": opts.seed}
+    result = base_result(name, opts)
     build_ring(sim, opts)
     timeline.phase(sim, "grouping")
     ids = list(sim.active)
