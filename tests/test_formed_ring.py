@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +86,15 @@ def test_build_ring_forms_when_asked_and_only_on_an_empty_simulation() -> None:
     assert built["converged"] and built["join_s"] == 0 and built["join_msgs_per_join"] == 0
     with pytest.raises(ValueError, match="empty simulation"):
         sim.form_ring(10)
+
+
+def test_joins_into_a_formed_ring_are_measured() -> None:
+    """`scripts/bench_join.py`: nodes join a formed ring through the protocol; the ring
+    settles and the joins' own messages are counted."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_join.py"
+    done = subprocess.run([sys.executable, str(script), "--nodes", "150", "--joins", "15",
+                           "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["checks_passed"] is True
+    assert result["join_msgs_per_join"] > 10  # a join request, its answers, probes, greetings
