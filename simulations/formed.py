@@ -77,7 +77,7 @@ class _Grid:
                         candidate = (abs(position - where), node)
                         if candidate < best:
                             best = candidate
-            # A point in a farther ring is more than `radius` cells away.
+            # A point in a farther ring is at least `radius` cell widths away.
             if best[0] <= radius * cell:
                 break
         return best
@@ -88,10 +88,10 @@ def _nearest(points: list[tuple[complex, int]], where: complex) -> tuple[float, 
 
 
 def formed_state(positions: dict[int, complex], leaf_size: int, plane: float,
-                 round_trip: float, per_unit: float
+                 min_round_trip: float, per_unit: float
                  ) -> Iterable[tuple[int, list[int], list[tuple[int, float]]]]:
     """(node, leaf-set members, table entries with round trips) for every node placed at
-    `positions`: the one-way delay between two nodes is `round_trip / 2 + distance *
+    `positions`: the one-way delay between two nodes is `min_round_trip / 2 + distance *
     per_unit` (`simulations.network`, without its jitter)."""
     ids = sorted(positions)
     count = len(ids)
@@ -136,6 +136,6 @@ def formed_state(positions: dict[int, complex], leaf_size: int, plane: float,
                     continue
                 found = nearest(row + 1, base | digit, where)
                 if found is not None:
-                    entries.append((found[1], round_trip + 2 * found[0] * per_unit))
+                    entries.append((found[1], min_round_trip + 2 * found[0] * per_unit))
             row += 1
         yield node, leaf, entries
