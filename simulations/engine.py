@@ -59,6 +59,10 @@ AppFactory = Callable[["Simulation", OverlayNode], OverlayApp]
 _Event = tuple[float, int, int, Any, Any, Any]
 
 
+_LINKS_PRUNED_AT = 100_000
+"""The FIFO record of links (`Simulation._in_order`) is pruned when it grows past this."""
+
+
 class Observer(Protocol):
     """Looks at a running simulation between events, at simulated times of its choosing: a
     progress line, time series (`simulations.timeline`). It reads and never changes anything,
@@ -106,6 +110,7 @@ class Simulation:
         self._current_bucket = -1
         self._seq = 0
         self._link_last: dict[Any, float] = {}  # FIFO links: last arrival per link
+        self._link_prune_at = _LINKS_PRUNED_AT  # ... forgotten when they grow past this
         self.connections = Connections(self, links) if links is not None else None
         self.paused: dict[int, list[tuple[float, int, Message]]] = {}  # node -> its backlog
         self._outbox: list[tuple[int, Message]] = []
@@ -405,9 +410,13 @@ class Simulation:
         if last is not None and arrival <= last:
             arrival = last + 1e-9
         links[link] = arrival
-        if len(links) > 100_000:  # forget links with nothing in flight
+        if len(links) > self._link_prune_at:
+            # Forget the links with nothing in flight. Those left may be many (10,000 nodes
+            # under a partition, their messages stalled): the next pruning waits until the
+            # record has doubled, or every message would copy it.
             now = self.now
-            self._link_last = {k: t for k, t in links.items() if t > now}
+            self._link_last = links = {k: t for k, t in links.items() if t > now}
+            self._link_prune_at = max(_LINKS_PRUNED_AT, 2 * len(links))
         return arrival
 
     # ----------------------------------------------------------------------------- running

@@ -59,6 +59,7 @@ def build_ring(sim: Simulation, opts: ScenarioOptions) -> dict[str, Any]:
     if opts.formed:
         start = sim.now
         sim.form_ring(opts.nodes)
+        timeline.phase(sim, "settling")
         settle = sim.run_until(lambda: checkers.all_ok(sim), timeout=opts.repair_timeout_s,
                                check_every=2.0)
         return {"join_s": sim.now - start, "converged": settle is not None,

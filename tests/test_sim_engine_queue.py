@@ -88,3 +88,28 @@ def test_the_engine_benchmark_drives_its_trivial_cores():
     result = json.loads(done.stdout)
     assert 1_400 <= result["events"] <= 1_500
     assert result["events_per_cpu_s_over_baseline"] > 0
+
+
+def test_the_fifo_record_of_links_is_pruned_only_when_it_has_doubled(monkeypatch) -> None:
+    """Links with messages in flight stay in the record (their order holds); links with none
+    are forgotten; and when most links have something in flight (thousands of nodes under a
+    partition), the record is copied again only once it has doubled, not at every message."""
+    from simulations import engine
+
+    monkeypatch.setattr(engine, "_LINKS_PRUNED_AT", 10)
+    sim = Simulation(1)
+    prunes = []
+    for link in range(1000):  # every one still in flight
+        before = sim._link_prune_at
+        assert sim._in_order(link, 5.0) == 5.0
+        if sim._link_prune_at != before:
+            prunes.append(len(sim._link_last))
+    assert len(sim._link_last) == 1000
+    assert len(prunes) <= 7  # 11, 23, 47, ... : a copy per doubling
+    # A later message on a link in flight still comes after the one before it.
+    assert sim._in_order(3, 4.0) > 5.0
+    # Once their messages have arrived, the links are forgotten at the next pruning.
+    sim.now = 10.0
+    for link in range(1000, 1000 + sim._link_prune_at):
+        sim._in_order(link, 11.0)
+    assert min(sim._link_last) >= 1000
