@@ -529,9 +529,9 @@ class OverlayNode:
     def start_formed(self, now: float, leaf: list[int], entries: list[tuple[int, float]]) -> None:
         """Be active at once in a ring formed without joins: `leaf` our leaf set's members,
         `entries` our routing table's nodes with their round trips (a simulator's shortcut to
-        a ring at scale, `simulations.formed`; it tells the nodes nothing, as every one of
-        them starts this way from the same truth). The table counts as searched: a search
-        comes again only when the ring grows `proximity.GROWTH` times."""
+        a ring at scale, `simulations.formed`). Nobody is greeted: every node starts this way,
+        from the same truth. The table counts as searched: a search comes again only when
+        the ring grows `proximity.GROWTH` times."""
         self.now = now
         for peer in leaf:
             self.leaf.add(peer)
