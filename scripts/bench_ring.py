@@ -91,6 +91,8 @@ def main() -> int:
                         help="start from a ring formed from the truth, no joins "
                         "(simulations.formed): the join_* figures are then the forming's, "
                         "and wall_s, cpu_s and the rates leave it out")
+    parser.add_argument("--near-seeds", action="store_true",
+                        help="each joiner is given the nearest active node as its seed")
     parser.add_argument("--skip-checks", action="store_true",
                         help="skip the full checkers at the end")
     parser.add_argument("--json", action="store_true")
@@ -112,7 +114,7 @@ def main() -> int:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
     opts = ScenarioOptions(nodes=args.nodes, seed=args.seed, join_rate=args.join_rate,
-                           formed=args.formed)
+                           formed=args.formed, near_seeds=args.near_seeds)
     sim = make_sim(opts)
     built = build_ring(sim, opts)
     wall_join = time.perf_counter() - wall0
@@ -142,6 +144,7 @@ def main() -> int:
         "seed": args.seed,
         "compiled": args.compiled,
         "formed": args.formed,
+        "near_seeds": args.near_seeds,
         "converged": built["converged"],
         "join_msgs_per_join": round(built["join_msgs_per_join"], 1),
         "join_sim_s": round(built["join_s"], 1),

@@ -120,6 +120,10 @@ def build_parser(prog: str = "python -m simulations") -> argparse.ArgumentParser
                       help="start from a ring formed from the truth, without joins: each "
                       "leaf set exact, each table cell its nearest candidate "
                       "(`simulations.formed`); for what comes after a join, at scale")
+    ring.add_argument("--near-seeds", action="store_true",
+                      help="each joiner is given the nearest active node as its seed, as "
+                      "Pastry's join assumes (an operator seeding each node with a near "
+                      "one), not a random one: shorter routes, cheaper joins")
     ring.add_argument("--lookups", type=int, default=defaults.lookups, metavar="N",
                       help="ring scenarios: routed lookups to score")
     ring.add_argument("--lookup-rate", type=float, default=defaults.lookup_rate,

@@ -37,6 +37,7 @@ from overlay.node import OverlayNode
 from overlay.wire import Message, decode, encode
 from simulations.connections import Connections
 from simulations.formed import formed_state
+from simulations.nearest import Grid
 from simulations.network import Network, NetworkConfig
 from simulations.workload import LookupTracker, RingApp
 
@@ -58,6 +59,10 @@ _GC_THRESHOLD = (50_000, 20, 100)
 AppFactory = Callable[["Simulation", OverlayNode], OverlayApp]
 _Event = tuple[float, int, int, Any, Any, Any]
 
+
+ACTIVE_GRID_SIDE = 64
+"""Cells a side of the grid of active nodes (`Simulation.near_seeds`): 4,096 cells, a couple of
+nodes each at 10,000 nodes, a few dozen at 100,000."""
 
 _LINKS_PRUNED_AT = 100_000
 """The FIFO record of links (`Simulation._in_order`) is pruned when it grows past this."""
@@ -112,6 +117,10 @@ class Simulation:
         self._link_last: dict[Any, float] = {}  # FIFO links: last arrival per link
         self._link_prune_at = _LINKS_PRUNED_AT  # ... forgotten when they grow past this
         self.connections = Connections(self, links) if links is not None else None
+        # Joiners get the nearest active node as their seed, not a random one (`_seed_for`);
+        # the active nodes' positions are then kept in a grid, made at the first such join.
+        self.near_seeds = False
+        self._active_grid: Grid | None = None
         self.paused: dict[int, list[tuple[float, int, Message]]] = {}  # node -> its backlog
         self._outbox: list[tuple[int, Message]] = []
         self.lookups = LookupTracker(self)
@@ -131,14 +140,18 @@ class Simulation:
             if node_id not in self.nodes:
                 return node_id
 
-    def add_node(self, node_id: int | None = None, seeds: tuple[int, ...] | None = None) -> int:
-        """Create a node and start it: it joins through a random active node (or `seeds`)."""
+    def add_node(self, node_id: int | None = None, seeds: tuple[int, ...] | None = None,
+                 spare_seed: bool = False) -> int:
+        """Create a node and start it: it joins through a random active node, or the nearest
+        (`near_seeds`), and a random one besides if `spare_seed`; or through `seeds`."""
         if node_id is None:
             node_id = self.new_id()
         node = self._new_node(node_id)
         self.net.place(node_id)
         if seeds is None:
-            seeds = (self.random_active(),) if self.active else ()
+            seeds = (self._seed_for(node_id),) if self.active else ()
+            if seeds and spare_seed:
+                seeds = tuple(sorted({*seeds, self.random_active()}))
         node.start(self.now, seeds)
         self._flush(node, INF)
         return node_id
@@ -170,16 +183,34 @@ class Simulation:
         self.nodes[node_id] = node
         return node
 
+    def _seed_for(self, node_id: int) -> int:
+        """The active node a joiner is given: a random one, or with `near_seeds` the nearest
+        (an operator who seeds each node with one near it, as Pastry's join assumes)."""
+        if not self.near_seeds:
+            return self.random_active()
+        grid = self._active_grid
+        if grid is None:
+            positions = self.net.positions
+            grid = self._active_grid = Grid(self.net.config.plane, ACTIVE_GRID_SIDE)
+            for node in self.active:
+                grid.add(positions[node], node)
+        return grid.nearest(self.net.positions[node_id])[1]
+
     def mark_active(self, node_id: int) -> None:
         if node_id in self.nodes and node_id not in self.active:
             self.active.add(node_id)
+            if self._active_grid is not None:
+                self._active_grid.add(self.net.positions[node_id], node_id)
 
     def crash(self, node_id: int) -> None:
         """The process dies: no goodbye, in-flight messages to it are lost."""
         node = self.nodes.pop(node_id, None)
         if node is None:
             return
-        self.active.discard(node_id)
+        if node_id in self.active:
+            self.active.remove(node_id)
+            if self._active_grid is not None:
+                self._active_grid.remove(self.net.positions[node_id], node_id)
         for i, count in enumerate(node.sent):
             self._retired_sent[i] += count
         self.paused.pop(node_id, None)

@@ -22,65 +22,13 @@ The nearest candidate of a cell is found in a grid over the plane per group of c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from functools import cache
 
 from overlay.ids import BASE, DIGIT_BITS, ID_BITS
+from simulations.nearest import Grid
 
 BRUTE_FORCE = 32
 """Groups of up to this many candidates are searched one by one, larger ones in a grid."""
-
-
-_SPAN = 1 << 20
-"""Cell (x, y) is keyed x * _SPAN + y: one int, cheaper to hash than a pair, and no two
-cells within reach of the plane share a key."""
-
-
-@cache
-def _rings(side: int) -> list[list[int]]:
-    """The key offsets of the cells `radius` cells away (Chebyshev distance), by radius, in
-    a grid of `side` x `side` cells (one copy for every grid of that side)."""
-    return [[dx * _SPAN + dy for dx in range(-r, r + 1) for dy in range(-r, r + 1)
-             if max(abs(dx), abs(dy)) == r] for r in range(side)]
-
-
-class _Grid:
-    """Points of one group in square cells of about one point each: the nearest point to
-    a position is in the ring of cells around it that first holds a point, or the next."""
-
-    __slots__ = ("side", "cell", "cells", "rings")
-
-    def __init__(self, points: list[tuple[complex, int]], plane: float) -> None:
-        self.side = side = max(1, int(math.sqrt(len(points))))
-        self.cell = plane / side
-        self.cells: dict[int, list[tuple[complex, int]]] = {}
-        for point in points:
-            self.cells.setdefault(self._of(point[0]), []).append(point)
-        self.rings = _rings(side)
-
-    def _of(self, where: complex) -> int:
-        last = self.side - 1
-        return (min(last, max(0, int(where.real / self.cell))) * _SPAN
-                + min(last, max(0, int(where.imag / self.cell))))
-
-    def nearest(self, where: complex) -> tuple[float, int]:
-        """(distance, node) of the point nearest `where`; ties go to the smaller id."""
-        centre = self._of(where)
-        cells, cell = self.cells, self.cell
-        best = (math.inf, -1)
-        for radius, ring in enumerate(self.rings):
-            for offset in ring:
-                points = cells.get(centre + offset)
-                if points is not None:
-                    for position, node in points:
-                        candidate = (abs(position - where), node)
-                        if candidate < best:
-                            best = candidate
-            # A point in a farther ring is at least `radius` cell widths away.
-            if best[0] <= radius * cell:
-                break
-        return best
 
 
 def _nearest(points: list[tuple[complex, int]], where: complex) -> tuple[float, int]:
@@ -108,7 +56,7 @@ def formed_state(positions: dict[int, complex], leaf_size: int, plane: float,
         if length * DIGIT_BITS >= ID_BITS or all(len(g) == 1 for g in by_prefix.values()):
             break
         length += 1
-    grids: dict[tuple[int, int], _Grid] = {}
+    grids: dict[tuple[int, int], Grid] = {}
 
     def nearest(level: int, prefix: int, where: complex) -> tuple[float, int] | None:
         points = groups[level].get(prefix)
@@ -118,7 +66,7 @@ def formed_state(positions: dict[int, complex], leaf_size: int, plane: float,
             return _nearest(points, where)
         grid = grids.get((level, prefix))
         if grid is None:
-            grid = grids[(level, prefix)] = _Grid(points, plane)
+            grid = grids[(level, prefix)] = Grid.of(points, plane)
         return grid.nearest(where)
 
     for i, node in enumerate(ids):

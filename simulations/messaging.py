@@ -74,6 +74,7 @@ def make_messaging_sim(opts: ScenarioOptions) -> tuple[Simulation, MessagingWork
     net = NetworkConfig(loss=opts.loss, duplicate=opts.duplicate, fifo=True)
     sim = Simulation(opts.seed, network=net, app_factory=SimMessaging, wire=opts.wire,
                      links=link_policy(opts.links or "connections"))
+    sim.near_seeds = opts.near_seeds
     work = MessagingWorkload(sim)
     timeline.attach(sim, work)
     return sim, work

@@ -30,6 +30,8 @@ class ScenarioOptions:
     join_rate: float = 0.0  # joins per simulated second; 0: nodes / 20, at least 20
     formed: bool = False
     """Start from a ring formed from the truth rather than joined (`simulations.formed`)."""
+    near_seeds: bool = False
+    """Each joiner is given the nearest active node as its seed, not a random one."""
     groups: int = 2
     isolate: bool = False
     partition_s: float = 60.0
@@ -49,6 +51,7 @@ def make_sim(opts: ScenarioOptions, config: OverlayConfig | None = None) -> Simu
     net = NetworkConfig(loss=opts.loss, duplicate=opts.duplicate)
     sim = Simulation(opts.seed, config=config, network=net, wire=opts.wire,
                      links=link_policy(opts.links or "datagrams"))
+    sim.near_seeds = opts.near_seeds
     timeline.attach(sim)
     return sim
 
@@ -152,8 +155,8 @@ def detection_time(sim: Simulation, timeout: float = 60.0) -> float | None:
 
 def base_result(name: str, opts: ScenarioOptions) -> dict[str, Any]:
     """The figures every scenario's result opens with: what ran."""
-    formed = {"formed": True} if opts.formed else {}
-    return {"scenario": name, "nodes": opts.nodes, "seed": opts.seed, **formed}
+    how = {k: True for k in ("formed", "near_seeds") if getattr(opts, k)}
+    return {"scenario": name, "nodes": opts.nodes, "seed": opts.seed, **how}
 
 
 def link_figures(sim: Simulation) -> dict[str, Any]:
@@ -242,8 +245,11 @@ def scenario_churn(opts: ScenarioOptions) -> dict[str, Any]:
         nonlocal replaced
         if len(sim.active) > 1:
             sim.crash(sim.random_active())
-            seeds = {sim.random_active(), sim.random_active()}
-            sim.add_node(seeds=tuple(sorted(seeds)))
+            if opts.near_seeds:
+                sim.add_node(spare_seed=True)
+            else:
+                seeds = {sim.random_active(), sim.random_active()}
+                sim.add_node(seeds=tuple(sorted(seeds)))
             replaced += 1
 
     t = start + rng.expovariate(rate)

@@ -12,7 +12,8 @@ import pytest
 
 from overlay.ids import digit, shared_prefix_len
 from simulations import checkers
-from simulations.formed import _Grid, _nearest
+from simulations.formed import _nearest
+from simulations.nearest import Grid
 from simulations.scenarios import ScenarioOptions, build_ring, make_sim, run_lookups
 
 
@@ -26,7 +27,7 @@ def _formed(nodes: int, seed: int = 1):  # type: ignore[no-untyped-def]
 def test_the_grid_finds_the_nearest_point(count: int) -> None:
     rng = random.Random(count)
     points = [(complex(rng.random() * 1000, rng.random() * 1000), i) for i in range(count)]
-    grid = _Grid(points, 1000.0)
+    grid = Grid.of(points, 1000.0)
     for _ in range(300):
         where = complex(rng.random() * 1000, rng.random() * 1000)
         assert grid.nearest(where) == _nearest(points, where)
