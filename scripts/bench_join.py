@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -63,14 +62,18 @@ def main() -> int:
     child = os.fork()
     if child == 0:
         os.close(read_end)
-        with os.fdopen(write_end, "w") as out:
-            json.dump(_joined(sim, args), out)
-        os._exit(0)
+        try:
+            with os.fdopen(write_end, "w") as out:
+                json.dump(_joined(sim, args), out)
+        finally:
+            os._exit(0)  # never back into the parent's code (it then finds no answer)
     os.close(write_end)
     with os.fdopen(read_end) as answer:
         joined = json.load(answer)
     os.waitpid(child, 0)
-    control = _run(sim, lambda: None, sim.now + joined["span"])
+    before = _counts(sim)
+    sim.run_until_time(sim.now + joined["span"])
+    control = _since(sim, before)
     joins = args.joins
     result = {
         "nodes": args.nodes,
@@ -97,31 +100,29 @@ def main() -> int:
     return 0 if result["checks_passed"] else 1
 
 
-def _run(sim: Simulation, until: Callable[[], None], end: float) -> dict[str, Any]:
-    """Run to simulated time `end`, then `until()`; what was sent (by category) and run."""
-    sent0, events0 = sim.sent_by_category(), sim.events
-    sim.run_until_time(end)
-    until()
+def _counts(sim: Simulation) -> tuple[list[int], int]:
+    """Messages sent so far (by category) and events run."""
+    return sim.sent_by_category(), sim.events
+
+
+def _since(sim: Simulation, before: tuple[list[int], int]) -> dict[str, Any]:
+    """What was sent (by category) and run since `before` (`_counts`)."""
+    sent0, events0 = before
     return {"sent": [b - a for a, b in zip(sent0, sim.sent_by_category(), strict=True)],
             "events": sim.events - events0}
 
 
 def _joined(sim: Simulation, args: argparse.Namespace) -> dict[str, Any]:
     """The joins, one every 1/rate s, then until every checker passes."""
-    wall, start = time.perf_counter(), sim.now
+    wall, start, before = time.perf_counter(), sim.now, _counts(sim)
     for i in range(args.joins):
         sim.at(start + i / args.rate, sim.add_node)
+    sim.run_until_time(start + args.joins / args.rate)
     total = args.nodes + args.joins
-    settled: list[float | None] = []
-
-    def settle() -> None:
-        settled.append(sim.run_until(lambda: len(sim.active) == total and checkers.all_ok(sim),
-                                     timeout=600.0, check_every=1.0))
-
-    done = _run(sim, settle, start + args.joins / args.rate)
-    done.update(span=sim.now - start, settled_after_s=settled[0],
-                wall_s=round(time.perf_counter() - wall, 2))
-    return done
+    settled = sim.run_until(lambda: len(sim.active) == total and checkers.all_ok(sim),
+                            timeout=600.0, check_every=1.0)
+    return {**_since(sim, before), "span": sim.now - start, "settled_after_s": settled,
+            "wall_s": round(time.perf_counter() - wall, 2)}
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ COMPILED = (
     "simulations/connections.py",
     "simulations/engine.py",
     "simulations/formed.py",
+    "simulations/nearest.py",
     "simulations/network.py",
 )
 ENV = "IRIS_SIM_COMPILED"  # set in a run started again on a build: the build's folder

@@ -25,14 +25,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from overlay.ids import BASE, DIGIT_BITS, ID_BITS
-from simulations.nearest import Grid
+from simulations.nearest import Grid, nearest_of
 
 BRUTE_FORCE = 32
 """Groups of up to this many candidates are searched one by one, larger ones in a grid."""
-
-
-def _nearest(points: list[tuple[complex, int]], where: complex) -> tuple[float, int]:
-    return min((abs(position - where), node) for position, node in points)
 
 
 def formed_state(positions: dict[int, complex], leaf_size: int, plane: float,
@@ -63,7 +59,7 @@ def formed_state(positions: dict[int, complex], leaf_size: int, plane: float,
         if points is None:
             return None
         if len(points) <= BRUTE_FORCE:
-            return _nearest(points, where)
+            return nearest_of(points, where)
         grid = grids.get((level, prefix))
         if grid is None:
             grid = grids[(level, prefix)] = Grid.of(points, plane)

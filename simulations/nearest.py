@@ -22,6 +22,11 @@ def _rings(side: int) -> list[list[int]]:
              if max(abs(dx), abs(dy)) == r] for r in range(side)]
 
 
+def nearest_of(points: list[tuple[complex, int]], where: complex) -> tuple[float, int]:
+    """(distance, node) of the point nearest `where`, one by one (for a few points)."""
+    return min((abs(position - where), node) for position, node in points)
+
+
 class Grid:
     """Points (a position and a node) in `side` x `side` square cells over the plane: the
     nearest point to a position is in the ring of cells around it that first holds a point,

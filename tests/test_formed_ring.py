@@ -12,12 +12,12 @@ import pytest
 
 from overlay.ids import digit, shared_prefix_len
 from simulations import checkers
-from simulations.formed import _nearest
-from simulations.nearest import Grid
+from simulations.engine import Simulation
+from simulations.nearest import Grid, nearest_of
 from simulations.scenarios import ScenarioOptions, build_ring, make_sim, run_lookups
 
 
-def _formed(nodes: int, seed: int = 1):  # type: ignore[no-untyped-def]
+def _formed(nodes: int, seed: int = 1) -> Simulation:
     sim = make_sim(ScenarioOptions(nodes=nodes, seed=seed, formed=True))
     sim.form_ring(nodes)
     return sim
@@ -30,7 +30,7 @@ def test_the_grid_finds_the_nearest_point(count: int) -> None:
     grid = Grid.of(points, 1000.0)
     for _ in range(300):
         where = complex(rng.random() * 1000, rng.random() * 1000)
-        assert grid.nearest(where) == _nearest(points, where)
+        assert grid.nearest(where) == nearest_of(points, where)
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 9, 17, 600])
