@@ -83,8 +83,10 @@ class OverlayConfig:
     """Right after a join each row with a choice is searched: its nearest entry asked for
     its row, then the node that answer made nearest, `proximity_join_rounds` exchanges at
     most, probing up to `proximity_join_probes` likely nearer nodes from each answer (Castro
-    et al.'s second join phase). Fewer probes here lengthen routes (3,000 nodes, seeds 1-3:
-    lookup stretch 1.90 with 8, 1.87 with 16)."""
+    et al.'s second join phase). Before the joiner found a near node to join through
+    (`discovery_s`), fewer probes here lengthened routes (3,000 nodes, seeds 1-3: lookup
+    stretch 1.90 with 8, 1.87 with 16); with it, 8 probes at 10,000 nodes (seeds 1-2) gave the
+    same stretch (1.80-1.82) and saved under 1% of the events."""
 
     proximity_growth_rounds: int = 2
     proximity_growth_probes: int = 4
@@ -93,16 +95,6 @@ class OverlayConfig:
     the few likeliest nearer nodes are worth a probe. With the join's settings instead,
     `iris sim join --nodes 10000` (seeds 1-2) made 8-9% more events for a lookup stretch of
     2.23-2.25 against 2.25-2.29; at 1,000 nodes (seeds 1-3) 1.69-1.73 against 1.70."""
-
-    proximity_second_search_s: float = 1.0
-    """A joiner searches row 0 of its table once more this long after the first search (0:
-    never). By then the nodes its activation greeted have answered, those that took it into
-    their tables with their round trip (nearness is mutual), so the second search starts from
-    nodes nearer than any the first could know. Without it the last tenth to join a ring of
-    1,000 kept row-0 entries 3.9 times as far as the nearest candidates (2.3 with it; its row-1
-    entries were within 5% of the nearest either way), and routes stretched with them: lookup
-    delay stretch over 25 seeds at N = 1,000, median 1.79 -> 1.70, at most 1.84 -> 1.73, for
-    12 more messages per join (24 at N = 10,000; `docs/BENCHMARKS.md`)."""
 
     sweep_gap_s: float = 0.1
     """Pace of a table sweep (`sweep_max_wait_s`): every entry is probed within a few
@@ -158,6 +150,11 @@ class OverlayConfig:
 
     join_timeout_s: float = 4.0
     """A join that got no answer from the root within this is retried (next seed)."""
+
+    discovery_s: float = 4.0
+    """Before joining, a node looks for a node near it to join through (`overlay.discovery`),
+    for at most this long (an answer lost leaves it waiting until then); 0: join through the
+    seed as given."""
 
     heal_first_retry_s: float = 2.0
     """First retry of a peer lost to failure; each later retry waits twice as long..."""

@@ -71,7 +71,8 @@ from overlay.ack_delay import AckDelay
 from overlay.app import OverlayApp
 from overlay.config import OverlayConfig
 from overlay.deadlines import Deadlines
-from overlay.ids import DIGITS, MASK, ring_distance, shared_prefix_len
+from overlay.discovery import ROW_PROBES, Discovery
+from overlay.ids import MASK, ring_distance, shared_prefix_len
 from overlay.leafset import LeafSet
 from overlay.lost_peers import LostPeers, Sweep
 from overlay.messages import (
@@ -136,7 +137,7 @@ JOINING, CONFIRMING, ACTIVE, LEFT = "joining", "confirming", "active", "left"
 
 # Timer kinds.
 (T_HEARTBEAT, T_WATCH, T_PING, T_ROUTE, T_TABLE, T_SWEEP, T_HEAL, T_JOIN, T_APP,
- T_SEARCH, T_JOINER) = range(11)
+ T_JOINER, T_DISCOVER) = range(11)
 
 # What a sent message is counted as.
 C_MAINTENANCE, C_JOIN, C_ROUTE = range(3)
@@ -190,7 +191,7 @@ class OverlayNode:
         "_route_timeouts", "_ping_timeout", "_route_timeout", "_ack_delay", "_held", "_held_count",
         "_probe_loss",
         "_beats", "_beat_count", "_prox_asked", "_prox_rounds", "_prox_size", "_calm_since",
-        "_opened", "_joiners", "_ungreeted",
+        "_opened", "_joiners", "_ungreeted", "_discovery",
     )
 
     def __init__(
@@ -249,6 +250,7 @@ class OverlayNode:
         self._beat_count = 0  # heartbeat periods so far: every `right_beat_periods`-th goes right
         self._seeds: tuple[int, ...] = ()
         self._join_tries = 0
+        self._discovery: Discovery | None = None  # looking for a near node to join through
         self._table_cursor = 0
         self._sweep: list[int] | None = None
         # The entries a sweep found fresh, to look at again (`_on_sweep_timer`).
@@ -305,6 +307,8 @@ class OverlayNode:
         self._seeds = tuple(s for s in seeds if s != self.id)
         if not self._seeds:
             self._activate()
+        elif self.config.discovery_s > 0:
+            self._discover()
         else:
             self._send_join()
 
@@ -462,6 +466,61 @@ class OverlayNode:
             self._at(at, kind, deadlines.generation)
 
     # ----------------------------------------------------------------------------- join
+    def _discover(self) -> None:
+        """Look for a node near us to join through (`overlay.discovery`): first probe the
+        first seed, asking for its leaf set."""
+        seed = self._seeds[0]
+        self._discovery = Discovery(seed)
+        self._discovery_probe((seed,), want_leaf=True)
+        self._at(self.now + self.config.discovery_s, T_DISCOVER)
+
+    def _discovery_probe(self, nodes: list[int] | tuple[int, ...], want_leaf: bool = False
+                         ) -> None:
+        disc = self._discovery
+        assert disc is not None
+        for node in nodes:
+            self._ping(node, P_CANDIDATE, want_leaf=want_leaf, category=C_JOIN)
+            if node in self._probes.by_peer:  # (read afresh: the first probe replaces it)
+                disc.pending.add(node)
+        if not disc.pending:
+            self._discovery_next()
+
+    def _discovery_heard(self, src: int, rtt: float, leaf: tuple[int, ...] | None) -> None:
+        """A discovery probe's answer (`rtt` INF: from a node not active)."""
+        disc = self._discovery
+        assert disc is not None
+        if rtt < INF:
+            disc.measured(src, rtt)
+        else:
+            disc.lost(src)
+        if leaf:
+            self._discovery_probe(disc.plan(src, leaf, self.config.leaf_size))
+        elif not disc.pending:
+            self._discovery_next()
+
+    def _discovery_next(self) -> None:
+        """Ask the nearest node found for the next row, or join through it."""
+        disc = self._discovery
+        assert disc is not None
+        row = disc.next_row()
+        if row is None:
+            self._discovered()
+        else:
+            self._send(disc.best, RowRequest(row), C_JOIN)
+
+    def _on_discovery_timer(self, _: int) -> None:
+        if self._discovery is not None:
+            self._discovered()
+
+    def _discovered(self) -> None:
+        """Join through the nearest node found (the seeds as given after it)."""
+        disc = self._discovery
+        assert disc is not None
+        found = disc.best
+        self._discovery = None
+        self._seeds = (found, *(s for s in self._seeds if s != found))
+        self._send_join()
+
     def _send_join(self) -> None:
         seed = self._seeds[self._join_tries % len(self._seeds)]
         self._join_tries += 1
@@ -553,8 +612,7 @@ class OverlayNode:
 
     def _activate(self) -> None:
         self._go_active()
-        cfg, now = self.config, self.now
-        table, leaf = self.table, self.leaf
+        cfg, table, leaf = self.config, self.table, self.leaf
         # Every leaf-set member must take us; a table entry whose answer said it holds a
         # nearer node than us for our cell would not, and is not greeted.
         ungreeted, self._ungreeted = self._ungreeted or (), None
@@ -565,8 +623,6 @@ class OverlayNode:
             self._send(peer, Hello(HELLO_NO_RTT if rtt == UNKNOWN_RTT else rtt), C_JOIN)
         if self._seeds:  # the second phase of a join: search the rows with a choice
             self._search_table(C_JOIN, cfg.proximity_join_rounds, cfg.proximity_join_probes)
-            if cfg.proximity_second_search_s > 0:
-                self._at(now + cfg.proximity_second_search_s, T_SEARCH)
             self._seeds = ()  # an active node never joins again
         self._leaf_changed()
         self.app.activated()
@@ -727,6 +783,10 @@ class OverlayNode:
                     ungreeted.add(src)
         elif self._unsuspect(src):
             self._release(src)
+        disc = self._discovery
+        if disc is not None and src in disc.pending:
+            self._discovery_heard(src, self.now - probe.sent_at if msg.active else INF, msg.leaf)
+            return
         if msg.leaf:
             self._learn(msg.leaf)
         if msg.row and self.state == ACTIVE:
@@ -764,6 +824,11 @@ class OverlayNode:
             return
         self._probes.expire(seq)
         peer, purpose = probe.peer, probe.purpose
+        disc = self._discovery
+        if disc is not None and peer in disc.pending:
+            disc.lost(peer)
+            if not disc.pending:
+                self._discovery_next()
         floor = 1 if purpose in VERIFIED_ONCE else self.config.probe_attempts
         if purpose in ONE_MORE:
             floor += 1
@@ -931,6 +996,11 @@ class OverlayNode:
         return tuple(nodes), tuple(rtts)
 
     def _on_row_reply(self, src: int, msg: RowReply) -> None:
+        disc = self._discovery
+        if disc is not None and disc.asked == src and disc.awaiting:
+            disc.awaiting = False
+            self._discovery_probe(disc.candidates(msg.nodes, msg.rtts, ROW_PROBES))
+            return
         asked_by = self._prox_asked
         asked = asked_by.get(src) if asked_by is not None else None
         if asked_by is not None and asked is not None and asked[0][0] == msg.row:
@@ -1096,25 +1166,16 @@ class OverlayNode:
         """How many of the first table rows have a choice of nodes (`overlay.proximity`)."""
         return rows_with_choice(self._ring_size(), self.table.rows)
 
-    def _search_table(self, category: int, rounds: int, probes: int, rows: int = DIGITS) -> None:
-        """Search every row with a choice (at most the first `rows`), from its nearest entry,
-        in `rounds` row exchanges probing up to `probes` nodes of each answer: after a join,
-        and whenever the ring has grown `GROWTH` times since the last search."""
+    def _search_table(self, category: int, rounds: int, probes: int) -> None:
+        """Search every row with a choice, from its nearest entry, in `rounds` row exchanges
+        probing up to `probes` nodes of each answer: after a join, and whenever the ring has
+        grown `GROWTH` times since the last search."""
         self._prox_size = self._ring_size()
         table = self.table
-        for row in range(min(self._proximity_rows(), rows)):
+        for row in range(self._proximity_rows()):
             filled = sorted((rtt, n) for n, rtt in table.row_rtts(row))
             if filled:
                 self._search_row((row, rounds, category, probes), filled[0][1])
-
-    def _on_search_timer(self, _: int) -> None:
-        """The join's second search (`OverlayConfig.proximity_second_search_s`), of row 0 only:
-        where a late joiner's entries fall short (its row-1 entries were within 5% of the
-        nearest possible at 1,000 nodes, its row-0 entries 4 times as far)."""
-        if self.state == ACTIVE:
-            cfg = self.config
-            self._search_table(C_JOIN, cfg.proximity_join_rounds, cfg.proximity_join_probes,
-                               rows=1)
 
     def _search_row(self, search: _Search, peer: int) -> None:
         """Ask `peer` for its copy of the search's row; the answer's likeliest nearer
@@ -1645,6 +1706,6 @@ _TIMERS: dict[int, Callable[[OverlayNode, int], None]] = {
     T_HEAL: OverlayNode._on_heal_timer,
     T_JOIN: OverlayNode._on_join_timer,
     T_APP: lambda node, token: node.app.timer(token),
-    T_SEARCH: OverlayNode._on_search_timer,
     T_JOINER: OverlayNode._on_joiner_timer,
+    T_DISCOVER: OverlayNode._on_discovery_timer,
 }

@@ -51,10 +51,23 @@ def test_two_nodes_join_by_hand():
     a.start(0.0)
     assert a.state == ACTIVE and a.next_deadline < float("inf")
     b.start(0.0, seeds=[a.id])
-    assert b.out == [(a.id, JoinRequest(b.id))]
+    # First it looks for a node near it to join through (`overlay.discovery`): the seed is
+    # asked for its leaf set, whose members are probed; here it has none.
+    assert b.out == [(a.id, Ping(1, True, False))]
     shuttle(nodes, 0.001)
     assert b.state == ACTIVE
     assert a.leaf.members() == (b.id,) and b.leaf.members() == (a.id,)
+
+
+def test_without_discovery_a_join_goes_to_the_seed_at_once():
+    rng = random.Random(1)
+    a = OverlayNode(10, rng)
+    b = OverlayNode(2**127, rng, OverlayConfig(discovery_s=0.0))
+    a.start(0.0)
+    b.start(0.0, seeds=[a.id])
+    assert b.out == [(a.id, JoinRequest(b.id))]
+    shuttle({a.id: a, b.id: b}, 0.001)
+    assert b.state == ACTIVE
 
 
 def test_routing_delivers_at_the_closest_node_by_hand():

@@ -115,7 +115,7 @@ def test_periodic_maintenance_brings_nearer_nodes_into_the_tables():
 
 
 def test_a_joiner_greets_its_leaf_set_and_only_the_entries_that_would_take_it():
-    cfg = OverlayConfig(leaf_size=2)
+    cfg = OverlayConfig(leaf_size=2, discovery_s=0.0)  # (the join goes to its seed at once)
     me = OverlayNode(int("a" * 32, 16), random.Random(7), cfg)
     right, left = int("a" * 31 + "b", 16), int("a" * 31 + "9", 16)
     entry = int("b" + "1" * 31, 16)  # a row-0 candidate, outside our one-a-side leaf set

@@ -189,8 +189,9 @@ def test_rings_started_apart_merge_when_they_can_reach_each_other():
     sim.net.groups[loner] = 1
     seed = sim.random_active()
     sim.add_node(loner, seeds=(seed,))
-    sim.run_for(60.0)  # its seed never answers: it founds a ring of its own
-    assert sim.nodes[loner].active and len(sim.nodes[loner].leaf) == 0
+    # Its seed never answers: it founds a ring of its own.
+    assert sim.run_until(lambda: sim.nodes[loner].active, timeout=120) is not None
+    assert len(sim.nodes[loner].leaf) == 0
     sim.net.heal()
     assert sim.run_until(lambda: checkers.all_ok(sim), timeout=120, check_every=1) is not None
 
