@@ -33,6 +33,7 @@ COMPILED = (
     "overlay/ack_delay.py",
     "overlay/config.py",
     "overlay/deadlines.py",
+    "overlay/discovery.py",
     "overlay/ids.py",
     "overlay/leafset.py",
     "overlay/link_policy.py",
