@@ -48,9 +48,14 @@ class OverlayConfig:
     """Unanswered probes in a row after which a peer is declared failed (on a lossy network,
     more: `probe_false_alarm`)."""
 
-    probe_false_alarm: float = 1e-4
+    probe_false_alarm: float = 1e-5
     """Under loss a node sends as many probes as make a live peer miss them all this rarely,
-    by the loss it measures (`overlay.probe_loss`)..."""
+    by the loss it measures (`overlay.probe_loss`)... A ring checks peers thousands of times
+    a run: at 1e-4, `iris sim join --nodes 1000 --loss 0.05 --duplicate 0.01 --wire` (seed 1)
+    had a live root lose four probe exchanges in a row, declared failed, and three lookups
+    delivered beside it. At 1e-5 seeds 1-10 put every lookup at its root, for one probe more
+    only after as many lost in a row; a crash under 2% loss is dropped by every leaf-set
+    holder 1-4 s later (20-24 s against 17-21 s), and a loss-free network is not affected."""
 
     max_probe_attempts: int = 5
     """...but never more than this many."""
