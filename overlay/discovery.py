@@ -56,7 +56,7 @@ class Discovery:
     def plan(self, seed: int, leaf: tuple[int, ...], leaf_size: int) -> list[int]:
         """The seed answered with its leaf set: the rows to ask for, deepest first, and the
         leaf-set members to probe."""
-        size = _ring_size(seed, leaf, leaf_size)
+        size = ring_size_of(seed, leaf, leaf_size)
         deepest = rows_with_choice(size, DIGITS)
         if deepest:
             self.rows = [*range(deepest - 1, 0, -1), *([0] * ROW0_ROUNDS)]
@@ -103,7 +103,7 @@ class Discovery:
         return chosen
 
 
-def _ring_size(seed: int, leaf: tuple[int, ...], leaf_size: int) -> float:
+def ring_size_of(seed: int, leaf: tuple[int, ...], leaf_size: int) -> float:
     """The ring's size as a leaf set (of `seed`) suggests, as `OverlayNode._ring_size` reads
     its own."""
     if len(leaf) < leaf_size:

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from overlay.config import OverlayConfig
-from overlay.discovery import ROW0_ROUNDS, Discovery, _ring_size
+from overlay.discovery import ROW0_ROUNDS, Discovery, ring_size_of
 from overlay.ids import RING
 from overlay.messages import JoinRequest
 from overlay.node import OverlayNode
@@ -32,8 +32,8 @@ def test_the_rings_size_is_read_from_a_seeds_leaf_set(size: int) -> None:
     ids = [i * (RING // size) + 12345 for i in range(size)]
     seed = ids[size // 2]
     leaf = tuple(ids[size // 2 - 8:size // 2] + ids[size // 2 + 1:size // 2 + 9])
-    assert _ring_size(seed, leaf, 16) == pytest.approx(size, rel=0.01)
-    assert _ring_size(seed, leaf[:5], 16) == 6  # a leaf set not full holds the whole ring
+    assert ring_size_of(seed, leaf, 16) == pytest.approx(size, rel=0.01)
+    assert ring_size_of(seed, leaf[:5], 16) == 6  # a leaf set not full holds the whole ring
 
 
 def test_the_rows_go_from_coarse_to_fine_and_row_0_only_while_it_brings_nearer_nodes() -> None:
