@@ -785,7 +785,10 @@ class OverlayNode:
             self._release(src)
         disc = self._discovery
         if disc is not None and src in disc.pending:
-            self._discovery_heard(src, self.now - probe.sent_at if msg.active else INF, msg.leaf)
+            # (Only the seed was asked for its leaf set: a leaf set no probe asked for plans
+            # nothing, so no answer can start the search over with probes of its own.)
+            self._discovery_heard(src, self.now - probe.sent_at if msg.active else INF,
+                                  msg.leaf if probe.want_leaf else None)
             return
         if msg.leaf:
             self._learn(msg.leaf)
