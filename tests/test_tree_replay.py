@@ -198,9 +198,27 @@ def test_a_walk_at_a_node_grafting_again_with_nothing_below_goes_on_toward_the_r
     assert not [m for _, m in core.node.out if isinstance(m, Reply)]
 
 
+def replies_until(core, end):
+    """Run the core's timers up to simulated time `end`; the `Reply`s it sent, each with the
+    time it was sent, and every other message it sent."""
+    replies, others = [], []
+    while core.node.next_deadline <= end:
+        now = core.node.next_deadline
+        core.node.handle_timer(now)
+        for dest, msg in core.node.out:
+            if isinstance(msg, Reply):
+                replies.append((now, msg))
+            else:
+                others.append((dest, msg))
+        core.node.out.clear()
+    return replies, others
+
+
 def test_a_walk_at_a_node_grafting_again_that_is_the_groups_root_is_not_routed_in_circles():
     """The same node when the group's key is its own (its graft is on its way back to it):
-    routing the walk on would only deliver it here again, until its hops ran out."""
+    routing the walk on would only deliver it here again, until its hops ran out. Its lost
+    members may graft back, so the request waits for them, parked, as long as its time left
+    allows, and is then answered "no members" in time for its caller to hear it."""
     group = cluster_group("c")
     core = MessagingCore(OverlayNode(ME, random.Random(1)))  # alone: the root of every key
     core.node.start(0.0)
@@ -210,5 +228,53 @@ def test_a_walk_at_a_node_grafting_again_that_is_the_groups_root_is_not_routed_i
     core.node.out.clear()
     core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 5000)),
                       1.0)
-    replies = [m for d, m in core.node.out if isinstance(m, Reply)]
+    assert not [m for _, m in core.node.out if isinstance(m, Reply | Route)]
+    core.node.out.clear()
+    replies, others = replies_until(core, 10.0)
+    assert not [m for _, m in others if isinstance(m, Route)]
+    assert [(r.req_id, r.error) for _, r in replies] == [(7, "no members in cluster")]
+    sent_at = replies[0][0]
+    assert 1.0 + 4.0 <= sent_at < 1.0 + 5.0
+
+
+def test_a_root_that_lost_a_child_with_members_walks_a_request_to_them_when_they_graft_back():
+    """A forwarder with the cluster's only member below it died: a request's step to it goes
+    unacknowledged, the root drops it and its tree is empty, but the orphan grafts again once
+    it notices. The request waits for it rather than failing at once with "no members" while
+    the cluster has a live member (`messaging-churn`, 1,000 nodes, seed 7 did so 3 times)."""
+    group = cluster_group("c")
+    member = 18
+    core = MessagingCore(OverlayNode(ME, random.Random(1)))  # alone: the root of every key
+    core.node.start(0.0)
+    tree = core.trees[group] = GroupTree(group, None, False, 0.0)
+    tree.children[GRANDPARENT] = [1, 0.0]  # a forwarder, the member below it
+    core.node.out.clear()
+    core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 5000)),
+                      1.0)
+    steps = [m.payload for d, m in core.node.out if d == GRANDPARENT and hasattr(m, "payload")]
+    assert [type(p) for p in steps] == [Request]
+    core.node.out.clear()
+    replies, _ = replies_until(core, 3.0)  # the step's acknowledgement never comes
+    assert group in core.trees and not tree.children and tree.lost_weight(3.0) == 1
+    assert not replies  # waiting for the orphan
+    core.node.receive(member, Route(group, 2, member, 2, Subscribe(group, member, 1, 0, 0)),
+                      3.5)
+    core.node.out.clear()
+    replies, others = replies_until(core, 4.0)
+    assert not replies
+    walked = [(dest, m.payload) for dest, m in others if hasattr(m, "payload")]
+    assert [(dest, p.req_id) for dest, p in walked if isinstance(p, Request)] == [(member, 7)]
+
+
+def test_a_root_that_lost_no_member_says_no_members_at_once():
+    """An empty tree with nothing lost (its members left): nobody is on the way back, and
+    the caller hears "no members" at once."""
+    group = cluster_group("c")
+    core = MessagingCore(OverlayNode(ME, random.Random(1)))
+    core.node.start(0.0)
+    core.trees[group] = GroupTree(group, None, False, 0.0)
+    core.node.out.clear()
+    core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 5000)),
+                      100.0)
+    replies = [m for _, m in core.node.out if isinstance(m, Reply)]
     assert [(r.req_id, r.error) for r in replies] == [(7, "no members in cluster")]
