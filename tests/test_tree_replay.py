@@ -50,8 +50,13 @@ def floods_to(core, dest):
     return [msg for d, msg in core.node.out if d == dest and isinstance(msg, Flood)]
 
 
-def again(flood):
-    return Replayed(flood.group, flood.origin, flood.seq, flood.payloads)
+def again(flood, age_ms=0):
+    return Replayed(flood.group, flood.origin, flood.seq, flood.payloads, age_ms)
+
+
+def batches(floods):
+    """What floods carry, without how old they are: (origin, seq, payloads) each."""
+    return [(f.origin, f.seq, f.payloads) for f in floods]
 
 
 def test_the_adopter_of_a_cut_off_node_sends_it_what_passed_meanwhile_and_no_more():
@@ -75,13 +80,16 @@ def test_the_adopter_of_a_cut_off_node_sends_it_what_passed_meanwhile_and_no_mor
     graft(core, CHILD + 10, 60_000, now)
     to_child = [m for d, m in core.node.out if d == CHILD + 10 and type(m) is not RouteAck]
     assert isinstance(to_child[0], TreeAck)
-    assert to_child[1:] == [again(m) for m in recent] + [
-        again(Flood(GROUP, CHILD, 9, (b"from the grafting node",)))]
+    # Oldest first, each saying how long ago it passed here.
+    assert to_child[1:] == [
+        again(recent[0], 3000), again(recent[1], 2000),
+        again(Flood(GROUP, CHILD, 9, (b"from the grafting node",)), 2000),
+        again(recent[2], 1000)]
     assert core.counters["floods_replayed"] == 4
     core.node.out.clear()
     # A short cut: only what passed in it (and a second of slack).
     graft(core, CHILD + 20, 500, now)
-    assert floods_to(core, CHILD + 20) == [again(recent[-1])]
+    assert floods_to(core, CHILD + 20) == [again(recent[-1], 1000)]
 
 
 def test_floods_go_again_to_a_peer_once_in_a_while_and_within_a_budget():
@@ -91,13 +99,30 @@ def test_floods_go_again_to_a_peer_once_in_a_while_and_within_a_budget():
     floods = [Flood(GROUP, ORIGIN, i, (b"x" * 100,)) for i in range(20)]
     for i, msg in enumerate(floods):
         history.record(msg, None, i * 0.1)
-    assert history.replay(GROUP, CHILD, 60_000, 2.0) == floods[10:]  # kept: the last 10 (bytes)
+    # kept: the last 10 (bytes)
+    assert batches(history.replay(GROUP, CHILD, 60_000, 2.0)) == batches(floods[10:])
     assert history.replay(GROUP, CHILD, 60_000, 3.0) == []  # that peer again, too soon
     assert history.replay(GROUP, CHILD + 1, 60_000, 3.0) == []  # the window's budget is spent
     later = Flood(GROUP, ORIGIN, 99, (b"later",))
     history.record(later, None, 11.0)
-    assert history.replay(GROUP, CHILD, 2_000, 12.0) == [later]  # a window later, its cut's
+    # a window later, its cut's
+    assert history.replay(GROUP, CHILD, 2_000, 12.0) == [again(later, 1000)]
     assert history.replay(GROUP + 1, CHILD + 1, 60_000, 12.0) == []  # another tree: none of it
+
+
+def test_a_flood_kept_late_takes_its_place_by_age():
+    """A flood sent again arrives after newer ones, and is kept as of when it passed its
+    sender: among the others by that time, and gone once older than the window."""
+    history = FloodHistory(8.0, 100, 100_000)
+    a, b, c = (Flood(GROUP, ORIGIN, i, (b"x",)) for i in (1, 2, 3))
+    history.record(a, None, 1.0)
+    history.record(c, None, 5.0)
+    history.record(b, PARENT, 3.0)  # a `Replayed` that passed its sender at 3.0
+    assert [when for when, *_ in history.entries] == [1.0, 3.0, 5.0]
+    assert history.replay(GROUP, CHILD, 60_000, 6.0) == [again(a, 5000), again(b, 3000),
+                                                        again(c, 1000)]
+    history.record(Flood(GROUP, ORIGIN, 4, (b"x",)), None, 10.0)
+    assert [when for when, *_ in history.entries] == [3.0, 5.0, 10.0]  # 1.0 is over 8 s old
 
 
 def test_a_node_adopted_after_a_cut_sends_its_new_parent_what_its_subtree_sent_meanwhile():
@@ -115,26 +140,39 @@ def test_a_node_adopted_after_a_cut_sends_its_new_parent_what_its_subtree_sent_m
     assert tree.parent == NEW_PARENT and tree.cut_ms(4.0) == 0
     # Both floods passed within the cut's window; the one from above is dropped by whoever
     # has seen it, the one from below reaches the rest of the tree only so.
-    assert floods_to(core, NEW_PARENT) == [again(Flood(GROUP, ORIGIN, 1, (b"from above",))),
-                                           again(mine)]
+    assert batches(floods_to(core, NEW_PARENT)) == batches(
+        [Flood(GROUP, ORIGIN, 1, (b"from above",)), mine])
     core.node.out.clear()
     # Adopted again later without a cut (a move up the tree): nothing sent again.
     core.node.receive(GRANDPARENT, TreeAck(GROUP, 3, (ROOT,)), 5.0)
     assert floods_to(core, GRANDPARENT) == []
 
 
-def test_what_comes_again_is_passed_on_and_delivered_but_never_sent_again():
-    """A replayed flood spreads and is delivered as any; kept, it could be sent again by
-    each node it reached, each time as if new, and arrive long after it was sent."""
+def test_what_comes_again_is_passed_on_delivered_and_kept_as_old_as_it_is():
+    """A replayed flood spreads and is delivered as any, and is kept as of when it passed the
+    node that sent it again: an orphan grafting here later gets it too (the orphans of a tree
+    node with many children graft one by one, often to a node that joined the tree only to
+    adopt an earlier one, and missed it when nobody kept it), but only within its age, never
+    as if new."""
     core, tree = member_with_parent()
     tree.children[CHILD] = [1, 0.0]
-    replayed = again(Flood(GROUP, ORIGIN, 1, (b"missed",)))
-    core.node.receive(PARENT, replayed, 1.0)
+    window = core.config.replay_s
+    missed = Flood(GROUP, ORIGIN, 1, (b"missed",))
+    replayed = again(missed, 3000)  # it passed the sender 3 s ago
+    core.node.receive(PARENT, replayed, 10.0)
     assert floods_to(core, CHILD) == [replayed]
     assert [e.payload for e in core.events if isinstance(e, ev.EventReceived)] == [b"missed"]
     core.node.out.clear()
-    graft(core, CHILD + 10, 60_000, 2.0)
-    assert floods_to(core, CHILD + 10) == []
+    # An orphan cut off since before it passed: sent on, 4 s old now.
+    graft(core, CHILD + 10, 5_000, 11.0)
+    assert floods_to(core, CHILD + 10) == [again(missed, 4000)]
+    core.node.out.clear()
+    # One cut off only after it passed (and the slack): not for it.
+    graft(core, CHILD + 20, 1_000, 11.0)
+    assert floods_to(core, CHILD + 20) == []
+    # Older than the window: sent to nobody, whatever the cut.
+    graft(core, CHILD + 30, 60_000, 7.0 + window + 0.5)
+    assert floods_to(core, CHILD + 30) == []
 
 
 def test_members_below_a_crashed_tree_node_miss_no_broadcast_of_the_cut():

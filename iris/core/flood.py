@@ -62,11 +62,10 @@ class Flooding:
         if tree is None:
             return
         tree.busy_at = state.now
-        if type(msg) is Flood:  # (not a `Replayed`: what comes again is not kept again)
-            # Kept as of when it would have come, had it not waited on its way into the tree
-            # or in our own backlog while our process was frozen.
-            state.history.record(msg, came_from,
-                                 state.now - state.arrival_age - msg.age_ms / 1000)
+        # Kept as of when it would have come, had it not waited on its way into the tree or
+        # in our own backlog while our process was frozen; a `Replayed`, as of when it passed
+        # the node that sent it again (`iris.core.replay`).
+        state.history.record(msg, came_from, state.now - state.arrival_age - msg.age_ms / 1000)
         for peer in tree.neighbours():
             if peer != came_from:
                 state.node.send(peer, msg)

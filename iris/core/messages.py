@@ -152,8 +152,9 @@ class Flood(Message):
 @wire_message(50, ID, ID, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD), uint(MAX_AGE_MS))
 class Replayed(Flood):
     """A `Flood` sent again over a mended tree path (`iris.core.replay`), and passed along the
-    tree as such: spread and delivered as any flood, but recorded by no node, so it is never
-    sent again, and what comes again was first passed at most `replay_s` before."""
+    tree as such: spread, delivered and recorded as any flood. Its `age_ms` is how long ago it
+    passed the node that sent it again, so each node keeps it as of then, and what comes again,
+    however often, was first passed at most `replay_s` before."""
 
 
 @wire_message(47, ID, ID, U64, U64, blobs(MAX_FLOOD_BATCH, MAX_PAYLOAD))

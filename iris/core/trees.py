@@ -23,7 +23,6 @@ from iris.core.messages import (
     MAX_TREE_ENTRIES,
     Moved,
     Prune,
-    Replayed,
     Subscribe,
     TreeAck,
     TreeDown,
@@ -97,8 +96,7 @@ class Trees:
         state = self.state
         floods = state.history.replay(tree.group, peer, cut_ms, state.now)
         for flood in floods:
-            state.node.send(peer, Replayed(flood.group, flood.origin, flood.seq, flood.payloads,
-                                           flood.age_ms))
+            state.node.send(peer, flood)
         if floods:
             state.count("floods_replayed", len(floods))
 
