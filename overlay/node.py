@@ -358,6 +358,22 @@ class OverlayNode:
         if len(opened) > MAX_OPENED:
             del opened[next(iter(opened))]
 
+    def link_lost(self, peer: int, now: float) -> None:
+        """The connection with `peer` ended without its goodbye (a `LinkClose` or a `Leave`):
+        reset, or closed at its end. Most often its process died, and the kernel closed its
+        connections at once; the leaf set would learn it only from a silence of heartbeats
+        (12.5 s), a tree child from its parent's late beats (5.5-8 s). A peer we hold is
+        suspected now (routes avoid it, a root it would be waits) and verified as a death we
+        were told of (`P_VERIFY`: one probe where nothing is lost): dead, it is dropped, and
+        our leaf set told if it was our neighbour; alive (it closed the connection for a
+        reason of its own), it answers and nothing changes. A peer we do not hold is left to
+        the hops and beats that would find it dead: probed by every node that ever talked to
+        it, each verdict owing sweeps, a churning ring of 1,000 nodes on connections sent 1.61
+        maintenance messages per node per second, 1.47 so, 1.41 without any of this."""
+        self.now = now
+        if self.state == ACTIVE and (peer in self.leaf or peer in self.table):
+            self._suspect(peer, P_VERIFY)
+
     def leave(self, now: float) -> None:
         """Depart gracefully: tell every known peer, then go silent."""
         self.now = now
@@ -1602,6 +1618,16 @@ class OverlayNode:
     def _on_route_timer(self, generation: int) -> None:
         self._drain(self._route_timeouts, generation, T_ROUTE, self._route_expired)
 
+    def _suspect(self, peer: int, purpose: int = P_SUSPECT) -> None:
+        """`peer` may be dead (a hop it did not acknowledge, its connection lost): routes
+        avoid it until a probe for `purpose` says which."""
+        suspects = self._suspects
+        if isinstance(suspects, set):
+            suspects.add(peer)
+        else:
+            self._suspects = {peer}
+        self._ping(peer, purpose)
+
     def _route_expired(self, seq: int) -> None:
         pending = self._routes.pop(seq, None)
         if pending is None:
@@ -1615,12 +1641,7 @@ class OverlayNode:
             return
         if self.given_up is not None:
             self.given_up.append(nh)
-        suspects = self._suspects
-        if isinstance(suspects, set):
-            suspects.add(nh)
-        else:
-            self._suspects = {nh}
-        self._ping(nh, P_SUSPECT)
+        self._suspect(nh)
         payload = self.app.aged(msg.payload, self.now - sent_at)
         if payload is None:
             self.dropped += 1

@@ -32,6 +32,10 @@ learn it only later):
   A side also resets its end when the overlay gave up a hop to the peer while its direction
   has a backlog, stalled or waiting for a dial (`LinkPolicy.reset_when_given_up`): that hop
   went another way, and the backlog would deliver it a second time at the heal.
+  A side that sees its connection end so (a FIN, a reset) is told, as the runtime tells its
+  node (`OverlayNode.link_lost`): the peer may be dead, and is probed at once.
+- **Crashes.** A process that dies has its connections closed by its kernel: each peer
+  reachable sees the end one network delay later, and is told so too.
 - **Loss** of a segment on an open path delays it (and what follows it on the connection) by
   a retransmission timeout: TCP repairs loss, the application sees latency. TCP never
   duplicates, so the network's duplication does not apply on connections.
@@ -243,6 +247,8 @@ class Connections:
         self._close_end(conn, side)
         peer = conn.ends[1] if conn.ends[0] == side else conn.ends[0]
         if self.sim.reachable(side, peer):
+            if self.ends.get((peer, side)) is conn:  # (the peer's end, if the dial reached it)
+                self._ended(peer, side, self._delay(side, peer))
             self._close_end(conn, peer)  # the FIN arrives: the other side sees the end
 
     def _reset(self, conn: Connection, side: int) -> None:
@@ -250,6 +256,20 @@ class Connections:
         self.count("resets")
         self.count("lost_to_resets", max(1, len(conn.directions[side].backlog)))
         self._close_end(conn, side)
+        peer = conn.ends[1] if conn.ends[0] == side else conn.ends[0]
+        self._ended(side, peer, 2 * self._delay(side, peer))  # the write's way and the RST's
+
+    def _delay(self, a: int, b: int) -> float:
+        positions = self.sim.net.positions
+        return self.sim.net.delay(positions[a], positions[b])
+
+    def _ended(self, side: int, peer: int, after: float) -> None:
+        """`side` sees its connection with `peer` end without a goodbye, `after` seconds from
+        now: its node is told (`OverlayNode.link_lost`), as the runtime tells it."""
+        sim = self.sim
+        when = sim.now + after
+        self.count("links_lost")
+        sim.at(when, lambda: sim.call(side, lambda node: node.link_lost(peer, when)))
 
     def _close_end(self, conn: Connection, side: int) -> None:
         conn.closed.add(side)
@@ -274,10 +294,13 @@ class Connections:
                     del self._peers[one]
 
     def forget(self, node: int) -> None:
-        """`node`'s process is gone: every end shared with it closes, its peers' included.
-        (Nothing more reaches Connections for a node that is gone, the engine drops it first,
-        so a peer's end to it would never be written to again: only memory to free.)"""
+        """`node`'s process is gone: every end shared with it closes, its peers' included,
+        and each peer it can reach sees its end close (its kernel closes a dead process's
+        connections). (Nothing more reaches Connections for a node that is gone, the engine
+        drops it first, so a peer's end to it would never be written to again.)"""
         for peer in list(self._peers.get(node, ())):
+            if (peer, node) in self.ends and self.sim.reachable(node, peer):
+                self._ended(peer, node, self._delay(node, peer))
             for side, other in ((node, peer), (peer, node)):
                 conn = self.ends.get((side, other))
                 if conn is not None:

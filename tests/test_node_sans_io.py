@@ -120,6 +120,51 @@ def test_silent_neighbour_is_probed_then_dropped():
     assert t <= a.config.silence_s + a.config.probe_attempts * a.config.probe_timeout_s + 0.01
 
 
+def test_a_neighbour_whose_connection_ended_is_probed_at_once_and_dropped_if_dead():
+    """A killed process's connections end at once (its kernel closes them): told so, a node
+    probes the peer now and drops it after the probe's timeout, not after the heartbeats'
+    silence (`link_lost`)."""
+    a, b = joined_pair(4)
+    killed = 1.0
+    a.link_lost(b.id, killed)
+    assert [msg for dest, msg in a.out if dest == b.id and isinstance(msg, Ping)]
+    assert b.id in a._suspects  # routes avoid it meanwhile
+    a.out.clear()
+    t = killed
+    while b.id in a.leaf and t < 60:
+        t = a.next_deadline
+        a.handle_timer(t)
+        a.out.clear()
+    assert b.id not in a.leaf
+    # Verified as a death we were told of: one probe, where nothing is lost.
+    assert t <= killed + a.config.probe_timeout_s + 0.01
+
+
+def test_a_peer_whose_connection_ended_but_answers_is_kept():
+    """It closed the connection for a reason of its own (or one of its own closes crossed
+    ours): it answers the probe and nothing changes."""
+    a, b = joined_pair(5)
+    nodes = {a.id: a, b.id: b}
+    a.link_lost(b.id, 1.0)
+    shuttle(nodes, 1.0)
+    assert b.id in a.leaf and not a._suspects
+    a.handle_timer(1.0 + 4 * a.config.probe_timeout_s)  # every probe would have timed out
+    assert b.id in a.leaf
+
+
+def test_a_lost_connection_to_a_peer_not_held_or_before_the_node_is_active_changes_nothing():
+    """Every node that ever talked to a dead peer would probe it, each verdict owing sweeps of
+    its table: a peer we do not hold is left to the hops and beats that would find it."""
+    node = OverlayNode(1, random.Random(6))
+    node.link_lost(2**100, 0.5)
+    assert not node.out and not node._suspects
+    a, b = joined_pair(7)
+    stranger = 2**99 + 12345
+    assert stranger not in a.leaf and stranger not in a.table
+    a.link_lost(stranger, 1.0)
+    assert not a.out and not a._suspects
+
+
 class Undeliverable(OverlayApp):
     """Keeps what the node gave up delivering (`OverlayApp.undeliverable`)."""
 

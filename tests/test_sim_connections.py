@@ -133,6 +133,33 @@ def test_a_crashed_nodes_connections_are_forgotten_on_both_sides():
     assert c in sim.nodes
 
 
+def test_a_crashed_nodes_peers_see_its_connections_end_and_drop_it_within_their_probes():
+    """A dead process's kernel closes its connections: its peers see the end one network
+    delay later and probe it at once (`OverlayNode.link_lost`), and drop it after the probe's
+    timeout, not after the heartbeats' silence (10.9 s here before)."""
+    sim, a, b = pair(LinkPolicy())
+    c = sim.add_node(seeds=(a,))
+    assert sim.run_until(lambda: len(sim.active) == 3, timeout=30) is not None
+    sim.run_for(2.0)
+    holders = [n for n in (a, c) if (n, b) in sim.connections.ends]
+    assert holders
+    sim.crash(b)
+    took = sim.run_until(lambda: all(b not in sim.nodes[n].leaf for n in (a, c)),
+                         timeout=20.0, check_every=0.1)
+    assert took is not None
+    cfg = sim.config
+    assert took <= 1.0 + cfg.probe_timeout_s
+    assert sim.connections.counters["links_lost"] >= len(holders)
+
+
+def test_a_side_closed_by_policy_is_seen_by_the_other_which_probes_and_keeps_a_live_peer():
+    sim, a, b = pair(LinkPolicy())
+    sim.connections.close(a, b, "test")  # the FIN reaches b
+    sim.run_for(5.0)
+    assert sim.connections.counters["links_lost"] == 1
+    assert b in sim.nodes[a].leaf and a in sim.nodes[b].leaf  # b probed a, and a answered
+
+
 def test_a_paused_node_reads_its_backlog_on_resume_told_how_old_it_is():
     sim, a, b = pair(LinkPolicy())
     ages = []

@@ -49,7 +49,7 @@ from iris.runtime.transport import (
 from overlay.config import OverlayConfig
 from overlay.link import MAX_RECORD, FrameReader, Handshake, LinkError, LinkHello, Session, frame
 from overlay.link_policy import CONTROL, LinkPolicy
-from overlay.messages import MAX_ACKS, Addresses, LinkClose, RouteAck
+from overlay.messages import MAX_ACKS, Addresses, Leave, LinkClose, RouteAck
 from overlay.node import OverlayNode
 from overlay.transit import TransitDelay, clock_field
 from overlay.wire import DecodeError, Message, decode, encode, ids_in
@@ -150,6 +150,7 @@ class Link:
         self.active_at = self.read_at  # when one was last seen queued
         self.closing = False  # our LinkClose is queued: nothing more is written here
         self.peer_closed = False  # the peer's LinkClose was read: nothing more comes
+        self.peer_left = False  # the peer's Leave was read: its connection ends next
         self.close_by = INF  # ... or the connection is closed anyway then
         self.eof_sent = False  # ... and then ours was written, and the write side shut
         self.ended = trio.Event()  # the reader has ended (the stream is closed)
@@ -777,6 +778,7 @@ class Runtime:
         assert self._tasks is not None and link.stream is not None
         self._tasks.start_soon(self._write_loop, link)
         self._running.add(link)
+        lost = False  # the connection ended without the peer's goodbye
         try:
             incoming = EagerReader(link.stream, READ_BYTES)
             with trio.CancelScope() as link.reading:
@@ -786,6 +788,7 @@ class Runtime:
                         await self._shut_writing(link)
                     data = await incoming.receive()
                     if not data:
+                        lost = not (link.peer_closed or link.closing)
                         break
                     if link.socket is not None:  # (in-process links wake no halted CPU)
                         self.busy_poll.poke()
@@ -796,6 +799,7 @@ class Runtime:
             self.count("links_closed_for_bad_input")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("link to %x ended: %r", link.peer, exc)
+            lost = not (link.peer_closed or link.closing or link.closed)
         except Exception:  # a fault in handling this peer's input closes its link, not the node
             log.exception("closing link to %x: its input could not be handled", link.peer)
             self.count("links_closed_for_internal_error")
@@ -803,7 +807,17 @@ class Runtime:
             self._drop_link(link)
             self._running.discard(link)
             link.ended.set()
+            if lost and not (link.peer_left or self._closing):
+                self._link_lost(link.peer)
             await trio.aclose_forcefully(link.stream)
+
+    def _link_lost(self, peer: int) -> None:
+        """A connection ended without the peer's goodbye (no `LinkClose`, no `Leave`): a
+        killed peer's kernel closes its connections at once, and the cores probe it now
+        rather than after a silence (`OverlayNode.link_lost`)."""
+        self.count("links_lost")
+        self.node.link_lost(peer, self.now())
+        self._after()
 
     async def _shut_writing(self, link: Link) -> None:
         """Both sides said `LinkClose`: once ours is written, shut our side of the stream.
@@ -867,7 +881,9 @@ class Runtime:
             if not link.closing:  # the peer began: we answer after what we had queued
                 self._say_close(link)
             return
-        if type(msg) is Addresses:
+        if type(msg) is Leave:
+            link.peer_left = True  # (its connection ends next: no news)
+        elif type(msg) is Addresses:
             directory = self.directory
             for node_id, host, port in msg.entries:
                 if node_id != self.node_id:
