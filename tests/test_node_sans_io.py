@@ -146,6 +146,7 @@ def test_a_peer_whose_connection_ended_but_answers_is_kept():
     a, b = joined_pair(5)
     nodes = {a.id: a, b.id: b}
     a.link_lost(b.id, 1.0)
+    assert [msg for dest, msg in a.out if dest == b.id and isinstance(msg, Ping)]
     shuttle(nodes, 1.0)
     assert b.id in a.leaf and not a._suspects
     a.handle_timer(1.0 + 4 * a.config.probe_timeout_s)  # every probe would have timed out

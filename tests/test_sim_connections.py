@@ -155,9 +155,13 @@ def test_a_crashed_nodes_peers_see_its_connections_end_and_drop_it_within_their_
 def test_a_side_closed_by_policy_is_seen_by_the_other_which_probes_and_keeps_a_live_peer():
     sim, a, b = pair(LinkPolicy())
     sim.connections.close(a, b, "test")  # the FIN reaches b
-    sim.run_for(5.0)
     assert sim.connections.counters["links_lost"] == 1
-    assert b in sim.nodes[a].leaf and a in sim.nodes[b].leaf  # b probed a, and a answered
+    probes = sim.nodes[b]._probes  # (its maps are replaced as probes come and go)
+    assert sim.run_until(lambda: a in probes.by_peer, timeout=1.0, check_every=0.01) is not None
+    assert sim.run_until(lambda: a not in probes.by_peer, timeout=10.0,
+                         check_every=0.01) is not None
+    assert b in sim.nodes[a].leaf and a in sim.nodes[b].leaf  # a answered: nothing changed
+    assert a not in sim.nodes[b]._suspects
 
 
 def test_a_paused_node_reads_its_backlog_on_resume_told_how_old_it_is():

@@ -778,7 +778,7 @@ class Runtime:
         assert self._tasks is not None and link.stream is not None
         self._tasks.start_soon(self._write_loop, link)
         self._running.add(link)
-        lost = False  # the connection ended without the peer's goodbye
+        ended = False  # the stream ended under us (EOF, a reset), not by our cancel
         try:
             incoming = EagerReader(link.stream, READ_BYTES)
             with trio.CancelScope() as link.reading:
@@ -788,7 +788,7 @@ class Runtime:
                         await self._shut_writing(link)
                     data = await incoming.receive()
                     if not data:
-                        lost = not (link.peer_closed or link.closing)
+                        ended = True
                         break
                     if link.socket is not None:  # (in-process links wake no halted CPU)
                         self.busy_poll.poke()
@@ -799,7 +799,7 @@ class Runtime:
             self.count("links_closed_for_bad_input")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("link to %x ended: %r", link.peer, exc)
-            lost = not (link.peer_closed or link.closing or link.closed)
+            ended = True
         except Exception:  # a fault in handling this peer's input closes its link, not the node
             log.exception("closing link to %x: its input could not be handled", link.peer)
             self.count("links_closed_for_internal_error")
@@ -807,7 +807,10 @@ class Runtime:
             self._drop_link(link)
             self._running.discard(link)
             link.ended.set()
-            if lost and not (link.peer_left or self._closing):
+            # (Not `link.closed`: a writer that hit the peer's reset first has closed the
+            # queue, and a crash in the middle of a write is the commonest case.)
+            if ended and not (link.peer_closed or link.peer_left or link.closing
+                              or self._closing):
                 self._link_lost(link.peer)
             await trio.aclose_forcefully(link.stream)
 
