@@ -47,6 +47,10 @@ class OverlayApp:
     def peer_failed(self, peer: int) -> None:
         """`peer` was declared failed (or left)."""
 
+    def link_lost(self, peer: int) -> None:
+        """The connection with `peer` ended without its goodbye (`OverlayNode.link_lost`):
+        likely dead, whether the node holds it or not."""
+
     def suspect_cleared(self, peer: int) -> None:
         """`peer`, suspected, answered: where `consistent_roots` is False, the roots routed
         around it move back to it, with no change of the leaf set to say so."""

@@ -369,10 +369,15 @@ class OverlayNode:
         reason of its own), it answers and nothing changes. A peer we do not hold is left to
         the hops and beats that would find it dead: probed by every node that ever talked to
         it, each verdict owing sweeps, a churning ring of 1,000 nodes on connections sent 1.61
-        maintenance messages per node per second, 1.47 so, 1.41 without any of this."""
+        maintenance messages per node per second, 1.47 so, 1.41 without any of this. The
+        application hears of every such peer (`OverlayApp.link_lost`): it knows whom it
+        cares for."""
         self.now = now
-        if self.state == ACTIVE and (peer in self.leaf or peer in self.table):
+        if self.state != ACTIVE:
+            return
+        if peer in self.leaf or peer in self.table:
             self._suspect(peer, P_VERIFY)
+        self.app.link_lost(peer)
 
     def leave(self, now: float) -> None:
         """Depart gracefully: tell every known peer, then go silent."""
@@ -1620,13 +1625,16 @@ class OverlayNode:
 
     def _suspect(self, peer: int, purpose: int = P_SUSPECT) -> None:
         """`peer` may be dead (a hop it did not acknowledge, its connection lost): routes
-        avoid it until a probe for `purpose` says which."""
+        avoid it until a probe for `purpose` says which. With the probe table full no probe
+        says so, and a peer avoided then would stay avoided until it spoke to us: it is not."""
+        self._ping(peer, purpose)
+        if peer not in self._probes.by_peer:
+            return
         suspects = self._suspects
         if isinstance(suspects, set):
             suspects.add(peer)
         else:
             self._suspects = {peer}
-        self._ping(peer, purpose)
 
     def _route_expired(self, seq: int) -> None:
         pending = self._routes.pop(seq, None)

@@ -153,6 +153,19 @@ def test_a_peer_whose_connection_ended_but_answers_is_kept():
     assert b.id in a.leaf
 
 
+def test_a_peer_is_avoided_only_while_a_probe_will_say_whether_it_lives():
+    """With every probe slot taken, no probe goes to a peer whose connection ended: avoided
+    anyway, it would stay avoided until it spoke to us, however alive."""
+    a, b = joined_pair(8)
+    a._probes.limit = len(a._probes.by_seq)
+    a.link_lost(b.id, 1.0)
+    assert not [msg for dest, msg in a.out if dest == b.id and isinstance(msg, Ping)]
+    assert b.id not in a._suspects
+    a._probes.limit += 1
+    a.link_lost(b.id, 1.5)
+    assert b.id in a._suspects
+
+
 def test_a_lost_connection_to_a_peer_not_held_or_before_the_node_is_active_changes_nothing():
     """Every node that ever talked to a dead peer would probe it, each verdict owing sweeps of
     its table: a peer we do not hold is left to the hops and beats that would find it."""

@@ -3,15 +3,18 @@ what arrives; and the messaging scenarios over them, with and without the policy
 
 import pytest
 
+from iris.core import cluster_group
 from overlay.link_policy import LinkPolicy
 from overlay.messages import Lookup
 from simulations.connections import RTO_MIN_S, SYN_RTO_S, Unguarded
 from simulations.engine import Simulation
 from simulations.messaging import (
     MessagingOptions,
+    make_messaging_sim,
     scenario_messaging_partition,
     scenario_messaging_pause,
 )
+from simulations.scenarios import ScenarioOptions, build_ring
 from simulations.workload import RingApp
 
 
@@ -284,3 +287,35 @@ def test_a_tunnel_that_lost_data_with_its_connection_closes_and_never_reorders()
     assert sim.run_until(lambda: any(me == opener for me, e in work.tunnel_events
                                      if isinstance(e, ev.TunnelClosed)),
                          timeout=60, check_every=1) is not None
+
+
+def test_the_orphans_of_a_crashed_tree_node_graft_again_within_a_hop_timeout():
+    """A crashed node's connections end at its tree children too (`link_lost`): they beat it
+    at once, acknowledged, and graft again at the missing acknowledgement, rather than after
+    its late beats (5.5-8 s). Those that hold it in their leaf set or table would verify it
+    anyway; after a quiet minute many children have moved up the tree (`iris.core.reshape`)
+    to a parent they do not hold, and those are the ones watched here."""
+    opts = ScenarioOptions(nodes=200, seed=3)
+    sim, work = make_messaging_sim(opts)
+    assert build_ring(sim, opts)["converged"]
+    for node in list(sim.nodes):
+        work.register(node, "c")
+    assert sim.run_until(work.all_grafted, timeout=30.0, check_every=0.1) is not None
+    sim.run_for(60.0)
+    group = cluster_group("c")
+    trees = {n: work.core(n).trees[group] for n in sim.nodes}
+
+    def unheld_children(parent):
+        return [c for c in trees[parent].children
+                if parent not in sim.nodes[c].leaf and parent not in sim.nodes[c].table]
+
+    victim = max((n for n, t in trees.items() if t.parent is not None),
+                 key=lambda n: len(unheld_children(n)))
+    orphans = unheld_children(victim)
+    assert len(orphans) >= 2
+    sim.crash(victim)
+    took = sim.run_until(
+        lambda: all(trees[n].parent not in (None, victim) for n in orphans),
+        timeout=30.0, check_every=0.05)
+    assert took is not None
+    assert took <= 1.0 + sim.config.probe_timeout_s

@@ -110,6 +110,17 @@ def test_floods_go_again_to_a_peer_once_in_a_while_and_within_a_budget():
     assert history.replay(GROUP + 1, CHILD + 1, 60_000, 12.0) == []  # another tree: none of it
 
 
+def test_a_peer_asking_again_for_a_longer_cut_gets_only_what_it_did_not_get():
+    history = FloodHistory(8.0, 100, 100_000)
+    floods = [Flood(GROUP, ORIGIN, i, (b"x",)) for i in range(30)]
+    for i, msg in enumerate(floods):
+        history.record(msg, None, i * 0.1)
+    # each cut gets a second of slack: passed at 1.5 s and later, then from 1.2 s to 1.5 s
+    assert batches(history.replay(GROUP, CHILD, 500, 3.0)) == batches(floods[15:])
+    assert batches(history.replay(GROUP, CHILD, 800, 3.0)) == batches(floods[12:15])
+    assert history.replay(GROUP, CHILD, 600, 3.5) == []
+
+
 def test_a_flood_kept_late_takes_its_place_by_age():
     """A flood sent again arrives after newer ones, and is kept as of when it passed its
     sender: among the others by that time, and gone once older than the window."""
@@ -316,3 +327,107 @@ def test_a_root_that_lost_no_member_says_no_members_at_once():
                       100.0)
     replies = [m for _, m in core.node.out if isinstance(m, Reply)]
     assert [(r.req_id, r.error) for r in replies] == [(7, "no members in cluster")]
+
+
+def test_a_node_new_to_the_tree_asks_its_parent_for_what_an_orphan_missed_before_it_came():
+    """Orphans of one death often graft to a node that joined the tree only lately (to
+    adopt another graft). An orphan cut off from before then needs floods that node never
+    passed: it asks its parent for them, which sends them as to a node cut off, and they
+    spread down to the orphan."""
+    core, tree = member_with_parent()
+    tree.kept_since = 10.0  # in the tree since 10 s
+    graft(core, CHILD, 1_000, 12.0)  # cut off after that: ours to send, nothing to ask
+    assert not [m for d, m in core.node.out if d == PARENT and isinstance(m, Subscribe)]
+    graft(core, CHILD + 10, 5_000, 12.0)  # cut off since 7 s
+    asks = [m for d, m in core.node.out if d == PARENT and isinstance(m, Subscribe)]
+    assert [(a.subscriber, a.cut_ms) for a in asks] == [(ME, 5_000)]
+    assert core.counters["replays_asked"] == 1
+    graft(core, CHILD + 20, 4_000, 12.5)  # within what we asked for already
+    assert len([m for d, m in core.node.out if d == PARENT and isinstance(m, Subscribe)]) == 1
+    core.node.out.clear()
+    missed = Flood(GROUP, ORIGIN, 1, (b"passed above at 8 s",))
+    core.node.receive(PARENT, again(missed, 4500), 12.6)
+    for orphan in (CHILD + 10, CHILD + 20):
+        assert batches(floods_to(core, orphan)) == batches([missed])
+
+
+def test_a_parent_asked_by_its_child_sends_what_it_passed_and_asks_further_up_if_need_be():
+    core, tree = member_with_parent()
+    tree.children[CHILD] = [1, 0.0]
+    passed = Flood(GROUP, ORIGIN, 1, (b"passed here at 9 s",))
+    core.node.receive(PARENT, passed, 9.0)
+    core.node.out.clear()
+    core.node.receive(CHILD, Subscribe(GROUP, CHILD, 1, 0, 3_000), 11.0)
+    assert floods_to(core, CHILD) == [again(passed, 2000)]
+    assert not [m for _, m in core.node.out if isinstance(m, Subscribe | TreeAck)]
+    # The same ask reaching back before we joined the tree: passed on up.
+    tree.kept_since = 8.5
+    core.node.out.clear()
+    core.node.receive(CHILD, Subscribe(GROUP, CHILD, 1, 0, 6_000), 11.0)
+    asks = [m for d, m in core.node.out if d == PARENT and isinstance(m, Subscribe)]
+    assert [a.cut_ms for a in asks] == [6_000]
+    # From a node that is not our child, a cut means nothing: it is a move being weighed.
+    core.node.out.clear()
+    core.node.receive(CHILD + 1, Subscribe(GROUP, CHILD + 1, 1, 0, 6_000), 11.0)
+    assert not floods_to(core, CHILD + 1)
+
+
+def test_a_node_still_grafting_grafts_again_saying_the_cut_of_an_orphan_it_adopts():
+    """The node joined the tree a moment ago to adopt a new member (a graft without a cut,
+    still on its way up): an orphan it adopts then makes it graft again with the orphan's
+    cut, so that its adopter sends what the orphan missed."""
+    core, tree = member_with_parent()
+    core.node.leaf.add(GROUP)  # the group's root, not us: grafts pass us on their way there
+    tree.parent = None
+    tree.grafting = True
+    tree.kept_since = 12.0
+    core.node.routed.clear()
+    graft(core, CHILD, 3_000, 12.2)
+    assert [(m.subscriber, m.cut_ms) for m in core.node.routed] == [(ME, 3_000)]
+    core.node.receive(NEW_PARENT, TreeAck(GROUP, 3, (ROOT,)), 12.4)
+    assert tree.parent == NEW_PARENT and tree.cut_ms(12.4) == 0
+
+
+def test_a_flood_routed_through_a_node_still_grafting_goes_on_toward_the_root():
+    """A node that joined the tree a moment ago to adopt a new member takes a flood routed
+    toward the group to its subtree; its own graft is still on its way, so the rest of the
+    tree would never get it (`messaging-churn`, 1,000 nodes, seed 9: 7 members missed a
+    broadcast so). It goes on along its route as well."""
+    core, tree = member_with_parent()
+    core.node.leaf.add(GROUP)  # the group's root, not us
+    tree.children[CHILD] = [1, 0.0]
+    flood = Flood(GROUP, ORIGIN, 1, (b"routed",))
+    core.node.receive(ORIGIN, Route(GROUP, 1, ORIGIN, 1, flood), 1.0)
+    assert floods_to(core, CHILD) == [flood]
+    assert not [m for d, m in core.node.out if d == GROUP and isinstance(m, Route)]
+    core.node.out.clear()
+    tree.parent, tree.grafting = None, True
+    second = Flood(GROUP, ORIGIN, 2, (b"routed while grafting",))
+    core.node.receive(ORIGIN, Route(GROUP, 2, ORIGIN, 1, second), 2.0)
+    assert floods_to(core, CHILD) == [second]
+    onward = [m.payload for d, m in core.node.out if d == GROUP and isinstance(m, Route)]
+    assert onward == [second]
+
+
+def test_a_root_that_took_over_a_moment_ago_keeps_a_flood_for_the_orphans_about_to_graft():
+    """The group's root crashed as a broadcast was on its way: the broadcast reaches the node
+    that took over, which has no tree yet. Settling, it keeps the flood, and the dead root's
+    orphans grafting to it with their cut get it (`messaging-churn`, 1,000 nodes, seed 10:
+    9 members missed a broadcast so). A settled root without a tree keeps nothing: nobody
+    is on the way."""
+    core = MessagingCore(OverlayNode(ME, random.Random(1)))  # alone: the root of every key
+    core.node.start(0.0)
+    core.state.settle_until = 101.0  # a neighbour failed a moment ago
+    flood = Flood(GROUP, ORIGIN, 1, (b"sent as the root crashed",))
+    core.node.receive(ORIGIN, Route(GROUP, 1, ORIGIN, 1, flood), 100.0)
+    assert core.counters["floods_kept_for_orphans"] == 1
+    core.node.out.clear()
+    graft(core, CHILD, 2_000, 100.5)
+    assert floods_to(core, CHILD) == [again(flood, 500)]
+    other = Flood(GROUP + 1, ORIGIN, 2, (b"to a group with no member",))
+    core.node.receive(ORIGIN, Route(GROUP + 1, 2, ORIGIN, 1, other), 105.0)
+    assert core.counters["flood_no_tree"] == 1
+    core.node.receive(CHILD + 1, Route(GROUP + 1, 3, CHILD + 1, 1,
+                                       Subscribe(GROUP + 1, CHILD + 1, 1, 0, 9_000)), 105.5)
+    assert [m for d, m in core.node.out if d == CHILD + 1 and isinstance(m, TreeAck)]
+    assert not floods_to(core, CHILD + 1)

@@ -19,7 +19,7 @@ from iris.core.messages import (
     TreeDown,
     TreeUp,
 )
-from overlay.messages import Direct
+from overlay.messages import Direct, RouteAck
 from overlay.node import OverlayNode
 from simulations.messaging import MessagingOptions, make_messaging_sim, scenario_messaging
 from simulations.messaging_workload import core_of
@@ -241,3 +241,41 @@ def test_a_dead_parent_is_replaced_after_one_late_beat_not_after_the_silence():
     assert acked_beat is not None and late <= acked_beat <= late + cfg.tree_beat_s / 2
     assert tree.parent != PARENT
     assert t - acked_beat < core.node.config.probe_timeout_s  # the hop's timeout, no probe
+
+
+def acked_beats(core):
+    """(dest, seq) of the acknowledged tree beats the core sent."""
+    return [(dest, msg.seq) for dest, msg in core.node.out
+            if isinstance(msg, Direct) and isinstance(msg.payload, TreeUp)]
+
+
+def test_a_parent_whose_connection_ended_gets_its_beat_at_once_and_is_left_if_dead():
+    """A killed process's kernel closes its connections at once: told so (`link_lost`), the
+    member beats its parent now, acknowledged, and grafts again at the missing
+    acknowledgement, a hop's timeout later, not a late beat (5.5-8 s) later."""
+    core, tree = member_with_parent()
+    lost_at = 1.0
+    core.node.link_lost(PARENT, lost_at)
+    assert [dest for dest, _ in acked_beats(core)] == [PARENT]
+    core.node.out.clear()
+    t = lost_at
+    while tree.parent == PARENT and t < 60.0:
+        t = core.node.next_deadline
+        core.node.handle_timer(t)
+        core.node.out.clear()
+    assert tree.parent != PARENT  # grafted again (alone in its ring, it is the root now)
+    assert t - lost_at <= core.node.config.probe_timeout_s
+
+
+def test_a_parent_whose_connection_ended_but_answers_is_kept():
+    core, tree = member_with_parent()
+    core.node.link_lost(PARENT, 1.0)
+    [(_, seq)] = acked_beats(core)
+    core.node.out.clear()
+    core.node.receive(PARENT, RouteAck((seq,)), 1.1)
+    core.node.handle_timer(1.0 + 4 * core.node.config.probe_timeout_s)
+    assert tree.parent == PARENT and not tree.grafting
+    # Nor does a lost connection with a peer that is no tree neighbour send anything.
+    core.node.out.clear()
+    core.node.link_lost(ASKER, 2.0)
+    assert not acked_beats(core)

@@ -72,6 +72,22 @@ class Flooding:
         if tree.local:
             self._deliver(msg, tree)
 
+    def without_tree(self, msg: Flood) -> None:
+        """`msg` reached us as the group's root, and we have no tree for it. Most often the
+        group has no member; but a root that took over a moment ago (settling, or the node
+        that would be root suspected) may be where the orphans of the dead root are about to
+        graft, cut off since before this flood: it keeps the flood for them as if it had
+        passed here, and they get it with the rest of their cut (`iris.core.replay`). Before,
+        every member missed it (`messaging-churn`, 1,000 nodes, seed 10: a broadcast sent as
+        its cluster's root crashed)."""
+        state = self.state
+        unsettled = state.now < state.settle_until or state.node.root_in_doubt(msg.group)
+        if unsettled and state.first_sight(msg.origin, msg.seq):
+            state.history.record(msg, None, state.now - state.arrival_age - msg.age_ms / 1000)
+            state.count("floods_kept_for_orphans")
+        else:
+            state.count("flood_no_tree")
+
     def _deliver(self, msg: Flood, tree: GroupTree) -> None:
         state = self.state
         payloads = msg.payloads

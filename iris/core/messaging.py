@@ -109,7 +109,7 @@ class MessagingCore(OverlayApp):
             TunnelClose: self.tunnels_protocol.on_close,
             SurveyAsk: self._on_survey_ask,
             SurveyAnswers: self.surveys.on_answers,
-            Subscribe: self.trees_protocol.reshaping.asked,
+            Subscribe: self.trees_protocol.asked,
             DirectFlood: self.flood.direct.on_copy,
             DirectSubscribe: self.flood.direct.on_subscribe,
         }
@@ -250,7 +250,7 @@ class MessagingCore(OverlayApp):
             if payload.group in self.state.trees:
                 self.flood.spread(payload, None)
             else:
-                self.state.count("flood_no_tree")
+                self.flood.without_tree(payload)
         elif isinstance(payload, SurveyAsk):
             self.surveys.arrive(payload, None)
 
@@ -265,9 +265,15 @@ class MessagingCore(OverlayApp):
                 # It arrived late (a frozen process's backlog, a link's retransmission): its
                 # caller's time left goes on less that wait, as at a walk's step.
                 return self.walk.aged(payload, self.state.arrival_age)
-        elif isinstance(payload, Flood) and payload.group in self.state.trees:
-            self.flood.spread(payload, None)
-            return None
+        elif isinstance(payload, Flood):
+            tree = self.state.trees.get(payload.group)
+            if tree is not None:
+                self.flood.spread(payload, None)
+                if not tree.grafting:
+                    return None
+                # Our graft is still on its way: what we spread reaches our subtree only, so
+                # the flood goes on toward the root too (each node drops what it has seen). A
+                # node new to the tree has no cut for its new parent to be sent it again by.
         return payload
 
     def receive_direct(self, src: int, payload: Message) -> None:
@@ -290,6 +296,9 @@ class MessagingCore(OverlayApp):
     def leafset_changed(self) -> None:
         self.state.settle(self.config.root_settle_s)
         self.trees_protocol.root_moved()
+
+    def link_lost(self, peer: int) -> None:
+        self.trees_protocol.link_lost(peer)
 
     def suspect_cleared(self, peer: int) -> None:
         self.trees_protocol.root_moved()  # a root we took over while it was suspected

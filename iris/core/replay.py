@@ -46,8 +46,9 @@ class FloodHistory:
     by age, count and payload bytes; the oldest go first.
 
     Sending them again is bounded too, for a graft is a small message that any node can send
-    naming any subscriber: each (group, peer) gets them at most once per `keep_s`, and all
-    peers together at most `max_bytes` of them per `keep_s`."""
+    naming any subscriber: each (group, peer) gets each at most once per `keep_s` (asked
+    again for a longer cut, only the older part goes), and all peers together at most
+    `max_bytes` of them per `keep_s`."""
 
     __slots__ = ("keep_s", "max_floods", "max_bytes", "entries", "bytes", "sent_to",
                  "window_start", "window_bytes")
@@ -59,7 +60,8 @@ class FloodHistory:
         # (when, came from, flood, what it costs to keep)
         self.entries: deque[tuple[float, int | None, Flood, int]] = deque()
         self.bytes = 0
-        self.sent_to: OrderedDict[tuple[int, int], float] = OrderedDict()
+        # (group, peer) -> when floods last went to it again, and from when they went
+        self.sent_to: OrderedDict[tuple[int, int], tuple[float, float]] = OrderedDict()
         self.window_start = -1e9
         self.window_bytes = 0
 
@@ -88,24 +90,28 @@ class FloodHistory:
         """What to send `peer`, cut off from the tree for `cut_ms`, again: the floods of
         `group` passed in that time (and `SLACK_S` more, `keep_s` at most), oldest first, each
         as a `Replayed` that says how long ago it passed here, but for those that came from
-        `peer` (it has them); nothing if it had them lately or the budget is spent. (Entries
-        older than `keep_s` left since the last flood are passed over.)"""
+        `peer` (it has them); of those it had lately only older ones (a longer cut asked
+        for), and none once the budget is spent. (Entries older than `keep_s` left since the
+        last flood are passed over.)"""
         start = now - min(cut_ms / 1000 + SLACK_S, self.keep_s)
         key = (group, peer)
+        end = float("inf")
         last = self.sent_to.get(key)
-        if last is not None and now - last < self.keep_s:
-            return []
+        if last is not None and now - last[0] < self.keep_s:
+            if start >= last[1]:
+                return []
+            end = last[1]  # what is newer went already
         if now - self.window_start >= self.keep_s:
             self.window_start, self.window_bytes = now, 0
         floods: list[Replayed] = []
         for when, came_from, msg, cost in self.entries:
-            if when >= start and msg.group == group and came_from != peer:
+            if start <= when < end and msg.group == group and came_from != peer:
                 if self.window_bytes + cost > self.max_bytes:
                     break
                 self.window_bytes += cost
                 age_ms = min(int((now - when) * 1000), MAX_AGE_MS)
                 floods.append(Replayed(msg.group, msg.origin, msg.seq, msg.payloads, age_ms))
-        self.sent_to[key] = now
+        self.sent_to[key] = (now, start)
         self.sent_to.move_to_end(key)
         if len(self.sent_to) > MAX_RECIPIENTS:
             self.sent_to.popitem(last=False)

@@ -71,12 +71,14 @@ class MessagingConfig:
     delivered after the heal tens of seconds late, and a move meanwhile would let newer ones
     overtake them on the way it shortened."""
 
-    replay_s: float = 8.0
+    replay_s: float = 9.0
     """A node grafting again after it lost its parent and the node adopting it send each other
     the floods of that tree they passed in the time it was cut off, up to this long before
     (`iris.core.replay`); so what comes again is at most about this late, short of the 10 s
-    after which the checks count a flood as late (5 s missed a whole event whose cut-off
-    members grafted 5-7 s after it, docs/BENCHMARKS.md)."""
+    after which the checks count a flood as late. It must outlast the longest cut a late
+    parent makes: 5.5 s late, found at a check up to 2.5 s later, then a hop's timeout (5 s
+    missed a whole event whose cut-off members grafted 5-7 s after it; 8 s, one broadcast to
+    a member cut off for 8.4 s, docs/BENCHMARKS.md)."""
 
     replay_floods: int = 4096
     replay_bytes: int = 4 * 1024 * 1024

@@ -38,7 +38,7 @@ class GroupTree:
     __slots__ = (
         "group", "name", "topic", "parent", "ancestors", "children", "local", "up_weight",
         "parent_heard", "grafting", "graft_sent", "lost", "lost_above", "gained", "busy_at",
-        "attempt", "tried", "cut_since",
+        "attempt", "tried", "cut_since", "kept_since",
     )
 
     def __init__(self, group: int, name: str | None, topic: bool, now: float) -> None:
@@ -64,6 +64,9 @@ class GroupTree:
         # Since when this node has been without the parent it lost (when it last heard from
         # it); None with a parent, or before the first one (`iris.core.replay`).
         self.cut_since: float | None = None
+        # Since when this node has passed every flood of the tree, or asked the node above
+        # for them (`Trees._ask_back`).
+        self.kept_since = now
 
     def lose_child(self, child: int, until: float) -> bool:
         """Drop `child` as dead (not pruned by itself): its capacity is remembered as lost

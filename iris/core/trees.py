@@ -88,7 +88,38 @@ class Trees:
         self.state.node.send(child, TreeAck(tree.group, tree.weight_outside(child),
                                             tree.ancestors[: MAX_ANCESTORS - 1]))
         if msg.cut_ms:
+            self._ask_back(tree, msg.cut_ms)
             self._replay(tree, child, msg.cut_ms)
+
+    def _ask_back(self, tree: GroupTree, cut_ms: int) -> None:
+        """A child cut off for `cut_ms` needs floods from before this node passed any (it
+        joined the tree lately, often only to adopt another orphan of the same death): ask
+        the node above for them as if cut off that long ourselves. They come as `Replayed`
+        and spread down to the child like any flood. The parent, if we have one, gets the
+        ask straight (`asked`); a graft still on its way goes again, saying the cut."""
+        state = self.state
+        since = state.now - cut_ms / 1000
+        if since >= tree.kept_since or tree.is_root():
+            return
+        tree.kept_since = since
+        state.count("replays_asked")
+        if tree.parent is not None:
+            state.node.send(tree.parent, Subscribe(tree.group, state.node.id, tree.weight, 0,
+                                                   cut_ms))
+            return
+        tree.cut_since = since if tree.cut_since is None else min(tree.cut_since, since)
+        self.graft(tree)
+
+    def asked(self, src: int, msg: Subscribe) -> None:
+        """A `Subscribe` sent straight to us. With a cut, from a child: it asks back for the
+        floods of that time (`_ask_back`). Otherwise a tree node weighing a move up the tree
+        (`iris.core.reshape`)."""
+        tree = self.state.trees.get(msg.group)
+        if msg.cut_ms and tree is not None and src in tree.children:
+            self._ask_back(tree, msg.cut_ms)
+            self._replay(tree, src, msg.cut_ms)
+            return
+        self.reshaping.asked(src, msg)
 
     def _replay(self, tree: GroupTree, peer: int, cut_ms: int) -> None:
         """Send `peer`, a tree neighbour that was cut off from the tree for `cut_ms`, the floods
@@ -126,7 +157,7 @@ class Trees:
         if msg.cut_ms:
             # The child was cut off, and so is its subtree's way through us: our adopter
             # sends us what it missed, and we pass it on.
-            tree.cut_since = state.now - msg.cut_ms / 1000
+            tree.cut_since = tree.kept_since = state.now - msg.cut_ms / 1000
         state.ensure_tick()
         return Subscribe(msg.group, state.node.id, tree.weight, tree.orphans_above(state.now),
                          tree.cut_ms(state.now))
@@ -287,6 +318,18 @@ class Trees:
                 self._lose_parent(tree, self._lost_until())
             if self._lose_child(tree, peer, self._lost_until()):
                 self.after_weight_change(tree)
+
+    def link_lost(self, peer: int) -> None:
+        """The connection with our parent in some trees ended without its goodbye: most often
+        its process died. Its beat goes now, acknowledged, as to a late parent: a dead one
+        loses us within a hop's timeout (`beat_lost`), where its silence would take 5.5-8 s,
+        every flood of the tree lost to our subtree meanwhile; a live one (it closed the
+        connection for a reason of its own) answers, and nothing changes."""
+        entries = [(tree.group, tree.weight) for tree in self.state.trees.values()
+                   if tree.parent == peer and not tree.grafting and not tree.empty()]
+        if entries:
+            self.state.count("parents_verified")
+            self._beat_up(peer, entries, True)
 
     def drop_neighbour(self, group: int, peer: int) -> None:
         """`peer` did not acknowledge a step sent to it in the group's tree: drop it."""
