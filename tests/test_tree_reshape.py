@@ -279,3 +279,24 @@ def test_a_parent_whose_connection_ended_but_answers_is_kept():
     core.node.out.clear()
     core.node.link_lost(ASKER, 2.0)
     assert not acked_beats(core)
+
+
+def test_a_child_whose_connection_ended_gets_its_beat_at_once_and_is_dropped_if_dead():
+    """Walks and surveys would each lose a hop's timeout on a dead child until its silence
+    (15 s) dropped it: told its connection ended, the parent beats it now, acknowledged."""
+    core, tree = member_with_parent()
+    tree.children[ASKER] = [2, 0.0]
+    core.node.link_lost(ASKER, 1.0)
+    beats = [(dest, msg) for dest, msg in core.node.out
+             if isinstance(msg, Direct) and isinstance(msg.payload, TreeDown)]
+    assert [dest for dest, _ in beats] == [ASKER]
+    assert core.counters["children_verified"] == 1
+    core.node.out.clear()
+    t = 1.0
+    while ASKER in tree.children and t < 60.0:
+        t = core.node.next_deadline
+        core.node.handle_timer(t)
+        core.node.out.clear()
+    assert ASKER not in tree.children
+    assert t - 1.0 <= core.node.config.probe_timeout_s
+    assert tree.lost_weight(t) == 2  # its members, orphans until they graft again

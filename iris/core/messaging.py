@@ -326,7 +326,7 @@ class MessagingCore(OverlayApp):
     def undeliverable(self, peer: int, payload: Message) -> None:
         """A walk step was not acknowledged: drop that neighbour from the tree and walk on.
         A tunnel keep-alive was not: the tunnel's peer is gone. A late parent's beat was not:
-        graft again."""
+        graft again; a child's, after its connection ended: drop it."""
         if isinstance(payload, TunnelCredit):
             self.tunnels_protocol.keepalive_lost(peer, payload)
         elif isinstance(payload, (Request, TunnelOpen)):
@@ -335,6 +335,8 @@ class MessagingCore(OverlayApp):
             self.surveys.lost(peer, payload)
         elif isinstance(payload, TreeUp):
             self.trees_protocol.beat_lost(peer, payload)
+        elif isinstance(payload, TreeDown):
+            self.trees_protocol.beat_down_lost(peer, payload)
 
     def timer(self, token: int) -> None:
         kind, ident = token & ((1 << TK_BITS) - 1), token >> TK_BITS

@@ -320,16 +320,30 @@ class Trees:
                 self.after_weight_change(tree)
 
     def link_lost(self, peer: int) -> None:
-        """The connection with our parent in some trees ended without its goodbye: most often
-        its process died. Its beat goes now, acknowledged, as to a late parent: a dead one
-        loses us within a hop's timeout (`beat_lost`), where its silence would take 5.5-8 s,
-        every flood of the tree lost to our subtree meanwhile; a live one (it closed the
-        connection for a reason of its own) answers, and nothing changes."""
-        entries = [(tree.group, tree.weight) for tree in self.state.trees.values()
-                   if tree.parent == peer and not tree.grafting and not tree.empty()]
-        if entries:
-            self.state.count("parents_verified")
-            self._beat_up(peer, entries, True)
+        """The connection with a tree neighbour ended without its goodbye: most often its
+        process died. Its beat goes now, acknowledged. A dead parent loses us within a hop's
+        timeout (`beat_lost`), where its late beats would take 5.5-8 s, every flood of the
+        tree lost to our subtree meanwhile; a dead child is dropped as soon (`beat_down_lost`),
+        where its silence would take 15 s, each walk and survey meanwhile losing a hop's
+        timeout on it. A live one (it closed the connection for a reason of its own)
+        answers, and nothing changes."""
+        state = self.state
+        up = [(tree.group, tree.weight) for tree in state.trees.values()
+              if tree.parent == peer and not tree.grafting and not tree.empty()]
+        if up:
+            state.count("parents_verified")
+            self._beat_up(peer, up, True)
+        down = [(tree.group, tree.weight_outside(peer), tree.ancestors[: MAX_ANCESTORS - 1])
+                for tree in state.trees.values() if peer in tree.children]
+        if down:
+            state.count("children_verified")
+            for i in range(0, len(down), MAX_TREE_ENTRIES):
+                state.node.send_acked(peer, TreeDown(tuple(down[i : i + MAX_TREE_ENTRIES])))
+
+    def beat_down_lost(self, child: int, msg: TreeDown) -> None:
+        """A child whose connection ended did not acknowledge our beat: drop it as dead."""
+        for group, _, _ in msg.entries:
+            self.drop_neighbour(group, child)
 
     def drop_neighbour(self, group: int, peer: int) -> None:
         """`peer` did not acknowledge a step sent to it in the group's tree: drop it."""
