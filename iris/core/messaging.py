@@ -272,8 +272,9 @@ class MessagingCore(OverlayApp):
                 if not tree.grafting:
                     return None
                 # Our graft is still on its way: what we spread reaches our subtree only, so
-                # the flood goes on toward the root too (each node drops what it has seen). A
-                # node new to the tree has no cut for its new parent to be sent it again by.
+                # the flood goes on toward the root too (each node drops what it has seen).
+                # Sending it up once adopted covers only a node grafting after a cut; one new
+                # to the tree sends its new parent nothing.
         return payload
 
     def receive_direct(self, src: int, payload: Message) -> None:
