@@ -4,6 +4,7 @@ what arrives; and the messaging scenarios over them, with and without the policy
 import pytest
 
 from iris.core import cluster_group
+from iris.core.messages import OK
 from overlay.link_policy import LinkPolicy
 from overlay.messages import Lookup
 from simulations.connections import RTO_MIN_S, SYN_RTO_S, Unguarded
@@ -319,3 +320,36 @@ def test_the_orphans_of_a_crashed_tree_node_graft_again_within_a_hop_timeout():
         timeout=30.0, check_every=0.05)
     assert took is not None
     assert took <= 1.0 + sim.config.probe_timeout_s
+
+
+def test_a_root_thawed_after_its_cluster_moved_on_keeps_answering_its_requests():
+    """The node closest to a cluster's key, not a member, freezes for 15 s: the ring declares
+    it failed, and the members graft to the node that stands in for it. Thawed, it is the
+    root again; the stand-in grafts back to it, and answered the thawed root's beat, which
+    still counted it as a child, with a Prune that arrived after its graft and undid it: the
+    root answered "no members" (5 requests here) until the stand-in's next graft. Requests
+    after the thaw are all answered."""
+    opts = ScenarioOptions(nodes=40, seed=2)
+    sim, work = make_messaging_sim(opts)
+    assert build_ring(sim, opts)["converged"]
+    group = cluster_group("c")
+    ring = sorted(sim.nodes)
+    root = min(ring, key=lambda n: min(abs(n - group), 2**128 - abs(n - group)))
+    members = [n for n in ring if n != root][:: len(ring) // 4][:4]
+    for node in members:
+        work.register(node, "c")
+    assert sim.run_until(work.all_grafted, timeout=30.0, check_every=0.1) is not None
+    sim.run_for(10.0)
+    assert work.core(root).trees[group].children  # the members' tree runs through it
+    requester = next(n for n in ring if n != root and n not in members)
+    sim.pause(root)
+    sim.run_for(15.0)
+    sim.resume(root)
+    thawed = sim.now
+    for i in range(100):
+        sim.at(thawed + 0.05 * i, lambda: work.request(requester, "c"))
+    sim.run_for(15.0)
+    after = [r for r in work.requests.values() if r.sent_at >= thawed]
+    assert len(after) == 100
+    failed = [(round(r.sent_at - thawed, 2), r.status) for r in after if r.status != OK]
+    assert not failed

@@ -431,3 +431,25 @@ def test_a_root_that_took_over_a_moment_ago_keeps_a_flood_for_the_orphans_about_
                                        Subscribe(GROUP + 1, CHILD + 1, 1, 0, 9_000)), 105.5)
     assert [m for d, m in core.node.out if d == CHILD + 1 and isinstance(m, TreeAck)]
     assert not floods_to(core, CHILD + 1)
+
+
+def test_a_node_reading_a_frozen_backlog_waits_for_members_as_a_new_root_does():
+    """Thawed after a freeze, the node is the root of a group whose members grafted to a node
+    standing in for it meanwhile; they come back once that node hears of it again. A request
+    meanwhile waits for them, parked, rather than "no members" at once."""
+    group = cluster_group("c")
+    core = MessagingCore(OverlayNode(ME, random.Random(1)))  # alone: the root of every key
+    core.node.start(0.0)
+    core.state.arrival_age = 15.0  # read after a 15 s freeze
+    core.node.receive(ORIGIN, Flood(GROUP, ORIGIN, 1, (b"from the backlog",)), 100.0)
+    core.state.arrival_age = 0.0
+    core.node.out.clear()
+    core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 5000)),
+                      100.1)
+    assert not [m for _, m in core.node.out if isinstance(m, Reply)]
+    core.node.receive(CHILD, Route(group, 2, CHILD, 2, Subscribe(group, CHILD, 1, 0, 0)), 101.5)
+    core.node.out.clear()
+    replies, others = replies_until(core, 102.0)
+    assert not replies
+    walked = [(dest, m.payload) for dest, m in others if hasattr(m, "payload")]
+    assert [(dest, p.req_id) for dest, p in walked if isinstance(p, Request)] == [(CHILD, 7)]

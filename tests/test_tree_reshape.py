@@ -300,3 +300,16 @@ def test_a_child_whose_connection_ended_gets_its_beat_at_once_and_is_dropped_if_
     assert ASKER not in tree.children
     assert t - 1.0 <= core.node.config.probe_timeout_s
     assert tree.lost_weight(t) == 2  # its members, orphans until they graft again
+
+
+def test_a_child_silent_past_its_silence_is_left_to_the_beat_when_its_connection_ends():
+    """After a freeze, every connection the node's peers closed meanwhile ends at once; a
+    child silent that long has most likely another parent now, and would disown us if
+    beaten, taking its members out of our count at once. The beat drops it as lost instead,
+    its members still counted until they graft back."""
+    core, tree = member_with_parent()
+    tree.children[ASKER] = [2, 0.0]
+    silence = core.config.tree_beat_s * core.config.tree_silence_beats
+    core.node.link_lost(ASKER, silence + 1.0)
+    assert not [m for _, m in core.node.out
+                if isinstance(m, Direct) and isinstance(m.payload, TreeDown)]

@@ -269,6 +269,12 @@ class Trees:
         for group, weight, ancestors in msg.entries:
             tree = state.trees.get(group)
             if tree is None or tree.parent != src:
+                if tree is not None and tree.grafting:
+                    # Our graft is on its way, often to `src` (a root back from a freeze that
+                    # still counts us): a Prune sent now would arrive after the graft and undo
+                    # its adoption, leaving that root without us. Once we are adopted
+                    # elsewhere, its next beat is answered with a Prune.
+                    continue
                 if tree is None or tree.attempt is None or tree.attempt.candidate != src:
                     state.node.send(src, Prune(group))  # (an ancestor adopting us: not yet)
                 continue
@@ -326,15 +332,22 @@ class Trees:
         tree lost to our subtree meanwhile; a dead child is dropped as soon (`beat_down_lost`),
         where its silence would take 15 s, each walk and survey meanwhile losing a hop's
         timeout on it. A live one (it closed the connection for a reason of its own)
-        answers, and nothing changes."""
+        answers, and nothing changes. A child silent for `tree_silence_beats` already is left
+        to the beat, which drops it as lost, its members still counted until they graft back:
+        this node was most likely frozen, its peers closed their connections meanwhile, and
+        the child, alive, has another parent now; beaten, it would disown us at once and take
+        its members out of our count."""
         state = self.state
         up = [(tree.group, tree.weight) for tree in state.trees.values()
               if tree.parent == peer and not tree.grafting and not tree.empty()]
         if up:
             state.count("parents_verified")
             self._beat_up(peer, up, True)
+        silence = state.config.tree_beat_s * state.config.tree_silence_beats
         down = [(tree.group, tree.weight_outside(peer), tree.ancestors[: MAX_ANCESTORS - 1])
-                for tree in state.trees.values() if peer in tree.children]
+                for tree in state.trees.values()
+                if (entry := tree.children.get(peer)) is not None
+                and state.now - entry[1] <= silence]
         if down:
             state.count("children_verified")
             for i in range(0, len(down), MAX_TREE_ENTRIES):
