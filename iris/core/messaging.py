@@ -71,6 +71,11 @@ from iris.core.walk import Walk
 from overlay.node import OverlayApp, OverlayNode
 from overlay.wire import Message
 
+THAWED_S = 1.0
+"""A message read this long after it arrived (`CoreState.arrival_age`) says this process was
+frozen (the runtime's `FreezeWatch` counts a gap of a second past its tick as a freeze), or a
+segment was retransmitted more than once: either way the ring may have gone on without us."""
+
 __all__ = ["MessagingConfig", "MessagingCore", "cluster_group", "topic_group"]
 
 
@@ -242,13 +247,13 @@ class MessagingCore(OverlayApp):
 
     # ======================================================================= overlay upcalls
     def _thawed(self) -> None:
-        """A message that waited longer than `root_settle_s` to be read: most often this
-        process was frozen, and the ring went on without it (its trees' members grafted to a
+        """A message that waited `THAWED_S` or longer to be read: most often this process was
+        frozen, and the ring went on without it (its trees' members grafted to a
         node standing in for it, which grafts back only once it hears of us again). Until
         that settles, a request for a group this node finds no member of waits as at a new
         root, rather than "no members" while the members are a moment away (real processes,
         `iris chaos --fault pause`: a thawed root so answered 17-21 requests in 2.5 s)."""
-        if self.state.arrival_age > self.config.root_settle_s:
+        if self.state.arrival_age >= THAWED_S:
             self.state.settle(self.config.root_settle_after_failure_s)
 
     def deliver(self, key: int, payload: Message, origin: int, hops: int) -> None:
