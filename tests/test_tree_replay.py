@@ -8,7 +8,7 @@ simulated ring and crashes a tree node under a stream of broadcasts."""
 
 import random
 
-from iris.core import MessagingCore, cluster_group
+from iris.core import MessagingConfig, MessagingCore, cluster_group
 from iris.core import events as ev
 from iris.core.messages import Flood, Replayed, Reply, Request, Subscribe, TreeAck
 from iris.core.replay import ENTRY_BYTES, FloodHistory
@@ -453,3 +453,27 @@ def test_a_node_reading_a_frozen_backlog_waits_for_members_as_a_new_root_does():
     assert not replies
     walked = [(dest, m.payload) for dest, m in others if hasattr(m, "payload")]
     assert [(dest, p.req_id) for dest, p in walked if isinstance(p, Request)] == [(CHILD, 7)]
+
+
+def test_a_request_parked_where_roots_answer_at_once_is_retried_in_time_not_in_place():
+    """`root_settle_s` 0 (roots answer at once) still parks a request through a failure's
+    settle. Its retries must move on in time: at the same instant, the timer loop would run
+    in place and simulated time would never pass the settle."""
+    group = cluster_group("c")
+    core = MessagingCore(OverlayNode(ME, random.Random(1)), MessagingConfig(root_settle_s=0.0))
+    core.node.start(0.0)
+    core.state.settle(core.config.root_settle_after_failure_s)
+    core.node.out.clear()
+    core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 9000)),
+                      0.5)
+    assert not [m for _, m in core.node.out if isinstance(m, Reply)]  # parked
+    runs, replies = 0, []
+    while not replies and runs < 10_000:
+        now = core.node.next_deadline
+        core.node.handle_timer(now)
+        runs += 1
+        replies = [(now, m) for _, m in core.node.out if isinstance(m, Reply)]
+        core.node.out.clear()
+    assert [(r.req_id, r.error) for _, r in replies] == [(7, "no members in cluster")]
+    assert replies[0][0] >= core.config.root_settle_after_failure_s
+    assert runs <= 1_000

@@ -137,6 +137,15 @@ class MessagingConfig:
 
     max_parked: int = 1024
 
+    @property
+    def park_retry_s(self) -> float:
+        """How often a message parked at a settling root is tried again: an eighth of
+        `root_settle_s`, and never less than 10 ms. A config whose roots answer at once
+        (`root_settle_s` 0) still parks through a failure's settle, and a retry at the same
+        instant would run the timer loop in place until the settle ends (in the simulator,
+        forever)."""
+        return max(self.root_settle_s / 8, 0.01)
+
     max_surveys: int = 4096
     """Surveys this node takes part in at once (as a tree node) and surveys it waits for (as
     their origin), each; beyond, a question is answered with nothing (its members counted as

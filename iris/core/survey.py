@@ -205,7 +205,7 @@ class Surveys:
         since = now if parked_since is None else parked_since
         unsettled = now < state.settle_until or state.node.root_in_doubt(ask.group)
         left = ask.time_left_ms / 1000 - (now - since)
-        retry = cfg.root_settle_s / 8
+        retry = cfg.park_retry_s
         if (not unsettled or now - since >= cfg.root_settle_after_failure_s
                 or left <= 2 * retry or len(self.parked) >= cfg.max_parked):
             return False

@@ -157,7 +157,7 @@ class Walk:
         cfg = state.config
         if len(self.parked) >= cfg.max_parked:
             return False
-        retry = cfg.root_settle_s / 8
+        retry = cfg.park_retry_s
         if isinstance(msg, Request) and msg.time_left_ms / 1000 - (now - since) <= 2 * retry:
             return False
         tree = state.trees.get(msg.group)
