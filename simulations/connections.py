@@ -176,7 +176,7 @@ class Connections:
 
     def _deliver(self, conn: Connection, src: int, dest: int, msg: Message) -> None:
         sim = self.sim
-        arrival = sim.now + sim.net.delay(sim.net.positions[src], sim.net.positions[dest])
+        arrival = sim.now + self._delay(src, dest)
         loss = sim.net.config.loss
         if loss:
             rto, random = RTO_MIN_S, sim.rng.random
