@@ -253,6 +253,24 @@ def test_parse_address():
         parse_address("nocolon")
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("tree_beat_s", 0.0, "tree_beat_s must be positive"),
+    ("graft_retry_s", -1.0, "graft_retry_s must be positive"),
+    ("tunnel_window", 0, "tunnel_window must be positive"),
+    ("seen_ids", 0, "seen_ids must be positive"),
+    ("max_parked", -1, "max_parked must not be negative"),
+    ("survey_root_share", 1.5, "survey_root_share must be above 0 and at most 1"),
+    ("tunnel_silence_s", 5.0, "tunnel_silence_s must exceed tunnel_keepalive_s"),
+])
+def test_a_messaging_config_the_core_cannot_run_is_refused_by_name(field, value, says):
+    """Handed to `open_node`, such a config would spin a timer in place, pass no tunnel byte or
+    deliver duplicates; it is refused where it is made, naming the field."""
+    with pytest.raises(ValueError, match=says):
+        MessagingConfig(**{field: value})
+    # Zero limits and zero waits are choices, not mistakes.
+    MessagingConfig(max_tunnels=0, root_settle_s=0.0, replay_s=0.0)
+
+
 async def test_oversized_messages_are_refused_before_they_leave(ring):
     from iris.core.messages import MAX_PAYLOAD
 

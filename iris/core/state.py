@@ -159,6 +159,33 @@ class MessagingConfig:
     """Of what a tree node has left of a survey's time, the share it passes its tree
     neighbours: the rest covers their batches' way back and its own."""
 
+    def __post_init__(self) -> None:
+        """Refuse, with the field's name, a config the core cannot run: a period of 0 would
+        arm its timer at the same instant over and over, a tunnel window of 0 lets no byte
+        through, no memory of seen ids delivers every duplicate, and a tunnel silent for less
+        than its keepalive is declared dead between two keepalives. A limit of 0 is a choice
+        (`max_tunnels=0` refuses every tunnel), and so are waits of 0."""
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"MessagingConfig.{name} must be positive")
+        for name in _NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ValueError(f"MessagingConfig.{name} must not be negative")
+        for name in ("survey_root_share", "survey_child_share"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"MessagingConfig.{name} must be above 0 and at most 1")
+        if self.tunnel_silence_s <= self.tunnel_keepalive_s:
+            raise ValueError("MessagingConfig.tunnel_silence_s must exceed tunnel_keepalive_s")
+
+
+_POSITIVE = ("tree_beat_s", "tree_silence_beats", "tree_late_beats", "graft_retry_s",
+             "reshape_reach", "direct_ttl_s", "tunnel_window", "tunnel_send_buffer",
+             "tunnel_keepalive_s", "tunnel_silence_s", "seen_ids")
+_NOT_NEGATIVE = ("reshape_quiet_s", "reshape_calm_s", "replay_s", "replay_floods",
+                 "replay_bytes", "direct_audience", "direct_topics", "direct_asked",
+                 "direct_held", "max_pending_requests", "max_tunnels", "max_trees",
+                 "root_settle_s", "root_settle_after_failure_s", "max_parked", "max_surveys")
+
 
 class Service:
     """A cluster this node serves: how many registrations, and the admission of its requests
