@@ -4,6 +4,7 @@ Longer than 500 lines: one test per promise of the API (requests, broadcasts, ev
 tunnels, limits, errors, shutdown), all on the same local nodes; the promises the cores keep
 alone are tested without a network elsewhere."""
 
+import dataclasses
 import time
 
 import pytest
@@ -269,6 +270,14 @@ def test_a_messaging_config_the_core_cannot_run_is_refused_by_name(field, value,
         MessagingConfig(**{field: value})
     # Zero limits and zero waits are choices, not mistakes.
     MessagingConfig(max_tunnels=0, root_settle_s=0.0, replay_s=0.0)
+
+
+def test_every_field_of_a_messaging_config_is_checked():
+    """A field added later is put in one of the checks, or this fails."""
+    from iris.core.state import _NOT_NEGATIVE, _POSITIVE
+
+    fields = {f.name for f in dataclasses.fields(MessagingConfig)}
+    assert fields == {*_POSITIVE, *_NOT_NEGATIVE, "survey_root_share", "survey_child_share"}
 
 
 async def test_oversized_messages_are_refused_before_they_leave(ring):
