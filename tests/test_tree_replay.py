@@ -263,6 +263,18 @@ def replies_until(core, end):
     return replies, others
 
 
+def requests_walked_after_graft(core, group, member, graft_at, end):
+    """`member` grafts to the root `core` at `graft_at`; the timers run up to `end`, and no
+    request is answered meanwhile. The requests walked on, as (destination, req_id)."""
+    core.node.receive(member, Route(group, 2, member, 2, Subscribe(group, member, 1, 0, 0)),
+                      graft_at)
+    core.node.out.clear()
+    replies, others = replies_until(core, end)
+    assert not replies
+    walked = [(dest, m.payload) for dest, m in others if hasattr(m, "payload")]
+    return [(dest, p.req_id) for dest, p in walked if isinstance(p, Request)]
+
+
 def test_a_walk_at_a_node_grafting_again_that_is_the_groups_root_is_not_routed_in_circles():
     """The same node when the group's key is its own (its graft is on its way back to it):
     routing the walk on would only deliver it here again, until its hops ran out. Its lost
@@ -306,13 +318,7 @@ def test_a_root_that_lost_a_child_with_members_walks_a_request_to_them_when_they
     replies, _ = replies_until(core, 3.0)  # the step's acknowledgement never comes
     assert group in core.trees and not tree.children and tree.lost_weight(3.0) == 1
     assert not replies  # waiting for the orphan
-    core.node.receive(member, Route(group, 2, member, 2, Subscribe(group, member, 1, 0, 0)),
-                      3.5)
-    core.node.out.clear()
-    replies, others = replies_until(core, 4.0)
-    assert not replies
-    walked = [(dest, m.payload) for dest, m in others if hasattr(m, "payload")]
-    assert [(dest, p.req_id) for dest, p in walked if isinstance(p, Request)] == [(member, 7)]
+    assert requests_walked_after_graft(core, group, member, 3.5, 4.0) == [(member, 7)]
 
 
 def test_a_root_that_lost_no_member_says_no_members_at_once():
@@ -447,12 +453,7 @@ def test_a_node_reading_a_frozen_backlog_waits_for_members_as_a_new_root_does():
     core.node.receive(ORIGIN, Route(group, 1, ORIGIN, 1, Request(group, 7, ORIGIN, 0, b"q", 5000)),
                       100.1)
     assert not [m for _, m in core.node.out if isinstance(m, Reply)]
-    core.node.receive(CHILD, Route(group, 2, CHILD, 2, Subscribe(group, CHILD, 1, 0, 0)), 101.5)
-    core.node.out.clear()
-    replies, others = replies_until(core, 102.0)
-    assert not replies
-    walked = [(dest, m.payload) for dest, m in others if hasattr(m, "payload")]
-    assert [(dest, p.req_id) for dest, p in walked if isinstance(p, Request)] == [(CHILD, 7)]
+    assert requests_walked_after_graft(core, group, CHILD, 101.5, 102.0) == [(CHILD, 7)]
 
 
 def test_a_request_parked_where_roots_answer_at_once_is_retried_in_time_not_in_place():

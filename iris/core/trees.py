@@ -350,8 +350,7 @@ class Trees:
                 and state.now - entry[1] <= silence]
         if down:
             state.count("children_verified")
-            for i in range(0, len(down), MAX_TREE_ENTRIES):
-                state.node.send_acked(peer, TreeDown(tuple(down[i : i + MAX_TREE_ENTRIES])))
+            self._beat_down(peer, down, True)
 
     def beat_down_lost(self, child: int, msg: TreeDown) -> None:
         """A child whose connection ended did not acknowledge our beat: drop it as dead."""
@@ -411,6 +410,12 @@ class Trees:
         for i in range(0, len(entries), MAX_TREE_ENTRIES):
             send(parent, TreeUp(tuple(entries[i : i + MAX_TREE_ENTRIES])))
 
+    def _beat_down(self, child: int, entries: list[tuple[int, int, tuple[int, ...]]],
+                   acked: bool) -> None:
+        send = self.state.node.send_acked if acked else self.state.node.send
+        for i in range(0, len(entries), MAX_TREE_ENTRIES):
+            send(child, TreeDown(tuple(entries[i : i + MAX_TREE_ENTRIES])))
+
     def beat(self) -> None:
         """One tree beat: check every tree, then send each tree neighbour one message (to a
         late parent acknowledged: `MessagingConfig.tree_late_beats`)."""
@@ -447,6 +452,5 @@ class Trees:
         for peer, entries in up.items():
             self._beat_up(peer, entries, peer in late)
         for peer, down_entries in down.items():
-            for i in range(0, len(down_entries), MAX_TREE_ENTRIES):
-                state.node.send(peer, TreeDown(tuple(down_entries[i : i + MAX_TREE_ENTRIES])))
+            self._beat_down(peer, down_entries, False)
 
